@@ -1,0 +1,107 @@
+"""The `edgeport` command line: parses arguments, calls the library, maps errors to exit codes.
+
+Thin on purpose; heavy modules are imported inside the commands that need them, so `validate`,
+`schema` and `--help` never import TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from pipeline import __version__
+from pipeline.errors import EdgeportError
+
+EXIT_INTERRUPTED = 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.command(args) or 0)
+    except EdgeportError as error:
+        print(f"edgeport: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("edgeport: interrupted; outputs not finished were left out, no report was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgeport",
+        description="Take a Keras or SavedModel through a recipe to TFLite and ONNX, and gate it on parity.",
+        epilog="exit codes of run: 0 all gates passed, 1 a gate failed, 2 bad input (nothing ran), "
+               "3 a stage could not produce its artifact (report still written)")
+    parser.add_argument("--version", action="version", version=f"edgeport {__version__}")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run a recipe: build artifacts, check parity, write reports")
+    run.add_argument("recipe", type=Path)
+    run.add_argument("--out", type=Path, help="output directory (default: artifacts/<recipe name>/)")
+    run.add_argument("--only", nargs="+", metavar="NAME", help="run only these outputs")
+    run.add_argument("--trust-model", action="store_true",
+                     help="allow a source model whose loading runs arbitrary code (Lambda layers)")
+    run.add_argument("--batch-size", type=int, default=64, help="evaluation batch size (default 64)")
+    run.set_defaults(command=_run)
+
+    validate = commands.add_parser("validate", help="check a recipe (schema, chains, files) without running it")
+    validate.add_argument("recipe", type=Path)
+    validate.set_defaults(command=_validate)
+
+    inspect = commands.add_parser("inspect", help="describe a model: format, signatures, inputs and outputs")
+    inspect.add_argument("model", type=Path)
+    inspect.add_argument("--json", action="store_true", help="print JSON instead of text")
+    inspect.add_argument("--trust-model", action="store_true", help="allow models that run code when loaded")
+    inspect.set_defaults(command=_inspect)
+
+    schema = commands.add_parser("schema", help="print the recipe JSON Schema")
+    schema.set_defaults(command=_schema)
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pipeline.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe)
+    if args.batch_size < 1:
+        raise EdgeportError(f"--batch-size must be at least 1 (got {args.batch_size})")
+    from pipeline.report.console import summary
+    from pipeline.runner import RunOptions, run_recipe
+
+    out_dir = args.out or Path("artifacts") / recipe.spec.name
+    report = run_recipe(recipe, RunOptions(out_dir=out_dir, only=args.only, trust_model=args.trust_model,
+                                           batch_size=args.batch_size))
+    print(summary(report))
+    print(f"reports: {out_dir / 'report.md'}  {out_dir / 'report.html'}  {out_dir / 'junit.xml'}  "
+          f"{out_dir / 'report.json'}")
+    return int(report["exit_code"])
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from pipeline.recipe import load_recipe, stage_of
+
+    recipe = load_recipe(args.recipe)
+    print(f"{args.recipe}: valid recipe {recipe.spec.name!r} ({recipe.source_kind()} source)")
+    for name, output in recipe.spec.outputs.items():
+        chain = " → ".join(stage_of(entry)[0] for entry in output.stages)
+        print(f"  {name}: {chain}")
+    return 0
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from pipeline.recipe import recipe_schema
+
+    print(json.dumps(recipe_schema(), indent=2))
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from pipeline.inspect import describe_model, format_description
+
+    description = describe_model(args.model, trusted=args.trust_model)
+    print(json.dumps(description, indent=2) if args.json else format_description(description))
+    return 0

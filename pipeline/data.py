@@ -1,0 +1,179 @@
+"""Calibration / evaluation / fine-tune data: npz, npy or seeded random arrays, checked against the model.
+
+Knows the model only through its input TensorSpecs; imports no framework.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import DataError
+from pipeline.recipe import DataSpec, LoadedRecipe, RandomSpec
+from pipeline.specs import TensorSpec
+
+DEFAULT_EVALUATION = DataSpec(random=RandomSpec(samples=64, seed=0))
+
+
+@dataclass
+class Dataset:
+    """Arrays keyed by model input name, in the model's input order, with optional integer labels."""
+
+    section: str
+    origin: str
+    inputs: dict[str, np.ndarray]
+    labels: np.ndarray | None = None
+
+    @property
+    def samples(self) -> int:
+        return len(next(iter(self.inputs.values())))
+
+    def batches(self, size: int = 64) -> Iterator[dict[str, np.ndarray]]:
+        for start in range(0, self.samples, size):
+            yield {name: array[start : start + size] for name, array in self.inputs.items()}
+
+    def label_batches(self, size: int = 64) -> Iterator[np.ndarray | None]:
+        for start in range(0, self.samples, size):
+            yield None if self.labels is None else self.labels[start : start + size]
+
+    def describe(self) -> dict[str, object]:
+        return {"origin": self.origin, "samples": self.samples, "labels": self.labels is not None,
+                "inputs": {name: [list(array.shape), str(array.dtype)] for name, array in self.inputs.items()}}
+
+
+def load_dataset(section: str, spec: DataSpec | None, recipe: LoadedRecipe, model_inputs: list[TensorSpec]) -> Dataset:
+    """Load one `data.<section>` and check every array against the model's inputs."""
+    place = f"data.{section}"
+    if spec is None:
+        spec = DEFAULT_EVALUATION
+        place += " (default: random)"
+    if spec.random is not None:
+        return _random(section, place, spec.random, model_inputs)
+    if spec.npz is not None:
+        inputs, labels, origin = _from_npz(place, recipe.resolve(spec.npz), spec, model_inputs)
+    else:
+        assert spec.npy is not None
+        inputs, labels, origin = _from_npy(place, recipe, spec, model_inputs)
+    if spec.limit is not None:
+        inputs = {name: array[: spec.limit] for name, array in inputs.items()}
+        labels = None if labels is None else labels[: spec.limit]
+    inputs = {model_input.name: _fit(place, model_input, inputs[model_input.name]) for model_input in model_inputs}
+    dataset = Dataset(section=section, origin=origin, inputs=inputs, labels=labels)
+    _check_lengths(place, dataset)
+    return dataset
+
+
+def _from_npz(place: str, file: Path, spec: DataSpec, model_inputs: list[TensorSpec]) -> tuple:
+    keys = _input_keys(place, spec, model_inputs)
+    try:
+        archive = np.load(file, allow_pickle=False)
+    except FileNotFoundError:
+        raise DataError(f"{place}.npz: {file} not found") from None
+    except Exception as error:  # numpy raises several kinds for a file that is not an npz
+        raise DataError(f"{place}.npz: {file} is not a readable .npz ({error})") from None
+    with archive:
+        wanted = [*keys.values(), *([spec.labels] if spec.labels else [])]
+        for key in wanted:
+            if key not in archive.files:
+                raise DataError(f"{place}: key {key!r} is not in {file.name} (it has {', '.join(archive.files)})")
+        inputs = {name: _read(place, file, archive, key) for name, key in keys.items()}
+        labels = _read(place, file, archive, spec.labels) if spec.labels else None
+    return inputs, labels, f"{file.name}[{', '.join(keys.values())}]"
+
+
+def _read(place: str, file: Path, archive: np.lib.npyio.NpzFile, key: str) -> np.ndarray:
+    try:
+        return archive[key]
+    except Exception as error:  # corrupt member, object arrays (pickle refused)...
+        raise DataError(f"{place}: cannot read {key!r} from {file.name} ({error})") from None
+
+
+def _input_keys(place: str, spec: DataSpec, model_inputs: list[TensorSpec]) -> dict[str, str]:
+    names = [model_input.name for model_input in model_inputs]
+    if isinstance(spec.inputs, str):
+        if len(names) != 1:
+            raise DataError(f"{place}.inputs: the model has {len(names)} inputs ({', '.join(names)}); "
+                            "map each to an npz key: inputs: {name: key, ...}")
+        return {names[0]: spec.inputs}
+    mapping = dict(spec.inputs or {})
+    unknown = sorted(set(mapping) - set(names))
+    missing = [name for name in names if name not in mapping]
+    if unknown or missing:
+        raise DataError(f"{place}.inputs: model inputs are {', '.join(names)}; "
+                        f"unknown: {', '.join(unknown) or 'none'}; missing: {', '.join(missing) or 'none'}")
+    return mapping
+
+
+def _from_npy(place: str, recipe: LoadedRecipe, spec: DataSpec, model_inputs: list[TensorSpec]) -> tuple:
+    if len(model_inputs) != 1:
+        raise DataError(f"{place}.npy: the model has {len(model_inputs)} inputs; use npz with an inputs mapping")
+    assert spec.npy is not None
+    inputs = {model_inputs[0].name: _load_npy(f"{place}.npy", recipe.resolve(spec.npy))}
+    labels = _load_npy(f"{place}.labels", recipe.resolve(spec.labels)) if spec.labels else None
+    return inputs, labels, Path(spec.npy).name
+
+
+def _load_npy(place: str, file: Path) -> np.ndarray:
+    try:
+        return np.load(file, allow_pickle=False)
+    except FileNotFoundError:
+        raise DataError(f"{place}: {file} not found") from None
+    except Exception as error:  # numpy raises several kinds for a file that is not an npy
+        raise DataError(f"{place}: {file} is not a readable .npy ({error})") from None
+
+
+def _fit(place: str, spec: TensorSpec, array: np.ndarray) -> np.ndarray:
+    """Check rank, fixed dimensions and dtype kind; cast to the model's dtype where that loses nothing."""
+    expected = f"expected shape [{', '.join('N' if i == 0 else ('?' if d is None else str(d)) for i, d in enumerate(spec.shape))}]"
+    if array.ndim != len(spec.shape):
+        raise DataError(f"{place}: input {spec.name!r} has shape {list(array.shape)}, {expected} ({spec.dtype})")
+    for axis, (want, got) in enumerate(zip(spec.shape, array.shape, strict=True)):
+        if axis > 0 and want is not None and want != got:
+            raise DataError(f"{place}: input {spec.name!r} has shape {list(array.shape)}, {expected} "
+                            f"(axis {axis} is {got}, the model wants {want})")
+    target = np.dtype(spec.dtype)
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+        raise DataError(f"{place}: input {spec.name!r} has dtype {array.dtype}; expected numbers ({spec.dtype})")
+    if np.issubdtype(target, np.integer) and not np.issubdtype(array.dtype, np.integer):
+        raise DataError(f"{place}: input {spec.name!r} has dtype {array.dtype}; the model wants {spec.dtype}")
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        bad = int((~np.isfinite(array)).sum())
+        raise DataError(f"{place}: input {spec.name!r} holds {bad} NaN/Inf values; parity on such inputs "
+                        "is meaningless, so they are refused")
+    return np.ascontiguousarray(array, dtype=target)
+
+
+def _check_lengths(place: str, dataset: Dataset) -> None:
+    lengths = {name: len(array) for name, array in dataset.inputs.items()}
+    if len(set(lengths.values())) != 1:
+        raise DataError(f"{place}: inputs differ in sample count ({lengths})")
+    if dataset.samples == 0:
+        raise DataError(f"{place}: no samples")
+    labels = dataset.labels
+    if labels is None:
+        return
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"{place}.labels: expected a 1-D array of integer class ids, "
+                        f"got shape {list(labels.shape)} {labels.dtype}")
+    if len(labels) != dataset.samples:
+        raise DataError(f"{place}.labels: {len(labels)} labels for {dataset.samples} input samples")
+
+
+def _random(section: str, place: str, spec: RandomSpec, model_inputs: list[TensorSpec]) -> Dataset:
+    rng = np.random.default_rng(spec.seed)
+    inputs = {}
+    for model_input in model_inputs:
+        if any(d is None for d in model_input.shape[1:]):
+            raise DataError(f"{place}: input {model_input.name!r} has free dimensions {model_input.describe()}; "
+                            "random data needs fixed shapes, so give an npz")
+        shape = (spec.samples, *model_input.shape[1:])
+        dtype = np.dtype(model_input.dtype)
+        if np.issubdtype(dtype, np.integer):
+            inputs[model_input.name] = rng.integers(int(spec.low), int(spec.high), size=shape).astype(dtype)
+        else:
+            inputs[model_input.name] = rng.uniform(spec.low, spec.high, size=shape).astype(dtype)
+    origin = f"random(samples={spec.samples}, seed={spec.seed}, low={spec.low}, high={spec.high})"
+    return Dataset(section=section, origin=origin, inputs=inputs)

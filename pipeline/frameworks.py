@@ -1,0 +1,93 @@
+"""Quiet, lazy imports of TensorFlow and friends, and capture of what native code prints.
+
+Nothing here is imported by `validate`, `schema` or `--help`, which must stay fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from types import ModuleType
+
+# Lines the TF/TFLite tool chain prints on every run; they say nothing about this model.
+_BENIGN_LOG_MARKERS = (
+    "absl::InitializeLog",
+    "cuInit",
+    "cuda_",
+    "oneDNN",
+    "This TensorFlow binary is optimized",
+    "trackable_obj",
+    "Ignored output_format",
+    "Ignored drop_control_dependency",
+    "Reading SavedModel",
+    "Reading meta graph",
+    "SavedModel load",
+    "Restoring SavedModel",
+    "fully_quantize",
+    "Estimated count of arithmetic ops",
+    "XNNPACK delegate",
+    "Saved artifact at",
+    "disabling MLIR crash reproducer",
+)
+
+
+def _quiet_environment() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+
+def import_tensorflow() -> ModuleType:
+    """Import TensorFlow with its start-up noise swallowed and its Python loggers at ERROR."""
+    _quiet_environment()
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    with captured_native_output():
+        import tensorflow as tf
+    tf.get_logger().setLevel(logging.ERROR)
+    with contextlib.suppress(ImportError):
+        import absl.logging
+
+        absl.logging.set_verbosity(absl.logging.ERROR)
+    return tf
+
+
+@contextlib.contextmanager
+def captured_native_output() -> Iterator[list[str]]:
+    """Redirect file descriptors 1 and 2 (where C++ code writes) to a buffer.
+
+    Yields a list that is filled with the captured lines when the block exits.
+    """
+    lines: list[str] = []
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        try:
+            for fd in saved:
+                os.dup2(sink.fileno(), fd)
+            yield lines
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            for fd, original in saved.items():
+                os.dup2(original, fd)
+                os.close(original)
+            sink.seek(0)
+            lines.extend(sink.read().decode("utf-8", "replace").splitlines())
+
+
+def notable_log_lines(lines: list[str]) -> list[str]:
+    """Warnings and errors from a converter's output, less the lines every run prints."""
+    notable = []
+    for line in lines:
+        text = line.strip()
+        if not text or any(marker in text for marker in _BENIGN_LOG_MARKERS):
+            continue
+        if text[:1] in "WE" and text[1:5].isdigit() or "warning" in text.lower() or "error" in text.lower():
+            notable.append(text)
+    return notable

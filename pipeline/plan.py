@@ -1,0 +1,54 @@
+"""Turn a validated recipe into a plan: per output, a chain of stage nodes with content keys.
+
+Two outputs whose chains start alike share the nodes (same key), so a shared prefix runs once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipeline.artifacts import key_of
+from pipeline.errors import RecipeError
+from pipeline.recipe import LoadedRecipe, stage_of
+from pipeline.stages import STAGES, StageOptions
+
+
+@dataclass(frozen=True)
+class PlanNode:
+    key: str
+    kind: str
+    options: StageOptions
+    label: str
+
+
+@dataclass
+class OutputPlan:
+    name: str
+    nodes: list[PlanNode]
+    gates: dict[str, float]
+    gates_from: str  # "recipe" or "default"
+
+
+def plan_recipe(recipe: LoadedRecipe, source_key: str, only: list[str] | None = None) -> list[OutputPlan]:
+    outputs = recipe.spec.outputs
+    unknown = sorted(set(only or []) - set(outputs))
+    if unknown:
+        raise RecipeError(f"{recipe.path}: --only names unknown outputs {', '.join(unknown)} "
+                          f"(the recipe has {', '.join(outputs)})")
+    plans = []
+    for name, output in outputs.items():
+        if only and name not in only:
+            continue
+        upstream, nodes = source_key, []
+        for entry in output.stages:
+            kind, options = stage_of(entry)
+            stage = STAGES[kind]
+            upstream = key_of(kind, options.model_dump(mode="json"), upstream)
+            nodes.append(PlanNode(key=upstream, kind=kind, options=options, label=stage.describe(options)))
+        gates = output.gates.thresholds()
+        gates_from = "recipe"
+        if not gates:
+            last = nodes[-1]
+            gates, gates_from = STAGES[last.kind].default_gates(last.options), "default"
+        plans.append(OutputPlan(name=name, nodes=nodes, gates=gates, gates_from=gates_from))
+    return plans

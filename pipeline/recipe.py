@@ -1,0 +1,357 @@
+"""The recipe: its pydantic schema, YAML loading with readable errors, and chain type checks.
+
+Imports neither TensorFlow nor any runtime: `edgeport validate` and `schema` must stay fast.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+
+from pipeline.errors import RecipeError
+from pipeline.stages import STAGES, StageOptions
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SourceSpec(_Strict):
+    path: str = Field(description="A .keras or .h5 file, or a SavedModel directory (relative to the recipe).")
+    signature: str = Field("serving_default", description="SavedModel signature to convert and compare.")
+    trusted: bool = Field(False, description="Allow models whose loading runs arbitrary code (Lambda layers).")
+
+
+class RandomSpec(_Strict):
+    samples: int = Field(64, ge=1, le=1_000_000)
+    seed: int = 0
+    low: float = 0.0
+    high: float = 1.0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RandomSpec:
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        return self
+
+
+class DataSpec(_Strict):
+    """One data section: arrays from an .npz or .npy file, or seeded random inputs."""
+
+    npz: str | None = Field(None, description="An .npz file (relative to the recipe).")
+    npy: str | None = Field(None, description="An .npy file of inputs, for single-input models.")
+    random: RandomSpec | None = None
+    inputs: str | dict[str, str] | None = Field(
+        None, description="npz key of the inputs, or {model input name: npz key} for several inputs.")
+    labels: str | None = Field(None, description="npz key (or, with npy, an .npy file) of integer class labels.")
+    limit: int | None = Field(None, ge=1, description="Use at most this many samples.")
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> DataSpec:
+        origins = [name for name in ("npz", "npy", "random") if getattr(self, name) is not None]
+        if len(origins) != 1:
+            raise ValueError(f"give exactly one of npz, npy, random (got {', '.join(origins) or 'none'})")
+        if self.npz is not None and self.inputs is None:
+            raise ValueError("npz needs `inputs`: the key of the input array in the file")
+        if self.npz is None and self.inputs is not None:
+            raise ValueError("`inputs` names keys of an npz file; it goes with npz only")
+        if self.random is not None and self.labels is not None:
+            raise ValueError("random data has no labels")
+        return self
+
+
+class DataSection(_Strict):
+    calibration: DataSpec | None = Field(None, description="Representative inputs for int8 quantization.")
+    evaluation: DataSpec | None = Field(
+        None, description="Inputs (and labels) for parity; default: 64 random samples in [0, 1).")
+    fine_tune: DataSpec | None = Field(None, description="Training inputs and labels for stages that fine-tune.")
+
+
+class Gates(_Strict):
+    """Pass/fail thresholds. Errors must be at most the threshold; similarities at least."""
+
+    max_abs: float | None = Field(None, ge=0)
+    mean_abs: float | None = Field(None, ge=0)
+    rmse: float | None = Field(None, ge=0)
+    cosine: float | None = Field(None, ge=-1, le=1)
+    snr_db: float | None = None
+    top1_agreement: float | None = Field(None, ge=0, le=1)
+    accuracy: float | None = Field(None, ge=0, le=1)
+    accuracy_drop: float | None = Field(None, ge=-1, le=1)
+
+    def thresholds(self) -> dict[str, float]:
+        return {name: value for name, value in self.model_dump().items() if value is not None}
+
+
+def _stage_entry_model() -> type[BaseModel]:
+    """A model with one optional field per registered stage kind; an entry sets exactly one."""
+    fields: dict[str, Any] = {kind: (stage.Options | None, None) for kind, stage in STAGES.items()}
+
+    def _normalise(cls: type, value: Any) -> Any:
+        if isinstance(value, str):
+            return {value: {}}
+        if isinstance(value, dict):
+            return {key: ({} if options is None else options) for key, options in value.items()}
+        return value
+
+    def _exactly_one(self: BaseModel) -> BaseModel:
+        chosen = [kind for kind in STAGES if getattr(self, kind) is not None]
+        if len(chosen) != 1:
+            raise ValueError(f"a stage entry names exactly one stage kind (got {', '.join(chosen) or 'none'})")
+        return self
+
+    validators = {
+        "normalise": model_validator(mode="before")(classmethod(_normalise)),
+        "exactly_one": model_validator(mode="after")(_exactly_one),
+    }
+    return create_model("StageEntry", __base__=_Strict, __validators__=validators, **fields)
+
+
+StageEntry = _stage_entry_model()
+
+
+def stage_of(entry: BaseModel) -> tuple[str, StageOptions]:
+    for kind in STAGES:
+        options = getattr(entry, kind)
+        if options is not None:
+            return kind, options
+    raise AssertionError("validated entries name one stage")
+
+
+class OutputSpec(_Strict):
+    stages: list[StageEntry] = Field(min_length=1, description="The chain of stages from the source.")  # type: ignore[valid-type]
+    gates: Gates = Field(default_factory=Gates)
+
+
+class Recipe(_Strict):
+    """An edgeport recipe: a source model, data, and named outputs each made by a chain of stages."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="Names the run; default output dir artifacts/<name>/.")
+    source: SourceSpec
+    data: DataSection = Field(default_factory=DataSection)
+    outputs: dict[str, OutputSpec] = Field(min_length=1)
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _path_shorthand(cls, value: Any) -> Any:
+        return {"path": value} if isinstance(value, str) else value
+
+    @field_validator("outputs")
+    @classmethod
+    def _safe_output_names(cls, outputs: dict[str, OutputSpec]) -> dict[str, OutputSpec]:
+        for name in outputs:
+            if not re.match(NAME_PATTERN, str(name)) or name in {".", ".."}:
+                raise ValueError(f"output name {name!r} must match {NAME_PATTERN} (it becomes a directory name)")
+        return outputs
+
+
+@dataclass
+class LoadedRecipe:
+    """A validated recipe and the directory its relative paths start from."""
+
+    spec: Recipe
+    path: Path
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    def resolve(self, relative: str) -> Path:
+        return (self.base_dir / relative).resolve()
+
+    @property
+    def source_path(self) -> Path:
+        return self.resolve(self.spec.source.path)
+
+    def source_kind(self) -> str:
+        path = self.source_path
+        return "savedmodel" if path.is_dir() else "keras"
+
+
+def load_recipe(path: Path, check_files: bool = True) -> LoadedRecipe:
+    """Read, validate and type-check a recipe file; every problem is a RecipeError naming its place."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecipeError(f"{path}: recipe file not found") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise RecipeError(f"{path}: cannot read recipe ({error})") from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise RecipeError(f"{path}: YAML syntax error{_yaml_place(error)}: {_yaml_problem(error)}") from None
+    if not isinstance(document, dict):
+        raise RecipeError(f"{path}: a recipe is a YAML mapping with name, source and outputs "
+                          f"(got {type(document).__name__})")
+    try:
+        spec = Recipe.model_validate(document)
+    except ValidationError as error:
+        raise RecipeError(_describe_validation_error(path, text, error)) from None
+    loaded = LoadedRecipe(spec=spec, path=path.resolve())
+    if check_files:
+        _check_files(loaded)
+    check_chains(loaded)
+    return loaded
+
+
+def check_chains(recipe: LoadedRecipe) -> None:
+    """Each stage must take what the one before gives; data a stage needs must be in the recipe."""
+    spec = recipe.spec
+    source_kind = recipe.source_kind()
+    for name, output in spec.outputs.items():
+        given, giver = source_kind, f"the source ({source_kind})"
+        for index, entry in enumerate(output.stages):
+            kind, options = stage_of(entry)
+            stage = STAGES[kind]
+            place = f"outputs.{name}.stages[{index}].{kind}"
+            if given not in stage.takes:
+                raise RecipeError(f"{recipe.path}: {place}: {kind} takes {' or '.join(sorted(stage.takes))}, "
+                                  f"but {giver} gives {given}")
+            for section in stage.required_data(options):
+                if getattr(spec.data, section) is None:
+                    raise RecipeError(f"{recipe.path}: {place}: {stage.describe(options)} needs "
+                                      f"data.{section}; add it to the recipe")
+            given, giver = stage.gives, f"stages[{index}] ({kind})"
+        needs_labels = {"accuracy", "accuracy_drop"} & set(output.gates.thresholds())
+        evaluation = spec.data.evaluation
+        if needs_labels and (evaluation is None or evaluation.labels is None):
+            raise RecipeError(f"{recipe.path}: outputs.{name}.gates: {', '.join(sorted(needs_labels))} "
+                              "needs labels; set data.evaluation.labels")
+
+
+def _check_files(recipe: LoadedRecipe) -> None:
+    source = recipe.source_path
+    if not source.exists():
+        raise RecipeError(f"{recipe.path}: source.path: {source} does not exist")
+    if source.is_file() and source.suffix.lower() not in KERAS_SUFFIXES:
+        raise RecipeError(f"{recipe.path}: source.path: {source.name} is not a .keras/.h5 file "
+                          "or a SavedModel directory")
+    for section in ("calibration", "evaluation", "fine_tune"):
+        spec = getattr(recipe.spec.data, section)
+        if spec is None:
+            continue
+        place = f"data.{section}"
+        if spec.npz is not None:
+            _check_npz(recipe, place, spec)
+        if spec.npy is not None:
+            for key, relative in (("npy", spec.npy), ("labels", spec.labels)):
+                if relative is not None and not recipe.resolve(relative).is_file():
+                    raise RecipeError(f"{recipe.path}: {place}.{key}: {recipe.resolve(relative)} does not exist")
+
+
+def _check_npz(recipe: LoadedRecipe, place: str, spec: DataSpec) -> None:
+    assert spec.npz is not None
+    file = recipe.resolve(spec.npz)
+    if not file.is_file():
+        raise RecipeError(f"{recipe.path}: {place}.npz: {file} does not exist")
+    try:
+        with np.load(file, allow_pickle=False) as archive:
+            keys = set(archive.files)
+    except Exception as error:  # numpy raises several types for a file that is not an npz
+        raise RecipeError(f"{recipe.path}: {place}.npz: {file} is not a readable .npz ({error})") from None
+    wanted = [spec.inputs] if isinstance(spec.inputs, str) else list((spec.inputs or {}).values())
+    wanted += [spec.labels] if spec.labels else []
+    for key in wanted:
+        if key not in keys:
+            raise RecipeError(f"{recipe.path}: {place}: key {key!r} is not in {file.name} "
+                              f"(it has {', '.join(sorted(keys)) or 'no arrays'})")
+
+
+def recipe_schema() -> dict[str, Any]:
+    return Recipe.model_json_schema()
+
+
+# --- readable errors -------------------------------------------------------------------------------
+
+
+def _describe_validation_error(path: Path, text: str, error: ValidationError) -> str:
+    lines = [f"{path}: the recipe does not fit the schema:"]
+    for problem in error.errors():
+        loc = [part for part in problem["loc"] if not _is_union_tag(part)]
+        where = _format_loc(loc) or "(top level)"
+        line = _line_of(text, loc)
+        at = f" (line {line})" if line else ""
+        lines.append(f"  {where}{at}: {_explain(problem, loc)}")
+    return "\n".join(lines)
+
+
+def _is_union_tag(part: Any) -> bool:
+    # pydantic inserts the tried union member into locations ("str", "dict[str,str]", "function-before[...]")
+    return isinstance(part, str) and ("[" in part or part in {"str", "int", "float", "bool"})
+
+
+def _format_loc(loc: list[Any]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _explain(problem: dict[str, Any], loc: list[Any]) -> str:
+    kind = problem["type"]
+    if kind == "extra_forbidden":
+        key = str(loc[-1]) if loc else ""
+        if len(loc) >= 4 and loc[-3] == "stages" or (len(loc) >= 2 and loc[-2] == "stages"):
+            return f"unknown stage {key!r} (known: {', '.join(STAGES)})"
+        suggestion = difflib.get_close_matches(key, sorted(_known_keys()), n=1)
+        hint = f"; did you mean {suggestion[0]!r}?" if suggestion else ""
+        return f"unknown key {key!r}{hint}"
+    if kind == "missing":
+        return "required key is missing"
+    message = problem["msg"].removeprefix("Value error, ")
+    return f"{message} (got {problem['input']!r})" if kind not in {"value_error", "assertion_error"} else message
+
+
+@cache
+def _known_keys() -> set[str]:
+    keys: set[str] = set()
+    models: list[type[BaseModel]] = [Recipe, SourceSpec, RandomSpec, DataSpec, DataSection, Gates, OutputSpec]
+    models += [stage.Options for stage in STAGES.values()]
+    for model in models:
+        keys.update(model.model_fields)
+    return keys
+
+
+def _line_of(text: str, loc: list[Any]) -> int | None:
+    """1-based line of the YAML node at `loc`, or of the deepest ancestor that exists."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return None
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        child = None
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                if key_node.value == str(part):
+                    child, line = value_node, key_node.start_mark.line + 1
+                    break
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            child = node.value[part]
+            line = child.start_mark.line + 1
+        if child is None:
+            break
+        node = child
+    return line
+
+
+def _yaml_place(error: yaml.YAMLError) -> str:
+    mark = getattr(error, "problem_mark", None)
+    return f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    problem = getattr(error, "problem", None)
+    context = getattr(error, "context", None)
+    return " ".join(part for part in (context, problem) if part) or str(error)

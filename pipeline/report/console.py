@@ -1,0 +1,152 @@
+"""Plain-text forms of report values, and the end-of-run summary that people read in CI logs.
+
+Renders a report dict; knows no runtime or stage. The other writers borrow its number and gate forms.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+TABLE_METRICS = ("max_abs", "cosine", "top1_agreement", "accuracy")
+PASS_MARK, FAIL_MARK = "✓", "✗"
+_BROKEN = {"<=": ">", ">=": "<"}
+_NUMERIC = {"size KiB", "gzip KiB", *TABLE_METRICS}
+
+
+def number(value: Any, digits: int = 4) -> str:
+    """`:.4g` for floats, ints as they are, strings ("nan", "inf") verbatim, "-" where absent."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def as_float(value: Any) -> float | None:
+    """A number from a report value: floats, ints and the strings "nan"/"inf"; None otherwise."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def kib(size: Any) -> str:
+    value = as_float(size)
+    return "-" if value is None else f"{value / 1024:.1f}"
+
+
+def first_line(text: Any) -> str:
+    lines = str(text or "").strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def relation(gate: dict[str, Any]) -> str:
+    """`0.0123 > 1e-05`: the value against the threshold with the sign that holds between them."""
+    op, threshold = gate.get("op", "?"), gate.get("threshold")
+    value = as_float(gate.get("value"))
+    if value is None:
+        return f"not measured, needs {op} {number(threshold)}"
+    if math.isnan(value):
+        return f"nan, needs {op} {number(threshold)}"
+    sign = op if gate.get("passed") else _BROKEN.get(op, f"not {op}")
+    shown, limit = _distinct(gate.get("value"), threshold)
+    return f"{shown} {sign} {limit}"
+
+
+def _distinct(value: Any, threshold: Any) -> tuple[str, str]:
+    """Enough digits that a value just past its threshold does not print equal to it."""
+    for digits in (4, 6, 8, 12, 17):
+        shown, limit = number(value, digits), number(threshold, digits)
+        if shown != limit or as_float(value) == as_float(threshold):
+            return shown, limit
+    return shown, limit
+
+
+def verdict(gate: dict[str, Any]) -> str:
+    """`max_abs = 0.0123 > 1e-05`: a gate's outcome in one phrase."""
+    sep = " " if as_float(gate.get("value")) is None else " = "
+    return f"{gate.get('metric', '?')}{sep}{relation(gate)}"
+
+
+def gates_of(output: dict[str, Any]) -> list[dict[str, Any]]:
+    return list((output.get("parity") or {}).get("gates") or [])
+
+
+def nonfinite_of(output: dict[str, Any]) -> int:
+    return int(as_float((output.get("parity") or {}).get("nonfinite")) or 0)
+
+
+def failing(report: dict[str, Any]) -> list[dict[str, Any]]:
+    return [output for output in report.get("outputs") or [] if output.get("status") != "passed"]
+
+
+def summary(report: dict[str, Any]) -> str:
+    outputs = list(report.get("outputs") or [])
+    recipe = (report.get("recipe") or {}).get("name", "?")
+    header = f"edgeport {recipe}: {len(outputs)} outputs in {number(as_float(report.get('seconds')))} s"
+    return "\n".join([header, "", *_table(outputs), "", *_checks(outputs), "", _final(report, outputs)]) + "\n"
+
+
+def _table(outputs: Sequence[dict[str, Any]]) -> list[str]:
+    columns = ["output", "status", "format", "size KiB", "gzip KiB", *TABLE_METRICS]
+    rows = [[str(column) for column in columns], *(_row(output) for output in outputs)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
+    lines = [_line(row, columns, widths) for row in rows]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return lines
+
+
+def _row(output: dict[str, Any]) -> list[str]:
+    metrics = (output.get("parity") or {}).get("metrics") or {}
+    return [
+        str(output.get("name", "?")), str(output.get("status", "?")), str(output.get("format") or "-"),
+        kib(output.get("size_bytes")), kib(output.get("gzip_bytes")),
+        *(number(metrics.get(metric)) for metric in TABLE_METRICS),
+    ]
+
+
+def _line(row: list[str], columns: list[str], widths: list[int]) -> str:
+    cells = [
+        cell.rjust(width) if column in _NUMERIC else cell.ljust(width)
+        for cell, column, width in zip(row, columns, widths, strict=True)
+    ]
+    return "  ".join(cells).rstrip()
+
+
+def _checks(outputs: Sequence[dict[str, Any]]) -> list[str]:
+    """One line a check: a tick or a cross, the output, the metric, its value against the threshold."""
+    checks = [check for output in outputs for check in _checks_of(output)]
+    name_width = max((len(name) for _, name, _ in checks), default=0)
+    return [f"  {mark} {name.ljust(name_width)}  {text}" for mark, name, text in checks]
+
+
+def _checks_of(output: dict[str, Any]) -> list[tuple[str, str, str]]:
+    name = str(output.get("name", "?"))
+    checks = []
+    if output.get("status") == "error":
+        checks.append((FAIL_MARK, name, f"error: {first_line(output.get('error')) or 'no artifact'}"))
+    if nonfinite_of(output):
+        checks.append((FAIL_MARK, name, f"finite outputs: {nonfinite_of(output)} non-finite values"))
+    for gate in gates_of(output):
+        mark = PASS_MARK if gate.get("passed") else FAIL_MARK
+        note = f"  ({gate['note']})" if gate.get("note") else ""
+        checks.append((mark, name, f"{gate.get('metric', '?')} {relation(gate)}{note}"))
+    if not checks:
+        checks.append(("-", name, "no gates"))
+    return checks
+
+
+def _final(report: dict[str, Any], outputs: Sequence[dict[str, Any]]) -> str:
+    bad = failing(report)
+    good = len(outputs) - len(bad)
+    if not bad and report.get("passed", True):
+        return f"PASSED: {good}/{len(outputs)} outputs"
+    named = ", ".join(f"{output.get('name', '?')} ({output.get('status', '?')})" for output in bad)
+    tail = f"; failing: {named}" if bad else f"; exit code {report.get('exit_code')}"
+    return f"FAILED: {good}/{len(outputs)} outputs passed{tail}"

@@ -1,0 +1,36 @@
+"""Keras runtime: a Keras 3 or tf_keras model called in inference mode."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+
+from pipeline.runtimes.base import Runtime
+from pipeline.sources import keras_tensor_specs, load_source
+from pipeline.specs import Artifact
+
+
+class KerasRuntime(Runtime):
+    name = "keras"
+
+    def __init__(self, artifact: Artifact) -> None:
+        super().__init__(artifact)
+        if artifact.handle is None:
+            artifact = load_source(artifact.path).artifact
+        self.model = artifact.handle
+        self.inputs, self.outputs = keras_tensor_specs(self.model, artifact.path)
+
+    def predict_batch(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        arguments: Any = feed[self.inputs[0].name] if len(self.inputs) == 1 else [feed[s.name] for s in self.inputs]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Keras 3 warns when a single array stands for a one-input list
+            result = self.model(arguments, training=False)
+        if isinstance(result, dict):
+            values = [result[spec.name] for spec in self.outputs]
+        elif isinstance(result, list | tuple):
+            values = list(result)
+        else:
+            values = [result]
+        return {spec.name: np.asarray(value) for spec, value in zip(self.outputs, values, strict=True)}

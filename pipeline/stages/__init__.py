@@ -1,0 +1,11 @@
+"""The stage registry: the one place that lists the stage kinds a recipe may name."""
+
+from __future__ import annotations
+
+from pipeline.stages.base import Stage, StageContext, StageOptions
+from pipeline.stages.onnx import OnnxStage
+from pipeline.stages.tflite import TfliteStage
+
+STAGES: dict[str, type[Stage]] = {stage.kind: stage for stage in (TfliteStage, OnnxStage)}
+
+__all__ = ["STAGES", "Stage", "StageContext", "StageOptions"]

@@ -1,0 +1,62 @@
+"""The Stage base class: typed options, what it takes and gives, and one run method.
+
+A stage knows nothing of recipes' YAML, reports or runtimes.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from pipeline.specs import Artifact, ArtifactKind
+
+
+class StageOptions(BaseModel):
+    """Options of one stage kind; unknown keys are an error."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class StageContext:
+    """What a running stage may use besides its input artifact."""
+
+    work_dir: Path
+    key: str
+    calibration: Callable[[], Iterator[dict[str, np.ndarray]]] | None = None
+    log: Callable[[str], None] = lambda message: None
+    warnings: list[str] = field(default_factory=list)
+
+
+class Stage(ABC):
+    """One kind of step in an output's chain; subclasses are listed in `pipeline.stages.STAGES`."""
+
+    kind: ClassVar[str]
+    Options: ClassVar[type[StageOptions]]
+    takes: ClassVar[frozenset[str]]
+    gives: ClassVar[ArtifactKind]
+
+    @classmethod
+    def required_data(cls, options: StageOptions) -> list[str]:
+        """Names of `data.*` sections these options need (checked at validation)."""
+        return []
+
+    @classmethod
+    def describe(cls, options: StageOptions) -> str:
+        """A short human label, e.g. `tflite int8 io=int8`."""
+        return cls.kind
+
+    @classmethod
+    def default_gates(cls, options: StageOptions) -> dict[str, float]:
+        """Gates applied to an output ending in this stage when the recipe gives none."""
+        return {}
+
+    @abstractmethod
+    def run(self, upstream: Artifact, options: StageOptions, ctx: StageContext) -> Artifact:
+        """Produce this stage's artifact under `ctx.work_dir`."""

@@ -1,0 +1,145 @@
+"""`tflite` stage: Keras model or SavedModel → `.tflite`, with optional post-training quantization."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import model_validator
+
+from pipeline.artifacts import write_bytes_atomic
+from pipeline.errors import StageError
+from pipeline.frameworks import captured_native_output, import_tensorflow, notable_log_lines
+from pipeline.specs import Artifact
+from pipeline.stages.base import Stage, StageContext, StageOptions
+
+# Ops a converted SavedModel keeps when its variables were not frozen: such a file runs and outputs NaN.
+_UNFROZEN_VARIABLE_OPS = {"VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE"}
+
+
+class TfliteOptions(StageOptions):
+    quantize: Literal["none", "dynamic", "float16", "int8"] = "none"
+    io: Literal["float32", "int8", "uint8"] = "float32"
+
+    @model_validator(mode="after")
+    def _io_needs_int8(self) -> TfliteOptions:
+        if self.io != "float32" and self.quantize != "int8":
+            raise ValueError(f"io: {self.io} needs quantize: int8 (got quantize: {self.quantize})")
+        return self
+
+
+class TfliteStage(Stage):
+    kind = "tflite"
+    Options = TfliteOptions
+    takes = frozenset({"keras", "savedmodel"})
+    gives = "tflite"
+
+    @classmethod
+    def required_data(cls, options: TfliteOptions) -> list[str]:
+        return ["calibration"] if options.quantize == "int8" else []
+
+    @classmethod
+    def describe(cls, options: TfliteOptions) -> str:
+        label = "tflite" if options.quantize == "none" else f"tflite {options.quantize}"
+        return f"{label} io={options.io}" if options.io != "float32" else label
+
+    @classmethod
+    def default_gates(cls, options: TfliteOptions) -> dict[str, float]:
+        return {"none": {"max_abs": 1e-4}, "float16": {"max_abs": 1e-2}}.get(options.quantize, {"cosine": 0.99})
+
+    def run(self, upstream: Artifact, options: TfliteOptions, ctx: StageContext) -> Artifact:
+        tf = import_tensorflow()
+        converter = _converter_for(tf, upstream, ctx.work_dir)
+        _apply_quantization(tf, converter, options, ctx)
+        model_bytes, log = _convert(converter, ctx)
+        warnings = notable_log_lines(log)
+        if _unfrozen_variable_ops(model_bytes) and upstream.kind == "savedmodel":
+            # tf.saved_model.save(keras3_model) gives such SavedModels; its concrete function, taken
+            # without the trackable object, freezes the variables (COMPAT.md). Signatures are lost.
+            ctx.log("SavedModel converted with unfrozen variables; converting its frozen function instead")
+            converter = _frozen_function_converter(tf, upstream)
+            _apply_quantization(tf, converter, options, ctx)
+            model_bytes, log = _convert(converter, ctx)
+            warnings = [
+                "the SavedModel keeps its variables as resources (made by tf.saved_model.save on a "
+                "Keras 3 model?); converted its frozen concrete function instead, so the .tflite has "
+                "no signature",
+                *notable_log_lines(log),
+            ]
+        leftover = _unfrozen_variable_ops(model_bytes)
+        if leftover:
+            raise StageError(f"the converted model still reads variables ({', '.join(sorted(leftover))}); "
+                             "it would output NaN")
+        path = ctx.work_dir / "model.tflite"
+        write_bytes_atomic(path, model_bytes)
+        return Artifact(kind="tflite", path=path, key=ctx.key, warnings=warnings,
+                        details={"quantize": options.quantize, "io": options.io})
+
+
+def _converter_for(tf: Any, upstream: Artifact, work_dir: Path) -> Any:
+    lite = tf.lite.TFLiteConverter
+    if upstream.kind == "savedmodel":
+        return lite.from_saved_model(str(upstream.path), signature_keys=[upstream.signature or "serving_default"])
+    if upstream.flavour == "tf_keras":
+        return lite.from_keras_model(upstream.handle)
+    # Keras 3: export a serving SavedModel first; it converts quietly and keeps its signature.
+    export_dir = work_dir / "saved_model"
+    with captured_native_output():
+        upstream.handle.export(str(export_dir), format="tf_saved_model", verbose=False)
+    return lite.from_saved_model(str(export_dir), signature_keys=["serving_default"])
+
+
+def _frozen_function_converter(tf: Any, upstream: Artifact) -> Any:
+    loaded = tf.saved_model.load(str(upstream.path))
+    function = loaded.signatures[upstream.signature or "serving_default"]
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function])
+    converter._edgeport_keepalive = loaded  # the function's captures die with `loaded`
+    return converter
+
+
+def _apply_quantization(tf: Any, converter: Any, options: TfliteOptions, ctx: StageContext) -> None:
+    if options.quantize == "none":
+        return
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if options.quantize == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif options.quantize == "int8":
+        if ctx.calibration is None:
+            raise StageError("quantize: int8 needs representative inputs; add data.calibration to the recipe")
+        converter.representative_dataset = _representative_dataset(ctx)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if options.io != "float32":
+            converter.inference_input_type = getattr(tf, options.io)
+            converter.inference_output_type = getattr(tf, options.io)
+
+
+def _representative_dataset(ctx: StageContext) -> Any:
+    def samples() -> Any:
+        assert ctx.calibration is not None
+        for batch in ctx.calibration():
+            count = len(next(iter(batch.values())))
+            for i in range(count):
+                yield [array[i : i + 1] for array in batch.values()]
+
+    return samples
+
+
+def _convert(converter: Any, ctx: StageContext) -> tuple[bytes, list[str]]:
+    try:
+        with captured_native_output() as log:
+            model_bytes = converter.convert()
+    except Exception as error:  # the converter raises many types; all mean "no artifact"
+        raise StageError(f"TFLite conversion failed: {_first_line(error)}") from error
+    return model_bytes, log
+
+
+def _unfrozen_variable_ops(model_bytes: bytes) -> set[str]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=model_bytes)
+    return {op["op_name"] for op in interpreter._get_ops_details()} & _UNFROZEN_VARIABLE_OPS
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0][:500]
