@@ -46,6 +46,13 @@ def first_line(text: Any) -> str:
     return lines[0] if lines else ""
 
 
+def shape_text(spec: Any) -> str:
+    """`[360, 8, 8, 1] float32` from the report's `[[360, 8, 8, 1], "float32"]`."""
+    if isinstance(spec, list | tuple) and len(spec) == 2:
+        return f"{list(spec[0]) if isinstance(spec[0], list | tuple) else spec[0]} {spec[1]}"
+    return str(spec)
+
+
 def relation(gate: dict[str, Any]) -> str:
     """`0.0123 > 1e-05`: the value against the threshold with the sign that holds between them."""
     op, threshold = gate.get("op", "?"), gate.get("threshold")
@@ -90,7 +97,7 @@ def summary(report: dict[str, Any]) -> str:
     outputs = list(report.get("outputs") or [])
     recipe = (report.get("recipe") or {}).get("name", "?")
     header = f"edgeport {recipe}: {len(outputs)} outputs in {number(as_float(report.get('seconds')))} s"
-    return "\n".join([header, "", *_table(outputs), "", *_checks(outputs), "", _final(report, outputs)]) + "\n"
+    return "\n".join([header, "", *_table(outputs), "", *_checks(outputs), "", final_line(report)]) + "\n"
 
 
 def _table(outputs: Sequence[dict[str, Any]]) -> list[str]:
@@ -142,7 +149,9 @@ def _checks_of(output: dict[str, Any]) -> list[tuple[str, str, str]]:
     return checks
 
 
-def _final(report: dict[str, Any], outputs: Sequence[dict[str, Any]]) -> str:
+def final_line(report: dict[str, Any]) -> str:
+    """`PASSED: 5/5 outputs`, or `FAILED: ...` naming each output that did not pass."""
+    outputs = list(report.get("outputs") or [])
     bad = failing(report)
     good = len(outputs) - len(bad)
     if not bad and report.get("passed", True):

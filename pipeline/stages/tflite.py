@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -129,7 +130,7 @@ def _convert(converter: Any, ctx: StageContext) -> tuple[bytes, list[str]]:
         with captured_native_output() as log:
             model_bytes = converter.convert()
     except Exception as error:  # the converter raises many types; all mean "no artifact"
-        raise StageError(f"TFLite conversion failed: {_first_line(error)}") from error
+        raise StageError(f"TFLite conversion failed: {converter_error_summary(str(error))}") from error
     return model_bytes, log
 
 
@@ -140,6 +141,16 @@ def _unfrozen_variable_ops(model_bytes: bytes) -> set[str]:
     return {op["op_name"] for op in interpreter._get_ops_details()} & _UNFROZEN_VARIABLE_OPS
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0][:500]
+def converter_error_summary(text: str) -> str:
+    """The converter's MLIR dump runs to pages; keep what a person can act on."""
+    select_ops = re.search(r"TF Select ops: (.+)", text)
+    if select_ops:
+        return (f"ops missing from the TFLite builtins: {select_ops.group(1).strip()} "
+                "(they need TF Select / Flex ops)")
+    custom_ops = re.search(r"Custom ops: (.+)", text)
+    if custom_ops:
+        return f"ops unknown to TFLite: {custom_ops.group(1).strip()} (custom ops)"
+    messages = re.findall(r"error: (?:loc\(.*?\)\)*:? ?)?([^\n]+)", text)
+    if messages:
+        return messages[-1].strip()[:500]
+    return (text.strip().splitlines() or ["unknown error"])[0][:500]

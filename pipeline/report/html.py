@@ -1,0 +1,236 @@
+"""report.html: one self-contained page (inline CSS, no scripts, nothing fetched) to browse a run.
+
+Renders a report dict; knows no runtime or stage. Every piece of report text goes through html.escape.
+"""
+
+from __future__ import annotations
+
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from pipeline.artifacts import write_text_atomic
+from pipeline.report.console import (
+    FAIL_MARK,
+    PASS_MARK,
+    final_line,
+    first_line,
+    gates_of,
+    kib,
+    nonfinite_of,
+    number,
+    relation,
+    shape_text,
+)
+
+METRIC_ORDER = ("max_abs", "mean_abs", "rmse", "cosine", "snr_db", "top1_agreement", "accuracy",
+                "reference_accuracy", "accuracy_drop")
+_SIGNS = {"<=": "≤", ">=": "≥"}
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;color:#1b1f24}
+body{margin:2em auto;max-width:80em;padding:0 1em}
+h1{font-size:1.6em;margin-bottom:.2em}h2{margin-top:2em;border-bottom:1px solid #d0d7de;padding-bottom:.2em}
+table{border-collapse:collapse;margin:.6em 0}
+th,td{border:1px solid #d0d7de;padding:.25em .6em;vertical-align:top}
+th{background:#f6f8fa;text-align:left}td.num{text-align:right;font-variant-numeric:tabular-nums}
+.pass{background:#e6f4ea;color:#1a7f37}.fail{background:#ffebe9;color:#cf222e;font-weight:600}
+.gate{display:block;font-size:.85em;font-weight:400}
+.banner{padding:.6em 1em;font-size:1.2em;border-radius:4px}
+code,pre{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.92em}
+pre{background:#f6f8fa;padding:.8em;overflow-x:auto;white-space:pre-wrap}.muted{color:#57606a}
+"""
+
+
+def write(report: dict[str, Any], out_dir: Path) -> Path:
+    path = Path(out_dir) / "report.html"
+    write_text_atomic(path, render(report))
+    return path
+
+
+def render(report: dict[str, Any]) -> str:
+    outputs = list(report.get("outputs") or [])
+    name = (report.get("recipe") or {}).get("name", "?")
+    body = [
+        _heading(report), _summary(outputs),
+        *(_section(index, output) for index, output in enumerate(outputs)),
+        _source(report.get("source") or {}), _data(report.get("data") or {}),
+        _environment(report.get("environment") or {}),
+    ]
+    return "\n".join([
+        "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+        f"<title>edgeport report: {e(name)}</title>", f"<style>{_CSS}</style>", "</head>", "<body>",
+        *(part for part in body if part), "</body>", "</html>",
+    ]) + "\n"
+
+
+def e(value: Any) -> str:
+    return escape(str(value), quote=True)
+
+
+def td(text: Any, cls: str = "", raw: bool = False) -> str:
+    """One cell; `text` is escaped unless `raw` says it is already markup."""
+    attr = f' class="{cls}"' if cls else ""
+    return f"<td{attr}>{text if raw else e(text)}</td>"
+
+
+def table(header: list[str], rows: list[list[str]], table_id: str = "") -> str:
+    """A table from already rendered `<td>` cells."""
+    attr = f' id="{e(table_id)}"' if table_id else ""
+    head = "<tr>" + "".join(f"<th>{e(title)}</th>" for title in header) + "</tr>"
+    body = "\n".join("<tr>" + "".join(row) + "</tr>" for row in rows)
+    return f"<table{attr}>\n<thead>{head}</thead>\n<tbody>\n{body}\n</tbody>\n</table>"
+
+
+def _heading(report: dict[str, Any]) -> str:
+    recipe, tool = report.get("recipe") or {}, report.get("tool") or {}
+    verdict = final_line(report)
+    cls = "pass" if verdict.startswith("PASSED") else "fail"
+    meta = (f"recipe <code>{e(recipe.get('path', '-'))}</code> · started {e(report.get('started', '-'))} · "
+            f"{e(number(report.get('seconds')))} s · exit code {e(report.get('exit_code', '-'))} · "
+            f"{e(tool.get('name', 'edgeport'))} {e(tool.get('version', ''))}")
+    return (f"<h1>edgeport report: {e(recipe.get('name', '?'))}</h1>\n"
+            f'<p class="banner {cls}">{e(verdict)}</p>\n<p class="muted">{meta}</p>')
+
+
+def _metric_names(outputs: list[dict[str, Any]]) -> list[str]:
+    """Every metric measured or gated on any output, in a fixed reading order."""
+    seen: set[str] = set()
+    for output in outputs:
+        seen.update(((output.get("parity") or {}).get("metrics") or {}).keys())
+        seen.update(str(gate.get("metric")) for gate in gates_of(output))
+    return [m for m in METRIC_ORDER if m in seen] + sorted(seen - set(METRIC_ORDER))
+
+
+def _summary(outputs: list[dict[str, Any]]) -> str:
+    metrics = _metric_names(outputs)
+    header = ["output", "status", "format", "runtime", "size KiB", "gzip KiB", *metrics]
+    rows = [_summary_row(index, output, metrics) for index, output in enumerate(outputs)]
+    return "<h2>Outputs</h2>\n" + table(header, rows, "summary")
+
+
+def _summary_row(index: int, output: dict[str, Any], metrics: list[str]) -> list[str]:
+    status = str(output.get("status", "?"))
+    values = (output.get("parity") or {}).get("metrics") or {}
+    gates = {gate.get("metric"): gate for gate in gates_of(output)}
+    link = f'<a href="#output-{index}">{e(output.get("name", "?"))}</a>'
+    return [
+        td(link, raw=True), td(status, "pass" if status == "passed" else "fail"),
+        td(output.get("format") or "-"), td(output.get("runtime") or "-"),
+        td(kib(output.get("size_bytes")), "num"), td(kib(output.get("gzip_bytes")), "num"),
+        *(_metric_cell(values.get(metric), gates.get(metric)) for metric in metrics),
+    ]
+
+
+def _metric_cell(value: Any, gate: dict[str, Any] | None) -> str:
+    if gate is None:
+        return td(number(value), "num")
+    mark, cls = (PASS_MARK, "num pass") if gate.get("passed") else (FAIL_MARK, "num fail")
+    sign = _SIGNS.get(str(gate.get("op")), e(gate.get("op")))
+    limit = f'<span class="gate">{sign} {e(number(gate.get("threshold")))} {mark}</span>'
+    return td(f"{e(number(value))}{limit}", cls, raw=True)
+
+
+def _section(index: int, output: dict[str, Any]) -> str:
+    status = str(output.get("status", "?"))
+    cls = "pass" if status == "passed" else "fail"
+    parts = [
+        f'<h2 id="output-{index}">{e(output.get("name", "?"))} <span class="{cls}">{e(status)}</span></h2>',
+        _facts(output), _gates(output), _metrics(output), _stages(output), _warnings(output), _error(output),
+    ]
+    return "\n".join(part for part in parts if part)
+
+
+def _facts(output: dict[str, Any]) -> str:
+    parity = output.get("parity") or {}
+    rows = [
+        ("format", output.get("format") or "-"), ("runtime", output.get("runtime") or "-"),
+        ("artifact", output.get("artifact") or "-"), ("sha256", output.get("sha256") or "-"),
+        ("size", f"{kib(output.get('size_bytes'))} KiB raw, {kib(output.get('gzip_bytes'))} KiB gzip"),
+    ]
+    if parity:
+        rows.append(("parity", f"against {parity.get('reference', '?')} on {number(parity.get('samples'))} "
+                               f"samples, {number(parity.get('nonfinite'))} non-finite values"))
+    return table(["fact", "value"], [[td(key), td(value)] for key, value in rows])
+
+
+def _gates(output: dict[str, Any]) -> str:
+    rows = []
+    if nonfinite_of(output):
+        rows.append([td("finite outputs"), td(nonfinite_of(output), "num"), td("0", "num"),
+                     td(f"{FAIL_MARK} non-finite values", "fail")])
+    for gate in gates_of(output):
+        passed = bool(gate.get("passed"))
+        result = f"{PASS_MARK} pass" if passed else f"{FAIL_MARK} fail: {relation(gate)}"
+        if gate.get("note"):
+            result += f" ({gate['note']})"
+        rows.append([td(f"{gate.get('metric')} {gate.get('op')} {number(gate.get('threshold'))}"),
+                     td(number(gate.get("value")), "num"), td(number(gate.get("threshold")), "num"),
+                     td(result, "pass" if passed else "fail")])
+    return "<h3>Gates</h3>\n" + table(["gate", "value", "threshold", "result"], rows) if rows else ""
+
+
+def _metrics(output: dict[str, Any]) -> str:
+    parity = output.get("parity") or {}
+    overall, tensors = parity.get("metrics") or {}, parity.get("tensors") or {}
+    if not overall:
+        return ""
+    shown = tensors if len(tensors) > 1 else {}
+    names = list(overall) + [m for values in shown.values() for m in values if m not in overall]
+    rows = [[td(name), td(number(overall.get(name)), "num"),
+             *(td(number(values.get(name)), "num") for values in shown.values())] for name in names]
+    return "<h3>Metrics</h3>\n" + table(["metric", "overall", *shown], rows)
+
+
+def _stages(output: dict[str, Any]) -> str:
+    rows = [
+        [td(stage.get("label") or stage.get("kind", "?")), td(number(stage.get("seconds")), "num"),
+         td("yes" if stage.get("reused") else "no"),
+         td(", ".join(f"{k}={v}" for k, v in (stage.get("details") or {}).items()) or "-"),
+         td("; ".join(str(w) for w in stage.get("warnings") or []) or "-")]
+        for stage in output.get("stages") or []
+    ]
+    header = ["stage", "seconds", "cached", "details", "warnings"]
+    return "<h3>Stages</h3>\n" + table(header, rows) if rows else ""
+
+
+def _warnings(output: dict[str, Any]) -> str:
+    items = "".join(f"<li>{e(warning)}</li>" for warning in output.get("warnings") or [])
+    return f"<h3>Warnings</h3>\n<ul>{items}</ul>" if items else ""
+
+
+def _error(output: dict[str, Any]) -> str:
+    if not output.get("error"):
+        return ""
+    error = output["error"]
+    return f'<h3>Error</h3>\n<p class="fail">{e(first_line(error))}</p>\n<pre>{e(error)}</pre>'
+
+
+def _source(source: dict[str, Any]) -> str:
+    if not source:
+        return ""
+    rows = [(key, source.get(key) or "-") for key in ("path", "format", "flavour", "signature", "sha256")]
+    rows += [("input", spec) for spec in source.get("inputs") or []]
+    rows += [("output", spec) for spec in source.get("outputs") or []]
+    return "<h2>Source</h2>\n" + table(["field", "value"], [[td(key), td(value)] for key, value in rows])
+
+
+def _data(data: dict[str, Any]) -> str:
+    rows = [
+        [td(role), td(info.get("origin", "-")), td(number(info.get("samples")), "num"),
+         td(number(info.get("labels"))),
+         td(_inputs(info))]
+        for role, info in data.items() if isinstance(info, dict)
+    ]
+    return "<h2>Data</h2>\n" + table(["role", "origin", "samples", "labels", "inputs"], rows) if rows else ""
+
+
+def _inputs(info: dict[str, Any]) -> str:
+    return "; ".join(f"{name} {shape_text(spec)}" for name, spec in (info.get("inputs") or {}).items()) or "-"
+
+
+def _environment(environment: dict[str, Any]) -> str:
+    if not environment:
+        return ""
+    rows = [("python", environment.get("python", "-")), ("platform", environment.get("platform", "-"))]
+    rows += list((environment.get("packages") or {}).items())
+    return "<h2>Environment</h2>\n" + table(["component", "version"], [[td(k), td(v)] for k, v in rows])

@@ -1,0 +1,216 @@
+"""report.md: the run's report as Markdown, for a pull request or a release page.
+
+Renders a report dict; knows no runtime or stage.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from pipeline.artifacts import write_text_atomic
+from pipeline.report.console import (
+    FAIL_MARK,
+    PASS_MARK,
+    TABLE_METRICS,
+    final_line,
+    first_line,
+    gates_of,
+    kib,
+    nonfinite_of,
+    number,
+    relation,
+    shape_text,
+)
+
+_TAG_START = re.compile(r"<(?=[A-Za-z/!?])")  # `<script`, `</b`, `<!--`; leaves `<=` alone
+_STATUS = {"passed": f"{PASS_MARK} passed", "failed": f"{FAIL_MARK} failed", "error": f"{FAIL_MARK} error"}
+
+
+def write(report: dict[str, Any], out_dir: Path) -> Path:
+    path = Path(out_dir) / "report.md"
+    write_text_atomic(path, render(report))
+    return path
+
+
+def render(report: dict[str, Any]) -> str:
+    outputs = list(report.get("outputs") or [])
+    parts = [
+        _heading(report), _outputs_table(outputs), _gates_table(outputs),
+        *(_output_section(output) for output in outputs),
+        _source(report.get("source") or {}), _data(report.get("data") or {}),
+        _environment(report.get("environment") or {}),
+    ]
+    return "\n\n".join(part for part in parts if part) + "\n"
+
+
+def cell(value: Any) -> str:
+    """Text safe inside a table cell: no pipes, no line breaks, nothing a renderer takes for a tag."""
+    text = _TAG_START.sub("&lt;", str(value).replace("\\", "\\\\").replace("|", "\\|"))
+    return text.replace("\r", "").replace("\n", "<br>")
+
+
+def code(value: Any) -> str:
+    text = str(value)
+    return f"`` {text} ``" if "`" in text else f"`{text}`"
+
+
+def table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell(value) for value in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _heading(report: dict[str, Any]) -> str:
+    recipe = report.get("recipe") or {}
+    tool = report.get("tool") or {}
+    return "\n".join([
+        f"# edgeport report: {recipe.get('name', '?')}",
+        "",
+        f"**{final_line(report)}** (exit code {report.get('exit_code', '-')})",
+        "",
+        f"Recipe {code(recipe.get('path', '-'))} · started {report.get('started', '-')} · "
+        f"{number(report.get('seconds'))} s · {tool.get('name', 'edgeport')} {tool.get('version') or ''}",
+    ])
+
+
+def _outputs_table(outputs: list[dict[str, Any]]) -> str:
+    header = ["output", "status", "format", "runtime", "size KiB", "gzip KiB", *TABLE_METRICS]
+    rows = [
+        [
+            output.get("name", "?"), _STATUS.get(output.get("status"), output.get("status")),
+            output.get("format") or "-", output.get("runtime") or "-",
+            kib(output.get("size_bytes")), kib(output.get("gzip_bytes")),
+            *(number(((output.get("parity") or {}).get("metrics") or {}).get(m)) for m in TABLE_METRICS),
+        ]
+        for output in outputs
+    ]
+    return "## Outputs\n\n" + table(header, rows)
+
+
+def _gates_table(outputs: list[dict[str, Any]]) -> str:
+    rows = [row for output in outputs for row in _gate_rows(output)]
+    if not rows:
+        return ""
+    return "## Gates\n\n" + table(["output", "gate", "value", "threshold", "result"], rows)
+
+
+def _gate_rows(output: dict[str, Any]) -> list[list[Any]]:
+    name = output.get("name", "?")
+    rows = []
+    if output.get("status") == "error":
+        error = first_line(output.get("error"))
+        rows.append([name, "produce artifact", "-", "-", f"**{FAIL_MARK} error**: {error}"])
+    if nonfinite_of(output):
+        count = nonfinite_of(output)
+        rows.append([name, "finite outputs", count, 0, f"**{FAIL_MARK} FAIL** non-finite values"])
+    for gate in gates_of(output):
+        result = f"{PASS_MARK} pass" if gate.get("passed") else f"**{FAIL_MARK} FAIL** ({relation(gate)})"
+        if gate.get("note"):
+            result += f" — {gate['note']}"
+        rows.append([name, f"{gate.get('metric')} {gate.get('op')} {number(gate.get('threshold'))}",
+                     number(gate.get("value")), number(gate.get("threshold")), result])
+    return rows
+
+
+def _output_section(output: dict[str, Any]) -> str:
+    status = _STATUS.get(output.get("status"), output.get("status"))
+    parts = [f"## Output `{output.get('name', '?')}`: {status}", _facts(output), _metrics(output),
+             _stages(output), _warnings(output), _error(output)]
+    return "\n\n".join(part for part in parts if part)
+
+
+def _facts(output: dict[str, Any]) -> str:
+    parity = output.get("parity") or {}
+    facts = [f"- format: {output.get('format') or '-'}, runtime: {output.get('runtime') or '-'}"]
+    if output.get("artifact"):
+        sizes = f"{kib(output.get('size_bytes'))} KiB ({kib(output.get('gzip_bytes'))} KiB gzip)"
+        digest = code(output.get("sha256") or "-")
+        facts.append(f"- artifact: {code(output['artifact'])} · {sizes} · sha256 {digest}")
+    if parity:
+        facts.append(f"- parity against {parity.get('reference', '?')} on {number(parity.get('samples'))} "
+                     f"samples, {number(parity.get('nonfinite'))} non-finite values")
+    return "\n".join(facts)
+
+
+def _metrics(output: dict[str, Any]) -> str:
+    parity = output.get("parity") or {}
+    overall, tensors = parity.get("metrics") or {}, parity.get("tensors") or {}
+    if not overall:
+        return ""
+    shown = tensors if len(tensors) > 1 else {}
+    names = list(overall) + [m for values in shown.values() for m in values if m not in overall]
+    rows = [[name, number(overall.get(name)), *(number(v.get(name)) for v in shown.values())]
+            for name in names]
+    return "### Metrics\n\n" + table(["metric", "overall", *shown], rows)
+
+
+def _stages(output: dict[str, Any]) -> str:
+    stages = output.get("stages") or []
+    if not stages:
+        return ""
+    rows = [
+        [stage.get("label") or stage.get("kind", "?"), number(stage.get("seconds")),
+         "yes" if stage.get("reused") else "no",
+         ", ".join(f"{k}={v}" for k, v in (stage.get("details") or {}).items()) or "-",
+         "; ".join(str(w) for w in stage.get("warnings") or []) or "-"]
+        for stage in stages
+    ]
+    return "### Stages\n\n" + table(["stage", "seconds", "cached", "details", "warnings"], rows)
+
+
+def _warnings(output: dict[str, Any]) -> str:
+    warnings = output.get("warnings") or []
+    if not warnings:
+        return ""
+    return "### Warnings\n\n" + "\n".join(f"- {cell(warning)}" for warning in warnings)
+
+
+def _error(output: dict[str, Any]) -> str:
+    if not output.get("error"):
+        return ""
+    text = str(output["error"]).rstrip()
+    fence = "`" * max(3, _longest_backtick_run(text) + 1)
+    return f"### Error\n\n{fence}text\n{text}\n{fence}"
+
+
+def _longest_backtick_run(text: str) -> int:
+    longest = run = 0
+    for char in text:
+        run = run + 1 if char == "`" else 0
+        longest = max(longest, run)
+    return longest
+
+
+def _source(source: dict[str, Any]) -> str:
+    if not source:
+        return ""
+    lines = [f"- path: {code(source.get('path', '-'))}",
+             f"- format: {source.get('format', '-')}, flavour: {source.get('flavour') or '-'}"
+             f", signature: {source.get('signature') or '-'}",
+             f"- sha256: {code(source.get('sha256') or '-')}"]
+    lines += [f"- input: {code(spec)}" for spec in source.get("inputs") or []]
+    lines += [f"- output: {code(spec)}" for spec in source.get("outputs") or []]
+    return "## Source\n\n" + "\n".join(lines)
+
+
+def _data(data: dict[str, Any]) -> str:
+    rows = [
+        [role, info.get("origin", "-"), number(info.get("samples")), number(info.get("labels")),
+         _inputs(info)]
+        for role, info in data.items() if isinstance(info, dict)
+    ]
+    return "## Data\n\n" + table(["role", "origin", "samples", "labels", "inputs"], rows) if rows else ""
+
+
+def _inputs(info: dict[str, Any]) -> str:
+    return "; ".join(f"{name} {shape_text(spec)}" for name, spec in (info.get("inputs") or {}).items()) or "-"
+
+
+def _environment(environment: dict[str, Any]) -> str:
+    if not environment:
+        return ""
+    rows = [["python", environment.get("python", "-")], ["platform", environment.get("platform", "-")]]
+    rows += [[name, version] for name, version in (environment.get("packages") or {}).items()]
+    return "## Environment\n\n" + table(["component", "version"], rows)
