@@ -22,7 +22,12 @@ def number(value: Any, digits: int = 4) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
-        return f"{value:.{digits}g}"
+        text = f"{value:.{digits}g}"
+        # A cosine of 0.99999 must not read as a perfect 1: show digits until it differs.
+        while float(text) != value and text in {"1", "-1"} and digits < 9:
+            digits += 1
+            text = f"{value:.{digits}g}"
+        return text
     return str(value)
 
 
