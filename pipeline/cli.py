@@ -35,7 +35,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="edgeport",
         description="Take a Keras or SavedModel through a recipe to TFLite and ONNX, and gate it on parity.",
         epilog="exit codes of run: 0 all gates passed, 1 a gate failed, 2 bad input (nothing ran), "
-               "3 a stage could not produce its artifact (report still written)")
+        "3 a stage could not produce its artifact (report still written)",
+    )
     parser.add_argument("--version", action="version", version=f"edgeport {__version__}")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
@@ -43,8 +44,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("recipe", type=Path)
     run.add_argument("--out", type=Path, help="output directory (default: artifacts/<recipe name>/)")
     run.add_argument("--only", nargs="+", metavar="NAME", help="run only these outputs")
-    run.add_argument("--trust-model", action="store_true",
-                     help="allow a source model whose loading runs arbitrary code (Lambda layers)")
+    run.add_argument(
+        "--trust-model",
+        action="store_true",
+        help="allow a source model whose loading runs arbitrary code (Lambda layers)",
+    )
     run.add_argument("--batch-size", type=int, default=64, help="evaluation batch size (default 64)")
     run.set_defaults(command=_run)
 
@@ -73,11 +77,14 @@ def _run(args: argparse.Namespace) -> int:
     from pipeline.runner import RunOptions, run_recipe
 
     out_dir = args.out or Path("artifacts") / recipe.spec.name
-    report = run_recipe(recipe, RunOptions(out_dir=out_dir, only=args.only, trust_model=args.trust_model,
-                                           batch_size=args.batch_size))
+    report = run_recipe(
+        recipe, RunOptions(out_dir=out_dir, only=args.only, trust_model=args.trust_model, batch_size=args.batch_size)
+    )
     print(summary(report))
-    print(f"reports: {out_dir / 'report.md'}  {out_dir / 'report.html'}  {out_dir / 'junit.xml'}  "
-          f"{out_dir / 'report.json'}")
+    print(
+        f"reports: {out_dir / 'report.md'}  {out_dir / 'report.html'}  {out_dir / 'junit.xml'}  "
+        f"{out_dir / 'report.json'}"
+    )
     return int(report["exit_code"])
 
 

@@ -40,8 +40,12 @@ class Dataset:
             yield None if self.labels is None else self.labels[start : start + size]
 
     def describe(self) -> dict[str, object]:
-        return {"origin": self.origin, "samples": self.samples, "labels": self.labels is not None,
-                "inputs": {name: [list(array.shape), str(array.dtype)] for name, array in self.inputs.items()}}
+        return {
+            "origin": self.origin,
+            "samples": self.samples,
+            "labels": self.labels is not None,
+            "inputs": {name: [list(array.shape), str(array.dtype)] for name, array in self.inputs.items()},
+        }
 
 
 def load_dataset(section: str, spec: DataSpec | None, recipe: LoadedRecipe, model_inputs: list[TensorSpec]) -> Dataset:
@@ -95,15 +99,19 @@ def _input_keys(place: str, spec: DataSpec, model_inputs: list[TensorSpec]) -> d
     names = [model_input.name for model_input in model_inputs]
     if isinstance(spec.inputs, str):
         if len(names) != 1:
-            raise DataError(f"{place}.inputs: the model has {len(names)} inputs ({', '.join(names)}); "
-                            "map each to an npz key: inputs: {name: key, ...}")
+            raise DataError(
+                f"{place}.inputs: the model has {len(names)} inputs ({', '.join(names)}); "
+                "map each to an npz key: inputs: {name: key, ...}"
+            )
         return {names[0]: spec.inputs}
     mapping = dict(spec.inputs or {})
     unknown = sorted(set(mapping) - set(names))
     missing = [name for name in names if name not in mapping]
     if unknown or missing:
-        raise DataError(f"{place}.inputs: model inputs are {', '.join(names)}; "
-                        f"unknown: {', '.join(unknown) or 'none'}; missing: {', '.join(missing) or 'none'}")
+        raise DataError(
+            f"{place}.inputs: model inputs are {', '.join(names)}; "
+            f"unknown: {', '.join(unknown) or 'none'}; missing: {', '.join(missing) or 'none'}"
+        )
     return mapping
 
 
@@ -127,13 +135,16 @@ def _load_npy(place: str, file: Path) -> np.ndarray:
 
 def _fit(place: str, spec: TensorSpec, array: np.ndarray) -> np.ndarray:
     """Check rank, fixed dimensions and dtype kind; cast to the model's dtype where that loses nothing."""
-    expected = f"expected shape [{', '.join('N' if i == 0 else ('?' if d is None else str(d)) for i, d in enumerate(spec.shape))}]"
+    dims = ["N", *("?" if d is None else str(d) for d in spec.shape[1:])] if spec.shape else []
+    expected = f"expected shape [{', '.join(dims)}]"
     if array.ndim != len(spec.shape):
         raise DataError(f"{place}: input {spec.name!r} has shape {list(array.shape)}, {expected} ({spec.dtype})")
     for axis, (want, got) in enumerate(zip(spec.shape, array.shape, strict=True)):
         if axis > 0 and want is not None and want != got:
-            raise DataError(f"{place}: input {spec.name!r} has shape {list(array.shape)}, {expected} "
-                            f"(axis {axis} is {got}, the model wants {want})")
+            raise DataError(
+                f"{place}: input {spec.name!r} has shape {list(array.shape)}, {expected} "
+                f"(axis {axis} is {got}, the model wants {want})"
+            )
     target = np.dtype(spec.dtype)
     if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
         raise DataError(f"{place}: input {spec.name!r} has dtype {array.dtype}; expected numbers ({spec.dtype})")
@@ -141,8 +152,10 @@ def _fit(place: str, spec: TensorSpec, array: np.ndarray) -> np.ndarray:
         raise DataError(f"{place}: input {spec.name!r} has dtype {array.dtype}; the model wants {spec.dtype}")
     if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
         bad = int((~np.isfinite(array)).sum())
-        raise DataError(f"{place}: input {spec.name!r} holds {bad} NaN/Inf values; parity on such inputs "
-                        "is meaningless, so they are refused")
+        raise DataError(
+            f"{place}: input {spec.name!r} holds {bad} NaN/Inf values; parity on such inputs "
+            "is meaningless, so they are refused"
+        )
     return np.ascontiguousarray(array, dtype=target)
 
 
@@ -156,8 +169,9 @@ def _check_lengths(place: str, dataset: Dataset) -> None:
     if labels is None:
         return
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise DataError(f"{place}.labels: expected a 1-D array of integer class ids, "
-                        f"got shape {list(labels.shape)} {labels.dtype}")
+        raise DataError(
+            f"{place}.labels: expected a 1-D array of integer class ids, got shape {list(labels.shape)} {labels.dtype}"
+        )
     if len(labels) != dataset.samples:
         raise DataError(f"{place}.labels: {len(labels)} labels for {dataset.samples} input samples")
 
@@ -167,8 +181,10 @@ def _random(section: str, place: str, spec: RandomSpec, model_inputs: list[Tenso
     inputs = {}
     for model_input in model_inputs:
         if any(d is None for d in model_input.shape[1:]):
-            raise DataError(f"{place}: input {model_input.name!r} has free dimensions {model_input.describe()}; "
-                            "random data needs fixed shapes, so give an npz")
+            raise DataError(
+                f"{place}: input {model_input.name!r} has free dimensions {model_input.describe()}; "
+                "random data needs fixed shapes, so give an npz"
+            )
         shape = (spec.samples, *model_input.shape[1:])
         dtype = np.dtype(model_input.dtype)
         if np.issubdtype(dtype, np.integer):

@@ -88,6 +88,6 @@ def notable_log_lines(lines: list[str]) -> list[str]:
         text = line.strip()
         if not text or any(marker in text for marker in _BENIGN_LOG_MARKERS):
             continue
-        if text[:1] in "WE" and text[1:5].isdigit() or "warning" in text.lower() or "error" in text.lower():
+        if (text[:1] in "WE" and text[1:5].isdigit()) or "warning" in text.lower() or "error" in text.lower():
             notable.append(text)
     return notable

@@ -27,16 +27,20 @@ def _describe_source(path: Path, trusted: bool) -> dict[str, Any]:
 
     source = load_source(path, trusted=trusted) if not path.is_dir() else None
     if source is not None:
-        return {"format": source.format, "flavour": source.artifact.flavour,
-                "signatures": {"(keras call)": _tensors(source.inputs, source.outputs)}}
+        return {
+            "format": source.format,
+            "flavour": source.artifact.flavour,
+            "signatures": {"(keras call)": _tensors(source.inputs, source.outputs)},
+        }
     from pipeline.frameworks import captured_native_output, import_tensorflow
 
     tf = import_tensorflow()
     load_source(path)  # validates the directory and reports a readable error
     with captured_native_output():
         loaded = tf.saved_model.load(str(path))
-    signatures = {name: _tensors(*signature_tensor_specs(function))
-                  for name, function in sorted(loaded.signatures.items())}
+    signatures = {
+        name: _tensors(*signature_tensor_specs(function)) for name, function in sorted(loaded.signatures.items())
+    }
     return {"format": "savedmodel", "signatures": signatures}
 
 
@@ -47,7 +51,11 @@ def _describe_runtime_artifact(path: Path, kind: str) -> dict[str, Any]:
         runtime = runtime_for(Artifact(kind=kind, path=path, key=""))  # type: ignore[arg-type]
     except Exception as error:  # the runtimes raise their own types for corrupt files
         raise ModelError(f"{path}: cannot open as {kind}: {str(error).strip().splitlines()[0][:300]}") from None
-    return {"format": kind, "runtime": runtime.name, "signatures": {"default": _tensors(runtime.inputs, runtime.outputs)}}
+    return {
+        "format": kind,
+        "runtime": runtime.name,
+        "signatures": {"default": _tensors(runtime.inputs, runtime.outputs)},
+    }
 
 
 def _tensors(inputs: list, outputs: list) -> dict[str, list[dict[str, Any]]]:
@@ -58,10 +66,12 @@ def _tensors(inputs: list, outputs: list) -> dict[str, list[dict[str, Any]]]:
 
 
 def format_description(description: dict[str, Any]) -> str:
-    lines = [f"{description['path']}",
-             f"  format   {description['format']}" + (f" ({description['flavour']})" if description.get("flavour") else ""),
-             f"  size     {description['size_bytes']:,} bytes",
-             f"  sha256   {description['sha256']}"]
+    lines = [
+        f"{description['path']}",
+        f"  format   {description['format']}" + (f" ({description['flavour']})" if description.get("flavour") else ""),
+        f"  size     {description['size_bytes']:,} bytes",
+        f"  sha256   {description['sha256']}",
+    ]
     for signature, tensors in description["signatures"].items():
         lines.append(f"  signature {signature}")
         for role in ("inputs", "outputs"):

@@ -13,8 +13,14 @@ import numpy as np
 
 # Direction of each gate: an error must stay at or below its threshold, a similarity at or above.
 GATE_OPS: dict[str, str] = {
-    "max_abs": "<=", "mean_abs": "<=", "rmse": "<=", "accuracy_drop": "<=",
-    "cosine": ">=", "snr_db": ">=", "top1_agreement": ">=", "accuracy": ">=",
+    "max_abs": "<=",
+    "mean_abs": "<=",
+    "rmse": "<=",
+    "accuracy_drop": "<=",
+    "cosine": ">=",
+    "snr_db": ">=",
+    "top1_agreement": ">=",
+    "accuracy": ">=",
 }
 
 
@@ -106,8 +112,14 @@ class GateResult:
     note: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"metric": self.metric, "op": self.op, "threshold": self.threshold,
-                "value": _json_number(self.value), "passed": self.passed, "note": self.note}
+        return {
+            "metric": self.metric,
+            "op": self.op,
+            "threshold": self.threshold,
+            "value": _json_number(self.value),
+            "passed": self.passed,
+            "note": self.note,
+        }
 
 
 @dataclass
@@ -125,7 +137,9 @@ class ParityResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "reference": self.reference, "samples": self.samples, "nonfinite": self.nonfinite,
+            "reference": self.reference,
+            "samples": self.samples,
+            "nonfinite": self.nonfinite,
             "metrics": {name: _json_number(value) for name, value in self.metrics.items()},
             "tensors": {name: {k: _json_number(v) for k, v in values.items()} for name, values in self.tensors.items()},
             "gates": [gate.to_dict() for gate in self.gates],
@@ -139,8 +153,9 @@ class ParityAccumulator:
         self.reference = reference
         self.stats = {name: _TensorStats() for name in tensor_names}
 
-    def update(self, reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray],
-               labels: np.ndarray | None = None) -> None:
+    def update(
+        self, reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], labels: np.ndarray | None = None
+    ) -> None:
         for name, stats in self.stats.items():
             ref, out = reference[name], candidate[name]
             if ref.shape != out.shape:
@@ -189,8 +204,11 @@ def evaluate_gates(metrics: dict[str, float], thresholds: dict[str, float]) -> l
         op = GATE_OPS[metric]
         value = metrics.get(metric)
         if value is None:
-            results.append(GateResult(metric, op, threshold, None, False,
-                                      "not measurable on this output (needs class scores or labels)"))
+            results.append(
+                GateResult(
+                    metric, op, threshold, None, False, "not measurable on this output (needs class scores or labels)"
+                )
+            )
             continue
         passed = not math.isnan(value) and (value <= threshold if op == "<=" else value >= threshold)
         results.append(GateResult(metric, op, threshold, value, passed))

@@ -33,8 +33,9 @@ def plan_recipe(recipe: LoadedRecipe, source_key: str, only: list[str] | None = 
     outputs = recipe.spec.outputs
     unknown = sorted(set(only or []) - set(outputs))
     if unknown:
-        raise RecipeError(f"{recipe.path}: --only names unknown outputs {', '.join(unknown)} "
-                          f"(the recipe has {', '.join(outputs)})")
+        raise RecipeError(
+            f"{recipe.path}: --only names unknown outputs {', '.join(unknown)} (the recipe has {', '.join(outputs)})"
+        )
     plans = []
     for name, output in outputs.items():
         if only and name not in only:

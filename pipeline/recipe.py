@@ -14,7 +14,15 @@ from typing import Any
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from pipeline.errors import RecipeError
 from pipeline.stages import STAGES, StageOptions
@@ -53,7 +61,8 @@ class DataSpec(_Strict):
     npy: str | None = Field(None, description="An .npy file of inputs, for single-input models.")
     random: RandomSpec | None = None
     inputs: str | dict[str, str] | None = Field(
-        None, description="npz key of the inputs, or {model input name: npz key} for several inputs.")
+        None, description="npz key of the inputs, or {model input name: npz key} for several inputs."
+    )
     labels: str | None = Field(None, description="npz key (or, with npy, an .npy file) of integer class labels.")
     limit: int | None = Field(None, ge=1, description="Use at most this many samples.")
 
@@ -74,7 +83,8 @@ class DataSpec(_Strict):
 class DataSection(_Strict):
     calibration: DataSpec | None = Field(None, description="Representative inputs for int8 quantization.")
     evaluation: DataSpec | None = Field(
-        None, description="Inputs (and labels) for parity; default: 64 random samples in [0, 1).")
+        None, description="Inputs (and labels) for parity; default: 64 random samples in [0, 1)."
+    )
     fine_tune: DataSpec | None = Field(None, description="Training inputs and labels for stages that fine-tune.")
 
 
@@ -192,8 +202,9 @@ def load_recipe(path: Path, check_files: bool = True) -> LoadedRecipe:
     except yaml.YAMLError as error:
         raise RecipeError(f"{path}: YAML syntax error{_yaml_place(error)}: {_yaml_problem(error)}") from None
     if not isinstance(document, dict):
-        raise RecipeError(f"{path}: a recipe is a YAML mapping with name, source and outputs "
-                          f"(got {type(document).__name__})")
+        raise RecipeError(
+            f"{path}: a recipe is a YAML mapping with name, source and outputs (got {type(document).__name__})"
+        )
     try:
         spec = Recipe.model_validate(document)
     except ValidationError as error:
@@ -216,18 +227,23 @@ def check_chains(recipe: LoadedRecipe) -> None:
             stage = STAGES[kind]
             place = f"outputs.{name}.stages[{index}].{kind}"
             if given not in stage.takes:
-                raise RecipeError(f"{recipe.path}: {place}: {kind} takes {' or '.join(sorted(stage.takes))}, "
-                                  f"but {giver} gives {given}")
+                raise RecipeError(
+                    f"{recipe.path}: {place}: {kind} takes {' or '.join(sorted(stage.takes))}, "
+                    f"but {giver} gives {given}"
+                )
             for section in stage.required_data(options):
                 if getattr(spec.data, section) is None:
-                    raise RecipeError(f"{recipe.path}: {place}: {stage.describe(options)} needs "
-                                      f"data.{section}; add it to the recipe")
+                    raise RecipeError(
+                        f"{recipe.path}: {place}: {stage.describe(options)} needs data.{section}; add it to the recipe"
+                    )
             given, giver = stage.gives, f"stages[{index}] ({kind})"
         needs_labels = {"accuracy", "accuracy_drop"} & set(output.gates.thresholds())
         evaluation = spec.data.evaluation
         if needs_labels and (evaluation is None or evaluation.labels is None):
-            raise RecipeError(f"{recipe.path}: outputs.{name}.gates: {', '.join(sorted(needs_labels))} "
-                              "needs labels; set data.evaluation.labels")
+            raise RecipeError(
+                f"{recipe.path}: outputs.{name}.gates: {', '.join(sorted(needs_labels))} "
+                "needs labels; set data.evaluation.labels"
+            )
 
 
 def _check_files(recipe: LoadedRecipe) -> None:
@@ -235,8 +251,9 @@ def _check_files(recipe: LoadedRecipe) -> None:
     if not source.exists():
         raise RecipeError(f"{recipe.path}: source.path: {source} does not exist")
     if source.is_file() and source.suffix.lower() not in KERAS_SUFFIXES:
-        raise RecipeError(f"{recipe.path}: source.path: {source.name} is not a .keras/.h5 file "
-                          "or a SavedModel directory")
+        raise RecipeError(
+            f"{recipe.path}: source.path: {source.name} is not a .keras/.h5 file or a SavedModel directory"
+        )
     for section in ("calibration", "evaluation", "fine_tune"):
         spec = getattr(recipe.spec.data, section)
         if spec is None:
@@ -264,8 +281,10 @@ def _check_npz(recipe: LoadedRecipe, place: str, spec: DataSpec) -> None:
     wanted += [spec.labels] if spec.labels else []
     for key in wanted:
         if key not in keys:
-            raise RecipeError(f"{recipe.path}: {place}: key {key!r} is not in {file.name} "
-                              f"(it has {', '.join(sorted(keys)) or 'no arrays'})")
+            raise RecipeError(
+                f"{recipe.path}: {place}: key {key!r} is not in {file.name} "
+                f"(it has {', '.join(sorted(keys)) or 'no arrays'})"
+            )
 
 
 def recipe_schema() -> dict[str, Any]:
@@ -302,7 +321,7 @@ def _explain(problem: dict[str, Any], loc: list[Any]) -> str:
     kind = problem["type"]
     if kind == "extra_forbidden":
         key = str(loc[-1]) if loc else ""
-        if len(loc) >= 4 and loc[-3] == "stages" or (len(loc) >= 2 and loc[-2] == "stages"):
+        if (len(loc) >= 4 and loc[-3] == "stages") or (len(loc) >= 2 and loc[-2] == "stages"):
             return f"unknown stage {key!r} (known: {', '.join(STAGES)})"
         suggestion = difflib.get_close_matches(key, sorted(_known_keys()), n=1)
         hint = f"; did you mean {suggestion[0]!r}?" if suggestion else ""

@@ -32,8 +32,11 @@ class Source:
 
     def describe(self) -> dict[str, Any]:
         return {
-            "path": str(self.path), "format": self.format, "sha256": self.sha256,
-            "flavour": self.artifact.flavour, "signature": self.artifact.signature,
+            "path": str(self.path),
+            "format": self.format,
+            "sha256": self.sha256,
+            "flavour": self.artifact.flavour,
+            "signature": self.artifact.signature,
             "inputs": [spec.describe() for spec in self.inputs],
             "outputs": [spec.describe() for spec in self.outputs],
         }
@@ -74,8 +77,10 @@ def _load_h5(path: Path, trusted: bool) -> Source:
     if not trusted:
         code_layers = _h5_code_layers(path)
         if code_layers:
-            raise ModelError(f"{path}: refused: the model runs arbitrary Python code when loaded "
-                             f"({', '.join(code_layers)}); {_TRUST_HINT}")
+            raise ModelError(
+                f"{path}: refused: the model runs arbitrary Python code when loaded "
+                f"({', '.join(code_layers)}); {_TRUST_HINT}"
+            )
     try:
         with captured_native_output(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -124,8 +129,10 @@ def _h5_code_layers(path: Path) -> list[str]:
 def _keras_load_error(path: Path, error: BaseException) -> ModelError:
     text = str(error)
     if "safe_mode" in text or "arbitrary code" in text:
-        return ModelError(f"{path}: refused: the model runs arbitrary Python code when loaded "
-                          f"(Lambda layer or pickled function); {_TRUST_HINT}")
+        return ModelError(
+            f"{path}: refused: the model runs arbitrary Python code when loaded "
+            f"(Lambda layer or pickled function); {_TRUST_HINT}"
+        )
     if "Could not locate" in text or "Unknown layer" in text or "custom_objects" in text:
         first = text.strip().splitlines()[0][:300]
         return ModelError(f"{path}: the model needs custom classes edgeport cannot import: {first}")
@@ -145,8 +152,10 @@ def keras_tensor_specs(model: Any, path: Path) -> tuple[list[TensorSpec], list[T
     try:
         symbolic_inputs, symbolic_outputs = list(model.inputs), list(model.outputs)
     except (AttributeError, ValueError):
-        raise ModelError(f"{path}: the model has no defined inputs (a subclassed model never built?); "
-                         "save a functional or built model") from None
+        raise ModelError(
+            f"{path}: the model has no defined inputs (a subclassed model never built?); "
+            "save a functional or built model"
+        ) from None
     output_names = list(getattr(model, "output_names", None) or [])
     if len(output_names) != len(symbolic_outputs):
         output_names = [f"output_{i}" for i in range(len(symbolic_outputs))]
@@ -163,8 +172,10 @@ def _spec(tensor: Any, name: str) -> TensorSpec:
 
 def _load_savedmodel(path: Path, signature: str) -> Source:
     if not any((path / name).is_file() for name in ("saved_model.pb", "saved_model.pbtxt")):
-        raise ModelError(f"{path}: directory is not a SavedModel (no saved_model.pb); "
-                         "expected a SavedModel directory or a .keras/.h5 file")
+        raise ModelError(
+            f"{path}: directory is not a SavedModel (no saved_model.pb); "
+            "expected a SavedModel directory or a .keras/.h5 file"
+        )
     tf = import_tensorflow()
     try:
         with captured_native_output():
@@ -174,8 +185,10 @@ def _load_savedmodel(path: Path, signature: str) -> Source:
         raise ModelError(f"{path}: cannot load the SavedModel: {first}") from None
     signatures = dict(loaded.signatures)
     if signature not in signatures:
-        raise ModelError(f"{path}: no signature {signature!r} (it has {', '.join(sorted(signatures)) or 'none'}); "
-                         "set source.signature")
+        raise ModelError(
+            f"{path}: no signature {signature!r} (it has {', '.join(sorted(signatures)) or 'none'}); "
+            "set source.signature"
+        )
     inputs, outputs = signature_tensor_specs(signatures[signature])
     digest = sha256_of(path)
     artifact = Artifact(kind="savedmodel", path=path, key=digest, signature=signature, handle=loaded)
@@ -186,6 +199,8 @@ def signature_tensor_specs(function: Any) -> tuple[list[TensorSpec], list[Tensor
     """Named inputs and outputs of a SavedModel signature (outputs in sorted key order, as TFLite has them)."""
     input_specs = function.structured_input_signature[1]
     inputs = [TensorSpec(name, tuple(spec.shape.as_list()), spec.dtype.name) for name, spec in input_specs.items()]
-    outputs = [TensorSpec(name, tuple(spec.shape.as_list()), spec.dtype.name)
-               for name, spec in sorted(function.structured_outputs.items())]
+    outputs = [
+        TensorSpec(name, tuple(spec.shape.as_list()), spec.dtype.name)
+        for name, spec in sorted(function.structured_outputs.items())
+    ]
     return inputs, outputs

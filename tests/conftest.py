@@ -22,13 +22,13 @@ class Zoo:
 
     root: Path
     digits_npz: Path
-    keras3: Path          # Keras 3 .keras, the digits CNN
-    keras3_h5: Path       # the same model saved by Keras 3 as legacy .h5
-    tf_keras_h5: Path     # the same weights in a tf_keras model, legacy .h5 (Keras 3 can read it)
-    legacy_h5: Path       # a tf_keras model with DepthwiseConv2D: Keras 3 cannot read it, tf_keras must
-    exported_savedmodel: Path   # model.export(...)
-    saved_savedmodel: Path      # tf.saved_model.save(keras3_model): the silent-NaN route in TFLite
-    lambda_keras: Path    # a Keras 3 model with a Lambda layer (needs trust)
+    keras3: Path  # Keras 3 .keras, the digits CNN
+    keras3_h5: Path  # the same model saved by Keras 3 as legacy .h5
+    tf_keras_h5: Path  # the same weights in a tf_keras model, legacy .h5 (Keras 3 can read it)
+    legacy_h5: Path  # a tf_keras model with DepthwiseConv2D: Keras 3 cannot read it, tf_keras must
+    exported_savedmodel: Path  # model.export(...)
+    saved_savedmodel: Path  # tf.saved_model.save(keras3_model): the silent-NaN route in TFLite
+    lambda_keras: Path  # a Keras 3 model with a Lambda layer (needs trust)
     bincount_keras: Path  # a model whose op TFLite builtins lack (DenseBincount)
     x_test: np.ndarray
     y_test: np.ndarray
@@ -99,10 +99,19 @@ def zoo(tmp_path_factory: pytest.TempPathFactory) -> Zoo:
         keras.Model(tokens, keras.layers.Dense(3)(counts)).save(root / "bincount.keras")
         reference = model(data["x_test"], training=False).numpy()
     return Zoo(
-        root=root, digits_npz=root / "digits.npz", keras3=root / "digits.keras", keras3_h5=root / "digits_k3.h5",
-        tf_keras_h5=root / "digits_tfk.h5", legacy_h5=root / "legacy.h5", exported_savedmodel=root / "exported_sm",
-        saved_savedmodel=root / "saved_sm", lambda_keras=root / "lambda.keras",
-        bincount_keras=root / "bincount.keras", x_test=data["x_test"], y_test=data["y_test"], reference=reference,
+        root=root,
+        digits_npz=root / "digits.npz",
+        keras3=root / "digits.keras",
+        keras3_h5=root / "digits_k3.h5",
+        tf_keras_h5=root / "digits_tfk.h5",
+        legacy_h5=root / "legacy.h5",
+        exported_savedmodel=root / "exported_sm",
+        saved_savedmodel=root / "saved_sm",
+        lambda_keras=root / "lambda.keras",
+        bincount_keras=root / "bincount.keras",
+        x_test=data["x_test"],
+        y_test=data["y_test"],
+        reference=reference,
         legacy_reference=legacy_reference,
     )
 

@@ -11,8 +11,9 @@ from pipeline.specs import Artifact
 from pipeline.stages import STAGES, StageContext
 
 
-def run_stage(kind: str, upstream: Artifact, work: Path, calibration: np.ndarray | None = None,
-              **options: object) -> Artifact:
+def run_stage(
+    kind: str, upstream: Artifact, work: Path, calibration: np.ndarray | None = None, **options: object
+) -> Artifact:
     stage = STAGES[kind]
     batches = None
     if calibration is not None:
@@ -25,8 +26,9 @@ def run_stage(kind: str, upstream: Artifact, work: Path, calibration: np.ndarray
 def predict(artifact: Artifact, x: np.ndarray, batch: int = 64) -> np.ndarray:
     runtime = runtime_for(artifact)
     name = runtime.inputs[0].name
-    outputs = [next(iter(out.values())) for out in runtime.predict({name: x[i : i + batch]}
-                                                                     for i in range(0, len(x), batch))]
+    outputs = [
+        next(iter(out.values())) for out in runtime.predict({name: x[i : i + batch]} for i in range(0, len(x), batch))
+    ]
     return np.concatenate(outputs)
 
 

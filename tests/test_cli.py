@@ -18,8 +18,15 @@ from .conftest import ROOT, write_recipe
 
 def edgeport(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=600, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=600,
+        check=False,
+    )
 
 
 def digits_recipe(zoo, source: Path, outputs: str, evaluation: str = "inputs: x_test, labels: y_test") -> str:
@@ -88,7 +95,9 @@ def test_failing_gate_exits_1_and_shows_in_every_report(zoo, tmp_path: Path) -> 
 
 
 def test_stage_error_exits_3_while_other_outputs_run(zoo, tmp_path: Path) -> None:
-    recipe = write_recipe(tmp_path, f"""\
+    recipe = write_recipe(
+        tmp_path,
+        f"""\
 name: bincount
 source: {zoo.bincount_keras}
 data:
@@ -96,7 +105,8 @@ data:
 outputs:
   tflite: {{stages: [tflite]}}
   onnx: {{stages: [onnx]}}
-""")
+""",
+    )
     result = edgeport("run", recipe, "--out", tmp_path / "out")
     assert result.returncode == 3, result.stderr
     report = json.loads((tmp_path / "out" / "report.json").read_text())
@@ -110,8 +120,10 @@ outputs:
 
 def test_savedmodel_from_tf_saved_model_save_converts_to_finite_tflite(zoo, tmp_path: Path) -> None:
     outputs = "  fp32: {stages: [tflite]}\n  onnx: {stages: [onnx]}\n"
-    recipe = write_recipe(tmp_path, digits_recipe(zoo, zoo.saved_savedmodel, outputs,
-                                                  evaluation="inputs: {inputs: x_test}, labels: y_test"))
+    recipe = write_recipe(
+        tmp_path,
+        digits_recipe(zoo, zoo.saved_savedmodel, outputs, evaluation="inputs: {inputs: x_test}, labels: y_test"),
+    )
     result = edgeport("run", recipe, "--out", tmp_path / "out")
     assert result.returncode == 0, result.stderr + result.stdout
     report = json.loads((tmp_path / "out" / "report.json").read_text())
@@ -148,11 +160,11 @@ def test_bad_input_exits_2_with_one_clear_message(zoo, tmp_path: Path, case: str
         text = text.replace(f"{{npz: {zoo.digits_npz}, inputs: x_test, labels: y_test}}", "{random: {samples: 8}}")
     elif case == "wrong_shape":
         np.savez(tmp_path / "flat.npz", x=np.zeros((10, 64), np.float32))
-        text = good.replace(f"{{npz: {zoo.digits_npz}, inputs: x_test, labels: y_test}}",
-                            f"{{npz: {tmp_path / 'flat.npz'}, inputs: x}}")
+        text = good.replace(
+            f"{{npz: {zoo.digits_npz}, inputs: x_test, labels: y_test}}", f"{{npz: {tmp_path / 'flat.npz'}, inputs: x}}"
+        )
     else:
-        text = good.replace(f"source: {zoo.keras3}",
-                            f"source: {{path: {zoo.exported_savedmodel}, signature: predict}}")
+        text = good.replace(f"source: {zoo.keras3}", f"source: {{path: {zoo.exported_savedmodel}, signature: predict}}")
     out = tmp_path / "out"
     result = edgeport("run", write_recipe(tmp_path, text), "--out", out)
     assert result.returncode == 2, result.stderr
@@ -164,12 +176,15 @@ def test_bad_input_exits_2_with_one_clear_message(zoo, tmp_path: Path, case: str
 
 
 def test_trusted_lambda_model_runs(zoo, tmp_path: Path) -> None:
-    recipe = write_recipe(tmp_path, f"""\
+    recipe = write_recipe(
+        tmp_path,
+        f"""\
 name: lambda
 source: {zoo.lambda_keras}
 outputs:
   fp32: {{stages: [tflite]}}
-""")
+""",
+    )
     result = edgeport("run", recipe, "--out", tmp_path / "out", "--trust-model")
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "out" / "report.json").read_text())
@@ -178,11 +193,18 @@ outputs:
 
 def test_validate_and_schema_do_not_import_tensorflow(zoo, tmp_path: Path) -> None:
     recipe = write_recipe(tmp_path, digits_recipe(zoo, zoo.keras3, "  fp32: {stages: [tflite]}\n"))
-    probe = ("import sys; from pipeline.cli import main; code = main(sys.argv[1:]); "
-             "assert 'tensorflow' not in sys.modules, 'tensorflow imported'; sys.exit(code)")
+    probe = (
+        "import sys; from pipeline.cli import main; code = main(sys.argv[1:]); "
+        "assert 'tensorflow' not in sys.modules, 'tensorflow imported'; sys.exit(code)"
+    )
     for args in (["validate", str(recipe)], ["schema"]):
-        result = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True,
-                                env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False)
+        result = subprocess.run(
+            [sys.executable, "-c", probe, *args],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            check=False,
+        )
         assert result.returncode == 0, result.stderr
     assert "valid recipe 'digits'" in edgeport("validate", recipe).stdout
     schema = json.loads(edgeport("schema").stdout)

@@ -18,8 +18,15 @@ PIXELS = [TensorSpec("pixels", (None, 8, 8, 1), "float32")]
 @pytest.fixture
 def recipe(tmp_path: Path) -> LoadedRecipe:
     rng = np.random.default_rng(0)
-    np.savez(tmp_path / "d.npz", x=rng.random((10, 8, 8, 1)), y=np.arange(10), y_short=np.arange(9),
-             flat=np.zeros((10, 64)), nan=np.full((10, 8, 8, 1), np.nan), text=np.array(["a"] * 10))
+    np.savez(
+        tmp_path / "d.npz",
+        x=rng.random((10, 8, 8, 1)),
+        y=np.arange(10),
+        y_short=np.arange(9),
+        flat=np.zeros((10, 64)),
+        nan=np.full((10, 8, 8, 1), np.nan),
+        text=np.array(["a"] * 10),
+    )
     spec = Recipe.model_validate({"name": "t", "source": "m.keras", "outputs": {"a": {"stages": ["tflite"]}}})
     return LoadedRecipe(spec=spec, path=tmp_path / "recipe.yaml")
 
@@ -52,8 +59,9 @@ def test_bad_data_is_named(recipe: LoadedRecipe, spec: DataSpec, message: str) -
 
 def test_text_arrays_are_refused(recipe: LoadedRecipe) -> None:
     with pytest.raises(DataError, match="dtype <U1; expected numbers"):
-        load_dataset("evaluation", DataSpec(npz="d.npz", inputs="text"),
-                     recipe, [TensorSpec("pixels", (None,), "float32")])
+        load_dataset(
+            "evaluation", DataSpec(npz="d.npz", inputs="text"), recipe, [TensorSpec("pixels", (None,), "float32")]
+        )
 
 
 def test_random_is_seeded_and_shaped(recipe: LoadedRecipe) -> None:
@@ -62,7 +70,7 @@ def test_random_is_seeded_and_shaped(recipe: LoadedRecipe) -> None:
     second = load_dataset("calibration", spec, recipe, PIXELS)
     assert first.inputs["pixels"].shape == (5, 8, 8, 1)
     assert np.array_equal(first.inputs["pixels"], second.inputs["pixels"])
-    assert -1 <= first.inputs["pixels"].min() and first.inputs["pixels"].max() < 1
+    assert first.inputs["pixels"].min() >= -1 and first.inputs["pixels"].max() < 1
 
 
 def test_default_evaluation_is_random(recipe: LoadedRecipe) -> None:

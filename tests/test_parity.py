@@ -34,8 +34,8 @@ def test_error_metrics_match_numpy() -> None:
 
 
 def test_top1_and_accuracy() -> None:
-    reference = np.eye(4, dtype=np.float32)          # predicts 0, 1, 2, 3
-    candidate = reference[[0, 1, 3, 3]]              # predicts 0, 1, 3, 3
+    reference = np.eye(4, dtype=np.float32)  # predicts 0, 1, 2, 3
+    candidate = reference[[0, 1, 3, 3]]  # predicts 0, 1, 3, 3
     labels = np.array([0, 1, 2, 0])
     metrics = _compare(reference, candidate, labels).metrics
     assert metrics["top1_agreement"] == 0.75

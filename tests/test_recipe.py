@@ -47,15 +47,20 @@ def test_good_recipe_validates_with_typed_options(files: Path) -> None:
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        (("quantize: int8, io: int8", "quantise: int8"),
-         "outputs.int8.stages[0].tflite.quantise (line 9): unknown key 'quantise'; did you mean 'quantize'?"),
+        (
+            ("quantize: int8, io: int8", "quantise: int8"),
+            "outputs.int8.stages[0].tflite.quantise (line 9): unknown key 'quantise'; did you mean 'quantize'?",
+        ),
         (("stages: [tflite]", "stages: [tflitee]"), "outputs.fp32.stages[0].tflitee (line 7): unknown stage 'tflitee'"),
         (("cosine: 0.99", "cosine: 2"), "outputs.int8.gates.cosine (line 10): Input should be less than or equal to 1"),
         (("accuracy_drop: 0.02", "max_abss: 0.1"), "unknown key 'max_abss'; did you mean 'max_abs'?"),
         (("opset: 13", "opset: 30"), "outputs.onnx.stages[0].onnx.opset (line 11): Input should be less than"),
         (("quantize: int8, io: int8", "io: int8"), "io: int8 needs quantize: int8"),
         (("fp32: {stages: [tflite]}", "../x: {stages: [tflite]}"), "outputs (line 6): output name '../x' must match"),
-        (("fp32: {stages: [tflite]}", "fp32: {stages: []}"), "outputs.fp32.stages (line 7): List should have at least 1"),
+        (
+            ("fp32: {stages: [tflite]}", "fp32: {stages: []}"),
+            "outputs.fp32.stages (line 7): List should have at least 1",
+        ),
         (("name: ok", "name: ok\nextra: 1"), "extra (line 2): unknown key 'extra'"),
         (("inputs: x, labels: y", "labels: y"), "data.evaluation (line 5): npz needs `inputs`"),
         (("stages: [tflite]", "stages: [{tflite: {}, onnx: {}}]"), "names exactly one stage kind (got tflite, onnx)"),
@@ -76,30 +81,36 @@ def test_yaml_syntax_error_has_line(files: Path) -> None:
 
 def test_chain_that_does_not_type_check(files: Path) -> None:
     text = GOOD.replace("stages: [tflite]", "stages: [tflite, onnx]")
-    with pytest.raises(RecipeError, match=r"outputs.fp32.stages\[1\].onnx: onnx takes keras or savedmodel, "
-                                          r"but stages\[0\] \(tflite\) gives tflite"):
+    with pytest.raises(
+        RecipeError,
+        match=r"outputs.fp32.stages\[1\].onnx: onnx takes keras or savedmodel, "
+        r"but stages\[0\] \(tflite\) gives tflite",
+    ):
         load_recipe(write_recipe(files, text))
 
 
 def test_int8_without_calibration_names_the_missing_section(files: Path) -> None:
     text = GOOD.replace("  calibration: {npz: data.npz, inputs: x}\n", "")
-    with pytest.raises(RecipeError, match=r"outputs.int8.stages\[0\].tflite: tflite int8 io=int8 needs "
-                                          r"data.calibration"):
+    with pytest.raises(
+        RecipeError,
+        match=r"outputs.int8.stages\[0\].tflite: tflite int8 io=int8 needs "
+        r"data.calibration",
+    ):
         load_recipe(write_recipe(files, text))
 
 
 def test_accuracy_gate_needs_labels(files: Path) -> None:
     text = GOOD.replace("inputs: x, labels: y", "inputs: x")
-    with pytest.raises(RecipeError, match="outputs.int8.gates: accuracy_drop needs labels"):
+    with pytest.raises(RecipeError, match=r"outputs\.int8\.gates: accuracy_drop needs labels"):
         load_recipe(write_recipe(files, text))
 
 
 def test_missing_files_and_keys(files: Path) -> None:
-    with pytest.raises(RecipeError, match="source.path: .*nope.keras does not exist"):
+    with pytest.raises(RecipeError, match=r"source\.path: .*nope\.keras does not exist"):
         load_recipe(write_recipe(files, GOOD.replace("model.keras", "nope.keras")))
     with pytest.raises(RecipeError, match=r"data.evaluation: key 'labels' is not in data.npz \(it has x, y\)"):
         load_recipe(write_recipe(files, GOOD.replace("labels: y", "labels: labels")))
-    with pytest.raises(RecipeError, match="not a .keras/.h5 file or a SavedModel directory"):
+    with pytest.raises(RecipeError, match=r"not a \.keras/\.h5 file or a SavedModel directory"):
         (files / "model.bin").write_bytes(b"x")
         load_recipe(write_recipe(files, GOOD.replace("model.keras", "model.bin")))
 

@@ -117,8 +117,11 @@ def _table(outputs: Sequence[dict[str, Any]]) -> list[str]:
 def _row(output: dict[str, Any]) -> list[str]:
     metrics = (output.get("parity") or {}).get("metrics") or {}
     return [
-        str(output.get("name", "?")), str(output.get("status", "?")), str(output.get("format") or "-"),
-        kib(output.get("size_bytes")), kib(output.get("gzip_bytes")),
+        str(output.get("name", "?")),
+        str(output.get("status", "?")),
+        str(output.get("format") or "-"),
+        kib(output.get("size_bytes")),
+        kib(output.get("gzip_bytes")),
         *(number(metrics.get(metric)) for metric in TABLE_METRICS),
     ]
 

@@ -23,8 +23,17 @@ from pipeline.report.console import (
     shape_text,
 )
 
-METRIC_ORDER = ("max_abs", "mean_abs", "rmse", "cosine", "snr_db", "top1_agreement", "accuracy",
-                "reference_accuracy", "accuracy_drop")
+METRIC_ORDER = (
+    "max_abs",
+    "mean_abs",
+    "rmse",
+    "cosine",
+    "snr_db",
+    "top1_agreement",
+    "accuracy",
+    "reference_accuracy",
+    "accuracy_drop",
+)
 _SIGNS = {"<=": "≤", ">=": "≥"}
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;color:#1b1f24}
@@ -51,16 +60,31 @@ def render(report: dict[str, Any]) -> str:
     outputs = list(report.get("outputs") or [])
     name = (report.get("recipe") or {}).get("name", "?")
     body = [
-        _heading(report), _summary(outputs),
+        _heading(report),
+        _summary(outputs),
         *(_section(index, output) for index, output in enumerate(outputs)),
-        _source(report.get("source") or {}), _data(report.get("data") or {}),
+        _source(report.get("source") or {}),
+        _data(report.get("data") or {}),
         _environment(report.get("environment") or {}),
     ]
-    return "\n".join([
-        "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
-        f"<title>edgeport report: {e(name)}</title>", f"<style>{_CSS}</style>", "</head>", "<body>",
-        *(part for part in body if part), "</body>", "</html>",
-    ]) + "\n"
+    return (
+        "\n".join(
+            [
+                "<!DOCTYPE html>",
+                '<html lang="en">',
+                "<head>",
+                '<meta charset="utf-8">',
+                f"<title>edgeport report: {e(name)}</title>",
+                f"<style>{_CSS}</style>",
+                "</head>",
+                "<body>",
+                *(part for part in body if part),
+                "</body>",
+                "</html>",
+            ]
+        )
+        + "\n"
+    )
 
 
 def e(value: Any) -> str:
@@ -85,11 +109,15 @@ def _heading(report: dict[str, Any]) -> str:
     recipe, tool = report.get("recipe") or {}, report.get("tool") or {}
     verdict = final_line(report)
     cls = "pass" if verdict.startswith("PASSED") else "fail"
-    meta = (f"recipe <code>{e(recipe.get('path', '-'))}</code> · started {e(report.get('started', '-'))} · "
-            f"{e(number(report.get('seconds')))} s · exit code {e(report.get('exit_code', '-'))} · "
-            f"{e(tool.get('name', 'edgeport'))} {e(tool.get('version', ''))}")
-    return (f"<h1>edgeport report: {e(recipe.get('name', '?'))}</h1>\n"
-            f'<p class="banner {cls}">{e(verdict)}</p>\n<p class="muted">{meta}</p>')
+    meta = (
+        f"recipe <code>{e(recipe.get('path', '-'))}</code> · started {e(report.get('started', '-'))} · "
+        f"{e(number(report.get('seconds')))} s · exit code {e(report.get('exit_code', '-'))} · "
+        f"{e(tool.get('name', 'edgeport'))} {e(tool.get('version', ''))}"
+    )
+    return (
+        f"<h1>edgeport report: {e(recipe.get('name', '?'))}</h1>\n"
+        f'<p class="banner {cls}">{e(verdict)}</p>\n<p class="muted">{meta}</p>'
+    )
 
 
 def _metric_names(outputs: list[dict[str, Any]]) -> list[str]:
@@ -114,9 +142,12 @@ def _summary_row(index: int, output: dict[str, Any], metrics: list[str]) -> list
     gates = {gate.get("metric"): gate for gate in gates_of(output)}
     link = f'<a href="#output-{index}">{e(output.get("name", "?"))}</a>'
     return [
-        td(link, raw=True), td(status, "pass" if status == "passed" else "fail"),
-        td(output.get("format") or "-"), td(output.get("runtime") or "-"),
-        td(kib(output.get("size_bytes")), "num"), td(kib(output.get("gzip_bytes")), "num"),
+        td(link, raw=True),
+        td(status, "pass" if status == "passed" else "fail"),
+        td(output.get("format") or "-"),
+        td(output.get("runtime") or "-"),
+        td(kib(output.get("size_bytes")), "num"),
+        td(kib(output.get("gzip_bytes")), "num"),
         *(_metric_cell(values.get(metric), gates.get(metric)) for metric in metrics),
     ]
 
@@ -135,7 +166,12 @@ def _section(index: int, output: dict[str, Any]) -> str:
     cls = "pass" if status == "passed" else "fail"
     parts = [
         f'<h2 id="output-{index}">{e(output.get("name", "?"))} <span class="{cls}">{e(status)}</span></h2>',
-        _facts(output), _gates(output), _metrics(output), _stages(output), _warnings(output), _error(output),
+        _facts(output),
+        _gates(output),
+        _metrics(output),
+        _stages(output),
+        _warnings(output),
+        _error(output),
     ]
     return "\n".join(part for part in parts if part)
 
@@ -143,29 +179,47 @@ def _section(index: int, output: dict[str, Any]) -> str:
 def _facts(output: dict[str, Any]) -> str:
     parity = output.get("parity") or {}
     rows = [
-        ("format", output.get("format") or "-"), ("runtime", output.get("runtime") or "-"),
-        ("artifact", output.get("artifact") or "-"), ("sha256", output.get("sha256") or "-"),
+        ("format", output.get("format") or "-"),
+        ("runtime", output.get("runtime") or "-"),
+        ("artifact", output.get("artifact") or "-"),
+        ("sha256", output.get("sha256") or "-"),
         ("size", f"{kib(output.get('size_bytes'))} KiB raw, {kib(output.get('gzip_bytes'))} KiB gzip"),
     ]
     if parity:
-        rows.append(("parity", f"against {parity.get('reference', '?')} on {number(parity.get('samples'))} "
-                               f"samples, {number(parity.get('nonfinite'))} non-finite values"))
+        rows.append(
+            (
+                "parity",
+                f"against {parity.get('reference', '?')} on {number(parity.get('samples'))} "
+                f"samples, {number(parity.get('nonfinite'))} non-finite values",
+            )
+        )
     return table(["fact", "value"], [[td(key), td(value)] for key, value in rows])
 
 
 def _gates(output: dict[str, Any]) -> str:
     rows = []
     if nonfinite_of(output):
-        rows.append([td("finite outputs"), td(nonfinite_of(output), "num"), td("0", "num"),
-                     td(f"{FAIL_MARK} non-finite values", "fail")])
+        rows.append(
+            [
+                td("finite outputs"),
+                td(nonfinite_of(output), "num"),
+                td("0", "num"),
+                td(f"{FAIL_MARK} non-finite values", "fail"),
+            ]
+        )
     for gate in gates_of(output):
         passed = bool(gate.get("passed"))
         result = f"{PASS_MARK} pass" if passed else f"{FAIL_MARK} fail: {relation(gate)}"
         if gate.get("note"):
             result += f" ({gate['note']})"
-        rows.append([td(f"{gate.get('metric')} {gate.get('op')} {number(gate.get('threshold'))}"),
-                     td(number(gate.get("value")), "num"), td(number(gate.get("threshold")), "num"),
-                     td(result, "pass" if passed else "fail")])
+        rows.append(
+            [
+                td(f"{gate.get('metric')} {gate.get('op')} {number(gate.get('threshold'))}"),
+                td(number(gate.get("value")), "num"),
+                td(number(gate.get("threshold")), "num"),
+                td(result, "pass" if passed else "fail"),
+            ]
+        )
     return "<h3>Gates</h3>\n" + table(["gate", "value", "threshold", "result"], rows) if rows else ""
 
 
@@ -176,17 +230,26 @@ def _metrics(output: dict[str, Any]) -> str:
         return ""
     shown = tensors if len(tensors) > 1 else {}
     names = list(overall) + [m for values in shown.values() for m in values if m not in overall]
-    rows = [[td(name), td(number(overall.get(name)), "num"),
-             *(td(number(values.get(name)), "num") for values in shown.values())] for name in names]
+    rows = [
+        [
+            td(name),
+            td(number(overall.get(name)), "num"),
+            *(td(number(values.get(name)), "num") for values in shown.values()),
+        ]
+        for name in names
+    ]
     return "<h3>Metrics</h3>\n" + table(["metric", "overall", *shown], rows)
 
 
 def _stages(output: dict[str, Any]) -> str:
     rows = [
-        [td(stage.get("label") or stage.get("kind", "?")), td(number(stage.get("seconds")), "num"),
-         td("yes" if stage.get("reused") else "no"),
-         td(", ".join(f"{k}={v}" for k, v in (stage.get("details") or {}).items()) or "-"),
-         td("; ".join(str(w) for w in stage.get("warnings") or []) or "-")]
+        [
+            td(stage.get("label") or stage.get("kind", "?")),
+            td(number(stage.get("seconds")), "num"),
+            td("yes" if stage.get("reused") else "no"),
+            td(", ".join(f"{k}={v}" for k, v in (stage.get("details") or {}).items()) or "-"),
+            td("; ".join(str(w) for w in stage.get("warnings") or []) or "-"),
+        ]
         for stage in output.get("stages") or []
     ]
     header = ["stage", "seconds", "cached", "details", "warnings"]
@@ -216,10 +279,15 @@ def _source(source: dict[str, Any]) -> str:
 
 def _data(data: dict[str, Any]) -> str:
     rows = [
-        [td(role), td(info.get("origin", "-")), td(number(info.get("samples")), "num"),
-         td(number(info.get("labels"))),
-         td(_inputs(info))]
-        for role, info in data.items() if isinstance(info, dict)
+        [
+            td(role),
+            td(info.get("origin", "-")),
+            td(number(info.get("samples")), "num"),
+            td(number(info.get("labels"))),
+            td(_inputs(info)),
+        ]
+        for role, info in data.items()
+        if isinstance(info, dict)
     ]
     return "<h2>Data</h2>\n" + table(["role", "origin", "samples", "labels", "inputs"], rows) if rows else ""
 

@@ -53,14 +53,17 @@ def cases(report: dict[str, Any]) -> list[Case]:
 def _suite(report: dict[str, Any]) -> ET.Element:
     recipe = report.get("recipe") or {}
     all_cases = cases(report)
-    suite = ET.Element("testsuite", {
-        "name": f"edgeport.{recipe.get('name', '?')}",
-        "tests": str(len(all_cases)),
-        "failures": str(sum(case.outcome == "failure" for case in all_cases)),
-        "errors": str(sum(case.outcome == "error" for case in all_cases)),
-        "skipped": "0",
-        "time": _seconds(report.get("seconds")),
-    })
+    suite = ET.Element(
+        "testsuite",
+        {
+            "name": f"edgeport.{recipe.get('name', '?')}",
+            "tests": str(len(all_cases)),
+            "failures": str(sum(case.outcome == "failure" for case in all_cases)),
+            "errors": str(sum(case.outcome == "error" for case in all_cases)),
+            "skipped": "0",
+            "time": _seconds(report.get("seconds")),
+        },
+    )
     if report.get("started"):
         suite.set("timestamp", str(report["started"]))
     suite.append(_properties(report))
@@ -72,8 +75,10 @@ def _properties(report: dict[str, Any]) -> ET.Element:
     source, tool = report.get("source") or {}, report.get("tool") or {}
     pairs = {
         "recipe.path": (report.get("recipe") or {}).get("path"),
-        "tool.version": tool.get("version"), "exit_code": report.get("exit_code"),
-        "source.path": source.get("path"), "source.sha256": source.get("sha256"),
+        "tool.version": tool.get("version"),
+        "exit_code": report.get("exit_code"),
+        "source.path": source.get("path"),
+        "source.sha256": source.get("sha256"),
         **{f"package.{k}": v for k, v in ((report.get("environment") or {}).get("packages") or {}).items()},
     }
     properties = ET.Element("properties")
@@ -120,9 +125,11 @@ def _gate_case(classname: str, gate: dict[str, Any], output: dict[str, Any]) -> 
 def _context(output: dict[str, Any]) -> str:
     parity = output.get("parity") or {}
     metrics = ", ".join(f"{k}={number(v)}" for k, v in (parity.get("metrics") or {}).items())
-    return (f"{output.get('format') or '-'} on {output.get('runtime') or '-'}, artifact "
-            f"{output.get('artifact') or '-'}, against {parity.get('reference', '-')} on "
-            f"{number(parity.get('samples'))} samples\n{metrics}")
+    return (
+        f"{output.get('format') or '-'} on {output.get('runtime') or '-'}, artifact "
+        f"{output.get('artifact') or '-'}, against {parity.get('reference', '-')} on "
+        f"{number(parity.get('samples'))} samples\n{metrics}"
+    )
 
 
 def _element(case: Case) -> ET.Element:

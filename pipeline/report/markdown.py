@@ -37,9 +37,12 @@ def write(report: dict[str, Any], out_dir: Path) -> Path:
 def render(report: dict[str, Any]) -> str:
     outputs = list(report.get("outputs") or [])
     parts = [
-        _heading(report), _outputs_table(outputs), _gates_table(outputs),
+        _heading(report),
+        _outputs_table(outputs),
+        _gates_table(outputs),
         *(_output_section(output) for output in outputs),
-        _source(report.get("source") or {}), _data(report.get("data") or {}),
+        _source(report.get("source") or {}),
+        _data(report.get("data") or {}),
         _environment(report.get("environment") or {}),
     ]
     return "\n\n".join(part for part in parts if part) + "\n"
@@ -65,23 +68,28 @@ def table(header: list[str], rows: list[list[Any]]) -> str:
 def _heading(report: dict[str, Any]) -> str:
     recipe = report.get("recipe") or {}
     tool = report.get("tool") or {}
-    return "\n".join([
-        f"# edgeport report: {recipe.get('name', '?')}",
-        "",
-        f"**{final_line(report)}** (exit code {report.get('exit_code', '-')})",
-        "",
-        f"Recipe {code(recipe.get('path', '-'))} · started {report.get('started', '-')} · "
-        f"{number(report.get('seconds'))} s · {tool.get('name', 'edgeport')} {tool.get('version') or ''}",
-    ])
+    return "\n".join(
+        [
+            f"# edgeport report: {recipe.get('name', '?')}",
+            "",
+            f"**{final_line(report)}** (exit code {report.get('exit_code', '-')})",
+            "",
+            f"Recipe {code(recipe.get('path', '-'))} · started {report.get('started', '-')} · "
+            f"{number(report.get('seconds'))} s · {tool.get('name', 'edgeport')} {tool.get('version') or ''}",
+        ]
+    )
 
 
 def _outputs_table(outputs: list[dict[str, Any]]) -> str:
     header = ["output", "status", "format", "runtime", "size KiB", "gzip KiB", *TABLE_METRICS]
     rows = [
         [
-            output.get("name", "?"), _STATUS.get(output.get("status"), output.get("status")),
-            output.get("format") or "-", output.get("runtime") or "-",
-            kib(output.get("size_bytes")), kib(output.get("gzip_bytes")),
+            output.get("name", "?"),
+            _STATUS.get(output.get("status"), output.get("status")),
+            output.get("format") or "-",
+            output.get("runtime") or "-",
+            kib(output.get("size_bytes")),
+            kib(output.get("gzip_bytes")),
             *(number(((output.get("parity") or {}).get("metrics") or {}).get(m)) for m in TABLE_METRICS),
         ]
         for output in outputs
@@ -109,15 +117,28 @@ def _gate_rows(output: dict[str, Any]) -> list[list[Any]]:
         result = f"{PASS_MARK} pass" if gate.get("passed") else f"**{FAIL_MARK} FAIL** ({relation(gate)})"
         if gate.get("note"):
             result += f" — {gate['note']}"
-        rows.append([name, f"{gate.get('metric')} {gate.get('op')} {number(gate.get('threshold'))}",
-                     number(gate.get("value")), number(gate.get("threshold")), result])
+        rows.append(
+            [
+                name,
+                f"{gate.get('metric')} {gate.get('op')} {number(gate.get('threshold'))}",
+                number(gate.get("value")),
+                number(gate.get("threshold")),
+                result,
+            ]
+        )
     return rows
 
 
 def _output_section(output: dict[str, Any]) -> str:
     status = _STATUS.get(output.get("status"), output.get("status"))
-    parts = [f"## Output `{output.get('name', '?')}`: {status}", _facts(output), _metrics(output),
-             _stages(output), _warnings(output), _error(output)]
+    parts = [
+        f"## Output `{output.get('name', '?')}`: {status}",
+        _facts(output),
+        _metrics(output),
+        _stages(output),
+        _warnings(output),
+        _error(output),
+    ]
     return "\n\n".join(part for part in parts if part)
 
 
@@ -129,8 +150,10 @@ def _facts(output: dict[str, Any]) -> str:
         digest = code(output.get("sha256") or "-")
         facts.append(f"- artifact: {code(output['artifact'])} · {sizes} · sha256 {digest}")
     if parity:
-        facts.append(f"- parity against {parity.get('reference', '?')} on {number(parity.get('samples'))} "
-                     f"samples, {number(parity.get('nonfinite'))} non-finite values")
+        facts.append(
+            f"- parity against {parity.get('reference', '?')} on {number(parity.get('samples'))} "
+            f"samples, {number(parity.get('nonfinite'))} non-finite values"
+        )
     return "\n".join(facts)
 
 
@@ -141,8 +164,7 @@ def _metrics(output: dict[str, Any]) -> str:
         return ""
     shown = tensors if len(tensors) > 1 else {}
     names = list(overall) + [m for values in shown.values() for m in values if m not in overall]
-    rows = [[name, number(overall.get(name)), *(number(v.get(name)) for v in shown.values())]
-            for name in names]
+    rows = [[name, number(overall.get(name)), *(number(v.get(name)) for v in shown.values())] for name in names]
     return "### Metrics\n\n" + table(["metric", "overall", *shown], rows)
 
 
@@ -151,10 +173,13 @@ def _stages(output: dict[str, Any]) -> str:
     if not stages:
         return ""
     rows = [
-        [stage.get("label") or stage.get("kind", "?"), number(stage.get("seconds")),
-         "yes" if stage.get("reused") else "no",
-         ", ".join(f"{k}={v}" for k, v in (stage.get("details") or {}).items()) or "-",
-         "; ".join(str(w) for w in stage.get("warnings") or []) or "-"]
+        [
+            stage.get("label") or stage.get("kind", "?"),
+            number(stage.get("seconds")),
+            "yes" if stage.get("reused") else "no",
+            ", ".join(f"{k}={v}" for k, v in (stage.get("details") or {}).items()) or "-",
+            "; ".join(str(w) for w in stage.get("warnings") or []) or "-",
+        ]
         for stage in stages
     ]
     return "### Stages\n\n" + table(["stage", "seconds", "cached", "details", "warnings"], rows)
@@ -186,10 +211,12 @@ def _longest_backtick_run(text: str) -> int:
 def _source(source: dict[str, Any]) -> str:
     if not source:
         return ""
-    lines = [f"- path: {code(source.get('path', '-'))}",
-             f"- format: {source.get('format', '-')}, flavour: {source.get('flavour') or '-'}"
-             f", signature: {source.get('signature') or '-'}",
-             f"- sha256: {code(source.get('sha256') or '-')}"]
+    lines = [
+        f"- path: {code(source.get('path', '-'))}",
+        f"- format: {source.get('format', '-')}, flavour: {source.get('flavour') or '-'}"
+        f", signature: {source.get('signature') or '-'}",
+        f"- sha256: {code(source.get('sha256') or '-')}",
+    ]
     lines += [f"- input: {code(spec)}" for spec in source.get("inputs") or []]
     lines += [f"- output: {code(spec)}" for spec in source.get("outputs") or []]
     return "## Source\n\n" + "\n".join(lines)
@@ -197,9 +224,9 @@ def _source(source: dict[str, Any]) -> str:
 
 def _data(data: dict[str, Any]) -> str:
     rows = [
-        [role, info.get("origin", "-"), number(info.get("samples")), number(info.get("labels")),
-         _inputs(info)]
-        for role, info in data.items() if isinstance(info, dict)
+        [role, info.get("origin", "-"), number(info.get("samples")), number(info.get("labels")), _inputs(info)]
+        for role, info in data.items()
+        if isinstance(info, dict)
     ]
     return "## Data\n\n" + table(["role", "origin", "samples", "labels", "inputs"], rows) if rows else ""
 

@@ -59,5 +59,8 @@ class Runtime(ABC):
             yield self.predict_batch(feed)
 
     def describe(self) -> dict[str, object]:
-        return {"runtime": self.name, "inputs": [s.describe() for s in self.inputs],
-                "outputs": [s.describe() for s in self.outputs]}
+        return {
+            "runtime": self.name,
+            "inputs": [s.describe() for s in self.inputs],
+            "outputs": [s.describe() for s in self.outputs],
+        }

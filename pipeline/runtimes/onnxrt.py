@@ -8,8 +8,13 @@ from pipeline.runtimes.base import Runtime
 from pipeline.specs import Artifact, TensorSpec
 
 _ONNX_DTYPES = {
-    "tensor(float)": "float32", "tensor(double)": "float64", "tensor(float16)": "float16",
-    "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int8)": "int8", "tensor(uint8)": "uint8",
+    "tensor(float)": "float32",
+    "tensor(double)": "float64",
+    "tensor(float16)": "float16",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+    "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8",
     "tensor(bool)": "bool",
 }
 
@@ -26,7 +31,8 @@ class OnnxRuntime(Runtime):
         if num_threads:
             options.intra_op_num_threads = num_threads
         self.session = onnxruntime.InferenceSession(
-            str(artifact.path), sess_options=options, providers=["CPUExecutionProvider"])
+            str(artifact.path), sess_options=options, providers=["CPUExecutionProvider"]
+        )
         self.inputs = [_spec(node) for node in self.session.get_inputs()]
         self.outputs = [_spec(node) for node in self.session.get_outputs()]
 

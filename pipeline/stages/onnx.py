@@ -51,7 +51,9 @@ class OnnxStage(Stage):
         write_bytes_atomic(path, proto.SerializeToString())
         ops = Counter(node.op_type for node in proto.graph.node)
         return Artifact(
-            kind="onnx", path=path, key=ctx.key,
+            kind="onnx",
+            path=path,
+            key=ctx.key,
             warnings=[*logged, *notable_log_lines(native)],
             details={"opset": options.opset, "nodes": len(proto.graph.node), "ops": dict(ops.most_common())},
         )
@@ -64,10 +66,16 @@ def _export(tf: Any, upstream: Artifact, opset: int) -> Any:
     if upstream.kind == "savedmodel":
         # The saved-model loader freezes the signature's function: fine for every SavedModel kind.
         graph, inputs, outputs, renames = tf_loader.from_saved_model(
-            str(upstream.path), None, None, tag="serve", signatures=[upstream.signature or "serving_default"],
-            return_tensors_to_rename=True)
+            str(upstream.path),
+            None,
+            None,
+            tag="serve",
+            signatures=[upstream.signature or "serving_default"],
+            return_tensors_to_rename=True,
+        )
         proto, _ = tf2onnx.convert.from_graph_def(
-            graph, input_names=inputs, output_names=outputs, opset=opset, tensors_to_rename=renames)
+            graph, input_names=inputs, output_names=outputs, opset=opset, tensors_to_rename=renames
+        )
         return proto
     model = upstream.handle
     signature = [tf.TensorSpec(_shape(t.shape), t.dtype, name=_input_name(t)) for t in model.inputs]
@@ -94,7 +102,7 @@ class _ListHandler(logging.Handler):
         self.messages.append(f"{record.levelname.lower()}: {record.getMessage()}")
 
 
-class _logged_warnings:  # noqa: N801 - used as a context manager, reads like one
+class _logged_warnings:
     """Collect WARNING+ records of a library's logger, and keep them off the console."""
 
     def __init__(self, logger_name: str) -> None:

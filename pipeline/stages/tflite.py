@@ -69,12 +69,18 @@ class TfliteStage(Stage):
             ]
         leftover = _unfrozen_variable_ops(model_bytes)
         if leftover:
-            raise StageError(f"the converted model still reads variables ({', '.join(sorted(leftover))}); "
-                             "it would output NaN")
+            raise StageError(
+                f"the converted model still reads variables ({', '.join(sorted(leftover))}); it would output NaN"
+            )
         path = ctx.work_dir / "model.tflite"
         write_bytes_atomic(path, model_bytes)
-        return Artifact(kind="tflite", path=path, key=ctx.key, warnings=warnings,
-                        details={"quantize": options.quantize, "io": options.io})
+        return Artifact(
+            kind="tflite",
+            path=path,
+            key=ctx.key,
+            warnings=warnings,
+            details={"quantize": options.quantize, "io": options.io},
+        )
 
 
 def _converter_for(tf: Any, upstream: Artifact, work_dir: Path) -> Any:
@@ -145,8 +151,7 @@ def converter_error_summary(text: str) -> str:
     """The converter's MLIR dump runs to pages; keep what a person can act on."""
     select_ops = re.search(r"TF Select ops: (.+)", text)
     if select_ops:
-        return (f"ops missing from the TFLite builtins: {select_ops.group(1).strip()} "
-                "(they need TF Select / Flex ops)")
+        return f"ops missing from the TFLite builtins: {select_ops.group(1).strip()} (they need TF Select / Flex ops)"
     custom_ops = re.search(r"Custom ops: (.+)", text)
     if custom_ops:
         return f"ops unknown to TFLite: {custom_ops.group(1).strip()} (custom ops)"

@@ -18,61 +18,136 @@ ERROR_TEXT = "tf2onnx export failed: <script>alert(1)</script> op | Foo unsuppor
 
 
 def _metrics(**overrides: Any) -> dict[str, Any]:
-    metrics = {"max_abs": 0.0004, "mean_abs": 5e-05, "rmse": 8e-05, "cosine": 0.99999, "snr_db": 61.2,
-               "top1_agreement": 1.0, "accuracy": 0.9722, "reference_accuracy": 0.9722, "accuracy_drop": 0.0}
+    metrics = {
+        "max_abs": 0.0004,
+        "mean_abs": 5e-05,
+        "rmse": 8e-05,
+        "cosine": 0.99999,
+        "snr_db": 61.2,
+        "top1_agreement": 1.0,
+        "accuracy": 0.9722,
+        "reference_accuracy": 0.9722,
+        "accuracy_drop": 0.0,
+    }
     return {**metrics, **overrides}
 
 
 def _gate(metric: str, op: str, threshold: float, value: Any, passed: bool) -> dict[str, Any]:
-    return {"metric": metric, "op": op, "threshold": threshold, "value": value, "passed": passed,
-            "note": None}
+    return {"metric": metric, "op": op, "threshold": threshold, "value": value, "passed": passed, "note": None}
 
 
 def _stage(kind: str, label: str, seconds: float, **details: Any) -> dict[str, Any]:
-    return {"kind": kind, "label": label, "seconds": seconds, "reused": False, "key": "ab" * 32,
-            "warnings": [], "details": details}
+    return {
+        "kind": kind,
+        "label": label,
+        "seconds": seconds,
+        "reused": False,
+        "key": "ab" * 32,
+        "warnings": [],
+        "details": details,
+    }
 
 
 @pytest.fixture
 def report() -> dict[str, Any]:
-    int8 = _metrics(max_abs=0.0312, cosine=0.9987, top1_agreement=0.9917, accuracy=0.9694,
-                    accuracy_drop=0.0028)
+    int8 = _metrics(max_abs=0.0312, cosine=0.9987, top1_agreement=0.9917, accuracy=0.9694, accuracy_drop=0.0028)
     fp32 = _metrics(max_abs=0.0123, cosine=0.9999)
     return {
         "schema_version": 1,
         "tool": {"name": "edgeport", "version": "0.1.0"},
         "recipe": {"name": "digits-demo", "path": "/abs/recipes/demo.yaml"},
-        "passed": False, "exit_code": 3, "started": "2026-11-22T11:00:00+00:00", "seconds": 12.3,
-        "source": {"path": "/abs/artifacts/models/digits_cnn.keras", "format": "keras", "sha256": "ab12" * 16,
-                   "flavour": "keras3", "signature": None, "inputs": ["pixels [?, 8, 8, 1] float32"],
-                   "outputs": ["logits [?, 10] float32"]},
-        "environment": {"python": "3.11.7", "platform": "Linux-6.1-x86_64",
-                        "packages": {"tensorflow": "2.21.0", "onnxruntime": "1.31.1"}},
-        "data": {"evaluation": {"origin": "digits.npz[x_test]", "samples": 360, "labels": True,
-                                "inputs": {"pixels": [[360, 8, 8, 1], "float32"]}},
-                 "calibration": {"origin": "digits.npz[x_train]", "samples": 200, "labels": False,
-                                 "inputs": {"pixels": [[200, 8, 8, 1], "float32"]}}},
+        "passed": False,
+        "exit_code": 3,
+        "started": "2026-11-22T11:00:00+00:00",
+        "seconds": 12.3,
+        "source": {
+            "path": "/abs/artifacts/models/digits_cnn.keras",
+            "format": "keras",
+            "sha256": "ab12" * 16,
+            "flavour": "keras3",
+            "signature": None,
+            "inputs": ["pixels [?, 8, 8, 1] float32"],
+            "outputs": ["logits [?, 10] float32"],
+        },
+        "environment": {
+            "python": "3.11.7",
+            "platform": "Linux-6.1-x86_64",
+            "packages": {"tensorflow": "2.21.0", "onnxruntime": "1.31.1"},
+        },
+        "data": {
+            "evaluation": {
+                "origin": "digits.npz[x_test]",
+                "samples": 360,
+                "labels": True,
+                "inputs": {"pixels": [[360, 8, 8, 1], "float32"]},
+            },
+            "calibration": {
+                "origin": "digits.npz[x_train]",
+                "samples": 200,
+                "labels": False,
+                "inputs": {"pixels": [[200, 8, 8, 1], "float32"]},
+            },
+        },
         "outputs": [
-            {"name": "int8", "status": "passed", "format": "tflite", "runtime": "litert",
-             "artifact": "int8/model.tflite", "sha256": "cd34" * 16, "size_bytes": 12345, "gzip_bytes": 9000,
-             "stages": [_stage("tflite", "tflite int8 io=int8", 1.25, quantize="int8", io="int8")],
-             "parity": {"reference": "source (keras)", "samples": 360, "nonfinite": 0, "metrics": int8,
-                        "tensors": {"logits": int8},
-                        "gates": [_gate("top1_agreement", ">=", 0.98, 0.9917, True),
-                                  _gate("accuracy_drop", "<=", 0.01, 0.0028, True)]},
-             "warnings": ["calibration used 200 of 1437 samples"], "error": None},
-            {"name": "fp32", "status": "failed", "format": "tflite", "runtime": "litert",
-             "artifact": "fp32/model.tflite", "sha256": "ef56" * 16, "size_bytes": 40960, "gzip_bytes": 36000,
-             "stages": [_stage("tflite", "tflite fp32", 0.75)],
-             "parity": {"reference": "source (keras)", "samples": 360, "nonfinite": 0, "metrics": fp32,
-                        "tensors": {"logits": fp32},
-                        "gates": [_gate("max_abs", "<=", 1e-05, 0.0123, False),
-                                  _gate("cosine", ">=", 0.99, 0.9999, True)]},
-             "warnings": [], "error": None},
-            {"name": "broken", "status": "error", "format": "onnx", "runtime": None, "artifact": None,
-             "sha256": None, "size_bytes": None, "gzip_bytes": None,
-             "stages": [_stage("onnx", "onnx opset 17", 0.5, opset=17)],
-             "parity": None, "warnings": [], "error": ERROR_TEXT},
+            {
+                "name": "int8",
+                "status": "passed",
+                "format": "tflite",
+                "runtime": "litert",
+                "artifact": "int8/model.tflite",
+                "sha256": "cd34" * 16,
+                "size_bytes": 12345,
+                "gzip_bytes": 9000,
+                "stages": [_stage("tflite", "tflite int8 io=int8", 1.25, quantize="int8", io="int8")],
+                "parity": {
+                    "reference": "source (keras)",
+                    "samples": 360,
+                    "nonfinite": 0,
+                    "metrics": int8,
+                    "tensors": {"logits": int8},
+                    "gates": [
+                        _gate("top1_agreement", ">=", 0.98, 0.9917, True),
+                        _gate("accuracy_drop", "<=", 0.01, 0.0028, True),
+                    ],
+                },
+                "warnings": ["calibration used 200 of 1437 samples"],
+                "error": None,
+            },
+            {
+                "name": "fp32",
+                "status": "failed",
+                "format": "tflite",
+                "runtime": "litert",
+                "artifact": "fp32/model.tflite",
+                "sha256": "ef56" * 16,
+                "size_bytes": 40960,
+                "gzip_bytes": 36000,
+                "stages": [_stage("tflite", "tflite fp32", 0.75)],
+                "parity": {
+                    "reference": "source (keras)",
+                    "samples": 360,
+                    "nonfinite": 0,
+                    "metrics": fp32,
+                    "tensors": {"logits": fp32},
+                    "gates": [_gate("max_abs", "<=", 1e-05, 0.0123, False), _gate("cosine", ">=", 0.99, 0.9999, True)],
+                },
+                "warnings": [],
+                "error": None,
+            },
+            {
+                "name": "broken",
+                "status": "error",
+                "format": "onnx",
+                "runtime": None,
+                "artifact": None,
+                "sha256": None,
+                "size_bytes": None,
+                "gzip_bytes": None,
+                "stages": [_stage("onnx", "onnx opset 17", 0.5, opset=17)],
+                "parity": None,
+                "warnings": [],
+                "error": ERROR_TEXT,
+            },
         ],
     }
 
@@ -249,8 +324,10 @@ def test_junit_names_cases_by_output_and_gate(report: dict[str, Any], tmp_path: 
     suite = _junit(report, tmp_path).find("testsuite")
     names = [(case.get("classname"), case.get("name")) for case in suite.iter("testcase")]
     assert names == [
-        ("digits-demo.int8", "top1_agreement >= 0.98"), ("digits-demo.int8", "accuracy_drop <= 0.01"),
-        ("digits-demo.fp32", "max_abs <= 1e-05"), ("digits-demo.fp32", "cosine >= 0.99"),
+        ("digits-demo.int8", "top1_agreement >= 0.98"),
+        ("digits-demo.int8", "accuracy_drop <= 0.01"),
+        ("digits-demo.fp32", "max_abs <= 1e-05"),
+        ("digits-demo.fp32", "cosine >= 0.99"),
         ("digits-demo.broken", "produce artifact"),
     ]
     failure = suite.find("testcase[@name='max_abs <= 1e-05']/failure")
@@ -322,7 +399,9 @@ def test_writers_tolerate_absent_and_nonfinite_numbers(report: dict[str, Any], t
 
 
 def test_writers_do_not_import_tensorflow() -> None:
-    code = ("import sys; import pipeline.report.markdown, pipeline.report.html, pipeline.report.junit, "
-            "pipeline.report.console; assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules")
+    code = (
+        "import sys; import pipeline.report.markdown, pipeline.report.html, pipeline.report.junit, "
+        "pipeline.report.console; assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules"
+    )
     root = Path(__file__).resolve().parents[2]
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root)

@@ -16,11 +16,18 @@ from ..helpers import predict, run_stage, top1_agreement
 
 @pytest.mark.parametrize(
     ("quantize", "io", "max_relative", "min_top1"),
-    [("none", "float32", 1e-5, 1.0), ("float16", "float32", 1e-3, 1.0), ("dynamic", "float32", 1e-2, 0.98),
-     ("int8", "int8", 0.1, 0.97), ("int8", "uint8", 0.1, 0.97), ("int8", "float32", 0.1, 0.97)],
+    [
+        ("none", "float32", 1e-5, 1.0),
+        ("float16", "float32", 1e-3, 1.0),
+        ("dynamic", "float32", 1e-2, 0.98),
+        ("int8", "int8", 0.1, 0.97),
+        ("int8", "uint8", 0.1, 0.97),
+        ("int8", "float32", 0.1, 0.97),
+    ],
 )
-def test_keras3_to_tflite_modes(zoo, tmp_path: Path, quantize: str, io: str, max_relative: float,
-                                min_top1: float) -> None:
+def test_keras3_to_tflite_modes(
+    zoo, tmp_path: Path, quantize: str, io: str, max_relative: float, min_top1: float
+) -> None:
     """Errors relative to the logits' range (~36): an int8 step is 1/255 of it; outliers clip at a few steps."""
     source = load_source(zoo.keras3)
     artifact = run_stage("tflite", source.artifact, tmp_path, calibration=zoo.x_test[:100], quantize=quantize, io=io)
@@ -67,8 +74,9 @@ def test_legacy_only_h5_goes_through_tf_keras(zoo, tmp_path: Path) -> None:
     source = load_source(zoo.legacy_h5)
     assert source.artifact.flavour == "tf_keras"
     for quantize in ("none", "int8"):
-        artifact = run_stage("tflite", source.artifact, tmp_path / quantize, calibration=zoo.x_test[:50],
-                             quantize=quantize)
+        artifact = run_stage(
+            "tflite", source.artifact, tmp_path / quantize, calibration=zoo.x_test[:50], quantize=quantize
+        )
         out = predict(artifact, zoo.x_test)
         if quantize == "none":
             assert np.abs(out - zoo.legacy_reference).max() < 1e-4
