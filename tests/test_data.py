@@ -90,3 +90,12 @@ def test_several_inputs_need_a_mapping(recipe: LoadedRecipe) -> None:
         load_dataset("evaluation", DataSpec(npz="d.npz", inputs="x"), recipe, two)
     data = load_dataset("evaluation", DataSpec(npz="d.npz", inputs={"pixels": "x", "extra": "flat"}), recipe, two)
     assert list(data.inputs) == ["pixels", "extra"]
+
+
+def test_npy_inputs_and_labels(recipe: LoadedRecipe) -> None:
+    rng = np.random.default_rng(1)
+    np.save(recipe.base_dir / "x.npy", rng.random((6, 8, 8, 1), dtype=np.float32))
+    np.save(recipe.base_dir / "y.npy", np.arange(6))
+    data = load_dataset("evaluation", DataSpec(npy="x.npy", labels="y.npy", limit=4), recipe, PIXELS)
+    assert data.samples == 4 and data.labels is not None and data.labels.tolist() == [0, 1, 2, 3]
+    assert data.origin == "x.npy"
