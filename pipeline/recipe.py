@@ -231,10 +231,12 @@ def check_chains(recipe: LoadedRecipe) -> None:
                     f"{recipe.path}: {place}: {kind} takes {' or '.join(sorted(stage.takes))}, "
                     f"but {giver} gives {given}"
                 )
-            for section in stage.required_data(options):
-                if getattr(spec.data, section) is None:
+            for needed in stage.required_data(options):
+                section, _, part = needed.partition(".")
+                spec_of_section = getattr(spec.data, section)
+                if spec_of_section is None or (part and getattr(spec_of_section, part, None) is None):
                     raise RecipeError(
-                        f"{recipe.path}: {place}: {stage.describe(options)} needs data.{section}; add it to the recipe"
+                        f"{recipe.path}: {place}: {stage.describe(options)} needs data.{needed}; add it to the recipe"
                     )
             given, giver = stage.gives, f"stages[{index}] ({kind})"
         needs_labels = {"accuracy", "accuracy_drop"} & set(output.gates.thresholds())

@@ -10,7 +10,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -72,7 +72,10 @@ class _NodeResult:
 
 
 @dataclass
-class _Reference:
+class _Predictions:
+    """What one artifact's runtime produced on the evaluation data, batch by batch."""
+
+    label: str
     runtime: str
     names: list[str]
     batches: list[dict[str, np.ndarray]]
@@ -81,31 +84,21 @@ class _Reference:
 def run_recipe(recipe: LoadedRecipe, options: RunOptions, log: Log = stderr_log) -> dict[str, Any]:
     """Run every selected output; return the report dict (also written to `options.out_dir`)."""
     started, clock = datetime.now(UTC), time.perf_counter()
-    out_dir = options.out_dir
-    _remove_stale_reports(out_dir)
+    _remove_stale_reports(options.out_dir)
     source_spec = recipe.spec.source
-    log(f"edgeport {recipe.spec.name}: {recipe.path.name} → {out_dir}")
+    log(f"edgeport {recipe.spec.name}: {recipe.path.name} → {options.out_dir}")
     source = load_source(recipe.source_path, source_spec.signature, source_spec.trusted or options.trust_model)
     plans = plan_recipe(recipe, source.artifact.key, options.only)
     log(
         f"  source    {source.path.name} ({source.format}, {source.artifact.flavour or source.artifact.signature}): "
         f"{', '.join(s.describe() for s in source.inputs)} → {', '.join(s.describe() for s in source.outputs)}"
     )
-    datasets = _load_data(recipe, source, plans)
-    evaluation = datasets["evaluation"]
-    reference = _reference_outputs(source, evaluation, options.batch_size, log)
-    executed: dict[str, _NodeResult] = {}
-    results = []
+    datasets = _load_data(recipe, source)
     with tempfile.TemporaryDirectory(prefix="edgeport-") as work:
-        for number, plan in enumerate(plans, start=1):
-            prefix = f"  [{number}/{len(plans)}] {plan.name}"
-            results.append(
-                _run_output(
-                    plan, source, datasets, reference, Path(work), out_dir, executed, options.batch_size, prefix, log
-                )
-            )
+        run = _RecipeRun(source, datasets, Path(work), options, log)
+        results = [run.output(plan, f"  [{n}/{len(plans)}] {plan.name}") for n, plan in enumerate(plans, start=1)]
     report = _report(recipe, source, datasets, results, started, time.perf_counter() - clock)
-    write_reports(report, out_dir)
+    write_reports(report, options.out_dir)
     return report
 
 
@@ -115,7 +108,7 @@ def _remove_stale_reports(out_dir: Path) -> None:
         (out_dir / name).unlink(missing_ok=True)
 
 
-def _load_data(recipe: LoadedRecipe, source: Source, plans: list[OutputPlan]) -> dict[str, Dataset]:
+def _load_data(recipe: LoadedRecipe, source: Source) -> dict[str, Dataset]:
     data = recipe.spec.data
     datasets = {"evaluation": load_dataset("evaluation", data.evaluation, recipe, source.inputs)}
     for section in ("calibration", "fine_tune"):
@@ -125,60 +118,114 @@ def _load_data(recipe: LoadedRecipe, source: Source, plans: list[OutputPlan]) ->
     return datasets
 
 
-def _reference_outputs(source: Source, evaluation: Dataset, batch_size: int, log: Log) -> _Reference:
-    clock = time.perf_counter()
-    runtime = runtime_for(source.artifact)
-    try:
-        batches = list(runtime.predict(evaluation.batches(batch_size)))
-    except Exception as error:  # a source that cannot run its own data is bad input
-        raise EdgeportError(f"{source.path}: the source model failed on data.evaluation: {_one_line(error)}") from None
-    labels = "with labels" if evaluation.labels is not None else "no labels"
-    log(
-        f"  reference {runtime.name} on {evaluation.samples} samples ({evaluation.origin}, {labels}) "
-        f"{time.perf_counter() - clock:.1f} s"
-    )
-    return _Reference(runtime=runtime.name, names=[spec.name for spec in runtime.outputs], batches=batches)
+class _RecipeRun:
+    """State shared by the outputs of one run: the source's reference outputs and the stages done."""
 
+    def __init__(self, source: Source, datasets: dict[str, Dataset], work: Path, options: RunOptions, log: Log):
+        self.source, self.datasets, self.work, self.options, self.log = source, datasets, work, options, log
+        self.evaluation = datasets["evaluation"]
+        self.executed: dict[str, _NodeResult] = {}
+        self.reference = self._source_predictions()
 
-def _run_output(
-    plan: OutputPlan,
-    source: Source,
-    datasets: dict[str, Dataset],
-    reference: _Reference,
-    work: Path,
-    out_dir: Path,
-    executed: dict[str, _NodeResult],
-    batch_size: int,
-    prefix: str,
-    log: Log,
-) -> dict[str, Any]:
-    output_dir = out_dir / plan.name
-    for stale in ARTIFACT_FILES.values():  # an artifact left by an earlier run must not pass for this one
-        target = output_dir / stale
-        shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
-    stages, upstream, error, warnings = [], source.artifact, None, []
-    for node in plan.nodes:
-        reused = node.key in executed
-        if not reused:
-            executed[node.key] = _run_node(node, upstream, datasets, work, batch_size, f"{prefix}: {node.label}", log)
-        result = executed[node.key]
-        stages.append(
-            {
-                "kind": node.kind,
-                "label": node.label,
-                "seconds": round(result.seconds, 3),
-                "reused": reused,
-                "key": node.key,
-                "warnings": result.warnings,
-                "details": result.artifact.details if result.artifact else {},
-            }
+    def _source_predictions(self) -> _Predictions:
+        clock = time.perf_counter()
+        try:
+            predictions = self.predictions(self.source.artifact, "source")
+        except Exception as error:  # a source that cannot run its own data is bad input
+            raise EdgeportError(
+                f"{self.source.path}: the source model failed on data.evaluation: {_one_line(error)}"
+            ) from None
+        labels = "with labels" if self.evaluation.labels is not None else "no labels"
+        self.log(
+            f"  reference {predictions.runtime} on {self.evaluation.samples} samples "
+            f"({self.evaluation.origin}, {labels}) {time.perf_counter() - clock:.1f} s"
         )
-        warnings += result.warnings
-        if result.artifact is None:
-            error = result.error
-            break
-        upstream = result.artifact
-    entry: dict[str, Any] = {
+        return predictions
+
+    def predictions(self, artifact: Artifact, label: str) -> _Predictions:
+        runtime = runtime_for(artifact)
+        batches = list(runtime.predict(self.evaluation.batches(self.options.batch_size)))
+        names = [spec.name for spec in runtime.outputs]
+        return _Predictions(f"{label} ({runtime.name})", runtime.name, names, batches)
+
+    def output(self, plan: OutputPlan, prefix: str) -> dict[str, Any]:
+        entry = _empty_entry(plan)
+        _clear_published(self.options.out_dir / plan.name)
+        chain = self._run_chain(plan, prefix, entry)
+        if entry["error"] is not None:
+            self.log(f"{prefix}: error: {entry['error']}")
+            return entry
+        final = chain[-1]
+        entry.update(_publish(final, self.options.out_dir, plan.name))
+        try:
+            candidate = self.predictions(final, plan.name)
+            parity = compare(self.reference, candidate, self.evaluation, self.options.batch_size)
+            # Stages before the conversion change the model on purpose (pruning, QAT): also compare with
+            # the last model before the final stage, so a reader sees which step lost what.
+            before = [(i, a) for i, a in enumerate(chain[:-1]) if a.kind in {"keras", "savedmodel"}]
+            comparisons = []
+            if before:
+                index, artifact = before[-1]
+                upstream = self.predictions(artifact, f"stages[{index}] {plan.nodes[index].label}")
+                comparisons.append(compare(upstream, candidate, self.evaluation, self.options.batch_size).to_dict())
+        except Exception as failure:  # a runtime that cannot run the artifact: the output is an error
+            entry["error"] = f"{entry['runtime']} could not run the artifact: {_one_line(failure)}"
+            self.log(f"{prefix}: error: {entry['error']}")
+            return entry
+        parity.gates = evaluate_gates(parity.metrics, plan.gates)
+        entry.update(parity=parity.to_dict(), comparisons=comparisons)
+        entry["status"] = "passed" if parity.passed else "failed"
+        self.log(f"{prefix}: parity in {entry['runtime']} on {parity.samples} samples: {_verdict(parity)}")
+        return entry
+
+    def _run_chain(self, plan: OutputPlan, prefix: str, entry: dict[str, Any]) -> list[Artifact]:
+        chain, upstream = [], self.source.artifact
+        for node in plan.nodes:
+            reused = node.key in self.executed
+            if not reused:
+                self.executed[node.key] = self._run_node(node, upstream, f"{prefix}: {node.label}")
+            result = self.executed[node.key]
+            entry["stages"].append(_stage_entry(node, result, reused))
+            entry["warnings"] += result.warnings
+            if result.artifact is None:
+                entry["error"] = result.error
+                break
+            upstream = result.artifact
+            chain.append(upstream)
+        return chain
+
+    def _run_node(self, node: PlanNode, upstream: Artifact, label: str) -> _NodeResult:
+        node_dir = self.work / node.key[:16]
+        node_dir.mkdir(parents=True, exist_ok=True)
+        context = StageContext(
+            work_dir=node_dir,
+            key=node.key,
+            log=lambda message: self.log(f"{label}: {message}"),
+            calibration=self._batches_of("calibration"),
+            fine_tune=self.datasets.get("fine_tune"),
+        )
+        self.log(f"{label} ...")
+        clock = time.perf_counter()
+        try:
+            artifact = STAGES[node.kind]().run(upstream, node.options, context)
+        except StageError as error:
+            return _NodeResult(None, time.perf_counter() - clock, str(error))
+        except Exception as error:  # a bug or an unexpected library failure: this output errors, others go on
+            return _NodeResult(None, time.perf_counter() - clock, f"{type(error).__name__}: {_one_line(error)}")
+        seconds = time.perf_counter() - clock
+        noted = f" ({len(artifact.warnings)} converter warnings)" if artifact.warnings else ""
+        self.log(f"{label} done in {seconds:.1f} s{noted}")
+        return _NodeResult(artifact, seconds, warnings=list(artifact.warnings))
+
+    def _batches_of(self, section: str) -> Callable[[], Iterator[dict[str, np.ndarray]]] | None:
+        dataset = self.datasets.get(section)
+        if dataset is None:
+            return None
+        return lambda: dataset.batches(self.options.batch_size)
+
+
+def _empty_entry(plan: OutputPlan) -> dict[str, Any]:
+    return {
         "name": plan.name,
         "status": "error",
         "format": STAGES[plan.nodes[-1].kind].gives,
@@ -187,79 +234,54 @@ def _run_output(
         "sha256": None,
         "size_bytes": None,
         "gzip_bytes": None,
-        "stages": stages,
+        "stages": [],
         "gates_from": plan.gates_from,
         "parity": None,
-        "warnings": warnings,
-        "error": error,
+        "comparisons": [],
+        "warnings": [],
+        "error": None,
     }
-    if error is not None:
-        log(f"{prefix}: error: {error}")
-        return entry
-    published = output_dir / ARTIFACT_FILES[upstream.kind]
-    copy_atomic(upstream.path, published)
-    entry.update(
-        artifact=published.relative_to(out_dir).as_posix(),
-        sha256=sha256_of(published),
-        size_bytes=size_of(published),
-        gzip_bytes=gzip_size_of(published),
-        runtime=RUNTIME_NAMES[upstream.kind],
-    )
-    try:
-        parity = _parity(upstream, reference, datasets["evaluation"], batch_size, plan.gates)
-    except Exception as failure:  # a runtime that cannot run the artifact: the output is an error
-        entry["error"] = f"{entry['runtime']} could not run the artifact: {_one_line(failure)}"
-        log(f"{prefix}: error: {entry['error']}")
-        return entry
-    entry["parity"] = parity.to_dict()
-    entry["status"] = "passed" if parity.passed else "failed"
-    log(f"{prefix}: parity in {entry['runtime']} on {parity.samples} samples: {_verdict(parity)}")
-    return entry
 
 
-def _run_node(
-    node: PlanNode, upstream: Artifact, datasets: dict[str, Dataset], work: Path, batch_size: int, label: str, log: Log
-) -> _NodeResult:
-    stage = STAGES[node.kind]()
-    node_dir = work / node.key[:16]
-    node_dir.mkdir(parents=True, exist_ok=True)
-    calibration = datasets.get("calibration")
-    context = StageContext(
-        work_dir=node_dir,
-        key=node.key,
-        log=lambda message: log(f"{label}: {message}"),
-        calibration=(lambda: calibration.batches(batch_size)) if calibration is not None else None,
-    )
-    log(f"{label} ...")
-    clock = time.perf_counter()
-    try:
-        artifact = stage.run(upstream, node.options, context)
-    except StageError as error:
-        return _NodeResult(None, time.perf_counter() - clock, str(error))
-    except Exception as error:  # a bug or an unexpected library failure: this output errors, others go on
-        return _NodeResult(None, time.perf_counter() - clock, f"{type(error).__name__}: {_one_line(error)}")
-    seconds = time.perf_counter() - clock
-    log(
-        f"{label} done in {seconds:.1f} s"
-        + (f" ({len(artifact.warnings)} converter warnings)" if artifact.warnings else "")
-    )
-    return _NodeResult(artifact, seconds, warnings=list(artifact.warnings))
+def _stage_entry(node: PlanNode, result: _NodeResult, reused: bool) -> dict[str, Any]:
+    return {
+        "kind": node.kind,
+        "label": node.label,
+        "seconds": round(result.seconds, 3),
+        "reused": reused,
+        "key": node.key,
+        "warnings": result.warnings,
+        "details": result.artifact.details if result.artifact else {},
+    }
 
 
-def _parity(
-    artifact: Artifact, reference: _Reference, evaluation: Dataset, batch_size: int, gates: dict[str, float]
-) -> ParityResult:
-    runtime = runtime_for(artifact)
-    mapping = align_names(reference.names, [spec.name for spec in runtime.outputs], f"{runtime.name} outputs")
-    accumulator = ParityAccumulator(f"source ({reference.runtime})", reference.names)
-    candidates = runtime.predict(evaluation.batches(batch_size))
-    for expected, produced, labels in zip(
-        reference.batches, candidates, evaluation.label_batches(batch_size), strict=True
-    ):
-        accumulator.update(expected, {name: produced[mapping[name]] for name in reference.names}, labels)
-    result = accumulator.result()
-    result.gates = evaluate_gates(result.metrics, gates)
-    return result
+def _clear_published(output_dir: Path) -> None:
+    """An artifact left by an earlier run must not pass for this run's."""
+    for name in ARTIFACT_FILES.values():
+        target = output_dir / name
+        shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+
+
+def _publish(artifact: Artifact, out_dir: Path, name: str) -> dict[str, Any]:
+    published = out_dir / name / ARTIFACT_FILES[artifact.kind]
+    copy_atomic(artifact.path, published)
+    return {
+        "artifact": published.relative_to(out_dir).as_posix(),
+        "sha256": sha256_of(published),
+        "size_bytes": size_of(published),
+        "gzip_bytes": gzip_size_of(published),
+        "runtime": RUNTIME_NAMES[artifact.kind],
+    }
+
+
+def compare(reference: _Predictions, candidate: _Predictions, evaluation: Dataset, batch_size: int) -> ParityResult:
+    """Parity of two runs over the same evaluation batches; tensors matched by name, else by position."""
+    mapping = align_names(reference.names, candidate.names, f"{candidate.label} outputs")
+    accumulator = ParityAccumulator(reference.label, reference.names)
+    labels = evaluation.label_batches(batch_size)
+    for expected, produced, batch_labels in zip(reference.batches, candidate.batches, labels, strict=True):
+        accumulator.update(expected, {name: produced[mapping[name]] for name in reference.names}, batch_labels)
+    return accumulator.result()
 
 
 def _verdict(parity: ParityResult) -> str:

@@ -9,7 +9,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -30,6 +30,7 @@ class StageContext:
     work_dir: Path
     key: str
     calibration: Callable[[], Iterator[dict[str, np.ndarray]]] | None = None
+    fine_tune: Any = None  # a pipeline.data.Dataset (inputs by name, labels) for stages that train
     log: Callable[[str], None] = lambda message: None
     warnings: list[str] = field(default_factory=list)
 
@@ -44,7 +45,7 @@ class Stage(ABC):
 
     @classmethod
     def required_data(cls, options: StageOptions) -> list[str]:
-        """Names of `data.*` sections these options need (checked at validation)."""
+        """`data.*` sections these options need, e.g. "calibration" or "fine_tune.labels" (checked at validation)."""
         return []
 
     @classmethod
