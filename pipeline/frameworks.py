@@ -32,6 +32,8 @@ _BENIGN_LOG_MARKERS = (
     "XNNPACK delegate",
     "Saved artifact at",
     "disabling MLIR crash reproducer",
+    "tf.lite.Interpreter is deprecated",  # the TFLite calibrator's own interpreter warns about itself
+    "_INTERPRETER_DELETION_WARNING",
 )
 
 

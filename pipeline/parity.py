@@ -36,6 +36,8 @@ class _TensorStats:
     sum_sq_err: float = 0.0
     sum_sq_ref: float = 0.0
     sum_cosine: float = 0.0
+    dot: float = 0.0  # over all values, for outputs with one value a sample
+    sum_sq_out: float = 0.0
     classes: bool = False
     top1_agree: int = 0
     correct: int = 0
@@ -55,6 +57,8 @@ class _TensorStats:
         self.sum_sq_err += float((error**2).sum())
         self.sum_sq_ref += float((ref**2).sum())
         self.sum_cosine += float(_row_cosines(ref, out).sum())
+        self.dot += float((ref * out).sum())
+        self.sum_sq_out += float((out**2).sum())
         self.classes = reference.ndim == 2 and reference.shape[1] > 1
         if self.classes:
             ref_top, out_top = ref.argmax(axis=1), out.argmax(axis=1)
@@ -63,6 +67,16 @@ class _TensorStats:
                 self.correct += int((out_top == labels).sum())
                 self.reference_correct += int((ref_top == labels).sum())
                 self.labelled += len(labels)
+
+    def _cosine(self) -> float:
+        """Mean of per-sample cosines; for one value a sample (a score) that is only sign agreement,
+        so there the cosine is taken over the whole column of values."""
+        if self.count > self.samples:
+            return self.sum_cosine / self.samples
+        norms = math.sqrt(self.sum_sq_ref * self.sum_sq_out)
+        if norms == 0:
+            return 1.0 if self.sum_sq_ref == self.sum_sq_out == 0 else 0.0
+        return self.dot / norms
 
     def metrics(self) -> dict[str, float]:
         if self.nonfinite:
@@ -73,7 +87,7 @@ class _TensorStats:
                 "max_abs": self.max_abs,
                 "mean_abs": self.sum_abs / self.count,
                 "rmse": math.sqrt(self.sum_sq_err / self.count),
-                "cosine": self.sum_cosine / self.samples,
+                "cosine": self._cosine(),
                 "snr_db": _snr_db(self.sum_sq_ref, self.sum_sq_err),
             }
         if self.classes:
@@ -110,9 +124,13 @@ class GateResult:
     value: float | None
     passed: bool
     note: str | None = None
+    tensor: str | None = None  # None: the whole output
+    against: str | None = None  # None: the output's own runtime against the source
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "tensor": self.tensor,
+            "against": self.against,
             "metric": self.metric,
             "op": self.op,
             "threshold": self.threshold,
@@ -125,6 +143,7 @@ class GateResult:
 @dataclass
 class ParityResult:
     reference: str
+    candidate: str
     samples: int
     metrics: dict[str, float]
     tensors: dict[str, dict[str, float]]
@@ -138,6 +157,7 @@ class ParityResult:
     def to_dict(self) -> dict[str, Any]:
         return {
             "reference": self.reference,
+            "candidate": self.candidate,
             "samples": self.samples,
             "nonfinite": self.nonfinite,
             "metrics": {name: _json_number(value) for name, value in self.metrics.items()},
@@ -149,8 +169,8 @@ class ParityResult:
 class ParityAccumulator:
     """Compare a candidate's outputs with a reference's, batch by batch, tensor by tensor."""
 
-    def __init__(self, reference: str, tensor_names: list[str]) -> None:
-        self.reference = reference
+    def __init__(self, reference: str, tensor_names: list[str], candidate: str = "output") -> None:
+        self.reference, self.candidate = reference, candidate
         self.stats = {name: _TensorStats() for name in tensor_names}
 
     def update(
@@ -166,7 +186,7 @@ class ParityAccumulator:
         tensors = {name: stats.metrics() for name, stats in self.stats.items()}
         samples = next(iter(self.stats.values())).samples if self.stats else 0
         nonfinite = sum(stats.nonfinite for stats in self.stats.values())
-        return ParityResult(self.reference, samples, _overall(self.stats, tensors), tensors, nonfinite)
+        return ParityResult(self.reference, self.candidate, samples, _overall(self.stats, tensors), tensors, nonfinite)
 
 
 def _squeeze_to(array: np.ndarray, shape: tuple[int, ...], name: str) -> np.ndarray:
@@ -198,21 +218,33 @@ def _overall(stats: dict[str, _TensorStats], tensors: dict[str, dict[str, float]
     return result
 
 
-def evaluate_gates(metrics: dict[str, float], thresholds: dict[str, float]) -> list[GateResult]:
+def evaluate_gates(
+    metrics: dict[str, float], thresholds: dict[str, float], tensor: str | None = None, against: str | None = None
+) -> list[GateResult]:
     results = []
     for metric, threshold in thresholds.items():
         op = GATE_OPS[metric]
         value = metrics.get(metric)
         if value is None:
-            results.append(
-                GateResult(
-                    metric, op, threshold, None, False, "not measurable on this output (needs class scores or labels)"
-                )
-            )
+            note = "not measurable on this output (needs class scores or labels)"
+            results.append(GateResult(metric, op, threshold, None, False, note, tensor, against))
             continue
         passed = not math.isnan(value) and (value <= threshold if op == "<=" else value >= threshold)
-        results.append(GateResult(metric, op, threshold, value, passed))
+        results.append(GateResult(metric, op, threshold, value, passed, None, tensor, against))
     return results
+
+
+def gate_result(
+    result: ParityResult,
+    thresholds: dict[str, float],
+    tensor_thresholds: dict[str, dict[str, float]],
+    against: str | None = None,
+) -> list[GateResult]:
+    """Gates on the whole output, then on each named tensor."""
+    gates = evaluate_gates(result.metrics, thresholds, against=against)
+    for tensor, tensor_gates in tensor_thresholds.items():
+        gates += evaluate_gates(result.tensors.get(tensor, {}), tensor_gates, tensor, against)
+    return gates
 
 
 def _json_number(value: float | None) -> float | str | None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from pipeline.artifacts import key_of
 from pipeline.errors import RecipeError
-from pipeline.recipe import LoadedRecipe, stage_of
+from pipeline.recipe import LoadedRecipe, RuntimeSpec, stage_of
 from pipeline.stages import STAGES, StageOptions
 
 
@@ -27,6 +27,8 @@ class OutputPlan:
     nodes: list[PlanNode]
     gates: dict[str, float]
     gates_from: str  # "recipe" or "default"
+    tensor_gates: dict[str, dict[str, float]]
+    runtime: RuntimeSpec
 
 
 def plan_recipe(recipe: LoadedRecipe, source_key: str, only: list[str] | None = None) -> list[OutputPlan]:
@@ -47,9 +49,21 @@ def plan_recipe(recipe: LoadedRecipe, source_key: str, only: list[str] | None = 
             upstream = key_of(kind, options.model_dump(mode="json"), upstream)
             nodes.append(PlanNode(key=upstream, kind=kind, options=options, label=stage.describe(options)))
         gates = output.gates.thresholds()
+        tensor_gates = output.gates.tensor_thresholds()
         gates_from = "recipe"
-        if not gates:
+        if not gates and not tensor_gates:
             last = nodes[-1]
             gates, gates_from = STAGES[last.kind].default_gates(last.options), "default"
-        plans.append(OutputPlan(name=name, nodes=nodes, gates=gates, gates_from=gates_from))
+        plans.append(OutputPlan(name, nodes, gates, gates_from, tensor_gates, output.runtime))
     return plans
+
+
+def check_tensor_gates(recipe: LoadedRecipe, plans: list[OutputPlan], output_names: list[str]) -> None:
+    """Per-tensor gates must name outputs the source model has; found once the source is loaded."""
+    for plan in plans:
+        unknown = sorted(set(plan.tensor_gates) - set(output_names))
+        if unknown:
+            raise RecipeError(
+                f"{recipe.path}: outputs.{plan.name}.gates: the source model has no output "
+                f"{', '.join(map(repr, unknown))} (its outputs: {', '.join(output_names)})"
+            )

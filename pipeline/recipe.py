@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import yaml
@@ -88,7 +88,7 @@ class DataSection(_Strict):
     fine_tune: DataSpec | None = Field(None, description="Training inputs and labels for stages that fine-tune.")
 
 
-class Gates(_Strict):
+class MetricGates(_Strict):
     """Pass/fail thresholds. Errors must be at most the threshold; similarities at least."""
 
     max_abs: float | None = Field(None, ge=0)
@@ -102,6 +102,44 @@ class Gates(_Strict):
 
     def thresholds(self) -> dict[str, float]:
         return {name: value for name, value in self.model_dump().items() if value is not None}
+
+
+class Gates(MetricGates):
+    """Thresholds for the whole output, and per output tensor: `{max_abs: 1e-4, boxes: {max_abs: 1e-3}}`."""
+
+    tensors: dict[str, MetricGates] = Field(
+        default_factory=dict, description="Per-tensor gates; in YAML written as `<tensor name>: {metric: threshold}`."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tensor_sections(cls, value: Any) -> Any:
+        # A mapping under a name that is no metric gates that output tensor.
+        if not isinstance(value, dict):
+            return value
+        metrics = set(MetricGates.model_fields)
+        flat = {k: v for k, v in value.items() if k in metrics or not isinstance(v, dict) or k == "tensors"}
+        tensors = {k: v for k, v in value.items() if k not in flat}
+        if tensors:
+            flat["tensors"] = {**flat.get("tensors", {}), **tensors}
+        return flat
+
+    def thresholds(self) -> dict[str, float]:
+        return {name: value for name, value in self.model_dump(exclude={"tensors"}).items() if value is not None}
+
+    def tensor_thresholds(self) -> dict[str, dict[str, float]]:
+        return {name: gates.thresholds() for name, gates in self.tensors.items() if gates.thresholds()}
+
+
+class RuntimeSpec(_Strict):
+    """How the output runs for parity (and would run in production)."""
+
+    delegate: Literal["xnnpack", "none", "both"] = Field(
+        "xnnpack",
+        description="LiteRT only: XNNPACK (the default delegate), no delegate, or both with their difference "
+        "(LiteRT has had bugs where they differ)",
+    )
+    threads: int | None = Field(None, ge=1, le=256, description="intra-op threads of LiteRT / onnxruntime")
 
 
 def _stage_entry_model() -> type[BaseModel]:
@@ -142,6 +180,7 @@ def stage_of(entry: BaseModel) -> tuple[str, StageOptions]:
 class OutputSpec(_Strict):
     stages: list[StageEntry] = Field(min_length=1, description="The chain of stages from the source.")  # type: ignore[valid-type]
     gates: Gates = Field(default_factory=Gates)
+    runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
 
 
 class Recipe(_Strict):
@@ -151,6 +190,9 @@ class Recipe(_Strict):
     source: SourceSpec
     data: DataSection = Field(default_factory=DataSection)
     outputs: dict[str, OutputSpec] = Field(min_length=1)
+    fail_on_converter_warnings: bool = Field(
+        False, description="Treat warnings the converters log (and still 'succeed') as stage errors."
+    )
 
     @field_validator("source", mode="before")
     @classmethod
@@ -239,7 +281,13 @@ def check_chains(recipe: LoadedRecipe) -> None:
                         f"{recipe.path}: {place}: {stage.describe(options)} needs data.{needed}; add it to the recipe"
                     )
             given, giver = stage.gives, f"stages[{index}] ({kind})"
-        needs_labels = {"accuracy", "accuracy_drop"} & set(output.gates.thresholds())
+        if output.runtime.delegate != "xnnpack" and given != "tflite":
+            raise RecipeError(
+                f"{recipe.path}: outputs.{name}.runtime.delegate: delegates apply to tflite outputs; "
+                f"this output gives {given}"
+            )
+        gated = set(output.gates.thresholds()).union(*map(set, output.gates.tensor_thresholds().values()))
+        needs_labels = {"accuracy", "accuracy_drop"} & gated
         evaluation = spec.data.evaluation
         if needs_labels and (evaluation is None or evaluation.labels is None):
             raise RecipeError(
@@ -299,12 +347,17 @@ def recipe_schema() -> dict[str, Any]:
 def _describe_validation_error(path: Path, text: str, error: ValidationError) -> str:
     lines = [f"{path}: the recipe does not fit the schema:"]
     for problem in error.errors():
-        loc = [part for part in problem["loc"] if not _is_union_tag(part)]
+        loc = _user_loc([part for part in problem["loc"] if not _is_union_tag(part)])
         where = _format_loc(loc) or "(top level)"
         line = _line_of(text, loc)
         at = f" (line {line})" if line else ""
         lines.append(f"  {where}{at}: {_explain(problem, loc)}")
     return "\n".join(lines)
+
+
+def _user_loc(loc: list[Any]) -> list[Any]:
+    """Per-tensor gates are written `gates.<tensor>` in YAML; the model keeps them under `gates.tensors`."""
+    return [part for i, part in enumerate(loc) if not (part == "tensors" and i and loc[i - 1] == "gates")]
 
 
 def _is_union_tag(part: Any) -> bool:
@@ -338,6 +391,7 @@ def _explain(problem: dict[str, Any], loc: list[Any]) -> str:
 def _known_keys() -> set[str]:
     keys: set[str] = set()
     models: list[type[BaseModel]] = [Recipe, SourceSpec, RandomSpec, DataSpec, DataSection, Gates, OutputSpec]
+    models += [RuntimeSpec]
     models += [stage.Options for stage in STAGES.values()]
     for model in models:
         keys.update(model.model_fields)

@@ -23,8 +23,8 @@ from pipeline import __version__
 from pipeline.artifacts import copy_atomic, gzip_size_of, sha256_of, size_of
 from pipeline.data import Dataset, load_dataset
 from pipeline.errors import EdgeportError, StageError
-from pipeline.parity import ParityAccumulator, ParityResult, evaluate_gates
-from pipeline.plan import OutputPlan, PlanNode, plan_recipe
+from pipeline.parity import GateResult, ParityAccumulator, ParityResult, gate_result
+from pipeline.plan import OutputPlan, PlanNode, check_tensor_gates, plan_recipe
 from pipeline.recipe import LoadedRecipe
 from pipeline.report import REPORT_FILES, write_reports
 from pipeline.runtimes import align_names, runtime_for
@@ -93,9 +93,10 @@ def run_recipe(recipe: LoadedRecipe, options: RunOptions, log: Log = stderr_log)
         f"  source    {source.path.name} ({source.format}, {source.artifact.flavour or source.artifact.signature}): "
         f"{', '.join(s.describe() for s in source.inputs)} → {', '.join(s.describe() for s in source.outputs)}"
     )
+    check_tensor_gates(recipe, plans, [spec.name for spec in source.outputs])
     datasets = _load_data(recipe, source)
     with tempfile.TemporaryDirectory(prefix="edgeport-") as work:
-        run = _RecipeRun(source, datasets, Path(work), options, log)
+        run = _RecipeRun(recipe, source, datasets, Path(work), options, log)
         results = [run.output(plan, f"  [{n}/{len(plans)}] {plan.name}") for n, plan in enumerate(plans, start=1)]
     report = _report(recipe, source, datasets, results, started, time.perf_counter() - clock)
     write_reports(report, options.out_dir)
@@ -121,8 +122,17 @@ def _load_data(recipe: LoadedRecipe, source: Source) -> dict[str, Dataset]:
 class _RecipeRun:
     """State shared by the outputs of one run: the source's reference outputs and the stages done."""
 
-    def __init__(self, source: Source, datasets: dict[str, Dataset], work: Path, options: RunOptions, log: Log):
+    def __init__(
+        self,
+        recipe: LoadedRecipe,
+        source: Source,
+        datasets: dict[str, Dataset],
+        work: Path,
+        options: RunOptions,
+        log: Log,
+    ):
         self.source, self.datasets, self.work, self.options, self.log = source, datasets, work, options, log
+        self.fail_on_warnings = recipe.spec.fail_on_converter_warnings
         self.evaluation = datasets["evaluation"]
         self.executed: dict[str, _NodeResult] = {}
         self.reference = self._source_predictions()
@@ -142,11 +152,14 @@ class _RecipeRun:
         )
         return predictions
 
-    def predictions(self, artifact: Artifact, label: str) -> _Predictions:
-        runtime = runtime_for(artifact)
+    def predictions(
+        self, artifact: Artifact, label: str, threads: int | None = None, delegate: str = "xnnpack"
+    ) -> _Predictions:
+        runtime = runtime_for(artifact, threads=threads, delegate=delegate)
         batches = list(runtime.predict(self.evaluation.batches(self.options.batch_size)))
         names = [spec.name for spec in runtime.outputs]
-        return _Predictions(f"{label} ({runtime.name})", runtime.name, names, batches)
+        where = runtime.name if artifact.kind != "tflite" else f"{runtime.name}, {delegate} delegate"
+        return _Predictions(f"{label} ({where})", runtime.name, names, batches)
 
     def output(self, plan: OutputPlan, prefix: str) -> dict[str, Any]:
         entry = _empty_entry(plan)
@@ -158,25 +171,42 @@ class _RecipeRun:
         final = chain[-1]
         entry.update(_publish(final, self.options.out_dir, plan.name))
         try:
-            candidate = self.predictions(final, plan.name)
-            parity = compare(self.reference, candidate, self.evaluation, self.options.batch_size)
-            # Stages before the conversion change the model on purpose (pruning, QAT): also compare with
-            # the last model before the final stage, so a reader sees which step lost what.
-            before = [(i, a) for i, a in enumerate(chain[:-1]) if a.kind in {"keras", "savedmodel"}]
-            comparisons = []
-            if before:
-                index, artifact = before[-1]
-                upstream = self.predictions(artifact, f"stages[{index}] {plan.nodes[index].label}")
-                comparisons.append(compare(upstream, candidate, self.evaluation, self.options.batch_size).to_dict())
+            parity, comparisons = self._parities(plan, chain)
         except Exception as failure:  # a runtime that cannot run the artifact: the output is an error
             entry["error"] = f"{entry['runtime']} could not run the artifact: {_one_line(failure)}"
             self.log(f"{prefix}: error: {entry['error']}")
             return entry
-        parity.gates = evaluate_gates(parity.metrics, plan.gates)
-        entry.update(parity=parity.to_dict(), comparisons=comparisons)
-        entry["status"] = "passed" if parity.passed else "failed"
+        entry.update(parity=parity.to_dict(), comparisons=[c.to_dict() for c in comparisons])
+        passed = parity.passed and all(c.passed for c in comparisons)
+        entry["status"] = "passed" if passed else "failed"
         self.log(f"{prefix}: parity in {entry['runtime']} on {parity.samples} samples: {_verdict(parity)}")
+        for extra in comparisons:
+            if extra.gates:
+                self.log(f"{prefix}: {extra.candidate}: {_verdict(extra)}")
         return entry
+
+    def _parities(self, plan: OutputPlan, chain: list[Artifact]) -> tuple[ParityResult, list[ParityResult]]:
+        """The gated parity against the source, and the comparisons that explain it."""
+        final, batch, threads = chain[-1], self.options.batch_size, plan.runtime.threads
+        delegate = "none" if plan.runtime.delegate == "none" else "xnnpack"
+        candidate = self.predictions(final, plan.name, threads, delegate)
+        parity = compare(self.reference, candidate, self.evaluation, batch)
+        parity.gates = gate_result(parity, plan.gates, plan.tensor_gates)
+        comparisons = []
+        if plan.runtime.delegate == "both":
+            # LiteRT has had bugs where XNNPACK and its reference kernels disagree: gate both, show the gap.
+            plain = self.predictions(final, plan.name, threads, "none")
+            without = compare(self.reference, plain, self.evaluation, batch)
+            without.gates = gate_result(without, plan.gates, plan.tensor_gates, against=plain.label)
+            comparisons += [without, compare(candidate, plain, self.evaluation, batch)]
+        # Stages before the conversion change the model on purpose (pruning, QAT): also compare with
+        # the last model before the final stage, so a reader sees which step lost what.
+        before = [(i, a) for i, a in enumerate(chain[:-1]) if a.kind in {"keras", "savedmodel"}]
+        if before:
+            index, artifact = before[-1]
+            upstream = self.predictions(artifact, f"stages[{index}] {plan.nodes[index].label}")
+            comparisons.append(compare(upstream, candidate, self.evaluation, batch))
+        return parity, comparisons
 
     def _run_chain(self, plan: OutputPlan, prefix: str, entry: dict[str, Any]) -> list[Artifact]:
         chain, upstream = [], self.source.artifact
@@ -213,6 +243,9 @@ class _RecipeRun:
         except Exception as error:  # a bug or an unexpected library failure: this output errors, others go on
             return _NodeResult(None, time.perf_counter() - clock, f"{type(error).__name__}: {_one_line(error)}")
         seconds = time.perf_counter() - clock
+        if artifact.warnings and self.fail_on_warnings:
+            error = f"converter warnings (fail_on_converter_warnings is set): {artifact.warnings[0]}"
+            return _NodeResult(None, seconds, error, warnings=list(artifact.warnings))
         noted = f" ({len(artifact.warnings)} converter warnings)" if artifact.warnings else ""
         self.log(f"{label} done in {seconds:.1f} s{noted}")
         return _NodeResult(artifact, seconds, warnings=list(artifact.warnings))
@@ -277,7 +310,7 @@ def _publish(artifact: Artifact, out_dir: Path, name: str) -> dict[str, Any]:
 def compare(reference: _Predictions, candidate: _Predictions, evaluation: Dataset, batch_size: int) -> ParityResult:
     """Parity of two runs over the same evaluation batches; tensors matched by name, else by position."""
     mapping = align_names(reference.names, candidate.names, f"{candidate.label} outputs")
-    accumulator = ParityAccumulator(reference.label, reference.names)
+    accumulator = ParityAccumulator(reference.label, reference.names, candidate.label)
     labels = evaluation.label_batches(batch_size)
     for expected, produced, batch_labels in zip(reference.batches, candidate.batches, labels, strict=True):
         accumulator.update(expected, {name: produced[mapping[name]] for name in reference.names}, batch_labels)
@@ -288,15 +321,18 @@ def _verdict(parity: ParityResult) -> str:
     if parity.nonfinite:
         return f"FAILED ({parity.nonfinite} non-finite values)"
     failed = [gate for gate in parity.gates if not gate.passed]
-    if not failed:
-        return "passed (" + ", ".join(f"{g.metric} {g.value:.4g} {g.op} {g.threshold:g}" for g in parity.gates) + ")"
-    return (
-        "FAILED ("
-        + ", ".join(
-            f"{g.metric} {'n/a' if g.value is None else f'{g.value:.4g}'} not {g.op} {g.threshold:g}" for g in failed
-        )
-        + ")"
-    )
+    shown = ", ".join(_gate_text(gate) for gate in (failed or parity.gates))
+    return f"FAILED ({shown})" if failed else f"passed ({shown})"
+
+
+def _gate_text(gate: GateResult) -> str:
+    value = "n/a" if gate.value is None else f"{gate.value:.4g}"
+    relation = gate.op if gate.passed else f"not {gate.op}"
+    return f"{_gate_label(gate)} {value} {relation} {gate.threshold:g}"
+
+
+def _gate_label(gate: GateResult) -> str:
+    return f"{gate.tensor}.{gate.metric}" if gate.tensor else gate.metric
 
 
 def exit_code_of(outputs: list[dict[str, Any]]) -> int:

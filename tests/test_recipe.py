@@ -55,7 +55,7 @@ def test_good_recipe_validates_with_typed_options(files: Path) -> None:
         (("cosine: 0.99", "cosine: 2"), "outputs.int8.gates.cosine (line 10): Input should be less than or equal to 1"),
         (("accuracy_drop: 0.02", "max_abss: 0.1"), "unknown key 'max_abss'; did you mean 'max_abs'?"),
         (("opset: 13", "opset: 30"), "outputs.onnx.stages[0].onnx.opset (line 11): Input should be less than"),
-        (("quantize: int8, io: int8", "io: int8"), "io: int8 needs quantize: int8"),
+        (("quantize: int8, io: int8", "io: int8"), "io: int8 does not go with quantize: none"),
         (("fp32: {stages: [tflite]}", "../x: {stages: [tflite]}"), "outputs (line 6): output name '../x' must match"),
         (
             ("fp32: {stages: [tflite]}", "fp32: {stages: []}"),

@@ -83,11 +83,40 @@ def _distinct(value: Any, threshold: Any) -> tuple[str, str]:
 def verdict(gate: dict[str, Any]) -> str:
     """`max_abs = 0.0123 > 1e-05`: a gate's outcome in one phrase."""
     sep = " " if as_float(gate.get("value")) is None else " = "
-    return f"{gate.get('metric', '?')}{sep}{relation(gate)}"
+    return f"{gate_name(gate)}{sep}{relation(gate)}"
+
+
+def gate_name(gate: dict[str, Any]) -> str:
+    """`max_abs`, `boxes.max_abs` for a per-tensor gate, with `[litert, none delegate]` for another runtime."""
+    name = f"{gate['tensor']}.{gate.get('metric', '?')}" if gate.get("tensor") else str(gate.get("metric", "?"))
+    return f"{name} [{gate['against']}]" if gate.get("against") else name
 
 
 def gates_of(output: dict[str, Any]) -> list[dict[str, Any]]:
-    return list((output.get("parity") or {}).get("gates") or [])
+    """Every gate of an output: its parity's, then those of gated comparisons (another delegate)."""
+    gates = list((output.get("parity") or {}).get("gates") or [])
+    for comparison in output.get("comparisons") or []:
+        gates += list(comparison.get("gates") or [])
+    return gates
+
+
+COMPARISON_COLUMNS = ["candidate", "reference", "samples", "max_abs", "cosine", "top1_agreement", "accuracy"]
+
+
+def comparison_rows(output: dict[str, Any]) -> list[list[str]]:
+    """The comparisons that explain an output's parity: another delegate, the model before conversion."""
+    rows = []
+    for comparison in output.get("comparisons") or []:
+        metrics = comparison.get("metrics") or {}
+        rows.append(
+            [
+                str(comparison.get("candidate", "?")),
+                str(comparison.get("reference", "?")),
+                number(comparison.get("samples")),
+                *(number(metrics.get(name)) for name in COMPARISON_COLUMNS[3:]),
+            ]
+        )
+    return rows
 
 
 def nonfinite_of(output: dict[str, Any]) -> int:
@@ -151,7 +180,7 @@ def _checks_of(output: dict[str, Any]) -> list[tuple[str, str, str]]:
     for gate in gates_of(output):
         mark = PASS_MARK if gate.get("passed") else FAIL_MARK
         note = f"  ({gate['note']})" if gate.get("note") else ""
-        checks.append((mark, name, f"{gate.get('metric', '?')} {relation(gate)}{note}"))
+        checks.append((mark, name, f"{gate_name(gate)} {relation(gate)}{note}"))
     if not checks:
         checks.append(("-", name, "no gates"))
     return checks

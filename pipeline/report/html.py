@@ -11,8 +11,10 @@ from typing import Any
 
 from pipeline.artifacts import write_text_atomic
 from pipeline.report.console import (
+    COMPARISON_COLUMNS,
     FAIL_MARK,
     PASS_MARK,
+    comparison_rows,
     final_line,
     first_line,
     gates_of,
@@ -125,7 +127,7 @@ def _metric_names(outputs: list[dict[str, Any]]) -> list[str]:
     seen: set[str] = set()
     for output in outputs:
         seen.update(((output.get("parity") or {}).get("metrics") or {}).keys())
-        seen.update(str(gate.get("metric")) for gate in gates_of(output))
+        seen.update(str(gate.get("metric")) for gate in gates_of(output) if not gate.get("tensor"))
     return [m for m in METRIC_ORDER if m in seen] + sorted(seen - set(METRIC_ORDER))
 
 
@@ -139,7 +141,8 @@ def _summary(outputs: list[dict[str, Any]]) -> str:
 def _summary_row(index: int, output: dict[str, Any], metrics: list[str]) -> list[str]:
     status = str(output.get("status", "?"))
     values = (output.get("parity") or {}).get("metrics") or {}
-    gates = {gate.get("metric"): gate for gate in gates_of(output)}
+    whole = [gate for gate in gates_of(output) if not gate.get("tensor") and not gate.get("against")]
+    gates = {gate.get("metric"): gate for gate in whole}
     link = f'<a href="#output-{index}">{e(output.get("name", "?"))}</a>'
     return [
         td(link, raw=True),
@@ -169,11 +172,20 @@ def _section(index: int, output: dict[str, Any]) -> str:
         _facts(output),
         _gates(output),
         _metrics(output),
+        _comparisons(output),
         _stages(output),
         _warnings(output),
         _error(output),
     ]
     return "\n".join(part for part in parts if part)
+
+
+def _comparisons(output: dict[str, Any]) -> str:
+    rows = comparison_rows(output)
+    if not rows:
+        return ""
+    cells = [[td(value, "num" if index > 1 else "") for index, value in enumerate(row)] for row in rows]
+    return "<h3>Comparisons</h3>\n" + table(COMPARISON_COLUMNS, cells)
 
 
 def _facts(output: dict[str, Any]) -> str:

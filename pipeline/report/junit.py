@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.artifacts import write_text_atomic
-from pipeline.report.console import as_float, gates_of, nonfinite_of, number, verdict
+from pipeline.report.console import as_float, gate_name, gates_of, nonfinite_of, number, verdict
 
 
 @dataclass
@@ -115,7 +115,7 @@ def _work_seconds(output: dict[str, Any]) -> float:
 
 
 def _gate_case(classname: str, gate: dict[str, Any], output: dict[str, Any]) -> Case:
-    name = f"{gate.get('metric')} {gate.get('op')} {number(gate.get('threshold'))}"
+    name = f"{gate_name(gate)} {gate.get('op')} {number(gate.get('threshold'))}"
     if gate.get("passed"):
         return Case(classname, name)
     note = f"\n{gate['note']}" if gate.get("note") else ""

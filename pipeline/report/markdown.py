@@ -11,11 +11,14 @@ from typing import Any
 
 from pipeline.artifacts import write_text_atomic
 from pipeline.report.console import (
+    COMPARISON_COLUMNS,
     FAIL_MARK,
     PASS_MARK,
     TABLE_METRICS,
+    comparison_rows,
     final_line,
     first_line,
+    gate_name,
     gates_of,
     kib,
     nonfinite_of,
@@ -120,7 +123,7 @@ def _gate_rows(output: dict[str, Any]) -> list[list[Any]]:
         rows.append(
             [
                 name,
-                f"{gate.get('metric')} {gate.get('op')} {number(gate.get('threshold'))}",
+                f"{gate_name(gate)} {gate.get('op')} {number(gate.get('threshold'))}",
                 number(gate.get("value")),
                 number(gate.get("threshold")),
                 result,
@@ -135,6 +138,7 @@ def _output_section(output: dict[str, Any]) -> str:
         f"## Output `{output.get('name', '?')}`: {status}",
         _facts(output),
         _metrics(output),
+        _comparisons(output),
         _stages(output),
         _warnings(output),
         _error(output),
@@ -166,6 +170,11 @@ def _metrics(output: dict[str, Any]) -> str:
     names = list(overall) + [m for values in shown.values() for m in values if m not in overall]
     rows = [[name, number(overall.get(name)), *(number(v.get(name)) for v in shown.values())] for name in names]
     return "### Metrics\n\n" + table(["metric", "overall", *shown], rows)
+
+
+def _comparisons(output: dict[str, Any]) -> str:
+    rows = comparison_rows(output)
+    return "### Comparisons\n\n" + table(COMPARISON_COLUMNS, rows) if rows else ""
 
 
 def _stages(output: dict[str, Any]) -> str:

@@ -17,7 +17,12 @@ RUNTIMES: dict[str, type[Runtime]] = {
 }
 
 
-def runtime_for(artifact: Artifact) -> Runtime:
+def runtime_for(artifact: Artifact, threads: int | None = None, delegate: str = "xnnpack") -> Runtime:
+    """The runtime that serves `artifact`; threads apply to LiteRT and onnxruntime, the delegate to LiteRT."""
+    if artifact.kind == "tflite":
+        return LiteRTRuntime(artifact, threads=threads, delegate=delegate)
+    if artifact.kind == "onnx":
+        return OnnxRuntime(artifact, threads=threads)
     return RUNTIMES[artifact.kind](artifact)
 
 

@@ -14,11 +14,16 @@ from pipeline.specs import Artifact, TensorSpec
 class LiteRTRuntime(Runtime):
     name = "litert"
 
-    def __init__(self, artifact: Artifact, num_threads: int | None = None) -> None:
+    def __init__(self, artifact: Artifact, threads: int | None = None, delegate: str = "xnnpack") -> None:
         super().__init__(artifact)
-        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-        self.interpreter = Interpreter(model_path=str(artifact.path), num_threads=num_threads)
+        # XNNPACK is LiteRT's default delegate; "none" runs the reference builtin kernels only.
+        resolver = OpResolverType.AUTO if delegate == "xnnpack" else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        self.delegate = delegate
+        self.interpreter = Interpreter(
+            model_path=str(artifact.path), num_threads=threads, experimental_op_resolver_type=resolver
+        )
         self._first_call = True
         signatures = self.interpreter.get_signature_list()
         if signatures:

@@ -22,26 +22,49 @@ _ONNX_DTYPES = {
 class OnnxRuntime(Runtime):
     name = "onnxruntime"
 
-    def __init__(self, artifact: Artifact, num_threads: int | None = None) -> None:
+    def __init__(self, artifact: Artifact, threads: int | None = None) -> None:
         super().__init__(artifact)
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3  # errors only: its warnings repeat what the report says
-        if num_threads:
-            options.intra_op_num_threads = num_threads
+        if threads:
+            options.intra_op_num_threads = threads
         self.session = onnxruntime.InferenceSession(
             str(artifact.path), sess_options=options, providers=["CPUExecutionProvider"]
         )
         self.inputs = [_spec(node) for node in self.session.get_inputs()]
         self.outputs = [_spec(node) for node in self.session.get_outputs()]
+        self.fixed_batch = self.inputs[0].shape[0] if self.inputs and self.inputs[0].shape else None
 
     def predict_batch(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         typed = {spec.name: np.ascontiguousarray(feed[spec.name], dtype=spec.dtype) for spec in self.inputs}
-        values = self.session.run([spec.name for spec in self.outputs], typed)
+        count = len(next(iter(typed.values())))
+        if not self.fixed_batch or self.fixed_batch == count:
+            return self._run(typed)
+        # A file exported with a fixed batch runs in chunks of that size; the last chunk is padded.
+        size = self.fixed_batch
+        chunks = []
+        for start in range(0, count, size):
+            part = {name: array[start : start + size] for name, array in typed.items()}
+            missing = size - len(next(iter(part.values())))
+            if missing:
+                part = {
+                    name: np.concatenate([a, np.zeros((missing, *a.shape[1:]), a.dtype)]) for name, a in part.items()
+                }
+            chunks.append({name: value[: size - missing] for name, value in self._run(part).items()})
+        return {name: np.concatenate([chunk[name] for chunk in chunks]) for name in chunks[0]}
+
+    def _run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        values = self.session.run([spec.name for spec in self.outputs], feed)
         return {spec.name: value for spec, value in zip(self.outputs, values, strict=True)}
+
+
+def _pad(array: np.ndarray, missing: int) -> np.ndarray:
+    return np.concatenate([array, np.zeros((missing, *array.shape[1:]), array.dtype)])
 
 
 def _spec(node: object) -> TensorSpec:
     shape = tuple(d if isinstance(d, int) else None for d in node.shape)  # type: ignore[attr-defined]
-    return TensorSpec(name=node.name, shape=shape, dtype=_ONNX_DTYPES.get(node.type, "float32"))  # type: ignore[attr-defined]
+    dtype = _ONNX_DTYPES.get(node.type, "float32")  # type: ignore[attr-defined]
+    return TensorSpec(name=node.name, shape=shape, dtype=dtype)  # type: ignore[attr-defined]

@@ -1,10 +1,16 @@
-"""`onnx` stage: Keras model or SavedModel → `.onnx` through tf2onnx, checked with onnx.checker."""
+"""`onnx` stage: Keras model or SavedModel → `.onnx` through tf2onnx, then optional onnxruntime quantization.
+
+Knows tf2onnx, onnx and onnxruntime.quantization; nothing of recipes, runtimes or reports.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 from collections import Counter
-from typing import Any
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -18,6 +24,11 @@ from pipeline.stages.base import Stage, StageContext, StageOptions
 class OnnxOptions(StageOptions):
     # tf2onnx 1.17 knows opsets up to 18; below 9 it cannot express common Keras layers.
     opset: int = Field(17, ge=9, le=18)
+    quantize: Literal["none", "dynamic", "static"] = Field(
+        "none", description="onnxruntime quantization after export: static = QDQ with data.calibration"
+    )
+    per_channel: bool = Field(False, description="per-channel weight scales (static and dynamic)")
+    dynamic_batch: bool = Field(True, description="keep the batch dimension symbolic; false fixes it at 1")
 
 
 class OnnxStage(Stage):
@@ -27,12 +38,19 @@ class OnnxStage(Stage):
     gives = "onnx"
 
     @classmethod
+    def required_data(cls, options: OnnxOptions) -> list[str]:
+        return ["calibration"] if options.quantize == "static" else []
+
+    @classmethod
     def describe(cls, options: OnnxOptions) -> str:
-        return f"onnx opset={options.opset}"
+        label = f"onnx opset={options.opset}"
+        if options.quantize != "none":
+            label += f" {options.quantize}-int8" + (" per-channel" if options.per_channel else "")
+        return label if options.dynamic_batch else f"{label} batch=1"
 
     @classmethod
     def default_gates(cls, options: OnnxOptions) -> dict[str, float]:
-        return {"max_abs": 1e-4}
+        return {"max_abs": 1e-4} if options.quantize == "none" else {"cosine": 0.99}
 
     def run(self, upstream: Artifact, options: OnnxOptions, ctx: StageContext) -> Artifact:
         tf = import_tensorflow()
@@ -40,26 +58,29 @@ class OnnxStage(Stage):
 
         with _logged_warnings("tf2onnx") as logged, captured_native_output() as native:
             try:
-                proto = _export(tf, upstream, options.opset)
+                proto = _export(tf, upstream, options)
             except Exception as error:  # tf2onnx raises many types; all mean "no artifact"
-                raise StageError(f"tf2onnx export failed: {str(error).strip().splitlines()[0][:500]}") from error
-        try:
-            onnx.checker.check_model(proto)
-        except onnx.checker.ValidationError as error:
-            raise StageError(f"onnx.checker rejected the exported model: {str(error).splitlines()[0]}") from error
+                raise StageError(f"tf2onnx export failed: {_first_line(error)}") from error
+        _check(onnx, proto, "the exported model")
+        warnings = [*logged, *notable_log_lines(native)]
         path = ctx.work_dir / "model.onnx"
-        write_bytes_atomic(path, proto.SerializeToString())
+        if options.quantize == "none":
+            write_bytes_atomic(path, proto.SerializeToString())
+        else:
+            warnings += _quantize(proto, options, ctx, path)
+            proto = onnx.load(str(path))
+            _check(onnx, proto, "the quantized model")
         ops = Counter(node.op_type for node in proto.graph.node)
-        return Artifact(
-            kind="onnx",
-            path=path,
-            key=ctx.key,
-            warnings=[*logged, *notable_log_lines(native)],
-            details={"opset": options.opset, "nodes": len(proto.graph.node), "ops": dict(ops.most_common())},
-        )
+        details = {
+            "opset": options.opset,
+            "quantize": options.quantize,
+            "nodes": len(proto.graph.node),
+            "ops": dict(ops.most_common()),
+        }
+        return Artifact(kind="onnx", path=path, key=ctx.key, warnings=warnings, details=details)
 
 
-def _export(tf: Any, upstream: Artifact, opset: int) -> Any:
+def _export(tf: Any, upstream: Artifact, options: OnnxOptions) -> Any:
     import tf2onnx
     from tf2onnx import tf_loader
 
@@ -73,14 +94,115 @@ def _export(tf: Any, upstream: Artifact, opset: int) -> Any:
             signatures=[upstream.signature or "serving_default"],
             return_tensors_to_rename=True,
         )
+        shapes = None
+        if not options.dynamic_batch:
+            shapes = {name: [1, *_graph_input_shape(graph, name)[1:]] for name in inputs}
         proto, _ = tf2onnx.convert.from_graph_def(
-            graph, input_names=inputs, output_names=outputs, opset=opset, tensors_to_rename=renames
+            graph,
+            input_names=inputs,
+            output_names=outputs,
+            opset=options.opset,
+            tensors_to_rename=renames,
+            shape_override=shapes,
         )
         return proto
     model = upstream.handle
-    signature = [tf.TensorSpec(_shape(t.shape), t.dtype, name=_input_name(t)) for t in model.inputs]
-    proto, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=opset)
+    batch = None if options.dynamic_batch else 1
+    signature = [tf.TensorSpec([batch, *list(t.shape)[1:]], t.dtype, name=_input_name(t)) for t in model.inputs]
+    proto, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=options.opset)
     return proto
+
+
+def _graph_input_shape(graph: Any, tensor_name: str) -> list[int]:
+    node_name = tensor_name.split(":")[0]
+    for node in graph.node:
+        if node.name == node_name and "shape" in node.attr:
+            return [d.size for d in node.attr["shape"].shape.dim]
+    raise StageError(f"cannot find the shape of input {tensor_name} to fix its batch dimension")
+
+
+def _quantize(proto: Any, options: OnnxOptions, ctx: StageContext, path: Path) -> list[str]:
+    """onnxruntime quantization (pre-processed first, as its docs ask); written atomically to `path`."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    warnings = []
+    exported, prepared = ctx.work_dir / "exported.onnx", ctx.work_dir / "prepared.onnx"
+    write_bytes_atomic(exported, proto.SerializeToString())
+    try:
+        _pre_process(quant_pre_process, exported, prepared)
+    except Exception as error:  # pre-processing is an optimisation; quantization works without it
+        warnings.append(f"onnxruntime quant_pre_process failed ({_first_line(error)}); quantized without it")
+        prepared = exported
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        with captured_native_output():
+            if options.quantize == "dynamic":
+                quantize_dynamic(prepared, partial, per_channel=options.per_channel, weight_type=QuantType.QInt8)
+            else:
+                reader = _CalibrationReader(proto, ctx)
+                quantize_static(
+                    prepared,
+                    partial,
+                    reader,
+                    quant_format=QuantFormat.QDQ,
+                    per_channel=options.per_channel,
+                    activation_type=QuantType.QInt8,
+                    weight_type=QuantType.QInt8,
+                )
+    except StageError:
+        raise
+    except Exception as error:  # onnxruntime raises many types; all mean "no artifact"
+        partial.unlink(missing_ok=True)
+        raise StageError(f"onnxruntime {options.quantize} quantization failed: {_first_line(error)}") from error
+    os.replace(partial, path)
+    return warnings
+
+
+def _pre_process(quant_pre_process: Any, exported: Path, prepared: Path) -> None:
+    """Symbolic shape inference fails on some graphs (several inputs); the rest of pre-processing still helps."""
+    with captured_native_output():
+        try:
+            quant_pre_process(str(exported), str(prepared))
+        except Exception:  # retried without the symbolic pass; a second failure propagates
+            quant_pre_process(str(exported), str(prepared), skip_symbolic_shape=True)
+
+
+class _CalibrationReader:
+    """onnxruntime's CalibrationDataReader protocol over data.calibration, keyed by the ONNX input names."""
+
+    def __init__(self, proto: Any, ctx: StageContext) -> None:
+        from pipeline.runtimes.base import align_names
+
+        if ctx.calibration is None:
+            raise StageError("quantize: static needs representative inputs; add data.calibration")
+        self.batches: Iterator[dict[str, Any]] = ctx.calibration()
+        self.onnx_names = [graph_input.name for graph_input in proto.graph.input]
+        self.align = align_names
+        self.mapping: dict[str, str] | None = None
+        self.fixed_batch = _fixed_batch(proto)
+
+    def get_next(self) -> dict[str, Any] | None:
+        batch = next(self.batches, None)
+        if batch is None:
+            return None
+        if self.mapping is None:
+            self.mapping = self.align(list(batch), self.onnx_names, "ONNX calibration inputs")
+        if self.fixed_batch:
+            batch = {name: array[: self.fixed_batch] for name, array in batch.items()}
+        return {self.mapping[name]: array for name, array in batch.items()}
+
+
+def _fixed_batch(proto: Any) -> int | None:
+    dim = proto.graph.input[0].type.tensor_type.shape.dim
+    return dim[0].dim_value if dim and dim[0].dim_value > 0 else None
+
+
+def _check(onnx: Any, proto: Any, what: str) -> None:
+    try:
+        onnx.checker.check_model(proto)
+    except onnx.checker.ValidationError as error:
+        raise StageError(f"onnx.checker rejected {what}: {_first_line(error)}") from error
 
 
 def _input_name(tensor: Any) -> str:
@@ -88,9 +210,8 @@ def _input_name(tensor: Any) -> str:
     return tensor.name.split(":")[0]
 
 
-def _shape(shape: Any) -> list[int | None]:
-    dims = list(shape)
-    return [None, *dims[1:]] if dims else dims
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:500]
 
 
 class _ListHandler(logging.Handler):
@@ -99,10 +220,10 @@ class _ListHandler(logging.Handler):
         self.messages: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(f"{record.levelname.lower()}: {record.getMessage()}")
+        self.messages.append(f"tf2onnx {record.levelname.lower()}: {record.getMessage()}")
 
 
-class _logged_warnings:
+class _logged_warnings:  # a context manager, so named like one
     """Collect WARNING+ records of a library's logger, and keep them off the console."""
 
     def __init__(self, logger_name: str) -> None:

@@ -1,4 +1,7 @@
-"""`tflite` stage: Keras model or SavedModel → `.tflite`, with optional post-training quantization."""
+"""`tflite` stage: Keras model or SavedModel → `.tflite`, with optional post-training quantization.
+
+Knows the TFLite converter only; nothing of recipes, runtimes or reports.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from pipeline.artifacts import write_bytes_atomic
 from pipeline.errors import StageError
@@ -16,16 +19,27 @@ from pipeline.stages.base import Stage, StageContext, StageOptions
 
 # Ops a converted SavedModel keeps when its variables were not frozen: such a file runs and outputs NaN.
 _UNFROZEN_VARIABLE_OPS = {"VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE"}
+_CALIBRATED = {"int8", "int16x8"}
+_IO_TYPES = {"int8": {"float32", "int8", "uint8"}, "int16x8": {"float32", "int16"}}
 
 
 class TfliteOptions(StageOptions):
-    quantize: Literal["none", "dynamic", "float16", "int8"] = "none"
-    io: Literal["float32", "int8", "uint8"] = "float32"
+    quantize: Literal["none", "dynamic", "float16", "int8", "int16x8"] = "none"
+    io: Literal["float32", "int8", "uint8", "int16"] = "float32"
+    supported_ops: list[Literal["builtins", "select_tf_ops"]] = Field(
+        default_factory=lambda: ["builtins"],
+        min_length=1,
+        description="select_tf_ops lets ops missing from TFLite run as TensorFlow kernels (Flex); "
+        "such files need a runtime with the Flex delegate.",
+    )
 
     @model_validator(mode="after")
-    def _io_needs_int8(self) -> TfliteOptions:
-        if self.io != "float32" and self.quantize != "int8":
-            raise ValueError(f"io: {self.io} needs quantize: int8 (got quantize: {self.quantize})")
+    def _io_fits_quantize(self) -> TfliteOptions:
+        allowed = _IO_TYPES.get(self.quantize, {"float32"})
+        if self.io not in allowed:
+            raise ValueError(
+                f"io: {self.io} does not go with quantize: {self.quantize} (allowed: {', '.join(sorted(allowed))})"
+            )
         return self
 
 
@@ -37,11 +51,13 @@ class TfliteStage(Stage):
 
     @classmethod
     def required_data(cls, options: TfliteOptions) -> list[str]:
-        return ["calibration"] if options.quantize == "int8" else []
+        return ["calibration"] if options.quantize in _CALIBRATED else []
 
     @classmethod
     def describe(cls, options: TfliteOptions) -> str:
         label = "tflite" if options.quantize == "none" else f"tflite {options.quantize}"
+        if "select_tf_ops" in options.supported_ops:
+            label += " +select_tf_ops"
         return f"{label} io={options.io}" if options.io != "float32" else label
 
     @classmethod
@@ -51,16 +67,16 @@ class TfliteStage(Stage):
     def run(self, upstream: Artifact, options: TfliteOptions, ctx: StageContext) -> Artifact:
         tf = import_tensorflow()
         converter = _converter_for(tf, upstream, ctx.work_dir)
-        _apply_quantization(tf, converter, options, ctx)
-        model_bytes, log = _convert(converter, ctx)
+        _configure(tf, converter, options, ctx, by_name=True)
+        model_bytes, log = _convert(converter)
         warnings = notable_log_lines(log)
         if _unfrozen_variable_ops(model_bytes) and upstream.kind == "savedmodel":
             # tf.saved_model.save(keras3_model) gives such SavedModels; its concrete function, taken
             # without the trackable object, freezes the variables (COMPAT.md). Signatures are lost.
             ctx.log("SavedModel converted with unfrozen variables; converting its frozen function instead")
             converter = _frozen_function_converter(tf, upstream)
-            _apply_quantization(tf, converter, options, ctx)
-            model_bytes, log = _convert(converter, ctx)
+            _configure(tf, converter, options, ctx, by_name=False)
+            model_bytes, log = _convert(converter)
             warnings = [
                 "the SavedModel keeps its variables as resources (made by tf.saved_model.save on a "
                 "Keras 3 model?); converted its frozen concrete function instead, so the .tflite has "
@@ -74,13 +90,8 @@ class TfliteStage(Stage):
             )
         path = ctx.work_dir / "model.tflite"
         write_bytes_atomic(path, model_bytes)
-        return Artifact(
-            kind="tflite",
-            path=path,
-            key=ctx.key,
-            warnings=warnings,
-            details={"quantize": options.quantize, "io": options.io},
-        )
+        details = {"quantize": options.quantize, "io": options.io, "supported_ops": options.supported_ops}
+        return Artifact(kind="tflite", path=path, key=ctx.key, warnings=warnings, details=details)
 
 
 def _converter_for(tf: Any, upstream: Artifact, work_dir: Path) -> Any:
@@ -104,34 +115,45 @@ def _frozen_function_converter(tf: Any, upstream: Artifact) -> Any:
     return converter
 
 
-def _apply_quantization(tf: Any, converter: Any, options: TfliteOptions, ctx: StageContext) -> None:
+def _configure(tf: Any, converter: Any, options: TfliteOptions, ctx: StageContext, by_name: bool) -> None:
+    ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if options.quantize == "int8":
+        ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    elif options.quantize == "int16x8":
+        ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+    if "select_tf_ops" in options.supported_ops:
+        ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
+    converter.target_spec.supported_ops = ops
     if options.quantize == "none":
         return
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if options.quantize == "float16":
         converter.target_spec.supported_types = [tf.float16]
-    elif options.quantize == "int8":
+    if options.quantize in _CALIBRATED:
         if ctx.calibration is None:
-            raise StageError("quantize: int8 needs representative inputs; add data.calibration to the recipe")
-        converter.representative_dataset = _representative_dataset(ctx)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            raise StageError(f"quantize: {options.quantize} needs representative inputs; add data.calibration")
+        converter.representative_dataset = _representative_dataset(ctx, by_name)
         if options.io != "float32":
             converter.inference_input_type = getattr(tf, options.io)
             converter.inference_output_type = getattr(tf, options.io)
 
 
-def _representative_dataset(ctx: StageContext) -> Any:
+def _representative_dataset(ctx: StageContext, by_name: bool) -> Any:
+    """One sample at a time; keyed by signature input name, since a list is taken in an order of its own."""
+
     def samples() -> Any:
         assert ctx.calibration is not None
         for batch in ctx.calibration():
             count = len(next(iter(batch.values())))
             for i in range(count):
-                yield [array[i : i + 1] for array in batch.values()]
+                sample = {name: array[i : i + 1] for name, array in batch.items()}
+                # A signature-less (frozen function) converter takes a list in flattened, i.e. sorted, order.
+                yield sample if by_name else [sample[name] for name in sorted(sample)]
 
     return samples
 
 
-def _convert(converter: Any, ctx: StageContext) -> tuple[bytes, list[str]]:
+def _convert(converter: Any) -> tuple[bytes, list[str]]:
     try:
         with captured_native_output() as log:
             model_bytes = converter.convert()
@@ -151,7 +173,10 @@ def converter_error_summary(text: str) -> str:
     """The converter's MLIR dump runs to pages; keep what a person can act on."""
     select_ops = re.search(r"TF Select ops: (.+)", text)
     if select_ops:
-        return f"ops missing from the TFLite builtins: {select_ops.group(1).strip()} (they need TF Select / Flex ops)"
+        return (
+            f"ops missing from the TFLite builtins: {select_ops.group(1).strip()} "
+            "(they need TF Select / Flex ops: supported_ops: [builtins, select_tf_ops])"
+        )
     custom_ops = re.search(r"Custom ops: (.+)", text)
     if custom_ops:
         return f"ops unknown to TFLite: {custom_ops.group(1).strip()} (custom ops)"

@@ -1,0 +1,137 @@
+"""What the training stages (prune, qat, cluster) share: fine-tune options, data, compile/fit, save, measure.
+
+Works on Keras 3 and tf_keras models alike by taking the Keras module of the model's flavour; never
+touches `tf.keras` (tfmot flips what it resolves to). Knows nothing of recipes, runtimes or reports.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field
+
+from pipeline.errors import StageError
+from pipeline.frameworks import captured_native_output, import_tensorflow
+from pipeline.specs import Artifact
+from pipeline.stages.base import StageContext, StageOptions
+
+FINE_TUNE_DATA = ["fine_tune", "fine_tune.labels"]
+# Layers whose `kernel` is a plain weight matrix: what tfmot prunes (it skips DepthwiseConv2D, whose
+# kernel is per channel, and never touches biases).
+KERNEL_LAYERS = ("Dense", "Conv1D", "Conv2D", "Conv3D", "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose")
+
+
+class FineTuneOptions(StageOptions):
+    epochs: int = Field(2, ge=1, le=1000, description="Passes over data.fine_tune.")
+    batch_size: int = Field(32, ge=1, le=65536)
+    optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
+    learning_rate: float = Field(1e-3, gt=0, le=10)
+    loss: Literal["sparse_categorical_crossentropy", "categorical_crossentropy", "mse"] = Field(
+        "sparse_categorical_crossentropy",
+        description="Cross-entropies read logits unless the model's last layer applies softmax.",
+    )
+
+
+def keras_module(artifact: Artifact) -> ModuleType:
+    """Keras 3 or tf_keras, whichever built the model (their layers and callbacks do not mix)."""
+    import_tensorflow()
+    if artifact.flavour == "tf_keras":
+        import tf_keras
+
+        return tf_keras
+    import keras
+
+    return keras
+
+
+def import_tfmot() -> ModuleType:
+    """tfmot sets TF_USE_LEGACY_KERAS=1 on import; keep that out of os.environ so child processes
+    (tf2onnx CLIs, tests' subprocesses) see the environment the user gave them."""
+    import_tensorflow()
+    before = os.environ.get("TF_USE_LEGACY_KERAS")
+    with captured_native_output():
+        import tensorflow_model_optimization as tfmot
+    if before is None:
+        os.environ.pop("TF_USE_LEGACY_KERAS", None)
+    else:
+        os.environ["TF_USE_LEGACY_KERAS"] = before
+    return tfmot
+
+
+def training_data(ctx: StageContext) -> tuple[Any, np.ndarray]:
+    dataset = ctx.fine_tune
+    if dataset is None or dataset.labels is None:
+        raise StageError("this stage fine-tunes the model: add data.fine_tune with inputs and labels to the recipe")
+    arrays = list(dataset.inputs.values())
+    return (arrays[0] if len(arrays) == 1 else arrays), dataset.labels
+
+
+def steps_per_epoch(ctx: StageContext, options: FineTuneOptions) -> int:
+    return math.ceil(ctx.fine_tune.samples / options.batch_size)
+
+
+def clone(model: Any, api: ModuleType) -> Any:
+    """A copy with its own weights: the upstream model may feed other outputs and must stay as it is."""
+    copy = api.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def ends_in_softmax(model: Any) -> bool:
+    last = model.layers[-1]
+    activation = getattr(last, "activation", None)
+    return type(last).__name__ == "Softmax" or getattr(activation, "__name__", "") == "softmax"
+
+
+def compile_for(model: Any, api: ModuleType, options: FineTuneOptions, from_logits: bool) -> None:
+    optimizers = {"adam": api.optimizers.Adam, "sgd": api.optimizers.SGD, "rmsprop": api.optimizers.RMSprop}
+    losses = {
+        "sparse_categorical_crossentropy": lambda: api.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
+        "categorical_crossentropy": lambda: api.losses.CategoricalCrossentropy(from_logits=from_logits),
+        "mse": lambda: api.losses.MeanSquaredError(),
+    }
+    metrics = ["accuracy"] if options.loss != "mse" else []
+    model.compile(
+        optimizer=optimizers[options.optimizer](options.learning_rate), loss=losses[options.loss](), metrics=metrics
+    )
+
+
+def fit(model: Any, ctx: StageContext, options: FineTuneOptions, callbacks: list[Any]) -> None:
+    x, y = training_data(ctx)
+    with captured_native_output():
+        model.fit(x, y, epochs=options.epochs, batch_size=options.batch_size, callbacks=callbacks, verbose=0)
+
+
+def evaluate(model: Any, ctx: StageContext, options: FineTuneOptions) -> dict[str, float]:
+    """Loss (and accuracy) on the fine-tune data: a cheap check of what the stage cost or regained."""
+    x, y = training_data(ctx)
+    with captured_native_output():
+        values = model.evaluate(x, y, batch_size=max(options.batch_size, 256), verbose=0, return_dict=True)
+    return {name: round(float(value), 5) for name, value in values.items() if name in {"loss", "accuracy"}}
+
+
+def save(model: Any, artifact: Artifact, ctx: StageContext) -> Path:
+    """Keras 3 → model.keras; tf_keras → model.h5 (tf_keras's own format); written then renamed into place."""
+    suffix = ".h5" if artifact.flavour == "tf_keras" else ".keras"
+    path = ctx.work_dir / f"model{suffix}"
+    partial = ctx.work_dir / f".model.partial{suffix}"  # Keras picks the format from the suffix
+    with captured_native_output():
+        if artifact.flavour == "tf_keras":
+            model.save(partial, include_optimizer=False)
+        else:
+            model.save(partial)
+    os.replace(partial, path)
+    return path
+
+
+def kernel_layers(model: Any) -> list[Any]:
+    return [layer for layer in model.layers if type(layer).__name__ in KERNEL_LAYERS]
+
+
+def parameter_counts(model: Any) -> dict[str, int]:
+    return {"parameters": int(sum(np.size(w) for w in model.get_weights()))}

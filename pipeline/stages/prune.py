@@ -1,0 +1,200 @@
+"""`prune` stage: Keras model → Keras model with magnitude-pruned kernels, fine-tuned on data.fine_tune.
+
+tf_keras models go through tfmot (prune_low_magnitude, UpdatePruningStep, strip_pruning). tfmot refuses
+Keras 3 models, so for them the same tfmot schedule drives magnitude masks that a Keras 3 callback keeps
+during fine-tuning. Both prune the kernels of Dense/Conv layers only (tfmot never prunes DepthwiseConv2D
+nor biases). Knows nothing of recipes, runtimes or reports; the figures in `details` are measured on
+the weights, not copied from the options.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from pipeline.errors import StageError
+from pipeline.specs import Artifact
+from pipeline.stages import finetune
+from pipeline.stages.base import Stage, StageContext
+
+
+class LayerFilter(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    include: list[str] = Field(default_factory=lambda: [".*"], description="Regexes on layer names (search).")
+    exclude: list[str] = Field(default_factory=list, description="Regexes on layer names; wins over include.")
+
+    def selects(self, name: str) -> bool:
+        matches = lambda patterns: any(re.search(p, name) for p in patterns)  # noqa: E731
+        return matches(self.include) and not matches(self.exclude)
+
+
+class PruneOptions(finetune.FineTuneOptions):
+    sparsity: float = Field(0.5, ge=0, lt=1, description="Final fraction of zeros in each pruned kernel.")
+    schedule: Literal["constant", "polynomial"] = "constant"
+    initial_sparsity: float = Field(0.0, ge=0, lt=1, description="Polynomial schedule only: sparsity at step 0.")
+    # tfmot's default frequency (100 steps) never fires in a short fine-tune.
+    frequency: int = Field(1, ge=1, description="Update the masks every this many training steps.")
+    layers: LayerFilter = Field(default_factory=LayerFilter)
+    structure: Literal["2:4"] | None = Field(None, description="m:n sparsity (2 zeros in every 4 input weights).")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PruneOptions:
+        if self.schedule == "polynomial" and self.initial_sparsity > self.sparsity:
+            raise ValueError(f"initial_sparsity ({self.initial_sparsity}) exceeds sparsity ({self.sparsity})")
+        if self.structure == "2:4" and self.sparsity != 0.5:
+            raise ValueError(f"structure 2:4 prunes exactly half of each kernel; sparsity is {self.sparsity}, not 0.5")
+        return self
+
+
+class PruneStage(Stage):
+    kind = "prune"
+    Options = PruneOptions
+    takes = frozenset({"keras"})
+    gives = "keras"
+
+    @classmethod
+    def required_data(cls, options: PruneOptions) -> list[str]:
+        return finetune.FINE_TUNE_DATA
+
+    @classmethod
+    def describe(cls, options: PruneOptions) -> str:
+        return f"prune {options.structure or f'{options.sparsity:g}'} {options.schedule} epochs={options.epochs}"
+
+    @classmethod
+    def default_gates(cls, options: PruneOptions) -> dict[str, float]:
+        # Pruning changes the model on purpose, so closeness to the source (max_abs) says little; the
+        # decisions should mostly stay the same. Accuracy gates need evaluation labels: recipes add them.
+        return {"top1_agreement": 0.9}
+
+    def run(self, upstream: Artifact, options: PruneOptions, ctx: StageContext) -> Artifact:
+        if upstream.handle is None:
+            raise StageError("prune needs a loaded Keras model as its input")
+        api = finetune.keras_module(upstream)
+        from_logits = not finetune.ends_in_softmax(upstream.handle)
+        model = finetune.clone(upstream.handle, api)
+        targets = [layer.name for layer in finetune.kernel_layers(model) if options.layers.selects(layer.name)]
+        if not targets:
+            raise StageError("no Dense/Conv layer matches prune.layers; nothing to prune")
+        finetune.compile_for(model, api, options, from_logits)
+        before = finetune.evaluate(model, ctx, options)
+        schedule = _schedule(options, finetune.steps_per_epoch(ctx, options))
+        if upstream.flavour == "tf_keras":
+            pruned, method = _prune_tf_keras(model, targets, schedule, options, ctx, from_logits), "tfmot"
+        else:
+            pruned, method = _prune_keras3(model, targets, schedule, options, ctx), "keras3 magnitude masks"
+        finetune.compile_for(pruned, api, options, from_logits)
+        after = finetune.evaluate(pruned, ctx, options)
+        path = finetune.save(pruned, upstream, ctx)
+        details = {
+            "method": method,
+            "target_sparsity": options.sparsity,
+            "schedule": options.schedule,
+            "structure": options.structure,
+            "epochs": options.epochs,
+            **measure_sparsity(pruned, targets),
+            **finetune.parameter_counts(pruned),
+            "fine_tune_before": before,
+            "fine_tune_after": after,
+        }
+        return Artifact(kind="keras", path=path, key=ctx.key, flavour=upstream.flavour, handle=pruned, details=details)
+
+
+def _schedule(options: PruneOptions, steps_per_epoch: int) -> Any:
+    sparsity = finetune.import_tfmot().sparsity.keras
+    if options.schedule == "constant":
+        return sparsity.ConstantSparsity(options.sparsity, begin_step=0, frequency=options.frequency)
+    # Reach the final sparsity on the last step; tfmot needs end_step > begin_step.
+    end_step = max(options.epochs * steps_per_epoch - 1, 1)
+    return sparsity.PolynomialDecay(
+        options.initial_sparsity, options.sparsity, begin_step=0, end_step=end_step, frequency=options.frequency
+    )
+
+
+def _prune_tf_keras(
+    model: Any, targets: list[str], schedule: Any, options: PruneOptions, ctx: StageContext, from_logits: bool
+) -> Any:
+    import tf_keras
+
+    sparsity = finetune.import_tfmot().sparsity.keras
+    structure = (2, 4) if options.structure == "2:4" else None
+
+    def wrap(layer: Any) -> Any:
+        # `model` is already this stage's own copy: wrapping its layers in place keeps their weights.
+        if layer.name not in targets:
+            return layer
+        return sparsity.prune_low_magnitude(layer, pruning_schedule=schedule, sparsity_m_by_n=structure)
+
+    wrapped = tf_keras.models.clone_model(model, clone_function=wrap)
+    finetune.compile_for(wrapped, tf_keras, options, from_logits)
+    finetune.fit(wrapped, ctx, options, [sparsity.UpdatePruningStep()])
+    return sparsity.strip_pruning(wrapped)
+
+
+def _prune_keras3(model: Any, targets: list[str], schedule: Any, options: PruneOptions, ctx: StageContext) -> Any:
+    import keras
+
+    class MagnitudeMasks(keras.callbacks.Callback):
+        """tfmot's loop for Keras 3: at each scheduled step recompute magnitude masks, and keep masked weights zero."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.kernels = [layer.kernel for layer in model.layers if layer.name in targets]
+            self.masks = [np.ones(tuple(k.shape), dtype=k.dtype) for k in self.kernels]
+            self.step = 0
+
+        def on_train_batch_begin(self, batch: int, logs: Any = None) -> None:
+            should_prune, sparsity = schedule(self.step)
+            if bool(should_prune):
+                level = float(sparsity)
+                self.masks = [magnitude_mask(np.asarray(k), level, options.structure) for k in self.kernels]
+            self.step += 1
+            self._apply()
+
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            self._apply()  # the optimizer step moved pruned weights off zero
+
+        def _apply(self) -> None:
+            for kernel, mask in zip(self.kernels, self.masks, strict=True):
+                kernel.assign(np.asarray(kernel) * mask)
+
+    finetune.fit(model, ctx, options, [MagnitudeMasks()])
+    return finetune.clone(model, keras)  # drops the optimizer state from what is saved
+
+
+def magnitude_mask(kernel: np.ndarray, sparsity: float, structure: str | None = None) -> np.ndarray:
+    """1 where a weight stays. Unstructured: zero the round(sparsity × size) smallest magnitudes of the kernel.
+    2:4: in every 4 consecutive input-channel weights (tfmot's layout), zero the 2 smallest."""
+    magnitude = np.abs(kernel)
+    if structure == "2:4":
+        return _m_by_n_mask(magnitude, zeros=2, block=4)
+    mask = np.ones(kernel.size, dtype=kernel.dtype)
+    mask[np.argsort(magnitude, axis=None, kind="stable")[: round(sparsity * kernel.size)]] = 0
+    return mask.reshape(kernel.shape)
+
+
+def _m_by_n_mask(magnitude: np.ndarray, zeros: int, block: int) -> np.ndarray:
+    rows = np.moveaxis(magnitude, -2, -1)  # input channels last, as tfmot lays them out for TFLite
+    flat = rows.reshape(-1, rows.shape[-1])
+    pad = (-flat.shape[1]) % block
+    # Padding counts as smallest, as in tfmot: a layer with fewer than 4 input channels keeps its weights.
+    blocks = np.pad(flat, ((0, 0), (0, pad)), constant_values=-1).reshape(flat.shape[0], -1, block)
+    mask = np.ones_like(blocks)
+    np.put_along_axis(mask, np.argsort(blocks, axis=-1)[..., :zeros], 0, axis=-1)
+    mask = mask.reshape(flat.shape[0], -1)[:, : flat.shape[1]].reshape(rows.shape)
+    return np.moveaxis(mask, -1, -2).astype(magnitude.dtype)
+
+
+def measure_sparsity(model: Any, targets: list[str]) -> dict[str, Any]:
+    """Fractions of exact zeros, counted on the kernels of the pruned layers."""
+    kernels = {layer.name: np.asarray(layer.kernel) for layer in model.layers if layer.name in targets}
+    zeros = {name: int(np.count_nonzero(kernel == 0)) for name, kernel in kernels.items()}
+    prunable = sum(kernel.size for kernel in kernels.values())
+    return {
+        "sparsity": {name: round(zeros[name] / kernels[name].size, 4) for name in kernels},
+        "overall_sparsity": round(sum(zeros.values()) / prunable, 4),
+        "prunable_parameters": prunable,
+        "zero_parameters": sum(zeros.values()),
+    }
