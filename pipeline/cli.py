@@ -62,6 +62,29 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("--trust-model", action="store_true", help="allow models that run code when loaded")
     inspect.set_defaults(command=_inspect)
 
+    compare = commands.add_parser(
+        "compare",
+        help="parity of any two artifacts (keras, savedmodel, tflite, onnx)",
+        description="Run A and B on the same inputs and compare B with A; exit 1 when a --gate fails.",
+    )
+    compare.add_argument("reference", type=Path, metavar="A", help="the reference model")
+    compare.add_argument("candidate", type=Path, metavar="B", help="the model compared with A")
+    compare.add_argument("--data", type=Path, help="an .npz or .npy of inputs (default: random inputs)")
+    compare.add_argument(
+        "--inputs", nargs="+", metavar="KEY", help="npz key of the inputs, or NAME=KEY per model input"
+    )
+    compare.add_argument("--labels", help="npz key of integer labels (adds accuracy)")
+    compare.add_argument("--limit", type=int, help="use at most this many samples")
+    compare.add_argument("--samples", type=int, default=64, help="random samples when no --data (default 64)")
+    compare.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    compare.add_argument("--gate", action="append", default=[], metavar="METRIC=VALUE", help="e.g. max_abs=1e-4")
+    compare.add_argument("--out", type=Path, help="also write report.json/md/html and junit.xml here")
+    compare.add_argument("--signature", default="serving_default", help="SavedModel signature")
+    compare.add_argument("--delegate", choices=["xnnpack", "none"], default="xnnpack", help="LiteRT delegate")
+    compare.add_argument("--trust-model", action="store_true", help="allow models that run code when loaded")
+    compare.add_argument("--batch-size", type=int, default=64)
+    compare.set_defaults(command=_compare)
+
     schema = commands.add_parser("schema", help="print the recipe JSON Schema")
     schema.set_defaults(command=_schema)
     return parser
@@ -86,6 +109,43 @@ def _run(args: argparse.Namespace) -> int:
         f"{out_dir / 'report.json'}"
     )
     return int(report["exit_code"])
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from pipeline.compare import compare_artifacts, parse_gates
+
+    gates = parse_gates(args.gate)
+    data = _compare_data(args)
+    from pipeline.report import write_reports
+    from pipeline.report.console import summary
+
+    report = compare_artifacts(
+        args.reference, args.candidate, data, gates, args.trust_model, args.signature, args.batch_size, args.delegate
+    )
+    print(summary(report))
+    if args.out:
+        write_reports(report, args.out)
+        print(f"reports: {args.out}")
+    return int(report["exit_code"])
+
+
+def _compare_data(args: argparse.Namespace) -> object:
+    from pydantic import ValidationError
+
+    from pipeline.recipe import DataSpec
+
+    if args.data is None:
+        document: dict[str, object] = {"random": {"samples": args.samples, "seed": args.seed}}
+    elif args.data.suffix == ".npy":
+        document = {"npy": str(args.data), "limit": args.limit}
+    else:
+        keys = args.inputs or []
+        inputs: object = dict(k.split("=", 1) for k in keys) if any("=" in k for k in keys) else (keys or [None])[0]
+        document = {"npz": str(args.data), "inputs": inputs, "labels": args.labels, "limit": args.limit}
+    try:
+        return DataSpec.model_validate(document)
+    except ValidationError as error:
+        raise EdgeportError(f"--data: {error.errors()[0]['msg'].removeprefix('Value error, ')}") from None
 
 
 def _validate(args: argparse.Namespace) -> int:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import DataError
-from pipeline.recipe import DataSpec, LoadedRecipe, RandomSpec
+from pipeline.recipe import DataSpec, RandomSpec
 from pipeline.specs import TensorSpec
 
 DEFAULT_EVALUATION = DataSpec(random=RandomSpec(samples=64, seed=0))
@@ -48,8 +48,8 @@ class Dataset:
         }
 
 
-def load_dataset(section: str, spec: DataSpec | None, recipe: LoadedRecipe, model_inputs: list[TensorSpec]) -> Dataset:
-    """Load one `data.<section>` and check every array against the model's inputs."""
+def load_dataset(section: str, spec: DataSpec | None, base_dir: Path, model_inputs: list[TensorSpec]) -> Dataset:
+    """Load one `data.<section>` (paths relative to `base_dir`) and check every array against the model's inputs."""
     place = f"data.{section}"
     if spec is None:
         spec = DEFAULT_EVALUATION
@@ -57,10 +57,10 @@ def load_dataset(section: str, spec: DataSpec | None, recipe: LoadedRecipe, mode
     if spec.random is not None:
         return _random(section, place, spec.random, model_inputs)
     if spec.npz is not None:
-        inputs, labels, origin = _from_npz(place, recipe.resolve(spec.npz), spec, model_inputs)
+        inputs, labels, origin = _from_npz(place, (base_dir / spec.npz).resolve(), spec, model_inputs)
     else:
         assert spec.npy is not None
-        inputs, labels, origin = _from_npy(place, recipe, spec, model_inputs)
+        inputs, labels, origin = _from_npy(place, base_dir, spec, model_inputs)
     if spec.limit is not None:
         inputs = {name: array[: spec.limit] for name, array in inputs.items()}
         labels = None if labels is None else labels[: spec.limit]
@@ -115,12 +115,12 @@ def _input_keys(place: str, spec: DataSpec, model_inputs: list[TensorSpec]) -> d
     return mapping
 
 
-def _from_npy(place: str, recipe: LoadedRecipe, spec: DataSpec, model_inputs: list[TensorSpec]) -> tuple:
+def _from_npy(place: str, base_dir: Path, spec: DataSpec, model_inputs: list[TensorSpec]) -> tuple:
     if len(model_inputs) != 1:
         raise DataError(f"{place}.npy: the model has {len(model_inputs)} inputs; use npz with an inputs mapping")
     assert spec.npy is not None
-    inputs = {model_inputs[0].name: _load_npy(f"{place}.npy", recipe.resolve(spec.npy))}
-    labels = _load_npy(f"{place}.labels", recipe.resolve(spec.labels)) if spec.labels else None
+    inputs = {model_inputs[0].name: _load_npy(f"{place}.npy", (base_dir / spec.npy).resolve())}
+    labels = _load_npy(f"{place}.labels", (base_dir / spec.labels).resolve()) if spec.labels else None
     return inputs, labels, Path(spec.npy).name
 
 

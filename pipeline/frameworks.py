@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -34,11 +35,12 @@ _BENIGN_LOG_MARKERS = (
     "disabling MLIR crash reproducer",
     "tf.lite.Interpreter is deprecated",  # the TFLite calibrator's own interpreter warns about itself
     "_INTERPRETER_DELETION_WARNING",
+    "Skipping runtime version metadata",
 )
 
 
 def _quiet_environment() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # warnings kept: captured per conversion
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
@@ -83,13 +85,37 @@ def captured_native_output() -> Iterator[list[str]]:
             lines.extend(sink.read().decode("utf-8", "replace").splitlines())
 
 
+_NATIVE_PREFIX = re.compile(r"^([IWEF])\d{4} [\d:.]+\s+\d+ ([\w.]+:\d+)\] ")
+_LEVELS = {"I": "info", "W": "warning", "E": "error", "F": "fatal"}
+
+
+def _readable_prefix(match: re.Match[str]) -> str:
+    return f"{_LEVELS[match.group(1)]} ({match.group(2)}): "
+
+
+_LOG_RECORD = re.compile(r"^(?:[IWEF]\d{4} |WARNING:|ERROR:|INFO:)")
+
+
 def notable_log_lines(lines: list[str]) -> list[str]:
-    """Warnings and errors from a converter's output, less the lines every run prints."""
-    notable = []
+    """Warnings and errors from a converter's output, less what every run prints.
+
+    Native log records can span lines (a header, then the op list); each record becomes one string.
+    """
+    records: list[list[str]] = []
     for line in lines:
         text = line.strip()
-        if not text or any(marker in text for marker in _BENIGN_LOG_MARKERS):
+        if not text:
             continue
-        if (text[:1] in "WE" and text[1:5].isdigit()) or "warning" in text.lower() or "error" in text.lower():
-            notable.append(text)
+        if _LOG_RECORD.match(text) or not records:
+            records.append([text])
+        else:
+            records[-1].append(text)
+    notable = []
+    for record in records:
+        text = " ".join(record)
+        if any(marker in text for marker in _BENIGN_LOG_MARKERS):
+            continue
+        level = record[0][:1]
+        if (level in "WE" and record[0][1:5].isdigit()) or re.search(r"warning|error", record[0], re.IGNORECASE):
+            notable.append(_NATIVE_PREFIX.sub(_readable_prefix, text)[:600])
     return notable

@@ -5,7 +5,6 @@ The only module that sees every layer; each layer below it knows nothing of the 
 
 from __future__ import annotations
 
-import platform
 import shutil
 import sys
 import tempfile
@@ -13,38 +12,24 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pipeline import __version__
 from pipeline.artifacts import copy_atomic, gzip_size_of, sha256_of, size_of
 from pipeline.data import Dataset, load_dataset
 from pipeline.errors import EdgeportError, StageError
-from pipeline.parity import GateResult, ParityAccumulator, ParityResult, gate_result
+from pipeline.evaluate import Predictions, compare, predict_dataset
+from pipeline.parity import GateResult, ParityResult, gate_result
 from pipeline.plan import OutputPlan, PlanNode, check_tensor_gates, plan_recipe
 from pipeline.recipe import LoadedRecipe
 from pipeline.report import REPORT_FILES, write_reports
-from pipeline.runtimes import align_names, runtime_for
+from pipeline.report.document import build_report
 from pipeline.sources import Source, load_source
 from pipeline.specs import Artifact
 from pipeline.stages import STAGES, StageContext
 
-REPORTED_PACKAGES = (
-    "tensorflow",
-    "keras",
-    "tf-keras",
-    "tensorflow-model-optimization",
-    "tf2onnx",
-    "onnx",
-    "onnxruntime",
-    "ai-edge-litert",
-    "numpy",
-    "protobuf",
-)
-ARTIFACT_FILES = {"tflite": "model.tflite", "onnx": "model.onnx", "keras": "model.keras", "savedmodel": "saved_model"}
 RUNTIME_NAMES = {"tflite": "litert", "onnx": "onnxruntime", "keras": "keras", "savedmodel": "savedmodel"}
 
 
@@ -69,16 +54,6 @@ class _NodeResult:
     seconds: float
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
-
-
-@dataclass
-class _Predictions:
-    """What one artifact's runtime produced on the evaluation data, batch by batch."""
-
-    label: str
-    runtime: str
-    names: list[str]
-    batches: list[dict[str, np.ndarray]]
 
 
 def run_recipe(recipe: LoadedRecipe, options: RunOptions, log: Log = stderr_log) -> dict[str, Any]:
@@ -111,11 +86,11 @@ def _remove_stale_reports(out_dir: Path) -> None:
 
 def _load_data(recipe: LoadedRecipe, source: Source) -> dict[str, Dataset]:
     data = recipe.spec.data
-    datasets = {"evaluation": load_dataset("evaluation", data.evaluation, recipe, source.inputs)}
+    datasets = {"evaluation": load_dataset("evaluation", data.evaluation, recipe.base_dir, source.inputs)}
     for section in ("calibration", "fine_tune"):
         spec = getattr(data, section)
         if spec is not None:
-            datasets[section] = load_dataset(section, spec, recipe, source.inputs)
+            datasets[section] = load_dataset(section, spec, recipe.base_dir, source.inputs)
     return datasets
 
 
@@ -137,7 +112,7 @@ class _RecipeRun:
         self.executed: dict[str, _NodeResult] = {}
         self.reference = self._source_predictions()
 
-    def _source_predictions(self) -> _Predictions:
+    def _source_predictions(self) -> Predictions:
         clock = time.perf_counter()
         try:
             predictions = self.predictions(self.source.artifact, "source")
@@ -154,12 +129,8 @@ class _RecipeRun:
 
     def predictions(
         self, artifact: Artifact, label: str, threads: int | None = None, delegate: str = "xnnpack"
-    ) -> _Predictions:
-        runtime = runtime_for(artifact, threads=threads, delegate=delegate)
-        batches = list(runtime.predict(self.evaluation.batches(self.options.batch_size)))
-        names = [spec.name for spec in runtime.outputs]
-        where = runtime.name if artifact.kind != "tflite" else f"{runtime.name}, {delegate} delegate"
-        return _Predictions(f"{label} ({where})", runtime.name, names, batches)
+    ) -> Predictions:
+        return predict_dataset(artifact, label, self.evaluation, self.options.batch_size, threads, delegate)
 
     def output(self, plan: OutputPlan, prefix: str) -> dict[str, Any]:
         entry = _empty_entry(plan)
@@ -290,13 +261,14 @@ def _stage_entry(node: PlanNode, result: _NodeResult, reused: bool) -> dict[str,
 
 def _clear_published(output_dir: Path) -> None:
     """An artifact left by an earlier run must not pass for this run's."""
-    for name in ARTIFACT_FILES.values():
-        target = output_dir / name
+    for target in [*output_dir.glob("model.*"), output_dir / "saved_model"]:
         shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
 
 
 def _publish(artifact: Artifact, out_dir: Path, name: str) -> dict[str, Any]:
-    published = out_dir / name / ARTIFACT_FILES[artifact.kind]
+    # model.tflite, model.onnx, model.keras or model.h5 (tf_keras), or a saved_model directory
+    filename = "saved_model" if artifact.path.is_dir() else f"model{artifact.path.suffix}"
+    published = out_dir / name / filename
     copy_atomic(artifact.path, published)
     return {
         "artifact": published.relative_to(out_dir).as_posix(),
@@ -305,16 +277,6 @@ def _publish(artifact: Artifact, out_dir: Path, name: str) -> dict[str, Any]:
         "gzip_bytes": gzip_size_of(published),
         "runtime": RUNTIME_NAMES[artifact.kind],
     }
-
-
-def compare(reference: _Predictions, candidate: _Predictions, evaluation: Dataset, batch_size: int) -> ParityResult:
-    """Parity of two runs over the same evaluation batches; tensors matched by name, else by position."""
-    mapping = align_names(reference.names, candidate.names, f"{candidate.label} outputs")
-    accumulator = ParityAccumulator(reference.label, reference.names, candidate.label)
-    labels = evaluation.label_batches(batch_size)
-    for expected, produced, batch_labels in zip(reference.batches, candidate.batches, labels, strict=True):
-        accumulator.update(expected, {name: produced[mapping[name]] for name in reference.names}, batch_labels)
-    return accumulator.result()
 
 
 def _verdict(parity: ParityResult) -> str:
@@ -335,12 +297,6 @@ def _gate_label(gate: GateResult) -> str:
     return f"{gate.tensor}.{gate.metric}" if gate.tensor else gate.metric
 
 
-def exit_code_of(outputs: list[dict[str, Any]]) -> int:
-    """3 when any output could not be produced or run, else 1 when any gate failed, else 0."""
-    statuses = {output["status"] for output in outputs}
-    return 3 if "error" in statuses else 1 if "failed" in statuses else 0
-
-
 def _report(
     recipe: LoadedRecipe,
     source: Source,
@@ -349,30 +305,14 @@ def _report(
     started: datetime,
     seconds: float,
 ) -> dict[str, Any]:
-    code = exit_code_of(outputs)
-    return {
-        "schema_version": 1,
-        "tool": {"name": "edgeport", "version": __version__},
-        "recipe": {"name": recipe.spec.name, "path": str(recipe.path)},
-        "passed": code == 0,
-        "exit_code": code,
-        "started": started.isoformat(timespec="seconds"),
-        "seconds": round(seconds, 3),
-        "source": source.describe(),
-        "environment": environment(),
-        "data": {section: dataset.describe() for section, dataset in datasets.items()},
-        "outputs": outputs,
-    }
-
-
-def environment() -> dict[str, Any]:
-    packages = {}
-    for name in REPORTED_PACKAGES:
-        try:
-            packages[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            packages[name] = None
-    return {"python": platform.python_version(), "platform": platform.platform(), "packages": packages}
+    return build_report(
+        {"name": recipe.spec.name, "path": str(recipe.path)},
+        source.describe(),
+        {section: dataset.describe() for section, dataset in datasets.items()},
+        outputs,
+        started,
+        seconds,
+    )
 
 
 def _one_line(error: BaseException) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -50,7 +51,16 @@ class LiteRTRuntime(Runtime):
         return {name: _dequantize(np.asarray(raw[name]), self.output_details[name]) for name in self.output_details}
 
     def _invoke(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self.runner(**feed) if self.runner is not None else self._invoke_by_index(feed)
+        try:
+            return self.runner(**feed) if self.runner is not None else self._invoke_by_index(feed)
+        except RuntimeError as error:
+            flex = re.findall(r"\((Flex\w+)\)", str(error))
+            if "Select TensorFlow op" in str(error):
+                raise RuntimeError(
+                    f"the file uses TF Select (Flex) ops {', '.join(flex) or ''}; ai-edge-litert has no Flex "
+                    "delegate, so it cannot run here (link tensorflow-lite-select-tf-ops where it is served)"
+                ) from None
+            raise
 
     def _invoke_by_index(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         batch = len(next(iter(feed.values())))

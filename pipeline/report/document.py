@@ -1,0 +1,64 @@
+"""The report dict (report.json, schema_version 1) that every format renders; built by `run` and `compare`."""
+
+from __future__ import annotations
+
+import platform
+from datetime import datetime
+from importlib import metadata
+from typing import Any
+
+from pipeline import __version__
+
+SCHEMA_VERSION = 1
+REPORTED_PACKAGES = (
+    "tensorflow",
+    "keras",
+    "tf-keras",
+    "tensorflow-model-optimization",
+    "tf2onnx",
+    "onnx",
+    "onnxruntime",
+    "ai-edge-litert",
+    "numpy",
+    "protobuf",
+)
+
+
+def exit_code_of(outputs: list[dict[str, Any]]) -> int:
+    """3 when any output could not be produced or run, else 1 when any gate failed, else 0."""
+    statuses = {output["status"] for output in outputs}
+    return 3 if "error" in statuses else 1 if "failed" in statuses else 0
+
+
+def build_report(
+    recipe: dict[str, Any],
+    source: dict[str, Any],
+    data: dict[str, Any],
+    outputs: list[dict[str, Any]],
+    started: datetime,
+    seconds: float,
+) -> dict[str, Any]:
+    code = exit_code_of(outputs)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "tool": {"name": "edgeport", "version": __version__},
+        "recipe": recipe,
+        "passed": code == 0,
+        "exit_code": code,
+        "started": started.isoformat(timespec="seconds"),
+        "seconds": round(seconds, 3),
+        "source": source,
+        "environment": environment(),
+        "data": data,
+        "outputs": outputs,
+    }
+
+
+def environment() -> dict[str, Any]:
+    packages = {}
+    for name in REPORTED_PACKAGES:
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            packages[name] = None
+    return {"python": platform.python_version(), "platform": platform.platform(), "packages": packages}
