@@ -40,7 +40,9 @@ _BENIGN_LOG_MARKERS = (
 
 
 def _quiet_environment() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # warnings kept: captured per conversion
+    # Warnings stay on: every conversion captures native output and keeps what matters for the report.
+    # Forced, not defaulted: tf2onnx sets 3 on import, and child processes would inherit that.
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "1"
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 

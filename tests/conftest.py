@@ -13,7 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # for scripts.make_demo_model
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # as edgeport sets it: warnings are captured
 
 
 @dataclass
@@ -120,3 +120,23 @@ def write_recipe(directory: Path, text: str, name: str = "recipe.yaml") -> Path:
     path = directory / name
     path.write_text(text)
     return path
+
+
+@pytest.fixture(scope="session")
+def tf_keras_digits(zoo: Zoo):
+    """The digits CNN as a tf_keras model artifact (the tfmot path): zoo.tf_keras_h5 read by tf_keras."""
+    import tf_keras
+
+    from pipeline.specs import Artifact
+
+    model = tf_keras.models.load_model(zoo.tf_keras_h5, compile=False)
+    return Artifact(kind="keras", path=zoo.tf_keras_h5, key="tf-keras-digits", flavour="tf_keras", handle=model)
+
+
+@pytest.fixture(scope="session")
+def fine_tune(zoo: Zoo):
+    """The digits training split as data.fine_tune would deliver it."""
+    from pipeline.data import Dataset
+
+    with np.load(zoo.digits_npz) as data:
+        return Dataset(section="fine_tune", origin="test", inputs={"pixels": data["x_train"]}, labels=data["y_train"])

@@ -6,20 +6,27 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.data import Dataset
 from pipeline.runtimes import runtime_for
 from pipeline.specs import Artifact
 from pipeline.stages import STAGES, StageContext
 
 
 def run_stage(
-    kind: str, upstream: Artifact, work: Path, calibration: np.ndarray | None = None, **options: object
+    kind: str,
+    upstream: Artifact,
+    work: Path,
+    calibration: np.ndarray | None = None,
+    *,
+    fine_tune: Dataset | None = None,
+    **options: object,
 ) -> Artifact:
     stage = STAGES[kind]
     batches = None
     if calibration is not None:
         batches = lambda: iter([{"pixels": calibration}])  # noqa: E731
     work.mkdir(parents=True, exist_ok=True)
-    context = StageContext(work_dir=work, key=f"test-{kind}", calibration=batches)
+    context = StageContext(work_dir=work, key=f"test-{kind}", calibration=batches, fine_tune=fine_tune)
     return stage().run(upstream, stage.Options(**options), context)
 
 

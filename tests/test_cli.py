@@ -228,3 +228,28 @@ def test_inspect_every_format(zoo, tmp_path: Path) -> None:
     broken.write_bytes(b"not onnx")
     result = edgeport("inspect", broken)
     assert result.returncode == 2 and "broken.onnx: cannot open as onnx" in result.stderr
+
+
+@pytest.mark.parametrize("strict", [True, False])
+def test_converter_warnings_are_reported_and_can_fail_the_stage(zoo, tmp_path: Path, strict: bool) -> None:
+    recipe = write_recipe(
+        tmp_path,
+        f"""\
+name: flex
+source: {zoo.bincount_keras}
+fail_on_converter_warnings: {str(strict).lower()}
+data:
+  evaluation: {{random: {{samples: 8, low: 0, high: 8}}}}
+outputs:
+  flex: {{stages: [{{tflite: {{supported_ops: [builtins, select_tf_ops]}}}}]}}
+""",
+    )
+    result = edgeport("run", recipe, "--out", tmp_path / "out")
+    assert result.returncode == 3
+    output = json.loads((tmp_path / "out" / "report.json").read_text())["outputs"][0]
+    assert any("FlexDenseBincount" in warning for warning in output["warnings"])
+    if strict:
+        assert output["error"].startswith("converter warnings (fail_on_converter_warnings is set)")
+        assert output["artifact"] is None
+    else:  # the file was made, but LiteRT here cannot run Flex ops: said plainly, not as a crash
+        assert "TF Select (Flex) ops FlexDenseBincount" in output["error"]

@@ -49,29 +49,22 @@ class ClusterStage(Stage):
         return {"top1_agreement": 0.9}
 
     def run(self, upstream: Artifact, options: ClusterOptions, ctx: StageContext) -> Artifact:
-        if upstream.handle is None:
-            raise StageError("cluster needs a loaded Keras model as its input")
-        api = finetune.keras_module(upstream)
-        from_logits = not finetune.ends_in_softmax(upstream.handle)
-        model = finetune.clone(upstream.handle, api)
-        finetune.compile_for(model, api, options, from_logits)
-        before = finetune.evaluate(model, ctx, options)
-        if upstream.flavour == "tf_keras":
-            clustered, method = _cluster_tf_keras(model, options, ctx, from_logits), "tfmot"
-        else:
-            clustered, method = _cluster_keras3(model, options, ctx), "keras3 k-means, fixed assignments"
-        finetune.compile_for(clustered, api, options, from_logits)
-        after = finetune.evaluate(clustered, ctx, options)
-        path = finetune.save(clustered, upstream, ctx)
+        keras3 = upstream.flavour != "tf_keras"
+
+        def cluster(model: Any, from_logits: bool) -> Any:
+            if keras3:
+                return _cluster_keras3(model, options, ctx)
+            return _cluster_tf_keras(model, options, ctx, from_logits)
+
+        clustered, path, scores = finetune.tune(upstream, options, ctx, cluster)
         details = {
-            "method": method,
+            "method": "keras3 k-means, fixed assignments" if keras3 else "tfmot cluster_weights",
             "number_of_clusters": options.number_of_clusters,
             "centroid_initialization": options.centroid_initialization,
             "epochs": options.epochs,
             **measure_unique_values(clustered),
             **finetune.parameter_counts(clustered),
-            "fine_tune_before": before,
-            "fine_tune_after": after,
+            **scores,
         }
         return Artifact(
             kind="keras", path=path, key=ctx.key, flavour=upstream.flavour, handle=clustered, details=details

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import math
 import os
+import re
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipeline.errors import StageError
 from pipeline.frameworks import captured_native_output, import_tensorflow
@@ -26,6 +28,28 @@ FINE_TUNE_DATA = ["fine_tune", "fine_tune.labels"]
 KERNEL_LAYERS = ("Dense", "Conv1D", "Conv2D", "Conv3D", "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose")
 
 
+class LayerFilter(BaseModel):
+    """Which layers a stage changes, by name."""
+
+    model_config = ConfigDict(extra="forbid")
+    include: list[str] = Field(default_factory=lambda: [".*"], description="Regexes on layer names (search).")
+    exclude: list[str] = Field(default_factory=list, description="Regexes on layer names; wins over include.")
+
+    @field_validator("include", "exclude")
+    @classmethod
+    def _compiles(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as error:
+                raise ValueError(f"{pattern!r} is not a regular expression: {error}") from None
+        return patterns
+
+    def selects(self, name: str) -> bool:
+        matches = lambda patterns: any(re.search(p, name) for p in patterns)  # noqa: E731
+        return matches(self.include) and not matches(self.exclude)
+
+
 class FineTuneOptions(StageOptions):
     epochs: int = Field(2, ge=1, le=1000, description="Passes over data.fine_tune.")
     batch_size: int = Field(32, ge=1, le=65536)
@@ -35,6 +59,25 @@ class FineTuneOptions(StageOptions):
         "sparse_categorical_crossentropy",
         description="Cross-entropies read logits unless the model's last layer applies softmax.",
     )
+
+
+def tune(
+    upstream: Artifact, options: FineTuneOptions, ctx: StageContext, transform: Callable[[Any, bool], Any]
+) -> tuple[Any, Path, dict[str, Any]]:
+    """The training stages' frame: copy the upstream model (other outputs may share it), score it on the
+    fine-tune data, `transform(copy, from_logits)` (wrap, fit, strip), score again, save.
+    Returns (model, path, the two scores for `details`)."""
+    if upstream.handle is None:
+        raise StageError("this stage needs a loaded Keras model as its input")
+    api = keras_module(upstream)
+    from_logits = not ends_in_softmax(upstream.handle)
+    model = clone(upstream.handle, api)
+    compile_for(model, api, options, from_logits)
+    before = evaluate(model, ctx, options)
+    result = transform(model, from_logits)
+    compile_for(result, api, options, from_logits)
+    scores = {"fine_tune_before": before, "fine_tune_after": evaluate(result, ctx, options)}
+    return result, save(result, upstream, ctx), scores
 
 
 def keras_module(artifact: Artifact) -> ModuleType:

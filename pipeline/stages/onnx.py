@@ -5,6 +5,7 @@ Knows tf2onnx, onnx and onnxruntime.quantization; nothing of recipes, runtimes o
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections import Counter
@@ -136,7 +137,7 @@ def _quantize(proto: Any, options: OnnxOptions, ctx: StageContext, path: Path) -
         prepared = exported
     partial = path.with_name(f".{path.name}.partial")
     try:
-        with captured_native_output():
+        with captured_native_output(), contextlib.chdir(ctx.work_dir):
             if options.quantize == "dynamic":
                 quantize_dynamic(prepared, partial, per_channel=options.per_channel, weight_type=QuantType.QInt8)
             else:
@@ -161,7 +162,8 @@ def _quantize(proto: Any, options: OnnxOptions, ctx: StageContext, path: Path) -
 
 def _pre_process(quant_pre_process: Any, exported: Path, prepared: Path) -> None:
     """Symbolic shape inference fails on some graphs (several inputs); the rest of pre-processing still helps."""
-    with captured_native_output():
+    # It leaves temporary files in the current directory: keep them in the stage's work directory.
+    with captured_native_output(), contextlib.chdir(prepared.parent):
         try:
             quant_pre_process(str(exported), str(prepared))
         except Exception:  # retried without the symbolic pass; a second failure propagates

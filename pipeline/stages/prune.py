@@ -9,26 +9,16 @@ the weights, not copied from the options.
 
 from __future__ import annotations
 
-import re
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from pipeline.errors import StageError
 from pipeline.specs import Artifact
 from pipeline.stages import finetune
 from pipeline.stages.base import Stage, StageContext
-
-
-class LayerFilter(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    include: list[str] = Field(default_factory=lambda: [".*"], description="Regexes on layer names (search).")
-    exclude: list[str] = Field(default_factory=list, description="Regexes on layer names; wins over include.")
-
-    def selects(self, name: str) -> bool:
-        matches = lambda patterns: any(re.search(p, name) for p in patterns)  # noqa: E731
-        return matches(self.include) and not matches(self.exclude)
+from pipeline.stages.masks import magnitude_mask, measure_sparsity
 
 
 class PruneOptions(finetune.FineTuneOptions):
@@ -37,7 +27,7 @@ class PruneOptions(finetune.FineTuneOptions):
     initial_sparsity: float = Field(0.0, ge=0, lt=1, description="Polynomial schedule only: sparsity at step 0.")
     # tfmot's default frequency (100 steps) never fires in a short fine-tune.
     frequency: int = Field(1, ge=1, description="Update the masks every this many training steps.")
-    layers: LayerFilter = Field(default_factory=LayerFilter)
+    layers: finetune.LayerFilter = Field(default_factory=finetune.LayerFilter)
     structure: Literal["2:4"] | None = Field(None, description="m:n sparsity (2 zeros in every 4 input weights).")
 
     @model_validator(mode="after")
@@ -70,36 +60,37 @@ class PruneStage(Stage):
         return {"top1_agreement": 0.9}
 
     def run(self, upstream: Artifact, options: PruneOptions, ctx: StageContext) -> Artifact:
-        if upstream.handle is None:
-            raise StageError("prune needs a loaded Keras model as its input")
-        api = finetune.keras_module(upstream)
-        from_logits = not finetune.ends_in_softmax(upstream.handle)
-        model = finetune.clone(upstream.handle, api)
-        targets = [layer.name for layer in finetune.kernel_layers(model) if options.layers.selects(layer.name)]
-        if not targets:
-            raise StageError("no Dense/Conv layer matches prune.layers; nothing to prune")
-        finetune.compile_for(model, api, options, from_logits)
-        before = finetune.evaluate(model, ctx, options)
+        finetune.training_data(ctx)  # no fine-tune data: say so before any work
+        targets = _targets(upstream, options)
         schedule = _schedule(options, finetune.steps_per_epoch(ctx, options))
-        if upstream.flavour == "tf_keras":
-            pruned, method = _prune_tf_keras(model, targets, schedule, options, ctx, from_logits), "tfmot"
-        else:
-            pruned, method = _prune_keras3(model, targets, schedule, options, ctx), "keras3 magnitude masks"
-        finetune.compile_for(pruned, api, options, from_logits)
-        after = finetune.evaluate(pruned, ctx, options)
-        path = finetune.save(pruned, upstream, ctx)
+        keras3 = upstream.flavour != "tf_keras"
+
+        def prune(model: Any, from_logits: bool) -> Any:
+            if keras3:
+                return _prune_keras3(model, targets, schedule, options, ctx)
+            return _prune_tf_keras(model, targets, schedule, options, ctx, from_logits)
+
+        pruned, path, scores = finetune.tune(upstream, options, ctx, prune)
         details = {
-            "method": method,
+            "method": "keras3 magnitude masks" if keras3 else "tfmot prune_low_magnitude",
             "target_sparsity": options.sparsity,
             "schedule": options.schedule,
             "structure": options.structure,
             "epochs": options.epochs,
             **measure_sparsity(pruned, targets),
             **finetune.parameter_counts(pruned),
-            "fine_tune_before": before,
-            "fine_tune_after": after,
+            **scores,
         }
         return Artifact(kind="keras", path=path, key=ctx.key, flavour=upstream.flavour, handle=pruned, details=details)
+
+
+def _targets(upstream: Artifact, options: PruneOptions) -> list[str]:
+    if upstream.handle is None:
+        raise StageError("prune needs a loaded Keras model as its input")
+    targets = [layer.name for layer in finetune.kernel_layers(upstream.handle) if options.layers.selects(layer.name)]
+    if not targets:
+        raise StageError("no Dense/Conv layer matches prune.layers; nothing to prune")
+    return targets
 
 
 def _schedule(options: PruneOptions, steps_per_epoch: int) -> Any:
@@ -162,39 +153,3 @@ def _prune_keras3(model: Any, targets: list[str], schedule: Any, options: PruneO
 
     finetune.fit(model, ctx, options, [MagnitudeMasks()])
     return finetune.clone(model, keras)  # drops the optimizer state from what is saved
-
-
-def magnitude_mask(kernel: np.ndarray, sparsity: float, structure: str | None = None) -> np.ndarray:
-    """1 where a weight stays. Unstructured: zero the round(sparsity × size) smallest magnitudes of the kernel.
-    2:4: in every 4 consecutive input-channel weights (tfmot's layout), zero the 2 smallest."""
-    magnitude = np.abs(kernel)
-    if structure == "2:4":
-        return _m_by_n_mask(magnitude, zeros=2, block=4)
-    mask = np.ones(kernel.size, dtype=kernel.dtype)
-    mask[np.argsort(magnitude, axis=None, kind="stable")[: round(sparsity * kernel.size)]] = 0
-    return mask.reshape(kernel.shape)
-
-
-def _m_by_n_mask(magnitude: np.ndarray, zeros: int, block: int) -> np.ndarray:
-    rows = np.moveaxis(magnitude, -2, -1)  # input channels last, as tfmot lays them out for TFLite
-    flat = rows.reshape(-1, rows.shape[-1])
-    pad = (-flat.shape[1]) % block
-    # Padding counts as smallest, as in tfmot: a layer with fewer than 4 input channels keeps its weights.
-    blocks = np.pad(flat, ((0, 0), (0, pad)), constant_values=-1).reshape(flat.shape[0], -1, block)
-    mask = np.ones_like(blocks)
-    np.put_along_axis(mask, np.argsort(blocks, axis=-1)[..., :zeros], 0, axis=-1)
-    mask = mask.reshape(flat.shape[0], -1)[:, : flat.shape[1]].reshape(rows.shape)
-    return np.moveaxis(mask, -1, -2).astype(magnitude.dtype)
-
-
-def measure_sparsity(model: Any, targets: list[str]) -> dict[str, Any]:
-    """Fractions of exact zeros, counted on the kernels of the pruned layers."""
-    kernels = {layer.name: np.asarray(layer.kernel) for layer in model.layers if layer.name in targets}
-    zeros = {name: int(np.count_nonzero(kernel == 0)) for name, kernel in kernels.items()}
-    prunable = sum(kernel.size for kernel in kernels.values())
-    return {
-        "sparsity": {name: round(zeros[name] / kernels[name].size, 4) for name in kernels},
-        "overall_sparsity": round(sum(zeros.values()) / prunable, 4),
-        "prunable_parameters": prunable,
-        "zero_parameters": sum(zeros.values()),
-    }

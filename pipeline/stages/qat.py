@@ -46,28 +46,25 @@ class QatStage(Stage):
         return {"cosine": 0.99, "top1_agreement": 0.95}
 
     def run(self, upstream: Artifact, options: QatOptions, ctx: StageContext) -> Artifact:
-        if upstream.handle is None:
-            raise StageError("qat needs a loaded Keras model as its input")
         if upstream.flavour != "tf_keras":
             raise StageError(KERAS3_REFUSAL)
-        api = finetune.keras_module(upstream)
-        from_logits = not finetune.ends_in_softmax(upstream.handle)
-        model = finetune.clone(upstream.handle, api)
-        finetune.compile_for(model, api, options, from_logits)
-        before = finetune.evaluate(model, ctx, options)
-        quantized = _annotate(model)
-        finetune.compile_for(quantized, api, options, from_logits)
-        finetune.fit(quantized, ctx, options, [])
-        after = finetune.evaluate(quantized, ctx, options)
-        path = finetune.save(quantized, upstream, ctx)
+
+        def quantize(model: Any, from_logits: bool) -> Any:
+            import tf_keras
+
+            annotated = _annotate(model)
+            finetune.compile_for(annotated, tf_keras, options, from_logits)
+            finetune.fit(annotated, ctx, options, [])
+            return annotated
+
+        quantized, path, scores = finetune.tune(upstream, options, ctx, quantize)
         details = {
             "qat": True,  # tells a following tflite stage the ranges are in the model
             "method": "tfmot quantize_model",
             "epochs": options.epochs,
             "quantized_layers": _quantized_layers(quantized),
-            **finetune.parameter_counts(model),
-            "fine_tune_before": before,
-            "fine_tune_after": after,
+            **finetune.parameter_counts(upstream.handle),
+            **scores,
         }
         return Artifact(
             kind="keras", path=path, key=ctx.key, flavour=upstream.flavour, handle=quantized, details=details

@@ -88,3 +88,32 @@ def test_unsupported_op_is_a_stage_error_naming_it(zoo, tmp_path: Path) -> None:
     with pytest.raises(StageError, match="DenseBincount"):
         run_stage("tflite", source.artifact, tmp_path)
     assert not (tmp_path / "model.tflite").exists()
+
+
+@pytest.mark.parametrize("io", ["float32", "int16"])
+def test_int16x8_quantization(zoo, tmp_path: Path, io: str) -> None:
+    source = load_source(zoo.keras3)
+    artifact = run_stage("tflite", source.artifact, tmp_path, calibration=zoo.x_test[:100], quantize="int16x8", io=io)
+    assert runtime_for(artifact).inputs[0].dtype == io
+    out = predict(artifact, zoo.x_test)
+    assert top1_agreement(out, zoo.reference) >= 0.97
+
+
+def test_select_tf_ops_convert_what_builtins_cannot(zoo, tmp_path: Path) -> None:
+    source = load_source(zoo.bincount_keras)
+    artifact = run_stage("tflite", source.artifact, tmp_path, supported_ops=["builtins", "select_tf_ops"])
+    assert artifact.path.stat().st_size > 0
+    assert any("FlexDenseBincount" in warning for warning in artifact.warnings)
+    runtime = runtime_for(artifact)
+    with pytest.raises(RuntimeError, match="TF Select \\(Flex\\) ops FlexDenseBincount"):
+        runtime.predict_batch({"tokens": np.zeros((2, 4), np.int32)})
+
+
+def test_delegates_agree_on_the_digits_model(zoo, tmp_path: Path) -> None:
+    artifact = run_stage(
+        "tflite", load_source(zoo.keras3).artifact, tmp_path, calibration=zoo.x_test[:50], quantize="int8"
+    )
+    with_xnnpack = runtime_for(artifact, delegate="xnnpack").predict_batch({"pixels": zoo.x_test})
+    plain = runtime_for(artifact, delegate="none").predict_batch({"pixels": zoo.x_test})
+    a, b = next(iter(with_xnnpack.values())), next(iter(plain.values()))
+    assert (a.argmax(1) == b.argmax(1)).mean() > 0.97
