@@ -52,8 +52,11 @@ def plan_recipe(recipe: LoadedRecipe, source_key: str, only: list[str] | None = 
         tensor_gates = output.gates.tensor_thresholds()
         gates_from = "recipe"
         if not gates and not tensor_gates:
-            last = nodes[-1]
-            gates, gates_from = STAGES[last.kind].default_gates(last.options), "default"
+            # A stage that changes the model on purpose (prune, qat...) sets the bar: a conversion's
+            # fp32 tolerance against the unchanged source would always fail after it.
+            changers = [node for node in nodes if STAGES[node.kind].gives == "keras"]
+            decisive = changers[0] if changers else nodes[-1]
+            gates, gates_from = STAGES[decisive.kind].default_gates(decisive.options), "default"
         plans.append(OutputPlan(name, nodes, gates, gates_from, tensor_gates, output.runtime))
     return plans
 

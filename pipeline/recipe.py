@@ -268,6 +268,9 @@ def check_chains(recipe: LoadedRecipe) -> None:
             kind, options = stage_of(entry)
             stage = STAGES[kind]
             place = f"outputs.{name}.stages[{index}].{kind}"
+            refusal = stage.refuses_source(recipe.source_path.suffix.lower()) if given == "keras" else None
+            if refusal:
+                raise RecipeError(f"{recipe.path}: {place}: {refusal}")
             if given not in stage.takes:
                 raise RecipeError(
                     f"{recipe.path}: {place}: {kind} takes {' or '.join(sorted(stage.takes))}, "

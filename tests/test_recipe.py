@@ -127,3 +127,13 @@ def test_schema_lists_every_stage_kind() -> None:
     entry = schema["$defs"]["StageEntry"]["properties"]
     assert set(entry) == {"tflite", "onnx", "prune", "qat", "cluster"}
     assert schema["additionalProperties"] is False
+
+
+def test_qat_on_a_keras3_file_is_refused_at_validation(files: Path) -> None:
+    text = GOOD.replace("  calibration:", "  fine_tune: {npz: data.npz, inputs: x, labels: y}\n  calibration:").replace(
+        "stages: [tflite]", "stages: [qat, {tflite: {quantize: int8}}]"
+    )
+    with pytest.raises(
+        RecipeError, match=r"outputs\.fp32\.stages\[0\]\.qat: qat needs a tf_keras model.*quantize: int8"
+    ):
+        load_recipe(write_recipe(files, text))

@@ -49,6 +49,11 @@ class Stage(ABC):
         return []
 
     @classmethod
+    def refuses_source(cls, source_suffix: str) -> str | None:
+        """Why this stage cannot take a model from a source file of this kind (e.g. `.keras`), if it cannot."""
+        return None
+
+    @classmethod
     def describe(cls, options: StageOptions) -> str:
         """A short human label, e.g. `tflite int8 io=int8`."""
         return cls.kind

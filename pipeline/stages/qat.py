@@ -37,6 +37,11 @@ class QatStage(Stage):
         return finetune.FINE_TUNE_DATA
 
     @classmethod
+    def refuses_source(cls, source_suffix: str) -> str | None:
+        # A .keras file is always a Keras 3 model; an .h5 may hold either kind, so it is checked at run time.
+        return KERAS3_REFUSAL if source_suffix == ".keras" else None
+
+    @classmethod
     def describe(cls, options: QatOptions) -> str:
         return f"qat epochs={options.epochs}"
 
