@@ -5,6 +5,7 @@ Knows the model only through its input TensorSpecs; imports no framework.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,15 @@ class Dataset:
     def label_batches(self, size: int = 64) -> Iterator[np.ndarray | None]:
         for start in range(0, self.samples, size):
             yield None if self.labels is None else self.labels[start : start + size]
+
+    def digest(self) -> str:
+        """Content hash of the arrays (and labels): part of the cache key of whatever they feed."""
+        digest = hashlib.sha256()
+        for name, array in [*self.inputs.items(), ("__labels__", self.labels)]:
+            if array is not None:
+                digest.update(f"{name}|{array.dtype}|{array.shape}".encode())
+                digest.update(np.ascontiguousarray(array).tobytes())
+        return digest.hexdigest()
 
     def describe(self) -> dict[str, object]:
         return {

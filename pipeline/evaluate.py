@@ -11,6 +11,7 @@ import numpy as np
 
 from pipeline.data import Dataset
 from pipeline.parity import ParityAccumulator, ParityResult
+from pipeline.plotdata import plot_data
 from pipeline.runtimes import align_names, runtime_for
 from pipeline.specs import Artifact
 
@@ -41,10 +42,16 @@ def predict_dataset(
 
 
 def compare(reference: Predictions, candidate: Predictions, dataset: Dataset, batch_size: int) -> ParityResult:
-    """Parity of two runs over the same batches; tensors matched by name, else by position."""
+    """Parity of two runs over the same batches; tensors matched by name, else by position.
+
+    The result carries plot data (a bounded sample and an |error| histogram) for the reports to draw.
+    """
     mapping = align_names(reference.names, candidate.names, f"{candidate.label} outputs")
     accumulator = ParityAccumulator(reference.label, reference.names, candidate.label)
     labels = dataset.label_batches(batch_size)
-    for expected, produced, batch_labels in zip(reference.batches, candidate.batches, labels, strict=True):
-        accumulator.update(expected, {name: produced[mapping[name]] for name in reference.names}, batch_labels)
-    return accumulator.result()
+    matched = [{name: produced[mapping[name]] for name in reference.names} for produced in candidate.batches]
+    for expected, produced, batch_labels in zip(reference.batches, matched, labels, strict=True):
+        accumulator.update(expected, produced, batch_labels)
+    result = accumulator.result()
+    result.plots = plot_data(reference.batches, matched, reference.names)
+    return result

@@ -149,6 +149,7 @@ class ParityResult:
     tensors: dict[str, dict[str, float]]
     nonfinite: int
     gates: list[GateResult] = field(default_factory=list)
+    plots: dict[str, Any] | None = None  # pipeline.plotdata's bounded sample and histogram, finite by construction
 
     @property
     def passed(self) -> bool:
@@ -163,6 +164,7 @@ class ParityResult:
             "metrics": {name: _json_number(value) for name, value in self.metrics.items()},
             "tensors": {name: {k: _json_number(v) for k, v in values.items()} for name, values in self.tensors.items()},
             "gates": [gate.to_dict() for gate in self.gates],
+            "plots": self.plots,
         }
 
 

@@ -6,6 +6,8 @@ Two outputs whose chains start alike share the nodes (same key), so a shared pre
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
+from importlib import metadata
 
 from pipeline.artifacts import key_of
 from pipeline.errors import RecipeError
@@ -31,7 +33,14 @@ class OutputPlan:
     runtime: RuntimeSpec
 
 
-def plan_recipe(recipe: LoadedRecipe, source_key: str, only: list[str] | None = None) -> list[OutputPlan]:
+def plan_recipe(
+    recipe: LoadedRecipe,
+    source_key: str,
+    only: list[str] | None = None,
+    data_digests: dict[str, str] | None = None,
+) -> list[OutputPlan]:
+    """Per output, its chain of nodes. A node's key covers everything its artifact depends on: the
+    upstream key, the stage and its options, the data it reads, and the versions of the tool chain."""
     outputs = recipe.spec.outputs
     unknown = sorted(set(only or []) - set(outputs))
     if unknown:
@@ -46,7 +55,10 @@ def plan_recipe(recipe: LoadedRecipe, source_key: str, only: list[str] | None = 
         for entry in output.stages:
             kind, options = stage_of(entry)
             stage = STAGES[kind]
-            upstream = key_of(kind, options.model_dump(mode="json"), upstream)
+            data = {
+                section: (data_digests or {}).get(section.split(".")[0]) for section in stage.required_data(options)
+            }
+            upstream = key_of(kind, options.model_dump(mode="json"), upstream, data, package_versions(stage.packages))
             nodes.append(PlanNode(key=upstream, kind=kind, options=options, label=stage.describe(options)))
         gates = output.gates.thresholds()
         tensor_gates = output.gates.tensor_thresholds()
@@ -59,6 +71,17 @@ def plan_recipe(recipe: LoadedRecipe, source_key: str, only: list[str] | None = 
             gates, gates_from = STAGES[decisive.kind].default_gates(decisive.options), "default"
         plans.append(OutputPlan(name, nodes, gates, gates_from, tensor_gates, output.runtime))
     return plans
+
+
+@cache
+def package_versions(packages: tuple[str, ...]) -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for package in packages:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
 
 
 def check_tensor_gates(recipe: LoadedRecipe, plans: list[OutputPlan], output_names: list[str]) -> None:

@@ -39,6 +39,7 @@ class RunOptions:
     only: list[str] | None = None
     trust_model: bool = False
     batch_size: int = 64
+    baseline: Path | None = None  # an earlier report.json: regressions against it fail the run
 
 
 Log = Callable[[str], None]
@@ -74,6 +75,10 @@ def run_recipe(recipe: LoadedRecipe, options: RunOptions, log: Log = stderr_log)
         run = _RecipeRun(recipe, source, datasets, Path(work), options, log)
         results = [run.output(plan, f"  [{n}/{len(plans)}] {plan.name}") for n, plan in enumerate(plans, start=1)]
     report = _report(recipe, source, datasets, results, started, time.perf_counter() - clock)
+    if options.baseline is not None:
+        from pipeline.baseline import apply_baseline
+
+        apply_baseline(report, options.baseline)
     write_reports(report, options.out_dir)
     return report
 

@@ -7,7 +7,8 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,22 +32,33 @@ def load_data(seed: int = 0, n_train: int = 1437) -> dict[str, np.ndarray]:
     return {"x_train": x[tr], "y_train": y[tr], "x_test": x[te], "y_test": y[te]}
 
 
+def digits_cnn(api: ModuleType, name: str = "digits_cnn", depthwise: bool = False) -> Any:
+    """The demo CNN in `api`: Keras 3 (`keras`) or legacy (`tf_keras`, with `depthwise` for a layer
+    Keras 3 cannot read back from a legacy .h5)."""
+    layers = api.layers
+    inputs = api.Input((8, 8, 1), name="pixels")
+    h = layers.Conv2D(16, 3, padding="same", activation="relu")(inputs)
+    if depthwise:
+        h = layers.DepthwiseConv2D(3, padding="same", activation="relu")(h)
+    h = layers.MaxPooling2D(2)(h)
+    h = layers.Conv2D(32, 3, padding="same", activation="relu")(h)
+    h = layers.Flatten()(h)
+    h = layers.Dense(32, activation="relu")(h)
+    return api.Model(inputs, layers.Dense(10, name="logits")(h), name=name)
+
+
+def train(model: Any, api: ModuleType, x_train: np.ndarray, y_train: np.ndarray, epochs: int) -> Any:
+    loss = api.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(optimizer=api.optimizers.Adam(1e-2), loss=loss, metrics=["accuracy"])
+    model.fit(x_train, y_train, epochs=epochs, batch_size=64, shuffle=True, verbose=0)
+    return model
+
+
 def build_and_train(x_train: np.ndarray, y_train: np.ndarray, epochs: int = 12, seed: int = 0) -> keras.Model:
     import keras  # Keras 3, imported late so the "exists" path stays fast; never tf.keras
 
     keras.utils.set_random_seed(seed)
-    inputs = keras.Input((8, 8, 1), name="pixels")
-    h = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(inputs)
-    h = keras.layers.MaxPooling2D(2)(h)
-    h = keras.layers.Conv2D(32, 3, padding="same", activation="relu")(h)
-    h = keras.layers.Flatten()(h)
-    h = keras.layers.Dense(32, activation="relu")(h)
-    outputs = keras.layers.Dense(10, name="logits")(h)
-    model = keras.Model(inputs, outputs, name="digits_cnn")
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=loss, metrics=["accuracy"])
-    model.fit(x_train, y_train, epochs=epochs, batch_size=64, shuffle=True, verbose=0)
-    return model
+    return train(digits_cnn(keras), keras, x_train, y_train, epochs)
 
 
 def main(argv: list[str] | None = None) -> int:

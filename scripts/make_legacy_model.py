@@ -18,26 +18,15 @@ from typing import Any
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for scripts.make_demo_model
 
-from scripts.make_demo_model import load_data, log
+from scripts.make_demo_model import digits_cnn, load_data, log, train
 
 
 def build_and_train(x_train: Any, y_train: Any, epochs: int = 12, seed: int = 0) -> Any:
     import tf_keras  # never tf.keras: what it resolves to depends on TF_USE_LEGACY_KERAS
 
     tf_keras.utils.set_random_seed(seed)
-    inputs = tf_keras.Input((8, 8, 1), name="pixels")
-    h = tf_keras.layers.Conv2D(16, 3, padding="same", activation="relu")(inputs)
-    h = tf_keras.layers.DepthwiseConv2D(3, padding="same", activation="relu")(h)
-    h = tf_keras.layers.MaxPooling2D(2)(h)
-    h = tf_keras.layers.Conv2D(32, 3, padding="same", activation="relu")(h)
-    h = tf_keras.layers.Flatten()(h)
-    h = tf_keras.layers.Dense(32, activation="relu")(h)
-    outputs = tf_keras.layers.Dense(10, name="logits")(h)
-    model = tf_keras.Model(inputs, outputs, name="digits_cnn_legacy")
-    loss = tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    model.compile(optimizer=tf_keras.optimizers.Adam(1e-2), loss=loss, metrics=["accuracy"])
-    model.fit(x_train, y_train, epochs=epochs, batch_size=64, shuffle=True, verbose=0)
-    return model
+    model = digits_cnn(tf_keras, name="digits_cnn_legacy", depthwise=True)
+    return train(model, tf_keras, x_train, y_train, epochs)
 
 
 def main(argv: list[str] | None = None) -> int:

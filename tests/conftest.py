@@ -48,14 +48,9 @@ def _digits_model(tmp: Path) -> tuple:
 def _tf_keras_twin(model, path: Path) -> None:
     import tf_keras
 
-    inputs = tf_keras.Input((8, 8, 1), name="pixels")
-    h = tf_keras.layers.Conv2D(16, 3, padding="same", activation="relu")(inputs)
-    h = tf_keras.layers.MaxPooling2D(2)(h)
-    h = tf_keras.layers.Conv2D(32, 3, padding="same", activation="relu")(h)
-    h = tf_keras.layers.Flatten()(h)
-    h = tf_keras.layers.Dense(32, activation="relu")(h)
-    outputs = tf_keras.layers.Dense(10, name="logits")(h)
-    twin = tf_keras.Model(inputs, outputs)
+    from scripts.make_demo_model import digits_cnn
+
+    twin = digits_cnn(tf_keras)
     twin.set_weights(model.get_weights())
     twin.save(path)
 

@@ -119,6 +119,27 @@ def comparison_rows(output: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+DATA_COLUMNS = ["role", "origin", "samples", "labels", "inputs"]
+
+
+def data_rows(data: dict[str, Any]) -> list[list[str]]:
+    """One row per data section of a report: where it came from and what it fed the model."""
+    rows = []
+    for role, info in data.items():
+        if isinstance(info, dict):
+            inputs = "; ".join(f"{name} {shape_text(spec)}" for name, spec in (info.get("inputs") or {}).items())
+            rows.append(
+                [
+                    role,
+                    str(info.get("origin", "-")),
+                    number(info.get("samples")),
+                    number(info.get("labels")),
+                    inputs or "-",
+                ]
+            )
+    return rows
+
+
 def nonfinite_of(output: dict[str, Any]) -> int:
     return int(as_float((output.get("parity") or {}).get("nonfinite")) or 0)
 

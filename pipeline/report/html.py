@@ -12,9 +12,11 @@ from typing import Any
 from pipeline.artifacts import write_text_atomic
 from pipeline.report.console import (
     COMPARISON_COLUMNS,
+    DATA_COLUMNS,
     FAIL_MARK,
     PASS_MARK,
     comparison_rows,
+    data_rows,
     final_line,
     first_line,
     gates_of,
@@ -22,7 +24,6 @@ from pipeline.report.console import (
     nonfinite_of,
     number,
     relation,
-    shape_text,
 )
 
 METRIC_ORDER = (
@@ -290,22 +291,8 @@ def _source(source: dict[str, Any]) -> str:
 
 
 def _data(data: dict[str, Any]) -> str:
-    rows = [
-        [
-            td(role),
-            td(info.get("origin", "-")),
-            td(number(info.get("samples")), "num"),
-            td(number(info.get("labels"))),
-            td(_inputs(info)),
-        ]
-        for role, info in data.items()
-        if isinstance(info, dict)
-    ]
-    return "<h2>Data</h2>\n" + table(["role", "origin", "samples", "labels", "inputs"], rows) if rows else ""
-
-
-def _inputs(info: dict[str, Any]) -> str:
-    return "; ".join(f"{name} {shape_text(spec)}" for name, spec in (info.get("inputs") or {}).items()) or "-"
+    rows = [[td(cell, "num" if index == 2 else "") for index, cell in enumerate(row)] for row in data_rows(data)]
+    return "<h2>Data</h2>\n" + table(DATA_COLUMNS, rows) if rows else ""
 
 
 def _environment(environment: dict[str, Any]) -> str:

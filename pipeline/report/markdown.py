@@ -12,10 +12,12 @@ from typing import Any
 from pipeline.artifacts import write_text_atomic
 from pipeline.report.console import (
     COMPARISON_COLUMNS,
+    DATA_COLUMNS,
     FAIL_MARK,
     PASS_MARK,
     TABLE_METRICS,
     comparison_rows,
+    data_rows,
     final_line,
     first_line,
     gate_name,
@@ -24,7 +26,6 @@ from pipeline.report.console import (
     nonfinite_of,
     number,
     relation,
-    shape_text,
 )
 
 _TAG_START = re.compile(r"<(?=[A-Za-z/!?])")  # `<script`, `</b`, `<!--`; leaves `<=` alone
@@ -232,16 +233,8 @@ def _source(source: dict[str, Any]) -> str:
 
 
 def _data(data: dict[str, Any]) -> str:
-    rows = [
-        [role, info.get("origin", "-"), number(info.get("samples")), number(info.get("labels")), _inputs(info)]
-        for role, info in data.items()
-        if isinstance(info, dict)
-    ]
-    return "## Data\n\n" + table(["role", "origin", "samples", "labels", "inputs"], rows) if rows else ""
-
-
-def _inputs(info: dict[str, Any]) -> str:
-    return "; ".join(f"{name} {shape_text(spec)}" for name, spec in (info.get("inputs") or {}).items()) or "-"
+    rows = data_rows(data)
+    return "## Data\n\n" + table(DATA_COLUMNS, rows) if rows else ""
 
 
 def _environment(environment: dict[str, Any]) -> str:

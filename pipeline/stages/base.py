@@ -42,6 +42,18 @@ class Stage(ABC):
     Options: ClassVar[type[StageOptions]]
     takes: ClassVar[frozenset[str]]
     gives: ClassVar[ArtifactKind]
+    # Packages whose version is part of this stage's cache key: an upgrade rebuilds its artifacts.
+    packages: ClassVar[tuple[str, ...]] = (
+        "tensorflow",
+        "keras",
+        "tf-keras",
+        "tensorflow-model-optimization",
+        "tf2onnx",
+        "onnx",
+        "onnxruntime",
+        "ai-edge-litert",
+        "numpy",
+    )
 
     @classmethod
     def required_data(cls, options: StageOptions) -> list[str]:

@@ -18,7 +18,7 @@ from pydantic import Field
 from pipeline.errors import StageError
 from pipeline.specs import Artifact
 from pipeline.stages import finetune
-from pipeline.stages.base import Stage, StageContext
+from pipeline.stages.base import StageContext
 
 CLUSTERED_LAYERS = (*finetune.KERNEL_LAYERS, "DepthwiseConv2D")
 _KMEANS_ITERATIONS = 20
@@ -29,24 +29,13 @@ class ClusterOptions(finetune.FineTuneOptions):
     centroid_initialization: Literal["linear", "kmeans_plus_plus", "density_based", "random"] = "kmeans_plus_plus"
 
 
-class ClusterStage(Stage):
+class ClusterStage(finetune.FineTuningStage):
     kind = "cluster"
     Options = ClusterOptions
-    takes = frozenset({"keras"})
-    gives = "keras"
-
-    @classmethod
-    def required_data(cls, options: ClusterOptions) -> list[str]:
-        return finetune.FINE_TUNE_DATA
 
     @classmethod
     def describe(cls, options: ClusterOptions) -> str:
         return f"cluster {options.number_of_clusters} {options.centroid_initialization} epochs={options.epochs}"
-
-    @classmethod
-    def default_gates(cls, options: ClusterOptions) -> dict[str, float]:
-        # Like pruning, clustering changes the weights on purpose: gate the decisions, not the values.
-        return {"top1_agreement": 0.9}
 
     def run(self, upstream: Artifact, options: ClusterOptions, ctx: StageContext) -> Artifact:
         keras3 = upstream.flavour != "tf_keras"

@@ -20,9 +20,28 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pipeline.errors import StageError
 from pipeline.frameworks import captured_native_output, import_tensorflow
 from pipeline.specs import Artifact
-from pipeline.stages.base import StageContext, StageOptions
+from pipeline.stages.base import Stage, StageContext, StageOptions
 
 FINE_TUNE_DATA = ["fine_tune", "fine_tune.labels"]
+
+
+class FineTuningStage(Stage):
+    """Base of the stages that change a Keras model on purpose and fine-tune it on data.fine_tune."""
+
+    takes = frozenset({"keras"})
+    gives = "keras"
+
+    @classmethod
+    def required_data(cls, options: StageOptions) -> list[str]:
+        return FINE_TUNE_DATA
+
+    @classmethod
+    def default_gates(cls, options: StageOptions) -> dict[str, float]:
+        # The weights change on purpose, so closeness to the source (max_abs) says little; the
+        # decisions should mostly stay the same. Accuracy gates need evaluation labels: recipes add them.
+        return {"top1_agreement": 0.9}
+
+
 # Layers whose `kernel` is a plain weight matrix: what tfmot prunes (it skips DepthwiseConv2D, whose
 # kernel is per channel, and never touches biases).
 KERNEL_LAYERS = ("Dense", "Conv1D", "Conv2D", "Conv3D", "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose")

@@ -17,7 +17,7 @@ from pydantic import Field, model_validator
 from pipeline.errors import StageError
 from pipeline.specs import Artifact
 from pipeline.stages import finetune
-from pipeline.stages.base import Stage, StageContext
+from pipeline.stages.base import StageContext
 from pipeline.stages.masks import magnitude_mask, measure_sparsity
 
 
@@ -39,25 +39,13 @@ class PruneOptions(finetune.FineTuneOptions):
         return self
 
 
-class PruneStage(Stage):
+class PruneStage(finetune.FineTuningStage):
     kind = "prune"
     Options = PruneOptions
-    takes = frozenset({"keras"})
-    gives = "keras"
-
-    @classmethod
-    def required_data(cls, options: PruneOptions) -> list[str]:
-        return finetune.FINE_TUNE_DATA
 
     @classmethod
     def describe(cls, options: PruneOptions) -> str:
         return f"prune {options.structure or f'{options.sparsity:g}'} {options.schedule} epochs={options.epochs}"
-
-    @classmethod
-    def default_gates(cls, options: PruneOptions) -> dict[str, float]:
-        # Pruning changes the model on purpose, so closeness to the source (max_abs) says little; the
-        # decisions should mostly stay the same. Accuracy gates need evaluation labels: recipes add them.
-        return {"top1_agreement": 0.9}
 
     def run(self, upstream: Artifact, options: PruneOptions, ctx: StageContext) -> Artifact:
         finetune.training_data(ctx)  # no fine-tune data: say so before any work

@@ -13,7 +13,7 @@ from typing import Any
 from pipeline.errors import StageError
 from pipeline.specs import Artifact
 from pipeline.stages import finetune
-from pipeline.stages.base import Stage, StageContext
+from pipeline.stages.base import StageContext
 
 KERAS3_REFUSAL = (
     "qat needs a tf_keras model (tfmot's quantize_model rejects Keras 3 models, and edgeport does not "
@@ -26,15 +26,9 @@ class QatOptions(finetune.FineTuneOptions):
     """Fine-tune options only: tfmot's default 8-bit scheme (per-channel weights, per-tensor activations)."""
 
 
-class QatStage(Stage):
+class QatStage(finetune.FineTuningStage):
     kind = "qat"
     Options = QatOptions
-    takes = frozenset({"keras"})
-    gives = "keras"
-
-    @classmethod
-    def required_data(cls, options: QatOptions) -> list[str]:
-        return finetune.FINE_TUNE_DATA
 
     @classmethod
     def refuses_source(cls, source_suffix: str) -> str | None:

@@ -1,0 +1,170 @@
+"""Content-addressed cache of stage artifacts, source descriptions and reference outputs.
+
+A key is derived from content (source hash, stage options, upstream key, data digests, package
+versions), never chosen by hand. Entries are written under a temporary name and renamed whole; an
+entry whose files no longer match their recorded hash is deleted and rebuilt, never used.
+Knows nothing of recipes, runtimes or reports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.artifacts import sha256_of
+from pipeline.specs import Artifact
+
+CACHE_LAYOUT = 1  # bump when the entry format changes; old entries are then ignored
+
+
+def default_cache_dir() -> Path:
+    """$EDGEPORT_CACHE_DIR, else $XDG_CACHE_HOME/edgeport, else ~/.cache/edgeport."""
+    if os.environ.get("EDGEPORT_CACHE_DIR"):
+        return Path(os.environ["EDGEPORT_CACHE_DIR"])
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "edgeport"
+
+
+@dataclass
+class CacheHit:
+    artifact: Artifact
+    seconds: float  # what building it cost when it was made
+
+
+class Cache:
+    """Stage artifacts under `stages/<key>/`, small JSON under `meta/`, arrays under `arrays/`."""
+
+    def __init__(self, root: Path | None, enabled: bool = True) -> None:
+        self.enabled = enabled and root is not None
+        self.root = (root or Path()) / f"v{CACHE_LAYOUT}"
+        self.notes: list[str] = []
+
+    # --- stage artifacts ---------------------------------------------------------------------------
+
+    def get_artifact(self, key: str) -> CacheHit | None:
+        if not self.enabled:
+            return None
+        entry_dir = self.root / "stages" / key
+        entry = _read_json(entry_dir / "entry.json")
+        if entry is None:
+            return None
+        path = entry_dir / entry["filename"]
+        if not path.exists() or sha256_of(path) != entry["sha256"]:
+            self.notes.append(f"cache entry {key[:12]} did not match its hash; rebuilt")
+            shutil.rmtree(entry_dir, ignore_errors=True)
+            return None
+        artifact = Artifact(
+            kind=entry["kind"],
+            path=path,
+            key=key,
+            signature=entry.get("signature"),
+            flavour=entry.get("flavour"),
+            details=entry.get("details", {}),
+            warnings=entry.get("warnings", []),
+        )
+        return CacheHit(artifact, float(entry.get("seconds", 0.0)))
+
+    def put_artifact(self, key: str, artifact: Artifact, seconds: float) -> Artifact:
+        """Store a finished artifact; returns it pointing into the cache (the work copy may go)."""
+        if not self.enabled:
+            return artifact
+        target = self.root / "stages" / key
+        entry = {
+            "kind": artifact.kind,
+            "filename": artifact.path.name,
+            "sha256": sha256_of(artifact.path),
+            "signature": artifact.signature,
+            "flavour": artifact.flavour,
+            "details": artifact.details,
+            "warnings": artifact.warnings,
+            "seconds": seconds,
+        }
+
+        def fill(staging: Path) -> None:
+            copy = shutil.copytree if artifact.path.is_dir() else shutil.copy2
+            copy(artifact.path, staging / artifact.path.name)
+            (staging / "entry.json").write_text(json.dumps(entry, default=str))
+
+        if not self._publish_dir(target, fill):
+            return artifact
+        artifact.path = target / artifact.path.name
+        return artifact
+
+    # --- small JSON documents and arrays ---------------------------------------------------------
+
+    def get_json(self, kind: str, key: str) -> dict[str, Any] | None:
+        return _read_json(self.root / "meta" / kind / f"{key}.json") if self.enabled else None
+
+    def put_json(self, kind: str, key: str, document: dict[str, Any]) -> None:
+        if self.enabled:
+            _write_atomic(self.root / "meta" / kind / f"{key}.json", json.dumps(document).encode())
+
+    def get_arrays(self, key: str) -> dict[str, np.ndarray] | None:
+        if not self.enabled:
+            return None
+        path = self.root / "arrays" / f"{key}.npz"
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                return {name: archive[name] for name in archive.files}
+        except FileNotFoundError:
+            return None
+        except Exception:  # a truncated or corrupt file: drop it and recompute
+            self.notes.append(f"cached arrays {key[:12]} were unreadable; recomputed")
+            path.unlink(missing_ok=True)
+            return None
+
+    def put_arrays(self, key: str, arrays: dict[str, np.ndarray]) -> None:
+        if not self.enabled:
+            return
+        path = self.root / "arrays" / f"{key}.npz"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".partial")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                np.savez(handle, **arrays)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def _publish_dir(self, target: Path, fill: Any) -> bool:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name[:12]}-", suffix=".partial"))
+        try:
+            fill(staging)
+            if target.exists():  # a corrupt entry, or another run got there first
+                shutil.rmtree(target, ignore_errors=True)
+            os.replace(staging, target)
+            return True
+        except OSError as error:  # a full or read-only cache must not fail the run
+            self.notes.append(f"could not write the cache ({error}); continuing without it")
+            shutil.rmtree(staging, ignore_errors=True)
+            return False
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except (OSError, ValueError):  # partial or corrupt: treated as absent, overwritten on the next put
+        return None
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".partial")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,76 @@
+"""Bounded plot data for one comparison: an even sample of (reference, candidate) pairs and an |error| histogram.
+
+Takes plain arrays keyed by tensor name; never imports a runtime and draws nothing (the report does).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+SAMPLE_PAIRS = 1000  # enough to see structure in a scatter; keeps report.json small (~30 KB an output)
+HISTOGRAM_BINS = 30
+_DIGITS = 5  # significant digits kept in the JSON: plots need no more
+
+
+def plot_data(
+    references: Sequence[dict[str, np.ndarray]],
+    candidates: Sequence[dict[str, np.ndarray]],
+    names: Sequence[str],
+    pairs: int = SAMPLE_PAIRS,
+    bins: int = HISTOGRAM_BINS,
+) -> dict[str, object]:
+    """`candidates[i][name]` must already have the shape of `references[i][name]` (matched by the caller).
+
+    Non-finite values are left out of both plots and counted, so the payload stays valid JSON.
+    """
+    flats = [
+        (_flat(ref[name]), _flat(out[name])) for ref, out in zip(references, candidates, strict=True) for name in names
+    ]
+    total = sum(len(ref) for ref, _ in flats)
+    stride = max(1, math.ceil(total / pairs))
+    max_abs = max((_finite_max(np.abs(out - ref)) for ref, out in flats), default=0.0)
+    edges = np.linspace(0.0, max_abs if max_abs > 0 else 1.0, bins + 1)
+    counts = np.zeros(bins, dtype=np.int64)
+    sample_ref, sample_out, offset, skipped = [], [], 0, 0
+    for ref, out in flats:
+        error = np.abs(out - ref)
+        finite = np.isfinite(error)
+        skipped += int((~finite).sum())
+        counts += np.histogram(error[finite], bins=edges)[0]  # same fixed edges for every batch
+        # Every `stride`-th value of the whole stream: even across batches and tensors, and deterministic.
+        picked = np.arange((-offset) % stride, len(ref), stride)
+        picked = picked[finite[picked]]
+        sample_ref.append(ref[picked])
+        sample_out.append(out[picked])
+        offset += len(ref)
+    return {
+        "tensors": list(names),
+        "values": total,
+        "nonfinite_left_out": skipped,
+        "histogram": {"low": 0.0, "high": _round(float(edges[-1])), "counts": counts.tolist()},
+        "sample": {
+            "stride": stride,
+            "reference": _rounded(np.concatenate(sample_ref) if sample_ref else np.zeros(0)),
+            "candidate": _rounded(np.concatenate(sample_out) if sample_out else np.zeros(0)),
+        },
+    }
+
+
+def _flat(array: np.ndarray) -> np.ndarray:
+    return np.asarray(array, dtype=np.float64).reshape(-1)
+
+
+def _finite_max(values: np.ndarray) -> float:
+    finite = values[np.isfinite(values)]
+    return float(finite.max()) if finite.size else 0.0
+
+
+def _round(value: float) -> float:
+    return float(f"{value:.{_DIGITS}g}")
+
+
+def _rounded(values: np.ndarray) -> list[float]:
+    return [_round(value) for value in values.tolist()]
