@@ -50,6 +50,11 @@ def _parser() -> argparse.ArgumentParser:
         help="allow a source model whose loading runs arbitrary code (Lambda layers)",
     )
     run.add_argument("--batch-size", type=int, default=64, help="evaluation batch size (default 64)")
+    run.add_argument("--cache-dir", type=Path, help="stage cache (default: $EDGEPORT_CACHE_DIR or ~/.cache/edgeport)")
+    run.add_argument("--no-cache", action="store_true", help="build every stage afresh; read and write no cache")
+    run.add_argument(
+        "--baseline", type=Path, metavar="REPORT", help="an earlier report.json: a metric that regressed fails (exit 1)"
+    )
     run.set_defaults(command=_run)
 
     validate = commands.add_parser("validate", help="check a recipe (schema, chains, files) without running it")
@@ -101,7 +106,16 @@ def _run(args: argparse.Namespace) -> int:
 
     out_dir = args.out or Path("artifacts") / recipe.spec.name
     report = run_recipe(
-        recipe, RunOptions(out_dir=out_dir, only=args.only, trust_model=args.trust_model, batch_size=args.batch_size)
+        recipe,
+        RunOptions(
+            out_dir=out_dir,
+            only=args.only,
+            trust_model=args.trust_model,
+            batch_size=args.batch_size,
+            cache_dir=args.cache_dir,
+            use_cache=not args.no_cache,
+            baseline=args.baseline,
+        ),
     )
     print(summary(report))
     print(

@@ -1,4 +1,7 @@
-"""`edgeport inspect`: what a model file is, and the tensors of each of its entry points."""
+"""`edgeport inspect`: what a model or weights file is, its entry points' tensors, or its stored variables.
+
+Describes files only; knows nothing of recipes, stages or reports.
+"""
 
 from __future__ import annotations
 
@@ -8,31 +11,55 @@ from typing import Any
 from pipeline.artifacts import sha256_of, size_of
 from pipeline.errors import ModelError
 from pipeline.specs import Artifact
+from pipeline.weights import (
+    H5_SUFFIXES,
+    checkpoint_variables,
+    checkpoints_in,
+    h5_arrays,
+    h5_layout,
+    is_checkpoint_prefix,
+    locate_weights,
+)
 
 
 def describe_model(path: Path, trusted: bool = False) -> dict[str, Any]:
+    if is_checkpoint_prefix(path):
+        return _describe_checkpoint(path)
     if not path.exists():
         raise ModelError(f"{path}: model not found")
-    suffix = path.suffix.lower()
+    if path.is_dir() and not _is_savedmodel(path):
+        return _describe_checkpoint_directory(path)
     description: dict[str, Any] = {"path": str(path), "size_bytes": size_of(path), "sha256": sha256_of(path)}
+    suffix = path.suffix.lower()
     if suffix in {".tflite", ".onnx"}:
         description.update(_describe_runtime_artifact(path, "tflite" if suffix == ".tflite" else "onnx"))
+    elif suffix in H5_SUFFIXES and h5_layout(path) != "model":
+        description.update(_describe_weights_h5(path))
+    elif path.is_dir():
+        description.update(_describe_savedmodel(path))
     else:
-        description.update(_describe_source(path, trusted))
+        description.update(_describe_keras(path, trusted))
     return description
 
 
-def _describe_source(path: Path, trusted: bool) -> dict[str, Any]:
-    from pipeline.sources import load_source, signature_tensor_specs
+def _is_savedmodel(path: Path) -> bool:
+    return any((path / name).is_file() for name in ("saved_model.pb", "saved_model.pbtxt"))
 
-    source = load_source(path, trusted=trusted) if not path.is_dir() else None
-    if source is not None:
-        return {
-            "format": source.format,
-            "flavour": source.artifact.flavour,
-            "signatures": {"(keras call)": _tensors(source.inputs, source.outputs)},
-        }
+
+def _describe_keras(path: Path, trusted: bool) -> dict[str, Any]:
+    from pipeline.sources import load_source
+
+    source = load_source(path, trusted=trusted)
+    return {
+        "format": source.format,
+        "flavour": source.artifact.flavour,
+        "signatures": {"(keras call)": _tensors(source.inputs, source.outputs)},
+    }
+
+
+def _describe_savedmodel(path: Path) -> dict[str, Any]:
     from pipeline.frameworks import captured_native_output, import_tensorflow
+    from pipeline.sources import load_source, signature_tensor_specs
 
     tf = import_tensorflow()
     load_source(path)  # validates the directory and reports a readable error
@@ -41,7 +68,50 @@ def _describe_source(path: Path, trusted: bool) -> dict[str, Any]:
     signatures = {
         name: _tensors(*signature_tensor_specs(function)) for name, function in sorted(loaded.signatures.items())
     }
-    return {"format": "savedmodel", "signatures": signatures}
+    return {"format": "savedmodel", "tags": _savedmodel_tags(path), "signatures": signatures}
+
+
+def _savedmodel_tags(path: Path) -> list[list[str]]:
+    """The tag sets of each MetaGraph in saved_model.pb (what `saved_model_cli show` lists)."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto_file = path / "saved_model.pb"
+    if not proto_file.is_file():
+        return []
+    proto = saved_model_pb2.SavedModel()
+    try:
+        proto.ParseFromString(proto_file.read_bytes())
+    except Exception:  # protobuf's DecodeError; the model loaded, so tags are a nicety
+        return []
+    return [list(meta.meta_info_def.tags) for meta in proto.meta_graphs]
+
+
+def _describe_checkpoint(prefix: Path) -> dict[str, Any]:
+    weights = locate_weights(prefix)
+    return {
+        "path": str(prefix),
+        "format": "checkpoint",
+        "size_bytes": sum(size_of(file) for file in weights.files),
+        "files": weights.hashes(),
+        "variables": checkpoint_variables(prefix),
+    }
+
+
+def _describe_checkpoint_directory(directory: Path) -> dict[str, Any]:
+    weights = locate_weights(directory)
+    latest = describe_model(weights.path)
+    return {
+        **latest,
+        "path": str(directory),
+        "format": "checkpoint directory",
+        "latest": str(weights.path),
+        "checkpoints": [candidate.name for candidate in checkpoints_in(directory)],
+    }
+
+
+def _describe_weights_h5(path: Path) -> dict[str, Any]:
+    layout = h5_layout(path)
+    return {"format": f"{layout} weights", "variables": h5_arrays(path)}
 
 
 def _describe_runtime_artifact(path: Path, kind: str) -> dict[str, Any]:
@@ -65,17 +135,53 @@ def _tensors(inputs: list, outputs: list) -> dict[str, list[dict[str, Any]]]:
     return {"inputs": [one(spec) for spec in inputs], "outputs": [one(spec) for spec in outputs]}
 
 
+# --- text ------------------------------------------------------------------------------------------
+
+
 def format_description(description: dict[str, Any]) -> str:
-    lines = [
-        f"{description['path']}",
-        f"  format   {description['format']}" + (f" ({description['flavour']})" if description.get("flavour") else ""),
-        f"  size     {description['size_bytes']:,} bytes",
-        f"  sha256   {description['sha256']}",
-    ]
-    for signature, tensors in description["signatures"].items():
+    flavour = f" ({description['flavour']})" if description.get("flavour") else ""
+    lines = [f"{description['path']}", f"  format   {description['format']}{flavour}"]
+    if "latest" in description:
+        lines.append(f"  latest   {description['latest']}  (of {', '.join(description['checkpoints'])})")
+    lines.append(f"  size     {description['size_bytes']:,} bytes")
+    if "sha256" in description:
+        lines.append(f"  sha256   {description['sha256']}")
+    for name, digest in description.get("files", {}).items():
+        lines.append(f"  file     {name}  sha256 {digest}")
+    for tags in description.get("tags", []):
+        lines.append(f"  tags     {', '.join(tags)}")
+    for signature, tensors in description.get("signatures", {}).items():
         lines.append(f"  signature {signature}")
-        for role in ("inputs", "outputs"):
-            for tensor in tensors[role]:
-                shape = "[" + ", ".join(str(d) for d in tensor["shape"]) + "]"
-                lines.append(f"    {role[:-1]:<7}{tensor['name']:<32}{shape:<20}{tensor['dtype']}")
+        rows = [
+            [role[:-1], t["name"], _shape(t["shape"]), t["dtype"]]
+            for role in ("inputs", "outputs")
+            for t in tensors[role]
+        ]
+        lines += _table(["", "name", "shape", "dtype"], rows, indent=4)
+    if "variables" in description:
+        rows = [_variable_row(variable) for variable in description["variables"]]
+        lines.append(f"  variables ({len(rows)})")
+        lines += _table(["name", "shape", "dtype", "stored as"], rows, indent=4)
     return "\n".join(lines)
+
+
+def _variable_row(variable: dict[str, Any]) -> list[str]:
+    """Checkpoints: the variable's name and its checkpoint key; h5 weights: the owning layer and the array path."""
+    key = str(variable["key"]).removesuffix("/.ATTRIBUTES/VARIABLE_VALUE")
+    name = variable.get("name") or variable.get("layer") or key
+    return [name, _shape(variable["shape"]), variable["dtype"], key]
+
+
+def _shape(shape: list[Any]) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def _table(header: list[str], rows: list[list[str]], indent: int) -> list[str]:
+    if not rows:
+        return [" " * indent + "(none)"]
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
+
+    def line(cells: list[str]) -> str:
+        return (" " * indent + "  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True))).rstrip()
+
+    return [line(header), *(line(row) for row in rows)]

@@ -11,7 +11,7 @@ from importlib import metadata
 
 from pipeline.artifacts import key_of
 from pipeline.errors import RecipeError
-from pipeline.recipe import LoadedRecipe, RuntimeSpec, stage_of
+from pipeline.recipe import BenchmarkSpec, LoadedRecipe, RuntimeSpec, stage_of
 from pipeline.stages import STAGES, StageOptions
 
 
@@ -31,6 +31,7 @@ class OutputPlan:
     gates_from: str  # "recipe" or "default"
     tensor_gates: dict[str, dict[str, float]]
     runtime: RuntimeSpec
+    benchmark: BenchmarkSpec | None = None
 
 
 def plan_recipe(
@@ -69,7 +70,7 @@ def plan_recipe(
             changers = [node for node in nodes if STAGES[node.kind].gives == "keras"]
             decisive = changers[0] if changers else nodes[-1]
             gates, gates_from = STAGES[decisive.kind].default_gates(decisive.options), "default"
-        plans.append(OutputPlan(name, nodes, gates, gates_from, tensor_gates, output.runtime))
+        plans.append(OutputPlan(name, nodes, gates, gates_from, tensor_gates, output.runtime, output.benchmark))
     return plans
 
 

@@ -24,11 +24,12 @@ from pydantic import (
     model_validator,
 )
 
-from pipeline.errors import RecipeError
+from pipeline.errors import ModelError, RecipeError
 from pipeline.stages import STAGES, StageOptions
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+BUILDER_PATTERN = r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$"
 
 
 class _Strict(BaseModel):
@@ -36,9 +37,43 @@ class _Strict(BaseModel):
 
 
 class SourceSpec(_Strict):
-    path: str = Field(description="A .keras or .h5 file, or a SavedModel directory (relative to the recipe).")
+    """A model file or directory (`path`), or a function that builds the model plus saved weights."""
+
+    path: str | None = Field(
+        None, description="A .keras or .h5 file, or a SavedModel directory (relative to the recipe)."
+    )
     signature: str = Field("serving_default", description="SavedModel signature to convert and compare.")
-    trusted: bool = Field(False, description="Allow models whose loading runs arbitrary code (Lambda layers).")
+    trusted: bool = Field(
+        False, description="Allow models whose loading runs arbitrary code (Lambda layers); required by builder."
+    )
+    builder: str | None = Field(
+        None,
+        pattern=BUILDER_PATTERN,
+        description="`module.path:function` returning an uncompiled Keras model; the module is found relative "
+        "to the recipe's directory first, then sys.path.",
+    )
+    builder_args: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of the builder.")
+    weights: str | None = Field(
+        None,
+        description="Weights for the built model: a .weights.h5 or legacy .h5 file, a TF checkpoint prefix, "
+        "or a directory (its latest checkpoint).",
+    )
+    allow_partial: bool = Field(
+        False, description="Accept weights that leave model variables unrestored or have values the model lacks."
+    )
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> SourceSpec:
+        if self.path is not None and (self.builder is not None or self.weights is not None):
+            raise ValueError("give either path, or builder with weights, not both")
+        if self.path is None and (self.builder is None or self.weights is None):
+            given = "builder without weights" if self.builder else "weights without builder" if self.weights else None
+            raise ValueError(f"give path, or builder with weights (got {given or 'neither'})")
+        if self.path is not None and (self.builder_args or self.allow_partial):
+            raise ValueError("builder_args and allow_partial go with builder, not path")
+        if self.builder is not None and not self.trusted:
+            raise ValueError("the builder is code; set source.trusted: true")
+        return self
 
 
 class RandomSpec(_Strict):
@@ -131,6 +166,15 @@ class Gates(MetricGates):
         return {name: gates.thresholds() for name, gates in self.tensors.items() if gates.thresholds()}
 
 
+class BenchmarkSpec(_Strict):
+    """Time the output in its runtime (and the source model in Keras, for the speedup)."""
+
+    runs: int = Field(50, ge=1, le=100_000)
+    warmup: int = Field(5, ge=0, le=10_000)
+    threads: int | None = Field(None, ge=1, le=256)
+    batch: int = Field(1, ge=1, le=65_536)
+
+
 class RuntimeSpec(_Strict):
     """How the output runs for parity (and would run in production)."""
 
@@ -181,6 +225,7 @@ class OutputSpec(_Strict):
     stages: list[StageEntry] = Field(min_length=1, description="The chain of stages from the source.")  # type: ignore[valid-type]
     gates: Gates = Field(default_factory=Gates)
     runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
+    benchmark: BenchmarkSpec | None = Field(None, description="median/p90 latency, beside the source's in Keras")
 
 
 class Recipe(_Strict):
@@ -224,11 +269,16 @@ class LoadedRecipe:
 
     @property
     def source_path(self) -> Path:
-        return self.resolve(self.spec.source.path)
+        """The model file or directory; for a builder source, the weights as given (file, prefix or directory)."""
+        source = self.spec.source
+        relative = source.path if source.builder is None else source.weights
+        assert relative is not None, "validated specs give path or builder with weights"
+        return self.resolve(relative)
 
     def source_kind(self) -> str:
-        path = self.source_path
-        return "savedmodel" if path.is_dir() else "keras"
+        if self.spec.source.builder is not None:
+            return "keras"
+        return "savedmodel" if self.source_path.is_dir() else "keras"
 
 
 def load_recipe(path: Path, check_files: bool = True) -> LoadedRecipe:
@@ -300,6 +350,34 @@ def check_chains(recipe: LoadedRecipe) -> None:
 
 
 def _check_files(recipe: LoadedRecipe) -> None:
+    if recipe.spec.source.builder is not None:
+        _check_builder(recipe)
+    else:
+        _check_source_path(recipe)
+    _check_data_files(recipe)
+
+
+def _check_builder(recipe: LoadedRecipe) -> None:
+    """The weights exist and the builder's module file can be found: nothing is imported."""
+    from pipeline.builders import find_builder_module
+    from pipeline.weights import locate_weights
+
+    source = recipe.spec.source
+    assert source.builder is not None
+    module = source.builder.partition(":")[0]
+    if find_builder_module(module, recipe.base_dir) is None:
+        relative = module.replace(".", "/")
+        raise RecipeError(
+            f"{recipe.path}: source.builder: cannot find module {module} ({relative}.py or {relative}/__init__.py "
+            f"under {recipe.base_dir} or on sys.path)"
+        )
+    try:
+        locate_weights(recipe.source_path)
+    except ModelError as error:
+        raise RecipeError(f"{recipe.path}: source.weights: {error}") from None
+
+
+def _check_source_path(recipe: LoadedRecipe) -> None:
     source = recipe.source_path
     if not source.exists():
         raise RecipeError(f"{recipe.path}: source.path: {source} does not exist")
@@ -307,6 +385,9 @@ def _check_files(recipe: LoadedRecipe) -> None:
         raise RecipeError(
             f"{recipe.path}: source.path: {source.name} is not a .keras/.h5 file or a SavedModel directory"
         )
+
+
+def _check_data_files(recipe: LoadedRecipe) -> None:
     for section in ("calibration", "evaluation", "fine_tune"):
         spec = getattr(recipe.spec.data, section)
         if spec is None:
@@ -394,7 +475,7 @@ def _explain(problem: dict[str, Any], loc: list[Any]) -> str:
 def _known_keys() -> set[str]:
     keys: set[str] = set()
     models: list[type[BaseModel]] = [Recipe, SourceSpec, RandomSpec, DataSpec, DataSection, Gates, OutputSpec]
-    models += [RuntimeSpec]
+    models += [RuntimeSpec, BenchmarkSpec]
     models += [stage.Options for stage in STAGES.values()]
     for model in models:
         keys.update(model.model_fields)

@@ -17,19 +17,23 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.artifacts import copy_atomic, gzip_size_of, sha256_of, size_of
+from pipeline.artifacts import copy_atomic, gzip_size_of, key_of, sha256_of, size_of
+from pipeline.cache import Cache, default_cache_dir
 from pipeline.data import Dataset, load_dataset
 from pipeline.errors import EdgeportError, StageError
 from pipeline.evaluate import Predictions, compare, predict_dataset
+from pipeline.latency import feed_for, measure_latency
 from pipeline.parity import GateResult, ParityResult, gate_result
 from pipeline.plan import OutputPlan, PlanNode, check_tensor_gates, plan_recipe
 from pipeline.recipe import LoadedRecipe
 from pipeline.report import REPORT_FILES, write_reports
 from pipeline.report.document import build_report
-from pipeline.sources import Source, load_source
-from pipeline.specs import Artifact
+from pipeline.runtimes import runtime_for
+from pipeline.source_handle import SourceHandle
+from pipeline.specs import Artifact, TensorSpec
 from pipeline.stages import STAGES, StageContext
 
+CACHEABLE_KINDS = {"tflite", "onnx"}
 RUNTIME_NAMES = {"tflite": "litert", "onnx": "onnxruntime", "keras": "keras", "savedmodel": "savedmodel"}
 
 
@@ -40,6 +44,8 @@ class RunOptions:
     trust_model: bool = False
     batch_size: int = 64
     baseline: Path | None = None  # an earlier report.json: regressions against it fail the run
+    cache_dir: Path | None = None  # default: pipeline.cache.default_cache_dir()
+    use_cache: bool = True
 
 
 Log = Callable[[str], None]
@@ -55,26 +61,36 @@ class _NodeResult:
     seconds: float
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
+    cache: str = "off"  # off | hit | stored | not cacheable
+    built_seconds: float | None = None  # on a cache hit: what building it cost the first time
 
 
 def run_recipe(recipe: LoadedRecipe, options: RunOptions, log: Log = stderr_log) -> dict[str, Any]:
     """Run every selected output; return the report dict (also written to `options.out_dir`)."""
     started, clock = datetime.now(UTC), time.perf_counter()
     _remove_stale_reports(options.out_dir)
-    source_spec = recipe.spec.source
     log(f"edgeport {recipe.spec.name}: {recipe.path.name} → {options.out_dir}")
-    source = load_source(recipe.source_path, source_spec.signature, source_spec.trusted or options.trust_model)
-    plans = plan_recipe(recipe, source.artifact.key, options.only)
+    cache = Cache(options.cache_dir or default_cache_dir(), options.use_cache)
+    source = SourceHandle(recipe, recipe.spec.source.trusted or options.trust_model, cache)
+    described = source.describe()
     log(
-        f"  source    {source.path.name} ({source.format}, {source.artifact.flavour or source.artifact.signature}): "
+        f"  source    {source.path.name} ({described['format']}, {described.get('flavour') or source.signature}): "
         f"{', '.join(s.describe() for s in source.inputs)} → {', '.join(s.describe() for s in source.outputs)}"
     )
+    datasets = _load_data(recipe, source.inputs)
+    digests = {section: dataset.digest() for section, dataset in datasets.items()}
+    plans = plan_recipe(recipe, source.key, options.only, digests)
     check_tensor_gates(recipe, plans, [spec.name for spec in source.outputs])
-    datasets = _load_data(recipe, source)
     with tempfile.TemporaryDirectory(prefix="edgeport-") as work:
-        run = _RecipeRun(recipe, source, datasets, Path(work), options, log)
+        run = _RecipeRun(recipe, source, datasets, Path(work), options, cache, log)
         results = [run.output(plan, f"  [{n}/{len(plans)}] {plan.name}") for n, plan in enumerate(plans, start=1)]
-    report = _report(recipe, source, datasets, results, started, time.perf_counter() - clock)
+    report = _report(recipe, described, datasets, results, started, time.perf_counter() - clock)
+    report["cache"] = {
+        "enabled": cache.enabled,
+        "dir": str(cache.root) if cache.enabled else None,
+        "source_loaded": source.loaded,
+        "notes": cache.notes,
+    }
     if options.baseline is not None:
         from pipeline.baseline import apply_baseline
 
@@ -89,13 +105,13 @@ def _remove_stale_reports(out_dir: Path) -> None:
         (out_dir / name).unlink(missing_ok=True)
 
 
-def _load_data(recipe: LoadedRecipe, source: Source) -> dict[str, Dataset]:
+def _load_data(recipe: LoadedRecipe, inputs: list[TensorSpec]) -> dict[str, Dataset]:
     data = recipe.spec.data
-    datasets = {"evaluation": load_dataset("evaluation", data.evaluation, recipe.base_dir, source.inputs)}
+    datasets = {"evaluation": load_dataset("evaluation", data.evaluation, recipe.base_dir, inputs)}
     for section in ("calibration", "fine_tune"):
         spec = getattr(data, section)
         if spec is not None:
-            datasets[section] = load_dataset(section, spec, recipe.base_dir, source.inputs)
+            datasets[section] = load_dataset(section, spec, recipe.base_dir, inputs)
     return datasets
 
 
@@ -105,29 +121,48 @@ class _RecipeRun:
     def __init__(
         self,
         recipe: LoadedRecipe,
-        source: Source,
+        source: SourceHandle,
         datasets: dict[str, Dataset],
         work: Path,
         options: RunOptions,
+        cache: Cache,
         log: Log,
     ):
         self.source, self.datasets, self.work, self.options, self.log = source, datasets, work, options, log
+        self.cache = cache
+        self.source_latency: dict[int, dict[str, Any]] = {}
         self.fail_on_warnings = recipe.spec.fail_on_converter_warnings
         self.evaluation = datasets["evaluation"]
         self.executed: dict[str, _NodeResult] = {}
         self.reference = self._source_predictions()
 
     def _source_predictions(self) -> Predictions:
+        """The source model's outputs on the evaluation data: from the cache, else computed and stored."""
         clock = time.perf_counter()
-        try:
-            predictions = self.predictions(self.source.artifact, "source")
-        except Exception as error:  # a source that cannot run its own data is bad input
-            raise EdgeportError(
-                f"{self.source.path}: the source model failed on data.evaluation: {_one_line(error)}"
-            ) from None
+        batch = self.options.batch_size
+        key = key_of("reference", self.source.key, self.evaluation.digest())
+        cached = self.cache.get_arrays(key)
+        if cached is not None:
+            batches = [
+                {name: array[i : i + batch] for name, array in cached.items()}
+                for i in range(0, self.evaluation.samples, batch)
+            ]
+            predictions = Predictions("source (cached)", "cache", list(cached), batches)
+        else:
+            try:
+                predictions = self.predictions(self.source.artifact, "source")
+            except EdgeportError:
+                raise
+            except Exception as error:  # a source that cannot run its own data is bad input
+                raise EdgeportError(
+                    f"{self.source.path}: the source model failed on data.evaluation: {_one_line(error)}"
+                ) from None
+            self.cache.put_arrays(
+                key, {name: np.concatenate([b[name] for b in predictions.batches]) for name in predictions.names}
+            )
         labels = "with labels" if self.evaluation.labels is not None else "no labels"
         self.log(
-            f"  reference {predictions.runtime} on {self.evaluation.samples} samples "
+            f"  reference {predictions.label} on {self.evaluation.samples} samples "
             f"({self.evaluation.origin}, {labels}) {time.perf_counter() - clock:.1f} s"
         )
         return predictions
@@ -153,6 +188,9 @@ class _RecipeRun:
             self.log(f"{prefix}: error: {entry['error']}")
             return entry
         entry.update(parity=parity.to_dict(), comparisons=[c.to_dict() for c in comparisons])
+        if plan.benchmark is not None:
+            entry["latency"] = self._latency(plan, final)
+            self.log(f"{prefix}: latency {_latency_text(entry['latency'])}")
         passed = parity.passed and all(c.passed for c in comparisons)
         entry["status"] = "passed" if passed else "failed"
         self.log(f"{prefix}: parity in {entry['runtime']} on {parity.samples} samples: {_verdict(parity)}")
@@ -184,21 +222,68 @@ class _RecipeRun:
             comparisons.append(compare(upstream, candidate, self.evaluation, batch))
         return parity, comparisons
 
+    def _latency(self, plan: OutputPlan, artifact: Artifact) -> dict[str, Any]:
+        """Median/p90 in the output's runtime, beside the source model's in Keras on the same batch."""
+        spec = plan.benchmark
+        assert spec is not None
+        batch = next(self.evaluation.batches(spec.batch))
+        delegate = "none" if plan.runtime.delegate == "none" else "xnnpack"
+        runtime = runtime_for(artifact, threads=spec.threads, delegate=delegate)
+        measured = measure_latency(runtime, feed_for(runtime, batch), spec.runs, spec.warmup)
+        size = len(next(iter(batch.values())))
+        if size not in self.source_latency:
+            source_runtime = runtime_for(self.source.artifact)
+            self.source_latency[size] = {
+                "runtime": source_runtime.name,
+                **measure_latency(source_runtime, feed_for(source_runtime, batch), spec.runs, spec.warmup),
+            }
+        source = self.source_latency[size]
+        speedup = source["median_ms"] / measured["median_ms"] if measured["median_ms"] else None
+        settings = {"runs": spec.runs, "warmup": spec.warmup, "batch": size, "threads": spec.threads}
+        return {
+            "runtime": runtime.name,
+            **measured,
+            **settings,
+            "source": source,
+            "speedup": None if speedup is None else round(speedup, 2),
+        }
+
     def _run_chain(self, plan: OutputPlan, prefix: str, entry: dict[str, Any]) -> list[Artifact]:
-        chain, upstream = [], self.source.artifact
+        chain: list[Artifact] = []
         for node in plan.nodes:
             reused = node.key in self.executed
             if not reused:
-                self.executed[node.key] = self._run_node(node, upstream, f"{prefix}: {node.label}")
+                upstream = chain[-1] if chain else None
+                self.executed[node.key] = self._cached_or_run(node, upstream, f"{prefix}: {node.label}")
             result = self.executed[node.key]
             entry["stages"].append(_stage_entry(node, result, reused))
             entry["warnings"] += result.warnings
             if result.artifact is None:
                 entry["error"] = result.error
                 break
-            upstream = result.artifact
-            chain.append(upstream)
+            chain.append(result.artifact)
         return chain
+
+    def _cached_or_run(self, node: PlanNode, upstream: Artifact | None, label: str) -> _NodeResult:
+        """Files that runtimes read as they are (.tflite, .onnx) are cached; in-memory Keras models are rebuilt."""
+        cacheable = STAGES[node.kind].gives in CACHEABLE_KINDS
+        hit = self.cache.get_artifact(node.key) if cacheable else None
+        if hit is not None:
+            self.log(f"{label}: cached (built in {hit.seconds:.1f} s)")
+            result = _NodeResult(
+                hit.artifact, 0.0, warnings=list(hit.artifact.warnings), cache="hit", built_seconds=hit.seconds
+            )
+        else:
+            result = self._run_node(node, upstream or self.source.artifact, label)
+            if result.artifact is not None and cacheable and self.cache.enabled:
+                result.artifact = self.cache.put_artifact(node.key, result.artifact, result.seconds)
+                result.cache = "stored"
+            elif self.cache.enabled:
+                result.cache = "not cacheable" if not cacheable else "off"
+        if result.artifact is not None and result.warnings and self.fail_on_warnings:
+            result.error = f"converter warnings (fail_on_converter_warnings is set): {result.warnings[0]}"
+            result.artifact = None
+        return result
 
     def _run_node(self, node: PlanNode, upstream: Artifact, label: str) -> _NodeResult:
         node_dir = self.work / node.key[:16]
@@ -219,9 +304,6 @@ class _RecipeRun:
         except Exception as error:  # a bug or an unexpected library failure: this output errors, others go on
             return _NodeResult(None, time.perf_counter() - clock, f"{type(error).__name__}: {_one_line(error)}")
         seconds = time.perf_counter() - clock
-        if artifact.warnings and self.fail_on_warnings:
-            error = f"converter warnings (fail_on_converter_warnings is set): {artifact.warnings[0]}"
-            return _NodeResult(None, seconds, error, warnings=list(artifact.warnings))
         noted = f" ({len(artifact.warnings)} converter warnings)" if artifact.warnings else ""
         self.log(f"{label} done in {seconds:.1f} s{noted}")
         return _NodeResult(artifact, seconds, warnings=list(artifact.warnings))
@@ -256,8 +338,10 @@ def _stage_entry(node: PlanNode, result: _NodeResult, reused: bool) -> dict[str,
     return {
         "kind": node.kind,
         "label": node.label,
-        "seconds": round(result.seconds, 3),
+        "seconds": 0.0 if reused else round(result.seconds, 3),
         "reused": reused,
+        "cache": result.cache,
+        "built_seconds": None if result.built_seconds is None else round(result.built_seconds, 3),
         "key": node.key,
         "warnings": result.warnings,
         "details": result.artifact.details if result.artifact else {},
@@ -298,13 +382,22 @@ def _gate_text(gate: GateResult) -> str:
     return f"{_gate_label(gate)} {value} {relation} {gate.threshold:g}"
 
 
+def _latency_text(latency: dict[str, Any]) -> str:
+    source = latency["source"]
+    return (
+        f"{latency['runtime']} median {latency['median_ms']:.3g} ms (p90 {latency['p90_ms']:.3g}), "
+        f"source {source['runtime']} {source['median_ms']:.3g} ms, speedup {latency['speedup']}x "
+        f"(batch {latency['batch']}, {latency['runs']} runs)"
+    )
+
+
 def _gate_label(gate: GateResult) -> str:
     return f"{gate.tensor}.{gate.metric}" if gate.tensor else gate.metric
 
 
 def _report(
     recipe: LoadedRecipe,
-    source: Source,
+    source: dict[str, Any],
     datasets: dict[str, Dataset],
     outputs: list[dict[str, Any]],
     started: datetime,
@@ -312,7 +405,7 @@ def _report(
 ) -> dict[str, Any]:
     return build_report(
         {"name": recipe.spec.name, "path": str(recipe.path)},
-        source.describe(),
+        source,
         {section: dataset.describe() for section, dataset in datasets.items()},
         outputs,
         started,

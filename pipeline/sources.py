@@ -1,20 +1,24 @@
-"""Load a source model (Keras 3 `.keras`, legacy `.h5`, SavedModel directory) and describe its tensors.
+"""Load a source model (Keras 3 `.keras`, legacy `.h5`, SavedModel directory, or a builder plus weights,
+through pipeline.builders) and describe its tensors.
 
-Knows nothing of recipes or stages; every failure is a ModelError naming the file.
+Knows of recipes only their `source` section, nothing of stages; every failure is a ModelError naming the file.
 """
 
 from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pipeline.artifacts import sha256_of
+from pipeline.artifacts import key_of, sha256_of
 from pipeline.errors import ModelError
 from pipeline.frameworks import captured_native_output, import_tensorflow
 from pipeline.specs import Artifact, TensorSpec
+
+if TYPE_CHECKING:
+    from pipeline.recipe import SourceSpec
 
 _TRUST_HINT = "set `source.trusted: true` in the recipe or pass --trust-model if you trust this file"
 
@@ -29,6 +33,7 @@ class Source:
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     artifact: Artifact
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. a builder source's builder and weight files
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -39,7 +44,33 @@ class Source:
             "signature": self.artifact.signature,
             "inputs": [spec.describe() for spec in self.inputs],
             "outputs": [spec.describe() for spec in self.outputs],
+            **self.extra,
         }
+
+
+def load_source_spec(spec: SourceSpec, base_dir: Path, trusted: bool) -> Source:
+    """A recipe's source: a model file or directory, or a builder plus weights (paths relative to `base_dir`)."""
+    if spec.builder is None:
+        assert spec.path is not None, "validated specs give path or builder"
+        return load_source((base_dir / spec.path).resolve(), spec.signature, trusted)
+    from pipeline.builders import load_builder_source
+
+    assert spec.weights is not None, "validated specs give weights with builder"
+    weights = (base_dir / spec.weights).resolve()
+    return load_builder_source(spec.builder, spec.builder_args, weights, base_dir, spec.allow_partial, trusted)
+
+
+def source_key(spec: SourceSpec, base_dir: Path, trusted: bool) -> str:
+    """A content key of what `load_source_spec` would load, computed without TensorFlow or the builder."""
+    if spec.builder is None:
+        assert spec.path is not None, "validated specs give path or builder"
+        return key_of("source", sha256_of((base_dir / spec.path).resolve()), spec.signature, trusted)
+    from pipeline.builders import builder_key
+
+    assert spec.weights is not None, "validated specs give weights with builder"
+    weights = (base_dir / spec.weights).resolve()
+    built = builder_key(spec.builder, spec.builder_args, weights, base_dir)
+    return key_of("source", built, spec.allow_partial, trusted)
 
 
 def load_source(path: Path, signature: str = "serving_default", trusted: bool = False) -> Source:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # for scripts.make_demo_model
 
+# Each test session gets its own stage cache: nothing read from, or left in, the user's cache.
+os.environ["EDGEPORT_CACHE_DIR"] = tempfile.mkdtemp(prefix="edgeport-test-cache-")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # as edgeport sets it: warnings are captured
 
 

@@ -1,30 +1,18 @@
 """report.html: one self-contained page (inline CSS, no scripts, nothing fetched) to browse a run.
 
-Renders a report dict; knows no runtime or stage. Every piece of report text goes through html.escape.
+Renders a report dict; knows no runtime or stage. Every piece of report text goes through `markup.e`.
 """
 
 from __future__ import annotations
 
-from html import escape
 from pathlib import Path
 from typing import Any
 
 from pipeline.artifacts import write_text_atomic
-from pipeline.report.console import (
-    COMPARISON_COLUMNS,
-    DATA_COLUMNS,
-    FAIL_MARK,
-    PASS_MARK,
-    comparison_rows,
-    data_rows,
-    final_line,
-    first_line,
-    gates_of,
-    kib,
-    nonfinite_of,
-    number,
-    relation,
-)
+from pipeline.report.console import DATA_COLUMNS, FAIL_MARK, PASS_MARK, data_rows, final_line, gates_of, kib, number
+from pipeline.report.findings import baseline_line
+from pipeline.report.html_output import section
+from pipeline.report.markup import e, table, td
 
 METRIC_ORDER = (
     "max_abs",
@@ -44,12 +32,16 @@ body{margin:2em auto;max-width:80em;padding:0 1em}
 h1{font-size:1.6em;margin-bottom:.2em}h2{margin-top:2em;border-bottom:1px solid #d0d7de;padding-bottom:.2em}
 table{border-collapse:collapse;margin:.6em 0}
 th,td{border:1px solid #d0d7de;padding:.25em .6em;vertical-align:top}
-th{background:#f6f8fa;text-align:left}td.num{text-align:right;font-variant-numeric:tabular-nums}
+th{background:#f6f8fa;text-align:left}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .pass{background:#e6f4ea;color:#1a7f37}.fail{background:#ffebe9;color:#cf222e;font-weight:600}
 .gate{display:block;font-size:.85em;font-weight:400}
 .banner{padding:.6em 1em;font-size:1.2em;border-radius:4px}
 code,pre{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.92em}
 pre{background:#f6f8fa;padding:.8em;overflow-x:auto;white-space:pre-wrap}.muted{color:#57606a}
+.charts{display:flex;flex-wrap:wrap;gap:1.2em;margin:.6em 0}
+svg.chart{border:1px solid #d0d7de;border-radius:4px;background:#fbfcfd}
+svg.chart text{font:11px system-ui,sans-serif;fill:#57606a}svg.chart .title{font-weight:600;fill:#1b1f24}
+svg.chart .axis{fill:#1b1f24}svg.chart .grid{stroke:#eaeef2;stroke-width:1}
 """
 
 
@@ -65,7 +57,7 @@ def render(report: dict[str, Any]) -> str:
     body = [
         _heading(report),
         _summary(outputs),
-        *(_section(index, output) for index, output in enumerate(outputs)),
+        *(section(index, output) for index, output in enumerate(outputs)),
         _source(report.get("source") or {}),
         _data(report.get("data") or {}),
         _environment(report.get("environment") or {}),
@@ -90,24 +82,6 @@ def render(report: dict[str, Any]) -> str:
     )
 
 
-def e(value: Any) -> str:
-    return escape(str(value), quote=True)
-
-
-def td(text: Any, cls: str = "", raw: bool = False) -> str:
-    """One cell; `text` is escaped unless `raw` says it is already markup."""
-    attr = f' class="{cls}"' if cls else ""
-    return f"<td{attr}>{text if raw else e(text)}</td>"
-
-
-def table(header: list[str], rows: list[list[str]], table_id: str = "") -> str:
-    """A table from already rendered `<td>` cells."""
-    attr = f' id="{e(table_id)}"' if table_id else ""
-    head = "<tr>" + "".join(f"<th>{e(title)}</th>" for title in header) + "</tr>"
-    body = "\n".join("<tr>" + "".join(row) + "</tr>" for row in rows)
-    return f"<table{attr}>\n<thead>{head}</thead>\n<tbody>\n{body}\n</tbody>\n</table>"
-
-
 def _heading(report: dict[str, Any]) -> str:
     recipe, tool = report.get("recipe") or {}, report.get("tool") or {}
     verdict = final_line(report)
@@ -117,9 +91,11 @@ def _heading(report: dict[str, Any]) -> str:
         f"{e(number(report.get('seconds')))} s · exit code {e(report.get('exit_code', '-'))} · "
         f"{e(tool.get('name', 'edgeport'))} {e(tool.get('version', ''))}"
     )
+    against = baseline_line(report)
     return (
         f"<h1>edgeport report: {e(recipe.get('name', '?'))}</h1>\n"
         f'<p class="banner {cls}">{e(verdict)}</p>\n<p class="muted">{meta}</p>'
+        + (f"\n<p>{e(against)}</p>" if against else "")
     )
 
 
@@ -163,122 +139,6 @@ def _metric_cell(value: Any, gate: dict[str, Any] | None) -> str:
     sign = _SIGNS.get(str(gate.get("op")), e(gate.get("op")))
     limit = f'<span class="gate">{sign} {e(number(gate.get("threshold")))} {mark}</span>'
     return td(f"{e(number(value))}{limit}", cls, raw=True)
-
-
-def _section(index: int, output: dict[str, Any]) -> str:
-    status = str(output.get("status", "?"))
-    cls = "pass" if status == "passed" else "fail"
-    parts = [
-        f'<h2 id="output-{index}">{e(output.get("name", "?"))} <span class="{cls}">{e(status)}</span></h2>',
-        _facts(output),
-        _gates(output),
-        _metrics(output),
-        _comparisons(output),
-        _stages(output),
-        _warnings(output),
-        _error(output),
-    ]
-    return "\n".join(part for part in parts if part)
-
-
-def _comparisons(output: dict[str, Any]) -> str:
-    rows = comparison_rows(output)
-    if not rows:
-        return ""
-    cells = [[td(value, "num" if index > 1 else "") for index, value in enumerate(row)] for row in rows]
-    return "<h3>Comparisons</h3>\n" + table(COMPARISON_COLUMNS, cells)
-
-
-def _facts(output: dict[str, Any]) -> str:
-    parity = output.get("parity") or {}
-    rows = [
-        ("format", output.get("format") or "-"),
-        ("runtime", output.get("runtime") or "-"),
-        ("artifact", output.get("artifact") or "-"),
-        ("sha256", output.get("sha256") or "-"),
-        ("size", f"{kib(output.get('size_bytes'))} KiB raw, {kib(output.get('gzip_bytes'))} KiB gzip"),
-    ]
-    if parity:
-        rows.append(
-            (
-                "parity",
-                f"against {parity.get('reference', '?')} on {number(parity.get('samples'))} "
-                f"samples, {number(parity.get('nonfinite'))} non-finite values",
-            )
-        )
-    return table(["fact", "value"], [[td(key), td(value)] for key, value in rows])
-
-
-def _gates(output: dict[str, Any]) -> str:
-    rows = []
-    if nonfinite_of(output):
-        rows.append(
-            [
-                td("finite outputs"),
-                td(nonfinite_of(output), "num"),
-                td("0", "num"),
-                td(f"{FAIL_MARK} non-finite values", "fail"),
-            ]
-        )
-    for gate in gates_of(output):
-        passed = bool(gate.get("passed"))
-        result = f"{PASS_MARK} pass" if passed else f"{FAIL_MARK} fail: {relation(gate)}"
-        if gate.get("note"):
-            result += f" ({gate['note']})"
-        rows.append(
-            [
-                td(f"{gate.get('metric')} {gate.get('op')} {number(gate.get('threshold'))}"),
-                td(number(gate.get("value")), "num"),
-                td(number(gate.get("threshold")), "num"),
-                td(result, "pass" if passed else "fail"),
-            ]
-        )
-    return "<h3>Gates</h3>\n" + table(["gate", "value", "threshold", "result"], rows) if rows else ""
-
-
-def _metrics(output: dict[str, Any]) -> str:
-    parity = output.get("parity") or {}
-    overall, tensors = parity.get("metrics") or {}, parity.get("tensors") or {}
-    if not overall:
-        return ""
-    shown = tensors if len(tensors) > 1 else {}
-    names = list(overall) + [m for values in shown.values() for m in values if m not in overall]
-    rows = [
-        [
-            td(name),
-            td(number(overall.get(name)), "num"),
-            *(td(number(values.get(name)), "num") for values in shown.values()),
-        ]
-        for name in names
-    ]
-    return "<h3>Metrics</h3>\n" + table(["metric", "overall", *shown], rows)
-
-
-def _stages(output: dict[str, Any]) -> str:
-    rows = [
-        [
-            td(stage.get("label") or stage.get("kind", "?")),
-            td(number(stage.get("seconds")), "num"),
-            td("yes" if stage.get("reused") else "no"),
-            td(", ".join(f"{k}={v}" for k, v in (stage.get("details") or {}).items()) or "-"),
-            td("; ".join(str(w) for w in stage.get("warnings") or []) or "-"),
-        ]
-        for stage in output.get("stages") or []
-    ]
-    header = ["stage", "seconds", "cached", "details", "warnings"]
-    return "<h3>Stages</h3>\n" + table(header, rows) if rows else ""
-
-
-def _warnings(output: dict[str, Any]) -> str:
-    items = "".join(f"<li>{e(warning)}</li>" for warning in output.get("warnings") or [])
-    return f"<h3>Warnings</h3>\n<ul>{items}</ul>" if items else ""
-
-
-def _error(output: dict[str, Any]) -> str:
-    if not output.get("error"):
-        return ""
-    error = output["error"]
-    return f'<h3>Error</h3>\n<p class="fail">{e(first_line(error))}</p>\n<pre>{e(error)}</pre>'
 
 
 def _source(source: dict[str, Any]) -> str:

@@ -5,7 +5,6 @@ Renders a report dict; knows no runtime or stage.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +26,13 @@ from pipeline.report.console import (
     number,
     relation,
 )
+from pipeline.report.findings import (
+    baseline_line,
+    details_text,
+    sections,
+)
+from pipeline.report.md_markup import cell, code, longest_backtick_run, table
 
-_TAG_START = re.compile(r"<(?=[A-Za-z/!?])")  # `<script`, `</b`, `<!--`; leaves `<=` alone
 _STATUS = {"passed": f"{PASS_MARK} passed", "failed": f"{FAIL_MARK} failed", "error": f"{FAIL_MARK} error"}
 
 
@@ -52,23 +56,6 @@ def render(report: dict[str, Any]) -> str:
     return "\n\n".join(part for part in parts if part) + "\n"
 
 
-def cell(value: Any) -> str:
-    """Text safe inside a table cell: no pipes, no line breaks, nothing a renderer takes for a tag."""
-    text = _TAG_START.sub("&lt;", str(value).replace("\\", "\\\\").replace("|", "\\|"))
-    return text.replace("\r", "").replace("\n", "<br>")
-
-
-def code(value: Any) -> str:
-    text = str(value)
-    return f"`` {text} ``" if "`" in text else f"`{text}`"
-
-
-def table(header: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
-    lines += ["| " + " | ".join(cell(value) for value in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def _heading(report: dict[str, Any]) -> str:
     recipe = report.get("recipe") or {}
     tool = report.get("tool") or {}
@@ -80,6 +67,7 @@ def _heading(report: dict[str, Any]) -> str:
             "",
             f"Recipe {code(recipe.get('path', '-'))} · started {report.get('started', '-')} · "
             f"{number(report.get('seconds'))} s · {tool.get('name', 'edgeport')} {tool.get('version') or ''}",
+            *(["", baseline_line(report)] if baseline_line(report) else []),
         ]
     )
 
@@ -139,6 +127,7 @@ def _output_section(output: dict[str, Any]) -> str:
         f"## Output `{output.get('name', '?')}`: {status}",
         _facts(output),
         _metrics(output),
+        _findings(output),
         _comparisons(output),
         _stages(output),
         _warnings(output),
@@ -173,6 +162,14 @@ def _metrics(output: dict[str, Any]) -> str:
     return "### Metrics\n\n" + table(["metric", "overall", *shown], rows)
 
 
+def _findings(output: dict[str, Any]) -> str:
+    """Baseline deltas, the layers int8 hurts most, and what the int8 fallback kept in float."""
+    return "\n\n".join(
+        f"### {title}\n\n" + (f"{note}\n\n" if note else "") + table(header, rows)
+        for title, note, header, rows in sections(output)
+    )
+
+
 def _comparisons(output: dict[str, Any]) -> str:
     rows = comparison_rows(output)
     return "### Comparisons\n\n" + table(COMPARISON_COLUMNS, rows) if rows else ""
@@ -187,7 +184,7 @@ def _stages(output: dict[str, Any]) -> str:
             stage.get("label") or stage.get("kind", "?"),
             number(stage.get("seconds")),
             "yes" if stage.get("reused") else "no",
-            ", ".join(f"{k}={v}" for k, v in (stage.get("details") or {}).items()) or "-",
+            details_text(stage.get("details") or {}),
             "; ".join(str(w) for w in stage.get("warnings") or []) or "-",
         ]
         for stage in stages
@@ -206,16 +203,8 @@ def _error(output: dict[str, Any]) -> str:
     if not output.get("error"):
         return ""
     text = str(output["error"]).rstrip()
-    fence = "`" * max(3, _longest_backtick_run(text) + 1)
+    fence = "`" * max(3, longest_backtick_run(text) + 1)
     return f"### Error\n\n{fence}text\n{text}\n{fence}"
-
-
-def _longest_backtick_run(text: str) -> int:
-    longest = run = 0
-    for char in text:
-        run = run + 1 if char == "`" else 0
-        longest = max(longest, run)
-    return longest
 
 
 def _source(source: dict[str, Any]) -> str:

@@ -33,6 +33,9 @@ class StageContext:
     fine_tune: Any = None  # a pipeline.data.Dataset (inputs by name, labels) for stages that train
     log: Callable[[str], None] = lambda message: None
     warnings: list[str] = field(default_factory=list)
+    # Set by the runner for an output's last stage: runs a candidate file through parity and says whether
+    # the output's gates pass. Lets a stage search (e.g. int8 fallback) without knowing gates or runtimes.
+    accept: Callable[[Path], bool] | None = None
 
 
 class Stage(ABC):

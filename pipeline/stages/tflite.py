@@ -16,6 +16,7 @@ from pipeline.errors import StageError
 from pipeline.frameworks import captured_native_output, import_tensorflow, notable_log_lines
 from pipeline.specs import Artifact
 from pipeline.stages.base import Stage, StageContext, StageOptions
+from pipeline.stages.tflite_fallback import debug_and_fall_back
 
 # Ops a converted SavedModel keeps when its variables were not frozen: such a file runs and outputs NaN.
 _UNFROZEN_VARIABLE_OPS = {"VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE"}
@@ -32,6 +33,13 @@ class TfliteOptions(StageOptions):
         description="select_tf_ops lets ops missing from TFLite run as TensorFlow kernels (Flex); "
         "such files need a runtime with the Flex delegate.",
     )
+    debug: bool = Field(
+        False, description="int8 only: measure each layer's quantization error (TFLite QuantizationDebugger)"
+    )
+    fallback: Literal["none", "auto"] = Field(
+        "none", description="int8 only: when the output fails its gates, keep the worst layers in float"
+    )
+    max_float_layers: int = Field(8, ge=1, description="fallback: auto tries 1, 2, 4, … up to this many float layers")
 
     @model_validator(mode="after")
     def _io_fits_quantize(self) -> TfliteOptions:
@@ -40,7 +48,15 @@ class TfliteOptions(StageOptions):
             raise ValueError(
                 f"io: {self.io} does not go with quantize: {self.quantize} (allowed: {', '.join(sorted(allowed))})"
             )
+        # The debugger calibrates and quantizes to full int8; for dynamic or int16x8 it would measure another model.
+        for name, wanted in (("debug", self.debug), ("fallback", self.fallback == "auto")):
+            if wanted and self.quantize != "int8":
+                raise ValueError(f"{name} needs quantize: int8 (got quantize: {self.quantize})")
         return self
+
+    @property
+    def layer_debug(self) -> bool:
+        return self.debug or self.fallback == "auto"
 
 
 class TfliteStage(Stage):
@@ -58,6 +74,8 @@ class TfliteStage(Stage):
         label = "tflite" if options.quantize == "none" else f"tflite {options.quantize}"
         if "select_tf_ops" in options.supported_ops:
             label += " +select_tf_ops"
+        if options.fallback == "auto":
+            label += f" fallback<={options.max_float_layers}"
         return f"{label} io={options.io}" if options.io != "float32" else label
 
     @classmethod
@@ -66,17 +84,21 @@ class TfliteStage(Stage):
 
     def run(self, upstream: Artifact, options: TfliteOptions, ctx: StageContext) -> Artifact:
         tf = import_tensorflow()
-        converter = _converter_for(tf, upstream, ctx.work_dir)
-        _configure(tf, converter, options, ctx, by_name=True)
-        model_bytes, log = _convert(converter)
+
+        def converter_of(frozen: bool) -> Any:
+            made = _frozen_function_converter(tf, upstream) if frozen else _converter_for(tf, upstream, ctx.work_dir)
+            _configure(tf, made, options, ctx, by_name=not frozen)
+            return made
+
+        frozen = False
+        model_bytes, log = _convert(converter_of(frozen))
         warnings = notable_log_lines(log)
         if _unfrozen_variable_ops(model_bytes) and upstream.kind == "savedmodel":
             # tf.saved_model.save(keras3_model) gives such SavedModels; its concrete function, taken
             # without the trackable object, freezes the variables (COMPAT.md). Signatures are lost.
             ctx.log("SavedModel converted with unfrozen variables; converting its frozen function instead")
-            converter = _frozen_function_converter(tf, upstream)
-            _configure(tf, converter, options, ctx, by_name=False)
-            model_bytes, log = _convert(converter)
+            frozen = True
+            model_bytes, log = _convert(converter_of(frozen))
             warnings = [
                 "the SavedModel keeps its variables as resources (made by tf.saved_model.save on a "
                 "Keras 3 model?); converted its frozen concrete function instead, so the .tflite has "
@@ -90,7 +112,17 @@ class TfliteStage(Stage):
             )
         path = ctx.work_dir / "model.tflite"
         write_bytes_atomic(path, model_bytes)
-        details = {"quantize": options.quantize, "io": options.io, "supported_ops": options.supported_ops}
+        details: dict[str, Any] = {"quantize": options.quantize, "io": options.io}
+        details["supported_ops"] = options.supported_ops
+        if options.layer_debug:
+            limit = options.max_float_layers if options.fallback == "auto" else 0
+            # A fresh converter: the debugger reconfigures the one it is given (calibrate-only).
+            converter = converter_of(frozen)
+            model_bytes, found = debug_and_fall_back(
+                tf, converter, model_bytes, path, ctx, limit=limit, io_type=options.io, debug=options.debug
+            )
+            details.update(found)
+            write_bytes_atomic(path, model_bytes)
         return Artifact(kind="tflite", path=path, key=ctx.key, warnings=warnings, details=details)
 
 
@@ -102,8 +134,9 @@ def _converter_for(tf: Any, upstream: Artifact, work_dir: Path) -> Any:
         return lite.from_keras_model(upstream.handle)
     # Keras 3: export a serving SavedModel first; it converts quietly and keeps its signature.
     export_dir = work_dir / "saved_model"
-    with captured_native_output():
-        upstream.handle.export(str(export_dir), format="tf_saved_model", verbose=False)
+    if not export_dir.exists():  # a second converter (the layer debugger's) reuses the export
+        with captured_native_output():
+            upstream.handle.export(str(export_dir), format="tf_saved_model", verbose=False)
     return lite.from_saved_model(str(export_dir), signature_keys=["serving_default"])
 
 

@@ -1,0 +1,115 @@
+"""Regressions against an earlier report.json (the last release's): a metric worse beyond tolerance fails its output.
+
+Reads and changes report dicts only; knows no runtime, stage or recipe.
+
+Tolerances by default: errors measured in the outputs' units (`max_abs`, `mean_abs`, `rmse`) may grow by 10% of
+their previous value; fractions (`cosine`, `top1_agreement`, `accuracy`, `accuracy_drop`) may worsen by 0.005;
+`snr_db` may drop by 0.5 dB (about 12% more noise power). A `tolerance` given replaces all of them, as a
+fraction for the first group and as an absolute step for the others; 0 flags any worsening.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import EdgeportError
+from pipeline.parity import GATE_OPS
+from pipeline.report.console import as_float, number
+from pipeline.report.document import exit_code_of
+
+RELATIVE = {"max_abs": 0.10, "mean_abs": 0.10, "rmse": 0.10}  # scale with the model's output range
+ABSOLUTE = {"cosine": 0.005, "top1_agreement": 0.005, "accuracy": 0.005, "accuracy_drop": 0.005, "snr_db": 0.5}
+_ROUNDING = 1e-12  # a previous error of exactly 0 must not fail on float noise
+
+
+def apply_baseline(report: dict[str, Any], baseline_path: Path, tolerance: float | None = None) -> None:
+    """Add `baseline` to the report and to each output found in both; fail outputs that regressed."""
+    previous = read_baseline(Path(baseline_path))
+    before = {o.get("name"): o for o in previous["outputs"] if isinstance(o, dict)}
+    regressions = 0
+    for output in report.get("outputs") or []:
+        old = before.get(output.get("name"))
+        if old is not None and output.get("parity"):
+            regressions += _compare_output(output, old, tolerance)
+    report["baseline"] = {
+        "path": str(baseline_path),
+        "recipe": (previous.get("recipe") or {}).get("name"),
+        "started": previous.get("started"),
+        "source_sha256": (previous.get("source") or {}).get("sha256"),
+        "tolerance": tolerances(tolerance),
+        "regressions": regressions,
+    }
+    code = exit_code_of(report.get("outputs") or [])
+    report["passed"], report["exit_code"] = code == 0, code
+
+
+def tolerances(tolerance: float | None = None) -> dict[str, str]:
+    """Each metric's allowance in words, as the report records it."""
+    relative = {m: f"+{(tolerance if tolerance is not None else t):.4g} relative" for m, t in RELATIVE.items()}
+    absolute = {m: f"{(tolerance if tolerance is not None else t):.4g} absolute" for m, t in ABSOLUTE.items()}
+    return relative | absolute
+
+
+def limit_of(metric: str, previous: float, tolerance: float | None = None) -> float:
+    """The worst value still accepted: past it, the metric regressed."""
+    if metric in RELATIVE:
+        fraction = RELATIVE[metric] if tolerance is None else tolerance
+        return previous + abs(previous) * fraction + _ROUNDING
+    step = ABSOLUTE.get(metric, 0.0) if tolerance is None else tolerance
+    return previous + step if GATE_OPS[metric] == "<=" else previous - step
+
+
+def _compare_output(output: dict[str, Any], old: dict[str, Any], tolerance: float | None) -> int:
+    now = (output.get("parity") or {}).get("metrics") or {}
+    then = (old.get("parity") or {}).get("metrics") or {}
+    entries, regressed = {}, 0
+    for metric in [m for m in now if m in then and m in GATE_OPS]:
+        previous, current = as_float(then[metric]), as_float(now[metric])
+        if previous is None or current is None or not math.isfinite(previous):
+            continue  # nothing to hold a non-finite or absent previous value against
+        limit = limit_of(metric, previous, tolerance)
+        worse = not math.isfinite(current) or (current > limit if GATE_OPS[metric] == "<=" else current < limit)
+        entries[metric] = {
+            "previous": previous,
+            "current": current if math.isfinite(current) else str(current),
+            "delta": current - previous if math.isfinite(current) else None,
+            "limit": limit,
+            "regressed": worse,
+        }
+        if worse:
+            regressed += 1
+            _fail(output, metric, limit, current, previous)
+    output["baseline"] = entries
+    return regressed
+
+
+def _fail(output: dict[str, Any], metric: str, limit: float, current: float, previous: float) -> None:
+    gate = {
+        "tensor": None,
+        "against": "baseline",
+        "metric": metric,
+        "op": GATE_OPS[metric],
+        "threshold": limit,
+        "value": current if math.isfinite(current) else str(current),
+        "passed": False,
+        "note": f"regressed from {number(previous)}",
+    }
+    output["parity"].setdefault("gates", []).append(gate)
+    if output.get("status") == "passed":
+        output["status"] = "failed"
+
+
+def read_baseline(path: Path) -> dict[str, Any]:
+    """The earlier report, or EdgeportError (exit 2) naming the file; cheap enough to call before a run."""
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise EdgeportError(f"--baseline {path}: no such file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise EdgeportError(f"--baseline {path}: not a readable report.json ({error})") from None
+    if not isinstance(report, dict) or not isinstance(report.get("outputs"), list):
+        raise EdgeportError(f"--baseline {path}: not an edgeport report.json (no 'outputs' list)")
+    return report

@@ -1,0 +1,37 @@
+"""Latency of one runtime on one batch: warm-up calls, then timed calls, median and p90.
+
+Knows the Runtime interface only; nothing of recipes or reports.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from pipeline.runtimes.base import Runtime
+
+
+def measure_latency(runtime: Runtime, feed: dict[str, np.ndarray], runs: int, warmup: int) -> dict[str, float]:
+    """Milliseconds per `predict_batch` call on `feed` (already keyed by the runtime's input names)."""
+    for _ in range(warmup):
+        runtime.predict_batch(feed)
+    timings = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        runtime.predict_batch(feed)
+        timings.append((time.perf_counter() - start) * 1000.0)
+    values = np.array(timings)
+    return {
+        "median_ms": round(float(np.median(values)), 4),
+        "p90_ms": round(float(np.percentile(values, 90)), 4),
+        "min_ms": round(float(values.min()), 4),
+    }
+
+
+def feed_for(runtime: Runtime, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A batch keyed by the source's input names, re-keyed for this runtime."""
+    from pipeline.runtimes.base import align_names
+
+    mapping = align_names(list(batch), [spec.name for spec in runtime.inputs], f"{runtime.name} inputs")
+    return {mapping[name]: array for name, array in batch.items()}

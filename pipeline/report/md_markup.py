@@ -1,0 +1,33 @@
+"""Markdown escaping and table markup for report.md; knows nothing of a report's content."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+_TAG_START = re.compile(r"<(?=[A-Za-z/!?])")  # `<script`, `</b`, `<!--`; leaves `<=` alone
+
+
+def cell(value: Any) -> str:
+    """Text safe inside a table cell: no pipes, no line breaks, nothing a renderer takes for a tag."""
+    text = _TAG_START.sub("&lt;", str(value).replace("\\", "\\\\").replace("|", "\\|"))
+    return text.replace("\r", "").replace("\n", "<br>")
+
+
+def code(value: Any) -> str:
+    text = str(value)
+    return f"`` {text} ``" if "`" in text else f"`{text}`"
+
+
+def table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell(value) for value in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def longest_backtick_run(text: str) -> int:
+    longest = run = 0
+    for char in text:
+        run = run + 1 if char == "`" else 0
+        longest = max(longest, run)
+    return longest

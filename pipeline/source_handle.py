@@ -1,0 +1,63 @@
+"""The source model as a run needs it: described from the cache when it can be, loaded only on demand.
+
+A warm re-run whose stages and reference outputs are all cached never imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.artifacts import key_of, sha256_of
+from pipeline.cache import Cache
+from pipeline.recipe import LoadedRecipe
+from pipeline.sources import Source, load_source
+from pipeline.specs import Artifact, TensorSpec
+
+
+class SourceHandle:
+    def __init__(self, recipe: LoadedRecipe, trusted: bool, cache: Cache) -> None:
+        spec = recipe.spec.source
+        self.path, self.signature, self.trusted = recipe.source_path, spec.signature, trusted
+        # Trust is part of the key: an untrusted run must load (and refuse) what a trusted one cached.
+        self.key = key_of("source", sha256_of(self.path), self.signature, trusted)
+        self._source: Source | None = None
+        self._description = cache.get_json("sources", self.key)
+        if self._description is None:
+            self._description = self._describe(self.load())
+            cache.put_json("sources", self.key, self._description)
+
+    def load(self) -> Source:
+        if self._source is None:
+            self._source = load_source(self.path, self.signature, self.trusted)
+            self._source.artifact.key = self.key
+        return self._source
+
+    @property
+    def loaded(self) -> bool:
+        return self._source is not None
+
+    @property
+    def artifact(self) -> Artifact:
+        return self.load().artifact
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        return [_spec(entry) for entry in self._description["tensors"]["inputs"]]
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        return [_spec(entry) for entry in self._description["tensors"]["outputs"]]
+
+    def describe(self) -> dict[str, Any]:
+        return {key: value for key, value in self._description.items() if key != "tensors"}
+
+    @staticmethod
+    def _describe(source: Source) -> dict[str, Any]:
+        def tensors(specs: list[TensorSpec]) -> list[dict[str, Any]]:
+            return [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in specs]
+
+        return {**source.describe(), "tensors": {"inputs": tensors(source.inputs), "outputs": tensors(source.outputs)}}
+
+
+def _spec(entry: dict[str, Any]) -> TensorSpec:
+    return TensorSpec(name=entry["name"], shape=tuple(entry["shape"]), dtype=entry["dtype"])
