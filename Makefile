@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test test-fast lint clean
+.PHONY: help venv demo test test-fast bench lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-6s %s\n", $$1, $$2}'
@@ -28,6 +28,10 @@ test: $(STAMP) ## run the test suite (extra pytest flags: PYTEST_ARGS=...)
 
 test-fast: $(STAMP) ## the suite without the slow Keras Applications conversions
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+bench: $(STAMP) ## edgeport against direct library calls: overhead, cache, throughput, memory
+	$(BIN)/python scripts/make_demo_model.py
+	$(BIN)/python benchmarks/run.py
 
 lint: $(STAMP) ## ruff over the repository
 	$(BIN)/ruff check .

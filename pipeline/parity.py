@@ -100,9 +100,10 @@ class _TensorStats:
 
 
 def _row_cosines(ref: np.ndarray, out: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1)
-    dots = (ref * out).sum(axis=1)
-    both_zero = (np.linalg.norm(ref, axis=1) == 0) & (np.linalg.norm(out, axis=1) == 0)
+    ref_sq, out_sq = np.einsum("ij,ij->i", ref, ref), np.einsum("ij,ij->i", out, out)
+    norms = np.sqrt(ref_sq * out_sq)
+    dots = np.einsum("ij,ij->i", ref, out)
+    both_zero = (ref_sq == 0) & (out_sq == 0)
     with np.errstate(divide="ignore", invalid="ignore"):
         cosines = np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), 0.0)
     return np.where(both_zero, 1.0, cosines)

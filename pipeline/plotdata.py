@@ -31,15 +31,18 @@ def plot_data(
     ]
     total = sum(len(ref) for ref, _ in flats)
     stride = max(1, math.ceil(total / pairs))
-    max_abs = max((_finite_max(np.abs(out - ref)) for ref, out in flats), default=0.0)
-    edges = np.linspace(0.0, max_abs if max_abs > 0 else 1.0, bins + 1)
+    errors = [np.abs(out - ref) for ref, out in flats]
+    max_abs = max((_finite_max(error) for error in errors), default=0.0)
+    high = max_abs if max_abs > 0 else 1.0
+    edges = np.linspace(0.0, high, bins + 1)
     counts = np.zeros(bins, dtype=np.int64)
     sample_ref, sample_out, offset, skipped = [], [], 0, 0
-    for ref, out in flats:
-        error = np.abs(out - ref)
+    for (ref, out), error in zip(flats, errors, strict=True):
         finite = np.isfinite(error)
         skipped += int((~finite).sum())
-        counts += np.histogram(error[finite], bins=edges)[0]  # same fixed edges for every batch
+        # Fixed, equal-width bins: an index computation and a bincount (np.histogram is several times slower).
+        index = np.minimum((error[finite] * (bins / high)).astype(np.int64), bins - 1)
+        counts += np.bincount(index, minlength=bins)
         # Every `stride`-th value of the whole stream: even across batches and tensors, and deterministic.
         picked = np.arange((-offset) % stride, len(ref), stride)
         picked = picked[finite[picked]]

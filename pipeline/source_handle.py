@@ -7,19 +7,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.artifacts import key_of, sha256_of
 from pipeline.cache import Cache
 from pipeline.recipe import LoadedRecipe
-from pipeline.sources import Source, load_source
+from pipeline.sources import Source, load_source_spec, source_key
 from pipeline.specs import Artifact, TensorSpec
 
 
 class SourceHandle:
     def __init__(self, recipe: LoadedRecipe, trusted: bool, cache: Cache) -> None:
         spec = recipe.spec.source
+        self.spec, self.base_dir = spec, recipe.base_dir
         self.path, self.signature, self.trusted = recipe.source_path, spec.signature, trusted
         # Trust is part of the key: an untrusted run must load (and refuse) what a trusted one cached.
-        self.key = key_of("source", sha256_of(self.path), self.signature, trusted)
+        self.key = source_key(spec, recipe.base_dir, trusted)
         self._source: Source | None = None
         self._description = cache.get_json("sources", self.key)
         if self._description is None:
@@ -28,7 +28,7 @@ class SourceHandle:
 
     def load(self) -> Source:
         if self._source is None:
-            self._source = load_source(self.path, self.signature, self.trusted)
+            self._source = load_source_spec(self.spec, self.base_dir, self.trusted)
             self._source.artifact.key = self.key
         return self._source
 

@@ -92,7 +92,7 @@ def test_missing_or_corrupt_baseline_is_bad_input(tmp_path: Path, content: str |
         path.write_text(content)
     before = _report(_output("int8", max_abs=1.0))
     report = copy.deepcopy(before)
-    with pytest.raises(EdgeportError, match="old.json") as raised:
+    with pytest.raises(EdgeportError, match=r"old\.json") as raised:
         apply_baseline(report, path)
     assert raised.value.exit_code == 2 and report == before
 

@@ -1,0 +1,178 @@
+"""edgeport against the raw library calls, side by side in one run; prints each figure as a ratio.
+
+    python benchmarks/run.py [--repeats 3]        (or: make bench)
+
+Figures (targets from the performance issue):
+  cold   `edgeport run benchmarks/bench.yaml --no-cache` / benchmarks/direct.py      ≤ 1.15
+  warm   re-run of the unchanged recipe with its cache / the cold run                 ≤ 0.25
+  parity samples/s through edgeport's runtimes + metrics / a raw runtime loop         ≥ 1/1.2 (each runtime)
+  memory peak RSS of a run on 20k evaluation samples / on 1k                          ≤ 1.20
+Machines are noisy: the two sides of each ratio alternate, and medians are compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+MODEL = ROOT / "artifacts/models/digits_cnn.keras"
+DATA = ROOT / "artifacts/data/digits.npz"
+
+
+def wall(command: list[str], env: dict[str, str] | None = None) -> float:
+    start = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True, env={**os.environ, **(env or {})}, cwd=ROOT)
+    return time.perf_counter() - start
+
+
+def edgeport(*args: str) -> list[str]:
+    return [PYTHON, "-m", "pipeline", *args]
+
+
+def cold_and_warm(repeats: int, work: Path) -> tuple[float, float, float]:
+    recipe, out = "benchmarks/bench.yaml", str(work / "out")
+    cache = {"EDGEPORT_CACHE_DIR": str(work / "cache")}
+    cold, direct, warm = [], [], []
+    subprocess.run(edgeport("run", recipe, "--out", out), check=True, capture_output=True, env={**os.environ, **cache})
+    for _ in range(repeats):
+        cold.append(wall(edgeport("run", recipe, "--out", out, "--no-cache")))
+        direct.append(wall([PYTHON, "benchmarks/direct.py", str(MODEL), str(DATA)]))
+        warm.append(wall(edgeport("run", recipe, "--out", out), cache))
+    return statistics.median(cold), statistics.median(direct), statistics.median(warm)
+
+
+def parity_throughput(repeats: int, work: Path) -> dict[str, tuple[float, float]]:
+    """samples/s: edgeport's predict_dataset + compare against a bare loop over the same batches."""
+    sys.path.insert(0, str(ROOT))
+    from pipeline.data import Dataset
+    from pipeline.evaluate import compare, predict_dataset
+    from pipeline.sources import load_source
+    from pipeline.stages import STAGES, StageContext
+
+    x = np.load(DATA)["x_test"]
+    x = np.concatenate([x] * 50)  # 18,000 samples: long enough to time, session set-up included
+    dataset = Dataset("evaluation", "bench", {"pixels": x})
+    source = load_source(MODEL)
+    artifacts = {}
+    for kind in ("tflite", "onnx"):
+        (work / kind).mkdir()
+        stage = STAGES[kind]
+        artifacts[kind] = stage().run(source.artifact, stage.Options(), StageContext(work / kind, kind))
+    reference = predict_dataset(artifacts["onnx"], "reference", dataset, 64)
+    raw_loops = {"tflite": _raw_litert(artifacts["tflite"].path), "onnx": _raw_onnx(artifacts["onnx"].path)}
+    results = {}
+    for kind, artifact in artifacts.items():
+        ours, raw = [], []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            compare(reference, predict_dataset(artifact, kind, dataset, 64), dataset, 64)
+            ours.append(len(x) / (time.perf_counter() - start))
+            start = time.perf_counter()
+            raw_loops[kind](x)
+            raw.append(len(x) / (time.perf_counter() - start))
+        results[kind] = (statistics.median(ours), statistics.median(raw))
+    return results
+
+
+def _raw_litert(path: Path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = Interpreter(model_path=str(path)).get_signature_runner()
+
+    def loop(x: np.ndarray) -> float:
+        return max(float(np.abs(next(iter(runner(pixels=x[i : i + 64]).values()))).max()) for i in range(0, len(x), 64))
+
+    return loop
+
+
+def _raw_onnx(path: Path):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+    def loop(x: np.ndarray) -> float:
+        return max(float(np.abs(session.run(None, {"pixels": x[i : i + 64]})[0]).max()) for i in range(0, len(x), 64))
+
+    return loop
+
+
+def peak_rss_mb(samples: int, work: Path) -> float:
+    """Peak RSS of one `edgeport run` on `samples` evaluation samples (fresh process, no cache)."""
+    rng = np.random.default_rng(0)
+    np.savez(work / f"eval{samples}.npz", x=rng.random((samples, 8, 8, 1), dtype=np.float32))
+    recipe = work / f"memory{samples}.yaml"
+    recipe.write_text(
+        f"name: memory\nsource: {MODEL}\ndata:\n  evaluation: {{npz: eval{samples}.npz, inputs: x}}\n"
+        "outputs:\n  fp32: {stages: [tflite]}\n  onnx: {stages: [onnx]}\n"
+    )
+    probe = (
+        "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
+    command = [PYTHON, "-c", probe, *edgeport("run", str(recipe), "--out", str(work / "m"), "--no-cache")]
+    result = subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT)
+    return int(result.stdout.split()[-1]) / 1024
+
+
+def line(name: str, ratio: float, target: str, ok: bool, detail: str) -> str:
+    return f"{'✓' if ok else '✗'} {name:<22} ratio {ratio:6.3f}  (target {target})  {detail}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    if not MODEL.exists():
+        subprocess.run([PYTHON, "scripts/make_demo_model.py"], check=True, cwd=ROOT)
+    print(f"edgeport benchmarks, {args.repeats} repeats, {os.cpu_count()} cores", flush=True)
+    with tempfile.TemporaryDirectory(prefix="edgeport-bench-") as tmp:
+        work = Path(tmp)
+        cold, direct, warm = cold_and_warm(args.repeats, work)
+        lines = [
+            line(
+                "cold run / direct",
+                cold / direct,
+                "<= 1.15",
+                cold / direct <= 1.15,
+                f"edgeport {cold:.2f} s, direct calls {direct:.2f} s",
+            ),
+            line(
+                "warm re-run / cold",
+                warm / cold,
+                "<= 0.25",
+                warm / cold <= 0.25,
+                f"warm {warm:.2f} s, cold {cold:.2f} s",
+            ),
+        ]
+        for kind, (ours, raw) in parity_throughput(args.repeats, work).items():
+            lines.append(
+                line(
+                    f"parity {kind} samples/s",
+                    ours / raw,
+                    ">= 0.833",
+                    ours / raw >= 1 / 1.2,
+                    f"edgeport {ours:,.0f}/s, raw loop {raw:,.0f}/s",
+                )
+            )
+        small, large = peak_rss_mb(1_000, work), peak_rss_mb(20_000, work)
+        lines.append(
+            line(
+                "peak RSS 20k / 1k", large / small, "<= 1.20", large / small <= 1.2, f"{large:.0f} MB vs {small:.0f} MB"
+            )
+        )
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
