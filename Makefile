@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test test-fast bench lint clean
+.PHONY: help venv demo test test-fast fuzz bench lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-6s %s\n", $$1, $$2}'
@@ -28,6 +28,9 @@ test: $(STAMP) ## run the test suite (extra pytest flags: PYTEST_ARGS=...)
 
 test-fast: $(STAMP) ## the suite without the slow Keras Applications conversions
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+fuzz: $(STAMP) ## 10,000 generated recipes per fuzz test: only RecipeError may escape the loader
+	EDGEPORT_FUZZ_EXAMPLES=10000 $(BIN)/python -m pytest -q tests/test_fuzz_recipe.py
 
 bench: $(STAMP) ## edgeport against direct library calls: overhead, cache, throughput, memory
 	$(BIN)/python scripts/make_demo_model.py

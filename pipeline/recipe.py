@@ -290,7 +290,7 @@ def load_recipe(path: Path, check_files: bool = True) -> LoadedRecipe:
     except (OSError, UnicodeDecodeError) as error:
         raise RecipeError(f"{path}: cannot read recipe ({error})") from None
     try:
-        document = yaml.safe_load(text)
+        document = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no tags that build objects
     except yaml.YAMLError as error:
         raise RecipeError(f"{path}: YAML syntax error{_yaml_place(error)}: {_yaml_problem(error)}") from None
     if not isinstance(document, dict):
@@ -306,6 +306,25 @@ def load_recipe(path: Path, check_files: bool = True) -> LoadedRecipe:
         _check_files(loaded)
     check_chains(loaded)
     return loaded
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (plain YAML keeps the last, silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, list | dict):
+                raise yaml.constructor.ConstructorError(
+                    None, None, "a mapping key must be a plain value, not a list or mapping", key_node.start_mark
+                )
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first at line {seen[key]})", key_node.start_mark
+                )
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
 
 
 def check_chains(recipe: LoadedRecipe) -> None:
