@@ -1,0 +1,91 @@
+"""Faults: a run killed mid-stage leaves nothing that looks complete, and the next run finishes the job;
+Ctrl-C stops cleanly with exit 130."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pipeline.runtimes import runtime_for
+from pipeline.specs import Artifact
+
+from .conftest import ROOT, write_recipe
+
+
+def _recipe(zoo, tmp_path: Path) -> Path:
+    return write_recipe(
+        tmp_path,
+        f"""\
+name: faults
+source: {zoo.keras3}
+data:
+  calibration: {{npz: {zoo.digits_npz}, inputs: x_train, limit: 64}}
+  evaluation: {{npz: {zoo.digits_npz}, inputs: x_test, labels: y_test}}
+outputs:
+  fp32: {{stages: [tflite]}}
+  onnx: {{stages: [onnx]}}
+  int8: {{stages: [{{tflite: {{quantize: int8}}}}]}}
+  float16: {{stages: [{{tflite: {{quantize: float16}}}}]}}
+""",
+    )
+
+
+def _start(recipe: Path, out: Path, cache: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "EDGEPORT_CACHE_DIR": str(cache)}
+    command = [sys.executable, "-m", "pipeline", "run", str(recipe), "--out", str(out)]
+    return subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+
+
+def _wait_for(process: subprocess.Popen[str], marker: str, timeout: float = 120) -> list[str]:
+    seen, deadline = [], time.monotonic() + timeout
+    assert process.stderr is not None
+    while time.monotonic() < deadline:
+        line = process.stderr.readline()
+        if not line:
+            break
+        seen.append(line)
+        if marker in line:
+            return seen
+    raise AssertionError(f"never saw {marker!r}: {''.join(seen)}")
+
+
+def test_sigkill_mid_stage_leaves_nothing_complete_and_the_next_run_resumes(zoo, tmp_path: Path) -> None:
+    recipe, out, cache = _recipe(zoo, tmp_path), tmp_path / "out", tmp_path / "cache"
+    process = _start(recipe, out, cache)
+    _wait_for(process, "[3/4] int8: tflite int8 ...")
+    process.kill()
+    process.wait(timeout=30)
+    assert not (out / "report.json").exists() and not (out / "junit.xml").exists()
+    for model in out.glob("*/model.*"):  # whatever was published must be whole: it opens and runs
+        kind = "tflite" if model.suffix == ".tflite" else "onnx"
+        runtime = runtime_for(Artifact(kind=kind, path=model, key="check"))  # type: ignore[arg-type]
+        assert runtime.outputs
+    rerun = subprocess.run(
+        [sys.executable, "-m", "pipeline", "run", str(recipe), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "EDGEPORT_CACHE_DIR": str(cache)},
+        check=False,
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    report = json.loads((out / "report.json").read_text())
+    caches = {output["name"]: output["stages"][0]["cache"] for output in report["outputs"]}
+    assert caches["fp32"] == "hit" and caches["onnx"] == "hit"  # finished before the kill: reused
+    assert caches["float16"] == "stored"  # never started: built now
+    assert not list(cache.rglob("*.partial")) or all(p.name.startswith(".") for p in cache.rglob("*.partial"))
+
+
+def test_ctrl_c_stops_with_130_and_one_line(zoo, tmp_path: Path) -> None:
+    recipe, out = _recipe(zoo, tmp_path), tmp_path / "out"
+    process = _start(recipe, out, tmp_path / "cache")
+    _wait_for(process, "[2/4] onnx")
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert "edgeport: interrupted" in stderr and "Traceback" not in stderr
+    assert not (out / "report.json").exists()
