@@ -22,6 +22,7 @@ from pipeline.cache import Cache, default_cache_dir
 from pipeline.data import Dataset, load_dataset
 from pipeline.errors import EdgeportError, StageError
 from pipeline.evaluate import Predictions, compare, predict_dataset
+from pipeline.isolation import StageRequest, StageWorker, save_dataset
 from pipeline.latency import feed_for, measure_latency
 from pipeline.parity import GateResult, ParityResult, gate_result
 from pipeline.plan import OutputPlan, PlanNode, check_tensor_gates, plan_recipe
@@ -46,6 +47,7 @@ class RunOptions:
     baseline: Path | None = None  # an earlier report.json: regressions against it fail the run
     cache_dir: Path | None = None  # default: pipeline.cache.default_cache_dir()
     use_cache: bool = True
+    isolate: bool = True  # conversions from the source run in a worker process (crash isolation)
 
 
 Log = Callable[[str], None]
@@ -82,8 +84,11 @@ def run_recipe(recipe: LoadedRecipe, options: RunOptions, log: Log = stderr_log)
     plans = plan_recipe(recipe, source.key, options.only, digests)
     check_tensor_gates(recipe, plans, [spec.name for spec in source.outputs])
     with tempfile.TemporaryDirectory(prefix="edgeport-") as work:
-        run = _RecipeRun(recipe, source, datasets, Path(work), options, cache, log)
-        results = [run.output(plan, f"  [{n}/{len(plans)}] {plan.name}") for n, plan in enumerate(plans, start=1)]
+        run = _RecipeRun(recipe, source, datasets, Path(work), options, cache, log, plans)
+        try:
+            results = [run.output(plan, f"  [{n}/{len(plans)}] {plan.name}") for n, plan in enumerate(plans, 1)]
+        finally:
+            run.close()
     report = _report(recipe, described, datasets, results, started, time.perf_counter() - clock)
     report["cache"] = {
         "enabled": cache.enabled,
@@ -127,9 +132,17 @@ class _RecipeRun:
         options: RunOptions,
         cache: Cache,
         log: Log,
+        plans: list[OutputPlan],
     ):
         self.source, self.datasets, self.work, self.options, self.log = source, datasets, work, options, log
         self.cache = cache
+        self.recipe = recipe
+        self.worker = StageWorker() if options.isolate else None
+        self.data_files: dict[str, str] | None = None
+        if self.worker is not None and any(
+            self._isolated(plan.nodes[0]) and not self._cached(plan.nodes[0]) for plan in plans
+        ):
+            self.worker.start()  # its TensorFlow import overlaps the reference predictions below
         self.source_latency: dict[int, dict[str, Any]] = {}
         self.fail_on_warnings = recipe.spec.fail_on_converter_warnings
         self.evaluation = datasets["evaluation"]
@@ -222,6 +235,39 @@ class _RecipeRun:
             comparisons.append(compare(upstream, candidate, self.evaluation, batch))
         return parity, comparisons
 
+    def close(self) -> None:
+        if self.worker is not None:
+            self.worker.close()
+
+    def _isolated(self, node: PlanNode) -> bool:
+        """Conversions straight from the source file run in the worker; later stages need in-memory models."""
+        return self.worker is not None and STAGES[node.kind].gives in CACHEABLE_KINDS
+
+    def _cached(self, node: PlanNode) -> bool:
+        return self.cache.enabled and (self.cache.root / "stages" / node.key / "entry.json").exists()
+
+    def _in_worker(self, node: PlanNode, label: str) -> Artifact:
+        assert self.worker is not None
+        if self.data_files is None:
+            self.data_files = {
+                section: save_dataset(dataset, self.work / f"{section}.npz")
+                for section, dataset in self.datasets.items()
+                if section != "evaluation"
+            }
+        request = StageRequest(
+            kind=node.kind,
+            options=node.options.model_dump(mode="json"),
+            source_spec=self.recipe.spec.source.model_dump(mode="json"),
+            base_dir=str(self.recipe.base_dir),
+            trusted=self.source.trusted,
+            work_dir=str(self.work / node.key[:16]),
+            key=node.key,
+            data_files=self.data_files,
+            batch_size=self.options.batch_size,
+        )
+        (self.work / node.key[:16]).mkdir(parents=True, exist_ok=True)
+        return self.worker.run(request, lambda message: self.log(f"{label}: {message}"))
+
     def _latency(self, plan: OutputPlan, artifact: Artifact) -> dict[str, Any]:
         """Median/p90 in the output's runtime, beside the source model's in Keras on the same batch."""
         spec = plan.benchmark
@@ -274,7 +320,7 @@ class _RecipeRun:
                 hit.artifact, 0.0, warnings=list(hit.artifact.warnings), cache="hit", built_seconds=hit.seconds
             )
         else:
-            result = self._run_node(node, upstream or self.source.artifact, label)
+            result = self._run_node(node, upstream, label)
             if result.artifact is not None and cacheable and self.cache.enabled:
                 result.artifact = self.cache.put_artifact(node.key, result.artifact, result.seconds)
                 result.cache = "stored"
@@ -285,7 +331,7 @@ class _RecipeRun:
             result.artifact = None
         return result
 
-    def _run_node(self, node: PlanNode, upstream: Artifact, label: str) -> _NodeResult:
+    def _run_node(self, node: PlanNode, upstream: Artifact | None, label: str) -> _NodeResult:
         node_dir = self.work / node.key[:16]
         node_dir.mkdir(parents=True, exist_ok=True)
         context = StageContext(
@@ -298,7 +344,10 @@ class _RecipeRun:
         self.log(f"{label} ...")
         clock = time.perf_counter()
         try:
-            artifact = STAGES[node.kind]().run(upstream, node.options, context)
+            if upstream is None and self._isolated(node):
+                artifact = self._in_worker(node, label)
+            else:
+                artifact = STAGES[node.kind]().run(upstream or self.source.artifact, node.options, context)
         except StageError as error:
             return _NodeResult(None, time.perf_counter() - clock, str(error))
         except Exception as error:  # a bug or an unexpected library failure: this output errors, others go on

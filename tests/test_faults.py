@@ -89,3 +89,29 @@ def test_ctrl_c_stops_with_130_and_one_line(zoo, tmp_path: Path) -> None:
     assert process.returncode == 130
     assert "edgeport: interrupted" in stderr and "Traceback" not in stderr
     assert not (out / "report.json").exists()
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def test_a_crashing_conversion_costs_one_output_not_the_run(zoo, tmp_path: Path) -> None:
+    """A converter that dies in native code is simulated by killing the stage worker mid-conversion."""
+    recipe, out = _recipe(zoo, tmp_path), tmp_path / "out"
+    process = _start(recipe, out, tmp_path / "cache")
+    _wait_for(process, "[3/4] int8: tflite int8 ...")
+    workers = _children(process.pid)
+    assert workers, "the conversion runs in a worker process"
+    for worker in workers:
+        os.kill(worker, signal.SIGKILL)
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 3, stderr
+    report = json.loads((out / "report.json").read_text())
+    statuses = {output["name"]: output["status"] for output in report["outputs"]}
+    assert statuses == {"fp32": "passed", "onnx": "passed", "int8": "error", "float16": "passed"}
+    int8 = next(output for output in report["outputs"] if output["name"] == "int8")
+    assert "crashed its worker process (killed by SIGKILL)" in int8["error"]
+    assert "✗ int8" in stdout

@@ -28,7 +28,7 @@ METRIC_ORDER = (
 _SIGNS = {"<=": "≤", ">=": "≥"}
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;color:#1b1f24}
-body{margin:2em auto;max-width:80em;padding:0 1em}
+body{margin:2em auto;max-width:86em;padding:0 1em}
 h1{font-size:1.6em;margin-bottom:.2em}h2{margin-top:2em;border-bottom:1px solid #d0d7de;padding-bottom:.2em}
 table{border-collapse:collapse;margin:.6em 0}
 th,td{border:1px solid #d0d7de;padding:.25em .6em;vertical-align:top}

@@ -1,0 +1,176 @@
+"""Conversion stages in a child process: a converter that aborts in native code costs one output, not the run.
+
+The TFLite converter and tf2onnx can abort or segfault inside C++. A worker process (spawned, so it
+shares no TensorFlow state with the parent) loads the source model itself and runs the stages it is
+sent, one at a time. When it dies, the stage it was running becomes a StageError naming the signal, and
+the next stage gets a fresh worker. Knows stages and sources; nothing of parity or reports.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+import traceback
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import StageError
+from pipeline.specs import Artifact
+
+_POLL_SECONDS = 0.2
+
+
+@dataclass
+class StageRequest:
+    """Everything a worker needs, as plain data: the source by its recipe spec, data by file."""
+
+    kind: str
+    options: dict[str, Any]
+    source_spec: dict[str, Any]
+    base_dir: str
+    trusted: bool
+    work_dir: str
+    key: str
+    data_files: dict[str, str]  # section → .npz with inputs (by name) and optional __labels__
+    batch_size: int
+
+
+class StageWorker:
+    def __init__(self) -> None:
+        self._context = multiprocessing.get_context("spawn")
+        self._process: Any = None
+        self._connection: Connection | None = None
+
+    def start(self) -> None:
+        """Start early: the child's TensorFlow import then overlaps the parent's own work."""
+        if self._process is None or not self._process.is_alive():
+            parent, child = self._context.Pipe()
+            self._process = self._context.Process(target=_serve, args=(child,), daemon=True, name="edgeport-stage")
+            self._process.start()
+            child.close()
+            self._connection = parent
+
+    def run(self, request: StageRequest, log: Any) -> Artifact:
+        self.start()
+        assert self._connection is not None
+        self._connection.send(request)
+        while True:
+            if self._connection.poll(_POLL_SECONDS):
+                try:
+                    message = self._connection.recv()
+                except EOFError:
+                    raise self._crashed() from None
+                if message[0] == "log":
+                    log(message[1])
+                    continue
+                return _reply(message)
+            if not self._process.is_alive():
+                raise self._crashed()
+
+    def close(self) -> None:
+        if self._process is not None and self._process.is_alive():
+            assert self._connection is not None
+            self._connection.send(None)
+            self._process.join(timeout=5)
+            if self._process.is_alive():
+                self._process.kill()
+        self._process = None
+
+    def _crashed(self) -> StageError:
+        self._process.join(timeout=5)
+        code = self._process.exitcode
+        self._process = None
+        if code is not None and code < 0:
+            cause = f"killed by {signal.Signals(-code).name}"
+        else:
+            cause = f"exited with status {code}"
+        return StageError(f"the stage crashed its worker process ({cause}); the other outputs went on")
+
+
+def _reply(message: tuple[Any, ...]) -> Artifact:
+    if message[0] == "error":
+        raise StageError(message[1])
+    fields = message[1]
+    return Artifact(
+        kind=fields["kind"],
+        path=Path(fields["path"]),
+        key=fields["key"],
+        signature=fields["signature"],
+        flavour=fields["flavour"],
+        details=fields["details"],
+        warnings=fields["warnings"],
+    )
+
+
+def save_dataset(dataset: Any, path: Path) -> str:
+    arrays = dict(dataset.inputs)
+    if dataset.labels is not None:
+        arrays["__labels__"] = dataset.labels
+    np.savez(path, **arrays)
+    return str(path)
+
+
+# --- the child side ---------------------------------------------------------------------------------
+
+
+def _serve(connection: Connection) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    sources: dict[str, Any] = {}
+    while True:
+        request = connection.recv()
+        if request is None:
+            return
+        try:
+            artifact = _run(request, sources, lambda text: connection.send(("log", text)))
+            connection.send(("ok", _fields(artifact)))
+        except StageError as error:
+            connection.send(("error", str(error)))
+        except Exception as error:  # a bug or an unexpected library failure: reported, the worker lives on
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0][:500]
+            connection.send(("error", f"{type(error).__name__}: {first}"))
+            traceback.clear_frames(error.__traceback__)
+
+
+def _run(request: StageRequest, sources: dict[str, Any], log: Any) -> Artifact:
+    from pipeline.data import Dataset
+    from pipeline.recipe import SourceSpec
+    from pipeline.sources import load_source_spec
+    from pipeline.stages import STAGES, StageContext
+
+    cache_key = f"{request.source_spec}|{request.base_dir}|{request.trusted}"
+    if cache_key not in sources:
+        spec = SourceSpec.model_validate(request.source_spec)
+        sources[cache_key] = load_source_spec(spec, Path(request.base_dir), request.trusted)
+    upstream = sources[cache_key].artifact
+    datasets = {}
+    for section, file in request.data_files.items():
+        with np.load(file, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+        labels = arrays.pop("__labels__", None)
+        datasets[section] = Dataset(section, file, arrays, labels)
+    calibration = datasets.get("calibration")
+    stage = STAGES[request.kind]
+    context = StageContext(
+        work_dir=Path(request.work_dir),
+        key=request.key,
+        log=log,
+        fine_tune=datasets.get("fine_tune"),
+        calibration=(lambda: calibration.batches(request.batch_size)) if calibration is not None else None,
+    )
+    return stage().run(upstream, stage.Options.model_validate(request.options), context)
+
+
+def _fields(artifact: Artifact) -> dict[str, Any]:
+    return {
+        "kind": artifact.kind,
+        "path": str(artifact.path),
+        "key": artifact.key,
+        "signature": artifact.signature,
+        "flavour": artifact.flavour,
+        "details": artifact.details,
+        "warnings": artifact.warnings,
+    }
