@@ -8,6 +8,7 @@ the next stage gets a fresh worker. Knows stages and sources; nothing of parity 
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import signal
 import traceback
@@ -57,13 +58,20 @@ class StageWorker:
     def run(self, request: StageRequest, log: Any) -> Artifact:
         self.start()
         assert self._connection is not None
-        self._connection.send(request)
+        try:
+            self._connection.send(request)
+        except OSError:  # the worker died since the last stage: one fresh start, then give up
+            self._process = None
+            self.start()
+            self._connection.send(request)
         while True:
-            if self._connection.poll(_POLL_SECONDS):
-                try:
-                    message = self._connection.recv()
-                except EOFError:
-                    raise self._crashed() from None
+            try:
+                ready = self._connection.poll(_POLL_SECONDS)
+                message = self._connection.recv() if ready else None
+            except (EOFError, OSError):  # the pipe broke: the worker is gone
+                raise self._crashed() from None
+            if ready:
+                assert message is not None
                 if message[0] == "log":
                     log(message[1])
                     continue
@@ -74,14 +82,15 @@ class StageWorker:
     def close(self) -> None:
         if self._process is not None and self._process.is_alive():
             assert self._connection is not None
-            self._connection.send(None)
+            with contextlib.suppress(OSError):
+                self._connection.send(None)
             self._process.join(timeout=5)
             if self._process.is_alive():
                 self._process.kill()
         self._process = None
 
     def _crashed(self) -> StageError:
-        self._process.join(timeout=5)
+        self._process.join(timeout=10)
         code = self._process.exitcode
         self._process = None
         if code is not None and code < 0:

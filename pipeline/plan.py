@@ -52,24 +52,28 @@ def plan_recipe(
     for name, output in outputs.items():
         if only and name not in only:
             continue
-        upstream, nodes = source_key, []
-        for entry in output.stages:
-            kind, options = stage_of(entry)
-            stage = STAGES[kind]
-            data = {
-                section: (data_digests or {}).get(section.split(".")[0]) for section in stage.required_data(options)
-            }
-            upstream = key_of(kind, options.model_dump(mode="json"), upstream, data, package_versions(stage.packages))
-            nodes.append(PlanNode(key=upstream, kind=kind, options=options, label=stage.describe(options)))
+        entries = [stage_of(entry) for entry in output.stages]
         gates = output.gates.thresholds()
         tensor_gates = output.gates.tensor_thresholds()
         gates_from = "recipe"
         if not gates and not tensor_gates:
             # A stage that changes the model on purpose (prune, qat...) sets the bar: a conversion's
             # fp32 tolerance against the unchanged source would always fail after it.
-            changers = [node for node in nodes if STAGES[node.kind].gives == "keras"]
-            decisive = changers[0] if changers else nodes[-1]
-            gates, gates_from = STAGES[decisive.kind].default_gates(decisive.options), "default"
+            changers = [(kind, options) for kind, options in entries if STAGES[kind].gives == "keras"]
+            kind, options = changers[0] if changers else entries[-1]
+            gates, gates_from = STAGES[kind].default_gates(options), "default"
+        upstream, nodes = source_key, []
+        digests = data_digests or {}
+        for kind, options in entries:
+            stage = STAGES[kind]
+            data: dict[str, object] = {
+                section: digests.get(section.split(".")[0]) for section in stage.required_data(options)
+            }
+            if getattr(options, "fallback", "none") == "auto":
+                # The artifact depends on the verdict: gates and evaluation data are part of its key.
+                data["verdict"] = {"gates": gates, "tensors": tensor_gates, "evaluation": digests.get("evaluation")}
+            upstream = key_of(kind, options.model_dump(mode="json"), upstream, data, package_versions(stage.packages))
+            nodes.append(PlanNode(key=upstream, kind=kind, options=options, label=stage.describe(options)))
         plans.append(OutputPlan(name, nodes, gates, gates_from, tensor_gates, output.runtime, output.benchmark))
     return plans
 

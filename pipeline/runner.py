@@ -72,6 +72,10 @@ def run_recipe(recipe: LoadedRecipe, options: RunOptions, log: Log = stderr_log)
     started, clock = datetime.now(UTC), time.perf_counter()
     _remove_stale_reports(options.out_dir)
     log(f"edgeport {recipe.spec.name}: {recipe.path.name} → {options.out_dir}")
+    if options.baseline is not None:  # a bad baseline is bad input: found before any work, not after
+        from pipeline.baseline import read_baseline
+
+        read_baseline(options.baseline)
     cache = Cache(options.cache_dir or default_cache_dir(), options.use_cache)
     source = SourceHandle(recipe, recipe.spec.source.trusted or options.trust_model, cache)
     described = source.describe()
@@ -240,8 +244,23 @@ class _RecipeRun:
             self.worker.close()
 
     def _isolated(self, node: PlanNode) -> bool:
-        """Conversions straight from the source file run in the worker; later stages need in-memory models."""
-        return self.worker is not None and STAGES[node.kind].gives in CACHEABLE_KINDS
+        """Conversions straight from the source file run in the worker; later stages need in-memory models,
+        and an accuracy-aware conversion asks this process for parity verdicts."""
+        fallback = getattr(node.options, "fallback", "none") == "auto"
+        return self.worker is not None and STAGES[node.kind].gives in CACHEABLE_KINDS and not fallback
+
+    def _acceptor(self, plan: OutputPlan) -> Callable[[Path], bool]:
+        """For `fallback: auto`: does a candidate file pass this output's gates, as the final file would?"""
+
+        def accept(path: Path) -> bool:
+            candidate = Artifact(kind="tflite", path=path, key=path.stem)
+            delegate = "none" if plan.runtime.delegate == "none" else "xnnpack"
+            produced = self.predictions(candidate, plan.name, plan.runtime.threads, delegate)
+            parity = compare(self.reference, produced, self.evaluation, self.options.batch_size)
+            parity.gates = gate_result(parity, plan.gates, plan.tensor_gates)
+            return parity.passed
+
+        return accept
 
     def _cached(self, node: PlanNode) -> bool:
         return self.cache.enabled and (self.cache.root / "stages" / node.key / "entry.json").exists()
@@ -295,6 +314,7 @@ class _RecipeRun:
         }
 
     def _run_chain(self, plan: OutputPlan, prefix: str, entry: dict[str, Any]) -> list[Artifact]:
+        self.plan = plan  # the stages of this chain run for it (an accuracy-aware stage asks its gates)
         chain: list[Artifact] = []
         for node in plan.nodes:
             reused = node.key in self.executed
@@ -340,6 +360,9 @@ class _RecipeRun:
             log=lambda message: self.log(f"{label}: {message}"),
             calibration=self._batches_of("calibration"),
             fine_tune=self.datasets.get("fine_tune"),
+            accept=self._acceptor(self.plan)
+            if node is self.plan.nodes[-1] and getattr(node.options, "fallback", "none") == "auto"
+            else None,
         )
         self.log(f"{label} ...")
         clock = time.perf_counter()

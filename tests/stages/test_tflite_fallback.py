@@ -114,3 +114,33 @@ def test_a_passing_int8_file_is_kept_without_debugging(zoo, tmp_path: Path) -> N
         {"float_layers": 0, "passed": True, "size_bytes": artifact.path.stat().st_size}
     ]
     assert "layer_errors" not in artifact.details and not (tmp_path / "layer_errors.csv").exists()
+
+
+def test_run_wires_the_gates_into_fallback_auto(zoo, outlier_source, tmp_path: Path) -> None:
+    """End to end: the runner judges candidates with the output's own gates; plain int8 fails them."""
+    from pipeline.recipe import load_recipe
+    from pipeline.runner import RunOptions, run_recipe
+
+    from ..conftest import write_recipe
+
+    recipe = write_recipe(
+        tmp_path,
+        f"""\
+name: fallback
+source: {outlier_source.path}
+data:
+  calibration: {{npz: {zoo.digits_npz}, inputs: x_train, limit: 100}}
+  evaluation: {{npz: {zoo.digits_npz}, inputs: x_test, labels: y_test}}
+outputs:
+  int8: {{stages: [{{tflite: {{quantize: int8}}}}], gates: {{cosine: 0.99, accuracy_drop: 0.02}}}}
+  int8-auto:
+    stages: [{{tflite: {{quantize: int8, fallback: auto, max_float_layers: 4}}}}]
+    gates: {{cosine: 0.99, accuracy_drop: 0.02}}
+""",
+    )
+    report = run_recipe(load_recipe(recipe), RunOptions(out_dir=tmp_path / "out", use_cache=False), log=print)
+    plain, auto = report["outputs"]
+    assert plain["status"] == "failed" and auto["status"] == "passed"
+    details = auto["stages"][0]["details"]
+    assert details["float_layers"] and len(details["float_layers"]) <= 4
+    assert auto["size_bytes"] > plain["size_bytes"]
