@@ -6,13 +6,12 @@ Two outputs whose chains start alike share the nodes (same key), so a shared pre
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
-from importlib import metadata
 
 from pipeline.artifacts import key_of
 from pipeline.errors import RecipeError
 from pipeline.recipe import BenchmarkSpec, LoadedRecipe, RuntimeSpec, stage_of
 from pipeline.stages import STAGES, StageOptions
+from pipeline.toolchain import package_versions
 
 
 @dataclass(frozen=True)
@@ -76,17 +75,6 @@ def plan_recipe(
             nodes.append(PlanNode(key=upstream, kind=kind, options=options, label=stage.describe(options)))
         plans.append(OutputPlan(name, nodes, gates, gates_from, tensor_gates, output.runtime, output.benchmark))
     return plans
-
-
-@cache
-def package_versions(packages: tuple[str, ...]) -> dict[str, str | None]:
-    versions: dict[str, str | None] = {}
-    for package in packages:
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    return versions
 
 
 def check_tensor_gates(recipe: LoadedRecipe, plans: list[OutputPlan], output_names: list[str]) -> None:

@@ -140,6 +140,16 @@ def data_rows(data: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def stage_source(stage: dict[str, Any]) -> str:
+    """Where a stage's artifact came from in this run: built, shared with another output, or the cache."""
+    if stage.get("reused"):
+        return "shared in this run"
+    if stage.get("cache") == "hit":
+        built = stage.get("built_seconds")
+        return f"cache (built in {number(built)} s)" if built is not None else "cache"
+    return "built"
+
+
 def nonfinite_of(output: dict[str, Any]) -> int:
     return int(as_float((output.get("parity") or {}).get("nonfinite")) or 0)
 

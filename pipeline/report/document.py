@@ -4,24 +4,12 @@ from __future__ import annotations
 
 import platform
 from datetime import datetime
-from importlib import metadata
 from typing import Any
 
 from pipeline import __version__
+from pipeline.toolchain import package_versions
 
 SCHEMA_VERSION = 1
-REPORTED_PACKAGES = (
-    "tensorflow",
-    "keras",
-    "tf-keras",
-    "tensorflow-model-optimization",
-    "tf2onnx",
-    "onnx",
-    "onnxruntime",
-    "ai-edge-litert",
-    "numpy",
-    "protobuf",
-)
 
 
 def exit_code_of(outputs: list[dict[str, Any]]) -> int:
@@ -55,10 +43,4 @@ def build_report(
 
 
 def environment() -> dict[str, Any]:
-    packages = {}
-    for name in REPORTED_PACKAGES:
-        try:
-            packages[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            packages[name] = None
-    return {"python": platform.python_version(), "platform": platform.platform(), "packages": packages}
+    return {"python": platform.python_version(), "platform": platform.platform(), "packages": package_versions()}

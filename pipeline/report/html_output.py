@@ -19,6 +19,7 @@ from pipeline.report.console import (
     nonfinite_of,
     number,
     relation,
+    stage_source,
 )
 from pipeline.report.findings import (
     BASELINE_COLUMNS,
@@ -131,13 +132,13 @@ def _stages(output: dict[str, Any]) -> str:
         [
             td(stage.get("label") or stage.get("kind", "?")),
             td(number(stage.get("seconds")), "num"),
-            td("yes" if stage.get("reused") else "no"),
+            td(stage_source(stage)),
             td(details_text(stage.get("details") or {})),
             td("; ".join(str(w) for w in stage.get("warnings") or []) or "-"),
         ]
         for stage in output.get("stages") or []
     ]
-    header = ["stage", "seconds", "cached", "details", "warnings"]
+    header = ["stage", "seconds", "from", "details", "warnings"]
     return "<h3>Stages</h3>\n" + table(header, rows) if rows else ""
 
 

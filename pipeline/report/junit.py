@@ -109,7 +109,8 @@ def _cases_of(recipe: str, output: dict[str, Any]) -> list[Case]:
 
 def _work_seconds(output: dict[str, Any]) -> float:
     """Seconds this run spent on the output's stages; a stage reused from the cache cost nothing here."""
-    fresh = [stage for stage in output.get("stages") or [] if not stage.get("reused")]
+    stages = output.get("stages") or []
+    fresh = [stage for stage in stages if not stage.get("reused") and stage.get("cache") != "hit"]
     seconds = [as_float(stage.get("seconds")) for stage in fresh]
     return sum(value for value in seconds if value is not None and math.isfinite(value))
 

@@ -25,6 +25,7 @@ from pipeline.report.console import (
     nonfinite_of,
     number,
     relation,
+    stage_source,
 )
 from pipeline.report.findings import (
     baseline_line,
@@ -183,13 +184,13 @@ def _stages(output: dict[str, Any]) -> str:
         [
             stage.get("label") or stage.get("kind", "?"),
             number(stage.get("seconds")),
-            "yes" if stage.get("reused") else "no",
+            stage_source(stage),
             details_text(stage.get("details") or {}),
             "; ".join(str(w) for w in stage.get("warnings") or []) or "-",
         ]
         for stage in stages
     ]
-    return "### Stages\n\n" + table(["stage", "seconds", "cached", "details", "warnings"], rows)
+    return "### Stages\n\n" + table(["stage", "seconds", "from", "details", "warnings"], rows)
 
 
 def _warnings(output: dict[str, Any]) -> str:

@@ -15,6 +15,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from pipeline.specs import Artifact, ArtifactKind
+from pipeline.toolchain import TOOLCHAIN
 
 
 class StageOptions(BaseModel):
@@ -46,17 +47,7 @@ class Stage(ABC):
     takes: ClassVar[frozenset[str]]
     gives: ClassVar[ArtifactKind]
     # Packages whose version is part of this stage's cache key: an upgrade rebuilds its artifacts.
-    packages: ClassVar[tuple[str, ...]] = (
-        "tensorflow",
-        "keras",
-        "tf-keras",
-        "tensorflow-model-optimization",
-        "tf2onnx",
-        "onnx",
-        "onnxruntime",
-        "ai-edge-litert",
-        "numpy",
-    )
+    packages: ClassVar[tuple[str, ...]] = TOOLCHAIN
 
     @classmethod
     def required_data(cls, options: StageOptions) -> list[str]:
