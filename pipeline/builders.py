@@ -76,6 +76,11 @@ def load_builder_source(
     weights = locate_weights(weights_path)
     import_tensorflow()
     function = import_builder(builder, base_dir)
+    # Variables a partial restore leaves alone keep their initial values: seed them, so every process
+    # that builds this source (the run and its conversion worker) builds the same model.
+    import keras
+
+    keras.utils.set_random_seed(0)
     model, flavour = _build(function, builder, builder_args)
     with tempfile.TemporaryDirectory(prefix="edgeport-weights-") as work:
         if weights.form == "h5":
