@@ -53,6 +53,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--cache-dir", type=Path, help="stage cache (default: $EDGEPORT_CACHE_DIR or ~/.cache/edgeport)")
     run.add_argument("--no-cache", action="store_true", help="build every stage afresh; read and write no cache")
     run.add_argument(
+        "--no-isolation",
+        action="store_true",
+        help="convert in this process instead of a worker (saves ~2 s; a converter crash then ends the run)",
+    )
+    run.add_argument(
         "--baseline", type=Path, metavar="REPORT", help="an earlier report.json: a metric that regressed fails (exit 1)"
     )
     run.set_defaults(command=_run)

@@ -128,6 +128,9 @@ def save_dataset(dataset: Any, path: Path) -> str:
 
 def _serve(connection: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    from pipeline.frameworks import import_tensorflow
+
+    import_tensorflow()  # while the parent loads the source and data: the two imports overlap
     sources: dict[str, Any] = {}
     while True:
         request = connection.recv()

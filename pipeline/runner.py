@@ -78,21 +78,14 @@ def run_recipe(recipe: LoadedRecipe, options: RunOptions, log: Log = stderr_log)
         read_baseline(options.baseline)
     cache = Cache(options.cache_dir or default_cache_dir(), options.use_cache)
     source = SourceHandle(recipe, recipe.spec.source.trusted or options.trust_model, cache)
-    described = source.describe()
-    log(
-        f"  source    {source.path.name} ({described['format']}, {described.get('flavour') or source.signature}): "
-        f"{', '.join(s.describe() for s in source.inputs)} → {', '.join(s.describe() for s in source.outputs)}"
-    )
-    datasets = _load_data(recipe, source.inputs)
-    digests = {section: dataset.digest() for section, dataset in datasets.items()}
-    plans = plan_recipe(recipe, source.key, options.only, digests)
-    check_tensor_gates(recipe, plans, [spec.name for spec in source.outputs])
-    with tempfile.TemporaryDirectory(prefix="edgeport-") as work:
-        run = _RecipeRun(recipe, source, datasets, Path(work), options, cache, log, plans)
-        try:
-            results = [run.output(plan, f"  [{n}/{len(plans)}] {plan.name}") for n, plan in enumerate(plans, 1)]
-        finally:
-            run.close()
+    worker = StageWorker() if options.isolate else None
+    if worker is not None and not source.described_from_cache:
+        worker.start()  # a cold run: the worker's TensorFlow import overlaps this process's own
+    try:
+        described, datasets, results = _run_outputs(recipe, source, cache, worker, options, log)
+    finally:
+        if worker is not None:
+            worker.close()
     report = _report(recipe, described, datasets, results, started, time.perf_counter() - clock)
     report["cache"] = {
         "enabled": cache.enabled,
@@ -106,6 +99,25 @@ def run_recipe(recipe: LoadedRecipe, options: RunOptions, log: Log = stderr_log)
         apply_baseline(report, options.baseline)
     write_reports(report, options.out_dir)
     return report
+
+
+def _run_outputs(
+    recipe: LoadedRecipe, source: SourceHandle, cache: Cache, worker: StageWorker | None, options: RunOptions, log: Log
+) -> tuple[dict[str, Any], dict[str, Dataset], list[dict[str, Any]]]:
+    """Preflight (source tensors, data, plan), then every output in turn."""
+    described = source.describe()
+    log(
+        f"  source    {source.path.name} ({described['format']}, {described.get('flavour') or source.signature}): "
+        f"{', '.join(s.describe() for s in source.inputs)} → {', '.join(s.describe() for s in source.outputs)}"
+    )
+    datasets = _load_data(recipe, source.inputs)
+    digests = {section: dataset.digest() for section, dataset in datasets.items()}
+    plans = plan_recipe(recipe, source.key, options.only, digests)
+    check_tensor_gates(recipe, plans, [spec.name for spec in source.outputs])
+    with tempfile.TemporaryDirectory(prefix="edgeport-") as work:
+        run = _RecipeRun(recipe, source, datasets, Path(work), options, cache, log, plans, worker)
+        results = [run.output(plan, f"  [{n}/{len(plans)}] {plan.name}") for n, plan in enumerate(plans, 1)]
+    return described, datasets, results
 
 
 def _remove_stale_reports(out_dir: Path) -> None:
@@ -137,11 +149,12 @@ class _RecipeRun:
         cache: Cache,
         log: Log,
         plans: list[OutputPlan],
+        worker: StageWorker | None,
     ):
         self.source, self.datasets, self.work, self.options, self.log = source, datasets, work, options, log
         self.cache = cache
         self.recipe = recipe
-        self.worker = StageWorker() if options.isolate else None
+        self.worker = worker
         self.data_files: dict[str, str] | None = None
         if self.worker is not None and any(
             self._isolated(plan.nodes[0]) and not self._cached(plan.nodes[0]) for plan in plans
@@ -238,10 +251,6 @@ class _RecipeRun:
             upstream = self.predictions(artifact, f"stages[{index}] {plan.nodes[index].label}")
             comparisons.append(compare(upstream, candidate, self.evaluation, batch))
         return parity, comparisons
-
-    def close(self) -> None:
-        if self.worker is not None:
-            self.worker.close()
 
     def _isolated(self, node: PlanNode) -> bool:
         """Conversions straight from the source file run in the worker; later stages need in-memory models,

@@ -21,10 +21,19 @@ class SourceHandle:
         # Trust is part of the key: an untrusted run must load (and refuse) what a trusted one cached.
         self.key = source_key(spec, recipe.base_dir, trusted)
         self._source: Source | None = None
-        self._description = cache.get_json("sources", self.key)
-        if self._description is None:
-            self._description = self._describe(self.load())
-            cache.put_json("sources", self.key, self._description)
+        self._cache = cache
+        self._cached_description = cache.get_json("sources", self.key)
+
+    @property
+    def described_from_cache(self) -> bool:
+        return self._cached_description is not None
+
+    @property
+    def _description(self) -> dict[str, Any]:
+        if self._cached_description is None:
+            self._cached_description = self._describe(self.load())
+            self._cache.put_json("sources", self.key, self._cached_description)
+        return self._cached_description
 
     def load(self) -> Source:
         if self._source is None:
