@@ -119,6 +119,7 @@ def _run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             cache_dir=args.cache_dir,
             use_cache=not args.no_cache,
+            isolate=not args.no_isolation,
             baseline=args.baseline,
         ),
     )
