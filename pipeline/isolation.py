@@ -38,6 +38,7 @@ class StageRequest:
     key: str
     data_files: dict[str, str]  # section → .npz with inputs (by name) and optional __labels__
     batch_size: int
+    upstream: dict[str, Any] | None = None  # a Keras model file an earlier stage wrote; None: the source
 
 
 class StageWorker:
@@ -153,11 +154,14 @@ def _run(request: StageRequest, sources: dict[str, Any], log: Any) -> Artifact:
     from pipeline.sources import load_source_spec
     from pipeline.stages import STAGES, StageContext
 
-    cache_key = f"{request.source_spec}|{request.base_dir}|{request.trusted}"
-    if cache_key not in sources:
-        spec = SourceSpec.model_validate(request.source_spec)
-        sources[cache_key] = load_source_spec(spec, Path(request.base_dir), request.trusted)
-    upstream = sources[cache_key].artifact
+    if request.upstream is not None:
+        upstream = _saved_model(request.upstream, request.trusted, sources)
+    else:
+        cache_key = f"{request.source_spec}|{request.base_dir}|{request.trusted}"
+        if cache_key not in sources:
+            spec = SourceSpec.model_validate(request.source_spec)
+            sources[cache_key] = load_source_spec(spec, Path(request.base_dir), request.trusted).artifact
+        upstream = sources[cache_key]
     datasets = {}
     for section, file in request.data_files.items():
         with np.load(file, allow_pickle=False) as archive:
@@ -174,6 +178,39 @@ def _run(request: StageRequest, sources: dict[str, Any], log: Any) -> Artifact:
         calibration=(lambda: calibration.batches(request.batch_size)) if calibration is not None else None,
     )
     return stage().run(upstream, stage.Options.model_validate(request.options), context)
+
+
+def _saved_model(fields: dict[str, Any], trusted: bool, loaded: dict[str, Any]) -> Artifact:
+    """A Keras model an earlier stage (prune, qat, cluster) saved, loaded as that stage's Keras flavour."""
+    path = fields["path"]
+    if path not in loaded:
+        from pipeline.frameworks import captured_native_output, import_tensorflow
+
+        import_tensorflow()
+        with captured_native_output():
+            if fields["flavour"] == "tf_keras":
+                import tf_keras
+
+                if fields["details"].get("qat"):  # fake-quant wrappers load only inside tfmot's scope
+                    from pipeline.stages.finetune import import_tfmot
+
+                    with import_tfmot().quantization.keras.quantize_scope():
+                        model = tf_keras.models.load_model(path, compile=False)
+                else:
+                    model = tf_keras.models.load_model(path, compile=False)
+            else:
+                import keras
+
+                model = keras.saving.load_model(path, compile=False, safe_mode=not trusted)
+        loaded[path] = Artifact(
+            kind="keras",
+            path=Path(path),
+            key=fields["key"],
+            flavour=fields["flavour"],
+            handle=model,
+            details=fields["details"],
+        )
+    return loaded[path]
 
 
 def _fields(artifact: Artifact) -> dict[str, Any]:

@@ -253,8 +253,8 @@ class _RecipeRun:
         return parity, comparisons
 
     def _isolated(self, node: PlanNode) -> bool:
-        """Conversions straight from the source file run in the worker; later stages need in-memory models,
-        and an accuracy-aware conversion asks this process for parity verdicts."""
+        """Conversions run in the worker (from the source, or from the file an earlier stage saved); an
+        accuracy-aware conversion stays here, since it asks this process for parity verdicts."""
         fallback = getattr(node.options, "fallback", "none") == "auto"
         return self.worker is not None and STAGES[node.kind].gives in CACHEABLE_KINDS and not fallback
 
@@ -274,7 +274,7 @@ class _RecipeRun:
     def _cached(self, node: PlanNode) -> bool:
         return self.cache.enabled and (self.cache.root / "stages" / node.key / "entry.json").exists()
 
-    def _in_worker(self, node: PlanNode, label: str) -> Artifact:
+    def _in_worker(self, node: PlanNode, label: str, upstream: Artifact | None) -> Artifact:
         assert self.worker is not None
         if self.data_files is None:
             self.data_files = {
@@ -292,6 +292,7 @@ class _RecipeRun:
             key=node.key,
             data_files=self.data_files,
             batch_size=self.options.batch_size,
+            upstream=None if upstream is None else _saved_fields(upstream),
         )
         (self.work / node.key[:16]).mkdir(parents=True, exist_ok=True)
         return self.worker.run(request, lambda message: self.log(f"{label}: {message}"))
@@ -376,8 +377,8 @@ class _RecipeRun:
         self.log(f"{label} ...")
         clock = time.perf_counter()
         try:
-            if upstream is None and self._isolated(node):
-                artifact = self._in_worker(node, label)
+            if self._isolated(node) and (upstream is None or _saved_fields(upstream) is not None):
+                artifact = self._in_worker(node, label, upstream)
             else:
                 artifact = STAGES[node.kind]().run(upstream or self.source.artifact, node.options, context)
         except StageError as error:
@@ -394,6 +395,14 @@ class _RecipeRun:
         if dataset is None:
             return None
         return lambda: dataset.batches(self.options.batch_size)
+
+
+def _saved_fields(artifact: Artifact) -> dict[str, Any] | None:
+    """How a worker can load a Keras model an earlier stage saved; None when it lives only in memory."""
+    if artifact.kind != "keras" or not artifact.path.is_file() or artifact.path.suffix not in {".keras", ".h5"}:
+        return None
+    fields = {"path": str(artifact.path), "key": artifact.key, "flavour": artifact.flavour}
+    return {**fields, "details": artifact.details}
 
 
 def _empty_entry(plan: OutputPlan) -> dict[str, Any]:
