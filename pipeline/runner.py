@@ -5,7 +5,6 @@ The only module that sees every layer; each layer below it knows nothing of the 
 
 from __future__ import annotations
 
-import shutil
 import sys
 import tempfile
 import time
@@ -17,14 +16,15 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.artifacts import copy_atomic, gzip_size_of, key_of, sha256_of, size_of
+from pipeline.artifacts import key_of
 from pipeline.cache import Cache, default_cache_dir
 from pipeline.data import Dataset, load_dataset
 from pipeline.errors import EdgeportError, StageError
 from pipeline.evaluate import Predictions, compare, predict_dataset
 from pipeline.isolation import StageRequest, StageWorker, save_dataset
 from pipeline.latency import feed_for, measure_latency
-from pipeline.parity import GateResult, ParityResult, gate_result
+from pipeline.output_entry import clear_published, empty_entry, latency_text, publish, verdict
+from pipeline.parity import ParityResult, gate_result
 from pipeline.plan import OutputPlan, PlanNode, check_tensor_gates, plan_recipe
 from pipeline.recipe import LoadedRecipe
 from pipeline.report import REPORT_FILES, write_reports
@@ -35,7 +35,6 @@ from pipeline.specs import Artifact, TensorSpec
 from pipeline.stages import STAGES, StageContext
 
 CACHEABLE_KINDS = {"tflite", "onnx"}
-RUNTIME_NAMES = {"tflite": "litert", "onnx": "onnxruntime", "keras": "keras", "savedmodel": "savedmodel"}
 
 
 @dataclass
@@ -203,14 +202,14 @@ class _RecipeRun:
         return predict_dataset(artifact, label, self.evaluation, self.options.batch_size, threads, delegate)
 
     def output(self, plan: OutputPlan, prefix: str) -> dict[str, Any]:
-        entry = _empty_entry(plan)
-        _clear_published(self.options.out_dir / plan.name)
+        entry = empty_entry(plan)
+        clear_published(self.options.out_dir / plan.name)
         chain = self._run_chain(plan, prefix, entry)
         if entry["error"] is not None:
             self.log(f"{prefix}: error: {entry['error']}")
             return entry
         final = chain[-1]
-        entry.update(_publish(final, self.options.out_dir, plan.name))
+        entry.update(publish(final, self.options.out_dir, plan.name))
         try:
             parity, comparisons = self._parities(plan, chain)
         except Exception as failure:  # a runtime that cannot run the artifact: the output is an error
@@ -220,13 +219,13 @@ class _RecipeRun:
         entry.update(parity=parity.to_dict(), comparisons=[c.to_dict() for c in comparisons])
         if plan.benchmark is not None:
             entry["latency"] = self._latency(plan, final)
-            self.log(f"{prefix}: latency {_latency_text(entry['latency'])}")
+            self.log(f"{prefix}: latency {latency_text(entry['latency'])}")
         passed = parity.passed and all(c.passed for c in comparisons)
         entry["status"] = "passed" if passed else "failed"
-        self.log(f"{prefix}: parity in {entry['runtime']} on {parity.samples} samples: {_verdict(parity)}")
+        self.log(f"{prefix}: parity in {entry['runtime']} on {parity.samples} samples: {verdict(parity)}")
         for extra in comparisons:
             if extra.gates:
-                self.log(f"{prefix}: {extra.candidate}: {_verdict(extra)}")
+                self.log(f"{prefix}: {extra.candidate}: {verdict(extra)}")
         return entry
 
     def _parities(self, plan: OutputPlan, chain: list[Artifact]) -> tuple[ParityResult, list[ParityResult]]:
@@ -405,25 +404,6 @@ def _saved_fields(artifact: Artifact) -> dict[str, Any] | None:
     return {**fields, "details": artifact.details}
 
 
-def _empty_entry(plan: OutputPlan) -> dict[str, Any]:
-    return {
-        "name": plan.name,
-        "status": "error",
-        "format": STAGES[plan.nodes[-1].kind].gives,
-        "runtime": None,
-        "artifact": None,
-        "sha256": None,
-        "size_bytes": None,
-        "gzip_bytes": None,
-        "stages": [],
-        "gates_from": plan.gates_from,
-        "parity": None,
-        "comparisons": [],
-        "warnings": [],
-        "error": None,
-    }
-
-
 def _stage_entry(node: PlanNode, result: _NodeResult, reused: bool) -> dict[str, Any]:
     return {
         "kind": node.kind,
@@ -436,53 +416,6 @@ def _stage_entry(node: PlanNode, result: _NodeResult, reused: bool) -> dict[str,
         "warnings": result.warnings,
         "details": result.artifact.details if result.artifact else {},
     }
-
-
-def _clear_published(output_dir: Path) -> None:
-    """An artifact left by an earlier run must not pass for this run's."""
-    for target in [*output_dir.glob("model.*"), output_dir / "saved_model"]:
-        shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
-
-
-def _publish(artifact: Artifact, out_dir: Path, name: str) -> dict[str, Any]:
-    # model.tflite, model.onnx, model.keras or model.h5 (tf_keras), or a saved_model directory
-    filename = "saved_model" if artifact.path.is_dir() else f"model{artifact.path.suffix}"
-    published = out_dir / name / filename
-    copy_atomic(artifact.path, published)
-    return {
-        "artifact": published.relative_to(out_dir).as_posix(),
-        "sha256": sha256_of(published),
-        "size_bytes": size_of(published),
-        "gzip_bytes": gzip_size_of(published),
-        "runtime": RUNTIME_NAMES[artifact.kind],
-    }
-
-
-def _verdict(parity: ParityResult) -> str:
-    if parity.nonfinite:
-        return f"FAILED ({parity.nonfinite} non-finite values)"
-    failed = [gate for gate in parity.gates if not gate.passed]
-    shown = ", ".join(_gate_text(gate) for gate in (failed or parity.gates))
-    return f"FAILED ({shown})" if failed else f"passed ({shown})"
-
-
-def _gate_text(gate: GateResult) -> str:
-    value = "n/a" if gate.value is None else f"{gate.value:.4g}"
-    relation = gate.op if gate.passed else f"not {gate.op}"
-    return f"{_gate_label(gate)} {value} {relation} {gate.threshold:g}"
-
-
-def _latency_text(latency: dict[str, Any]) -> str:
-    source = latency["source"]
-    return (
-        f"{latency['runtime']} median {latency['median_ms']:.3g} ms (p90 {latency['p90_ms']:.3g}), "
-        f"source {source['runtime']} {source['median_ms']:.3g} ms, speedup {latency['speedup']}x "
-        f"(batch {latency['batch']}, {latency['runs']} runs)"
-    )
-
-
-def _gate_label(gate: GateResult) -> str:
-    return f"{gate.tensor}.{gate.metric}" if gate.tensor else gate.metric
 
 
 def _report(

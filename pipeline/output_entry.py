@@ -1,0 +1,82 @@
+"""An output's entry in the report dict (before parity fills it), its published artifact, and the
+one-line verdicts the run prints. Knows no runtime and no stage internals."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from pipeline.artifacts import copy_atomic, gzip_size_of, sha256_of, size_of
+from pipeline.parity import GateResult, ParityResult
+from pipeline.plan import OutputPlan
+from pipeline.specs import Artifact
+from pipeline.stages import STAGES
+
+RUNTIME_NAMES = {"tflite": "litert", "onnx": "onnxruntime", "keras": "keras", "savedmodel": "savedmodel"}
+
+
+def empty_entry(plan: OutputPlan) -> dict[str, Any]:
+    return {
+        "name": plan.name,
+        "status": "error",
+        "format": STAGES[plan.nodes[-1].kind].gives,
+        "runtime": None,
+        "artifact": None,
+        "sha256": None,
+        "size_bytes": None,
+        "gzip_bytes": None,
+        "stages": [],
+        "gates_from": plan.gates_from,
+        "parity": None,
+        "comparisons": [],
+        "warnings": [],
+        "error": None,
+    }
+
+
+def clear_published(output_dir: Path) -> None:
+    """An artifact left by an earlier run must not pass for this run's."""
+    for target in [*output_dir.glob("model.*"), output_dir / "saved_model"]:
+        shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+
+
+def publish(artifact: Artifact, out_dir: Path, name: str) -> dict[str, Any]:
+    # model.tflite, model.onnx, model.keras or model.h5 (tf_keras), or a saved_model directory
+    filename = "saved_model" if artifact.path.is_dir() else f"model{artifact.path.suffix}"
+    published = out_dir / name / filename
+    copy_atomic(artifact.path, published)
+    return {
+        "artifact": published.relative_to(out_dir).as_posix(),
+        "sha256": sha256_of(published),
+        "size_bytes": size_of(published),
+        "gzip_bytes": gzip_size_of(published),
+        "runtime": RUNTIME_NAMES[artifact.kind],
+    }
+
+
+def verdict(parity: ParityResult) -> str:
+    if parity.nonfinite:
+        return f"FAILED ({parity.nonfinite} non-finite values)"
+    failed = [gate for gate in parity.gates if not gate.passed]
+    shown = ", ".join(_gate_text(gate) for gate in (failed or parity.gates))
+    return f"FAILED ({shown})" if failed else f"passed ({shown})"
+
+
+def _gate_text(gate: GateResult) -> str:
+    value = "n/a" if gate.value is None else f"{gate.value:.4g}"
+    relation = gate.op if gate.passed else f"not {gate.op}"
+    return f"{_gate_label(gate)} {value} {relation} {gate.threshold:g}"
+
+
+def latency_text(latency: dict[str, Any]) -> str:
+    source = latency["source"]
+    return (
+        f"{latency['runtime']} median {latency['median_ms']:.3g} ms (p90 {latency['p90_ms']:.3g}), "
+        f"source {source['runtime']} {source['median_ms']:.3g} ms, speedup {latency['speedup']}x "
+        f"(batch {latency['batch']}, {latency['runs']} runs)"
+    )
+
+
+def _gate_label(gate: GateResult) -> str:
+    return f"{gate.tensor}.{gate.metric}" if gate.tensor else gate.metric
