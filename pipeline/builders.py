@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.artifacts import key_of, sha256_of
-from pipeline.errors import ModelError
+from pipeline.errors import ModelError, first_line
 from pipeline.frameworks import captured_native_output, import_tensorflow
 from pipeline.sources import Source, keras_tensor_specs
 from pipeline.specs import Artifact
@@ -123,7 +123,7 @@ def import_builder(pattern: str, base_dir: Path) -> Callable[..., Any]:
             warnings.simplefilter("ignore")
             module = importlib.import_module(module_name)
     except Exception as error:  # anything the module runs at import time
-        reason = str(error) if isinstance(error, ImportError) else f"{type(error).__name__}: {_first_line(error)}"
+        reason = str(error) if isinstance(error, ImportError) else f"{type(error).__name__}: {first_line(error, 300)}"
         raise ModelError(f"source.builder: cannot import {module_name} ({reason})") from None
     function = getattr(module, function_name, None)
     if not callable(function):
@@ -137,7 +137,7 @@ def _build(function: Callable[..., Any], pattern: str, builder_args: dict[str, A
             warnings.simplefilter("ignore")
             model = function(**builder_args)
     except Exception as error:  # the builder is user code
-        raise ModelError(f"source.builder: {pattern} raised {type(error).__name__}: {_first_line(error)}") from None
+        raise ModelError(f"source.builder: {pattern} raised {type(error).__name__}: {first_line(error, 300)}") from None
     flavour = _flavour(model)
     if flavour is None:
         raise ModelError(f"source.builder: {pattern} returned {type(model).__name__}, not a Keras model")
@@ -168,7 +168,7 @@ def _restore_checkpoint(model: Any, weights: WeightsFile, allow_partial: bool, w
     try:
         reader = tf.train.load_checkpoint(prefix)
     except Exception as error:  # DataLossError, NotFoundError... for a broken checkpoint
-        raise ModelError(f"{prefix}: cannot read the checkpoint: {_first_line(error)}") from None
+        raise ModelError(f"{prefix}: cannot read the checkpoint: {first_line(error, 300)}") from None
     with captured_native_output():
         tf.train.Checkpoint(root=model).write(str(work / "own"))
     own_reader = tf.train.load_checkpoint(str(work / "own"))
@@ -188,7 +188,7 @@ def _restore_checkpoint(model: Any, weights: WeightsFile, allow_partial: bool, w
                 status.assert_existing_objects_matched()
             status.expect_partial()
     except Exception as error:  # TF's own check, should ours have missed something
-        raise ModelError(f"{prefix}: cannot restore the checkpoint into the model: {_first_line(error)}") from None
+        raise ModelError(f"{prefix}: cannot restore the checkpoint into the model: {first_line(error, 300)}") from None
     return restore
 
 
@@ -338,7 +338,7 @@ def _load_weights(model: Any, path: Path) -> None:
             warnings.simplefilter("ignore")
             model.load_weights(str(path))
     except Exception as error:  # Keras' own check, should ours have missed something
-        raise ModelError(f"{path}: cannot load the weights into the model: {_first_line(error)}") from None
+        raise ModelError(f"{path}: cannot load the weights into the model: {first_line(error, 300)}") from None
 
 
 # --- shared ---------------------------------------------------------------------------------------
@@ -386,8 +386,3 @@ def _refuse_partial(restore: Restore, where: str, allow_partial: bool, total: in
     if restore.unused:
         parts.append(f"{len(restore.unused)} saved values fit no variable ({', '.join(restore.unused[:5])})")
     raise ModelError(f"{where}: partial restore refused: {'; '.join(parts)}; set source.allow_partial: true to accept")
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:300] if text else type(error).__name__

@@ -8,6 +8,7 @@ Knows nothing of recipes, runtimes or reports.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -18,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.artifacts import sha256_of
+from pipeline.artifacts import sha256_of, write_bytes_atomic
 from pipeline.specs import Artifact
 
 CACHE_LAYOUT = 1  # bump when the entry format changes; old entries are then ignored
@@ -104,7 +105,7 @@ class Cache:
 
     def put_json(self, kind: str, key: str, document: dict[str, Any]) -> None:
         if self.enabled:
-            _write_atomic(self.root / "meta" / kind / f"{key}.json", json.dumps(document).encode())
+            write_bytes_atomic(self.root / "meta" / kind / f"{key}.json", json.dumps(document).encode())
 
     def get_arrays(self, key: str) -> dict[str, np.ndarray] | None:
         if not self.enabled:
@@ -123,16 +124,9 @@ class Cache:
     def put_arrays(self, key: str, arrays: dict[str, np.ndarray]) -> None:
         if not self.enabled:
             return
-        path = self.root / "arrays" / f"{key}.npz"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".partial")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.savez(handle, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        write_bytes_atomic(self.root / "arrays" / f"{key}.npz", buffer.getvalue())
 
     def _publish_dir(self, target: Path, fill: Any) -> bool:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -156,15 +150,3 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None
     except (OSError, ValueError):  # partial or corrupt: treated as absent, overwritten on the next put
         return None
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".partial")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from pipeline.artifacts import gzip_size_of, sha256_of, size_of
 from pipeline.data import load_dataset
-from pipeline.errors import ModelError, RecipeError
+from pipeline.errors import ModelError, RecipeError, first_line
 from pipeline.evaluate import compare, predict_dataset
 from pipeline.parity import gate_result
 from pipeline.recipe import DataSpec, Gates
@@ -103,7 +103,7 @@ def _open(artifact: Artifact) -> Any:
     try:
         return runtime_for(artifact)
     except Exception as error:  # each runtime raises its own kinds for a file it cannot open
-        raise ModelError(f"{artifact.path}: cannot open as {artifact.kind}: {_first_line(error)}") from None
+        raise ModelError(f"{artifact.path}: cannot open as {artifact.kind}: {first_line(error, 300)}") from None
 
 
 def _run(artifact: Artifact, label: str, dataset: Any, batch_size: int, delegate: str) -> Any:
@@ -111,8 +111,4 @@ def _run(artifact: Artifact, label: str, dataset: Any, batch_size: int, delegate
     try:
         return predict_dataset(artifact, f"{label} {artifact.path.name}", dataset, batch_size, delegate=delegate)
     except Exception as error:  # a model that cannot run these inputs is bad input here
-        raise ModelError(f"{artifact.path}: failed to run on the data: {_first_line(error)}") from None
-
-
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+        raise ModelError(f"{artifact.path}: failed to run on the data: {first_line(error, 300)}") from None

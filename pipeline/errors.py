@@ -23,3 +23,9 @@ class StageError(EdgeportError):
     """A stage could not produce its artifact; the run goes on with the other outputs."""
 
     exit_code = 3
+
+
+def first_line(error: BaseException, limit: int = 500) -> str:
+    """The first line of an error's message (libraries attach pages), or its type when it has none."""
+    text = str(error).strip()
+    return text.splitlines()[0][:limit] if text else type(error).__name__

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.artifacts import sha256_of, size_of
-from pipeline.errors import ModelError
+from pipeline.errors import ModelError, first_line
 from pipeline.specs import Artifact
 from pipeline.weights import (
     H5_SUFFIXES,
@@ -120,7 +120,7 @@ def _describe_runtime_artifact(path: Path, kind: str) -> dict[str, Any]:
     try:
         runtime = runtime_for(Artifact(kind=kind, path=path, key=""))  # type: ignore[arg-type]
     except Exception as error:  # the runtimes raise their own types for corrupt files
-        raise ModelError(f"{path}: cannot open as {kind}: {str(error).strip().splitlines()[0][:300]}") from None
+        raise ModelError(f"{path}: cannot open as {kind}: {first_line(error, 300)}") from None
     return {
         "format": kind,
         "runtime": runtime.name,

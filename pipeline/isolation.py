@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import StageError
+from pipeline.errors import StageError, first_line
 from pipeline.specs import Artifact
 
 _POLL_SECONDS = 0.2
@@ -143,8 +143,7 @@ def _serve(connection: Connection) -> None:
         except StageError as error:
             connection.send(("error", str(error)))
         except Exception as error:  # a bug or an unexpected library failure: reported, the worker lives on
-            first = (str(error).strip().splitlines() or [type(error).__name__])[0][:500]
-            connection.send(("error", f"{type(error).__name__}: {first}"))
+            connection.send(("error", f"{type(error).__name__}: {first_line(error)}"))
             traceback.clear_frames(error.__traceback__)
 
 

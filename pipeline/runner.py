@@ -19,7 +19,7 @@ import numpy as np
 from pipeline.artifacts import key_of
 from pipeline.cache import Cache, default_cache_dir
 from pipeline.data import Dataset, load_dataset
-from pipeline.errors import EdgeportError, StageError
+from pipeline.errors import EdgeportError, StageError, first_line
 from pipeline.evaluate import Predictions, compare, predict_dataset
 from pipeline.isolation import StageRequest, StageWorker, save_dataset
 from pipeline.latency import feed_for, measure_latency
@@ -184,7 +184,7 @@ class _RecipeRun:
                 raise
             except Exception as error:  # a source that cannot run its own data is bad input
                 raise EdgeportError(
-                    f"{self.source.path}: the source model failed on data.evaluation: {_one_line(error)}"
+                    f"{self.source.path}: the source model failed on data.evaluation: {first_line(error)}"
                 ) from None
             self.cache.put_arrays(
                 key, {name: np.concatenate([b[name] for b in predictions.batches]) for name in predictions.names}
@@ -213,7 +213,7 @@ class _RecipeRun:
         try:
             parity, comparisons = self._parities(plan, chain)
         except Exception as failure:  # a runtime that cannot run the artifact: the output is an error
-            entry["error"] = f"{entry['runtime']} could not run the artifact: {_one_line(failure)}"
+            entry["error"] = f"{entry['runtime']} could not run the artifact: {first_line(failure)}"
             self.log(f"{prefix}: error: {entry['error']}")
             return entry
         entry.update(parity=parity.to_dict(), comparisons=[c.to_dict() for c in comparisons])
@@ -383,7 +383,7 @@ class _RecipeRun:
         except StageError as error:
             return _NodeResult(None, time.perf_counter() - clock, str(error))
         except Exception as error:  # a bug or an unexpected library failure: this output errors, others go on
-            return _NodeResult(None, time.perf_counter() - clock, f"{type(error).__name__}: {_one_line(error)}")
+            return _NodeResult(None, time.perf_counter() - clock, f"{type(error).__name__}: {first_line(error)}")
         seconds = time.perf_counter() - clock
         noted = f" ({len(artifact.warnings)} converter warnings)" if artifact.warnings else ""
         self.log(f"{label} done in {seconds:.1f} s{noted}")
@@ -434,8 +434,3 @@ def _report(
         started,
         seconds,
     )
-
-
-def _one_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:500] if text else type(error).__name__

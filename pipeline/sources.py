@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.artifacts import key_of, sha256_of
-from pipeline.errors import ModelError
+from pipeline.errors import ModelError, first_line
 from pipeline.frameworks import captured_native_output, import_tensorflow
 from pipeline.specs import Artifact, TensorSpec
 
@@ -165,9 +165,8 @@ def _keras_load_error(path: Path, error: BaseException) -> ModelError:
             f"(Lambda layer or pickled function); {_TRUST_HINT}"
         )
     if "Could not locate" in text or "Unknown layer" in text or "custom_objects" in text:
-        first = text.strip().splitlines()[0][:300]
-        return ModelError(f"{path}: the model needs custom classes edgeport cannot import: {first}")
-    first = text.strip().splitlines()[0][:300] if text.strip() else type(error).__name__
+        return ModelError(f"{path}: the model needs custom classes edgeport cannot import: {first_line(error, 300)}")
+    first = first_line(error, 300)
     return ModelError(f"{path}: cannot load the model (corrupt or not a Keras model?): {first}")
 
 
@@ -212,7 +211,7 @@ def _load_savedmodel(path: Path, signature: str) -> Source:
         with captured_native_output():
             loaded = tf.saved_model.load(str(path))
     except Exception as error:  # TF raises many kinds for a corrupt SavedModel
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+        first = first_line(error, 300)
         raise ModelError(f"{path}: cannot load the SavedModel: {first}") from None
     signatures = dict(loaded.signatures)
     if signature not in signatures:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pipeline.artifacts import sha256_of
-from pipeline.errors import ModelError
+from pipeline.errors import ModelError, first_line
 
 WeightsForm = Literal["h5", "checkpoint"]
 H5_SUFFIXES = (".h5", ".hdf5")
@@ -115,7 +115,7 @@ def checkpoint_variables(prefix: Path) -> list[dict[str, Any]]:
     try:
         reader = tf.train.load_checkpoint(str(prefix))
     except Exception as error:  # TF raises DataLossError, NotFoundError... for a broken checkpoint
-        raise ModelError(f"{prefix}: cannot read the checkpoint: {_first_line(error)}") from None
+        raise ModelError(f"{prefix}: cannot read the checkpoint: {first_line(error, 300)}") from None
     shapes, dtypes = reader.get_variable_to_shape_map(), reader.get_variable_to_dtype_map()
     names = checkpoint_full_names(reader)
     return [
@@ -186,8 +186,3 @@ def _owner(node: Any) -> str:
     if name is not None:
         return name.decode() if isinstance(name, bytes) else str(name)
     return parent.name.strip("/").split("/")[0]
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:300] if text else type(error).__name__

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from pipeline.errors import StageError
+from pipeline.errors import StageError, first_line
 from pipeline.specs import Artifact
 from pipeline.stages import finetune
 from pipeline.stages.base import StageContext
@@ -70,7 +70,7 @@ def _cluster_tf_keras(model: Any, options: ClusterOptions, ctx: StageContext, fr
             model, number_of_clusters=options.number_of_clusters, cluster_centroids_init=init
         )
     except ValueError as error:  # layers tfmot cannot cluster
-        raise StageError(f"tfmot cannot cluster this model: {str(error).strip().splitlines()[0][:400]}") from error
+        raise StageError(f"tfmot cannot cluster this model: {first_line(error, 400)}") from error
     finetune.compile_for(wrapped, tf_keras, options, from_logits)
     finetune.fit(wrapped, ctx, options, [])
     return clustering.strip_clustering(wrapped)

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from pipeline.artifacts import write_bytes_atomic
-from pipeline.errors import StageError
+from pipeline.errors import StageError, first_line
 from pipeline.frameworks import captured_native_output, import_tensorflow, notable_log_lines
 from pipeline.specs import Artifact
 from pipeline.stages.base import Stage, StageContext, StageOptions
@@ -61,7 +61,7 @@ class OnnxStage(Stage):
             try:
                 proto = _export(tf, upstream, options)
             except Exception as error:  # tf2onnx raises many types; all mean "no artifact"
-                raise StageError(f"tf2onnx export failed: {_first_line(error)}") from error
+                raise StageError(f"tf2onnx export failed: {first_line(error)}") from error
         _check(onnx, proto, "the exported model")
         warnings = [*logged, *notable_log_lines(native)]
         path = ctx.work_dir / "model.onnx"
@@ -133,7 +133,7 @@ def _quantize(proto: Any, options: OnnxOptions, ctx: StageContext, path: Path) -
     try:
         _pre_process(quant_pre_process, exported, prepared)
     except Exception as error:  # pre-processing is an optimisation; quantization works without it
-        warnings.append(f"onnxruntime quant_pre_process failed ({_first_line(error)}); quantized without it")
+        warnings.append(f"onnxruntime quant_pre_process failed ({first_line(error)}); quantized without it")
         prepared = exported
     partial = path.with_name(f".{path.name}.partial")
     try:
@@ -155,7 +155,7 @@ def _quantize(proto: Any, options: OnnxOptions, ctx: StageContext, path: Path) -
         raise
     except Exception as error:  # onnxruntime raises many types; all mean "no artifact"
         partial.unlink(missing_ok=True)
-        raise StageError(f"onnxruntime {options.quantize} quantization failed: {_first_line(error)}") from error
+        raise StageError(f"onnxruntime {options.quantize} quantization failed: {first_line(error)}") from error
     os.replace(partial, path)
     return warnings
 
@@ -204,16 +204,12 @@ def _check(onnx: Any, proto: Any, what: str) -> None:
     try:
         onnx.checker.check_model(proto)
     except onnx.checker.ValidationError as error:
-        raise StageError(f"onnx.checker rejected {what}: {_first_line(error)}") from error
+        raise StageError(f"onnx.checker rejected {what}: {first_line(error)}") from error
 
 
 def _input_name(tensor: Any) -> str:
     # Keras 3 names symbolic inputs after their Input layer; tf_keras adds ":0".
     return tensor.name.split(":")[0]
-
-
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0][:500]
 
 
 class _ListHandler(logging.Handler):

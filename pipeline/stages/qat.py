@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.errors import StageError
+from pipeline.errors import StageError, first_line
 from pipeline.specs import Artifact
 from pipeline.stages import finetune
 from pipeline.stages.base import StageContext
@@ -75,7 +75,7 @@ def _annotate(model: Any) -> Any:
     try:
         return tfmot.quantization.keras.quantize_model(model)
     except (ValueError, RuntimeError) as error:  # unsupported layers, subclassed models
-        first = str(error).strip().splitlines()[0][:400]
+        first = first_line(error, 400)
         raise StageError(f"tfmot cannot make this model quantization-aware: {first}") from error
 
 
