@@ -33,11 +33,16 @@ def predict_dataset(
     batch_size: int,
     threads: int | None = None,
     delegate: str = "xnnpack",
+    graph_optimization: str = "all",
 ) -> Predictions:
-    runtime = runtime_for(artifact, threads=threads, delegate=delegate)
+    runtime = runtime_for(artifact, threads=threads, delegate=delegate, graph_optimization=graph_optimization)
     batches = list(runtime.predict(dataset.batches(batch_size)))
     names = [spec.name for spec in runtime.outputs]
-    where = runtime.name if artifact.kind != "tflite" else f"{runtime.name}, {delegate} delegate"
+    where = runtime.name
+    if artifact.kind == "tflite":
+        where += f", {delegate} delegate"
+    elif artifact.kind == "onnx" and graph_optimization != "all":
+        where += f", graph optimizations {graph_optimization}"
     return Predictions(f"{label} ({where})", runtime.name, names, batches)
 
 

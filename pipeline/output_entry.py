@@ -30,6 +30,7 @@ def empty_entry(plan: OutputPlan) -> dict[str, Any]:
         "gates_from": plan.gates_from,
         "parity": None,
         "comparisons": [],
+        "findings": [],
         "warnings": [],
         "error": None,
     }

@@ -183,6 +183,12 @@ class RuntimeSpec(_Strict):
         description="LiteRT only: XNNPACK (the default delegate), no delegate, or both with their difference "
         "(LiteRT has had bugs where they differ)",
     )
+    graph_optimization: Literal["all", "disabled", "both"] = Field(
+        "all",
+        description="onnxruntime only: all graph optimizations (fused int8 kernels, as deployments run), "
+        "disabled (the QDQ graph's own arithmetic), or both, gated both ways. Quantized files always also "
+        "run the other way, as a comparison",
+    )
     threads: int | None = Field(None, ge=1, le=256, description="intra-op threads of LiteRT / onnxruntime")
 
 
@@ -356,6 +362,11 @@ def check_chains(recipe: LoadedRecipe) -> None:
         if output.runtime.delegate != "xnnpack" and given != "tflite":
             raise RecipeError(
                 f"{recipe.path}: outputs.{name}.runtime.delegate: delegates apply to tflite outputs; "
+                f"this output gives {given}"
+            )
+        if output.runtime.graph_optimization != "all" and given != "onnx":
+            raise RecipeError(
+                f"{recipe.path}: outputs.{name}.runtime.graph_optimization: applies to onnx outputs; "
                 f"this output gives {given}"
             )
         gated = set(output.gates.thresholds()).union(*map(set, output.gates.tensor_thresholds().values()))

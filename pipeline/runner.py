@@ -18,15 +18,17 @@ import numpy as np
 
 from pipeline.artifacts import key_of
 from pipeline.cache import Cache, default_cache_dir
+from pipeline.cpu import cpu_info, describe_cpu
 from pipeline.data import Dataset, load_dataset
+from pipeline.diagnose import graph_optimization_finding
 from pipeline.errors import EdgeportError, StageError, first_line
 from pipeline.evaluate import Predictions, compare, predict_dataset
 from pipeline.isolation import StageRequest, StageWorker, save_dataset
 from pipeline.latency import feed_for, measure_latency
 from pipeline.output_entry import clear_published, empty_entry, latency_text, publish, verdict
-from pipeline.parity import ParityResult, gate_result
+from pipeline.parity import GateResult, ParityResult, gate_result
 from pipeline.plan import OutputPlan, PlanNode, check_tensor_gates, plan_recipe
-from pipeline.recipe import LoadedRecipe
+from pipeline.recipe import LoadedRecipe, RuntimeSpec
 from pipeline.report import REPORT_FILES, write_reports
 from pipeline.report.document import build_report
 from pipeline.runtimes import runtime_for
@@ -109,6 +111,7 @@ def _run_outputs(
         f"  source    {source.path.name} ({described['format']}, {described.get('flavour') or source.signature}): "
         f"{', '.join(s.describe() for s in source.inputs)} → {', '.join(s.describe() for s in source.outputs)}"
     )
+    log(f"  cpu       {describe_cpu(cpu_info())}")
     datasets = _load_data(recipe, source.inputs)
     digests = {section: dataset.digest() for section, dataset in datasets.items()}
     plans = plan_recipe(recipe, source.key, options.only, digests)
@@ -197,9 +200,18 @@ class _RecipeRun:
         return predictions
 
     def predictions(
-        self, artifact: Artifact, label: str, threads: int | None = None, delegate: str = "xnnpack"
+        self, artifact: Artifact, label: str, threads: int | None = None, setting: RuntimeSetting | None = None
     ) -> Predictions:
-        return predict_dataset(artifact, label, self.evaluation, self.options.batch_size, threads, delegate)
+        setting = setting or RuntimeSetting()
+        return predict_dataset(
+            artifact,
+            label,
+            self.evaluation,
+            self.options.batch_size,
+            threads,
+            delegate=setting.delegate,
+            graph_optimization=setting.graph_optimization,
+        )
 
     def output(self, plan: OutputPlan, prefix: str) -> dict[str, Any]:
         entry = empty_entry(plan)
@@ -217,6 +229,7 @@ class _RecipeRun:
             self.log(f"{prefix}: error: {entry['error']}")
             return entry
         entry.update(parity=parity.to_dict(), comparisons=[c.to_dict() for c in comparisons])
+        entry["findings"] = self._findings(final, comparisons)
         if plan.benchmark is not None:
             entry["latency"] = self._latency(plan, final)
             self.log(f"{prefix}: latency {latency_text(entry['latency'])}")
@@ -225,31 +238,49 @@ class _RecipeRun:
         self.log(f"{prefix}: parity in {entry['runtime']} on {parity.samples} samples: {verdict(parity)}")
         for extra in comparisons:
             if extra.gates:
-                self.log(f"{prefix}: {extra.candidate}: {verdict(extra)}")
+                self.log(f"{prefix}: {extra.candidate}: {verdict(extra.result)}")
+        for finding in entry["findings"]:
+            self.log(f"{prefix}: finding: {finding['message']} Fix: {finding['fix']}.")
         return entry
 
-    def _parities(self, plan: OutputPlan, chain: list[Artifact]) -> tuple[ParityResult, list[ParityResult]]:
+    def _parities(self, plan: OutputPlan, chain: list[Artifact]) -> tuple[ParityResult, list[Comparison]]:
         """The gated parity against the source, and the comparisons that explain it."""
         final, batch, threads = chain[-1], self.options.batch_size, plan.runtime.threads
-        delegate = "none" if plan.runtime.delegate == "none" else "xnnpack"
-        candidate = self.predictions(final, plan.name, threads, delegate)
+        main, other, other_gated = runtime_settings(plan.runtime, final)
+        candidate = self.predictions(final, plan.name, threads, main)
         parity = compare(self.reference, candidate, self.evaluation, batch)
         parity.gates = gate_result(parity, plan.gates, plan.tensor_gates)
-        comparisons = []
-        if plan.runtime.delegate == "both":
-            # LiteRT has had bugs where XNNPACK and its reference kernels disagree: gate both, show the gap.
-            plain = self.predictions(final, plan.name, threads, "none")
+        comparisons: list[Comparison] = []
+        if other is not None:
+            # The same file run the other way: LiteRT's reference kernels (LiteRT has had bugs where XNNPACK
+            # disagrees), or onnxruntime without graph optimizations (fused int8 kernels can saturate on some CPUs).
+            plain = self.predictions(final, plan.name, threads, other)
             without = compare(self.reference, plain, self.evaluation, batch)
-            without.gates = gate_result(without, plan.gates, plan.tensor_gates, against=plain.label)
-            comparisons += [without, compare(candidate, plain, self.evaluation, batch)]
+            if other_gated:
+                without.gates = gate_result(without, plan.gates, plan.tensor_gates, against=plain.label)
+            comparisons.append(Comparison(without, "runtime_setting", {"candidate": other.role, "reference": "source"}))
+            comparisons.append(_setting_gap(main, other, candidate, plain, self.evaluation, batch))
         # Stages before the conversion change the model on purpose (pruning, QAT): also compare with
         # the last model before the final stage, so a reader sees which step lost what.
         before = [(i, a) for i, a in enumerate(chain[:-1]) if a.kind in {"keras", "savedmodel"}]
         if before:
             index, artifact = before[-1]
             upstream = self.predictions(artifact, f"stages[{index}] {plan.nodes[index].label}")
-            comparisons.append(compare(upstream, candidate, self.evaluation, batch))
+            roles = {"reference": "model before the final stage", "candidate": main.role or "output"}
+            comparisons.append(
+                Comparison(compare(upstream, candidate, self.evaluation, batch), "before_final_stage", roles)
+            )
         return parity, comparisons
+
+    def _findings(self, final: Artifact, comparisons: list[Comparison]) -> list[dict[str, Any]]:
+        """What the comparisons reveal beyond the gates: for quantized ONNX, kernels that break the QDQ arithmetic."""
+        by_kind = {c.kind: c for c in comparisons}
+        if final.kind != "onnx" or "setting_gap" not in by_kind or "runtime_setting" not in by_kind:
+            return []
+        finding = graph_optimization_finding(
+            by_kind["runtime_setting"].result, by_kind["setting_gap"].result, cpu_info()
+        )
+        return [finding] if finding else []
 
     def _isolated(self, node: PlanNode) -> bool:
         """Conversions run in the worker (from the source, or from the file an earlier stage saved); an
@@ -262,8 +293,8 @@ class _RecipeRun:
 
         def accept(path: Path) -> bool:
             candidate = Artifact(kind="tflite", path=path, key=path.stem)
-            delegate = "none" if plan.runtime.delegate == "none" else "xnnpack"
-            produced = self.predictions(candidate, plan.name, plan.runtime.threads, delegate)
+            main, _, _ = runtime_settings(plan.runtime, candidate)
+            produced = self.predictions(candidate, plan.name, plan.runtime.threads, main)
             parity = compare(self.reference, produced, self.evaluation, self.options.batch_size)
             parity.gates = gate_result(parity, plan.gates, plan.tensor_gates)
             return parity.passed
@@ -301,8 +332,10 @@ class _RecipeRun:
         spec = plan.benchmark
         assert spec is not None
         batch = next(self.evaluation.batches(spec.batch))
-        delegate = "none" if plan.runtime.delegate == "none" else "xnnpack"
-        runtime = runtime_for(artifact, threads=spec.threads, delegate=delegate)
+        main, _, _ = runtime_settings(plan.runtime, artifact)
+        runtime = runtime_for(
+            artifact, threads=spec.threads, delegate=main.delegate, graph_optimization=main.graph_optimization
+        )
         measured = measure_latency(runtime, feed_for(runtime, batch), spec.runs, spec.warmup)
         size = len(next(iter(batch.values())))
         if size not in self.source_latency:
@@ -394,6 +427,89 @@ class _RecipeRun:
         if dataset is None:
             return None
         return lambda: dataset.batches(self.options.batch_size)
+
+
+@dataclass(frozen=True)
+class RuntimeSetting:
+    """One way to run a file in its runtime: LiteRT's delegate, or onnxruntime's graph optimization level."""
+
+    delegate: str = "xnnpack"
+    graph_optimization: str = "all"
+    role: str = ""  # how reports name this way of running: "xnnpack", "reference kernels", "optimized", ...
+
+
+_QUANTIZED_ONNX_OPS = {
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "QLinearConv",
+    "QLinearMatMul",
+    "MatMulInteger",
+    "ConvInteger",
+}
+
+
+def runtime_settings(runtime: RuntimeSpec, artifact: Artifact) -> tuple[RuntimeSetting, RuntimeSetting | None, bool]:
+    """The setting the output is gated in, the other setting it also runs in (or None), and whether that one is
+    gated too. Quantized ONNX files always run both ways: fused int8 kernels differ between CPUs."""
+    if artifact.kind == "tflite":
+        xnnpack, plain = RuntimeSetting("xnnpack", role="xnnpack"), RuntimeSetting("none", role="reference kernels")
+        if runtime.delegate == "both":
+            return xnnpack, plain, True
+        return (plain if runtime.delegate == "none" else xnnpack), None, False
+    if artifact.kind == "onnx":
+        optimized = RuntimeSetting(graph_optimization="all", role="optimized")
+        unoptimized = RuntimeSetting(graph_optimization="disabled", role="unoptimized")
+        if runtime.graph_optimization == "both":
+            return optimized, unoptimized, True
+        quantized = bool(_QUANTIZED_ONNX_OPS & set((artifact.details or {}).get("ops") or {}))
+        if runtime.graph_optimization == "disabled":
+            return unoptimized, (optimized if quantized else None), False
+        return optimized, (unoptimized if quantized else None), False
+    return RuntimeSetting(), None, False
+
+
+@dataclass
+class Comparison:
+    """A parity result that explains an output's verdict, with what it compares in words a report can show."""
+
+    result: ParityResult
+    kind: str  # runtime_setting | setting_gap | before_final_stage
+    roles: dict[str, str]
+
+    @property
+    def passed(self) -> bool:
+        return self.result.passed
+
+    @property
+    def gates(self) -> list[GateResult]:
+        return self.result.gates
+
+    @property
+    def candidate(self) -> str:
+        return self.result.candidate
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "roles": self.roles, **self.result.to_dict()}
+
+
+def _setting_gap(
+    main: RuntimeSetting,
+    other: RuntimeSetting,
+    main_run: Predictions,
+    other_run: Predictions,
+    dataset: Dataset,
+    batch: int,
+) -> Comparison:
+    """The two ways of running one file against each other. For ONNX the unoptimized run (the QDQ graph's own
+    arithmetic) is the reference; for LiteRT the gated run is, as before."""
+    if main.graph_optimization == "disabled" or other.graph_optimization == "disabled":
+        (ref_setting, ref), (cand_setting, cand) = sorted(
+            [(main, main_run), (other, other_run)], key=lambda pair: pair[0].graph_optimization != "disabled"
+        )
+    else:
+        (ref_setting, ref), (cand_setting, cand) = (main, main_run), (other, other_run)
+    roles = {"reference": ref_setting.role, "candidate": cand_setting.role}
+    return Comparison(compare(ref, cand, dataset, batch), "setting_gap", roles)
 
 
 def _saved_fields(artifact: Artifact) -> dict[str, Any] | None:

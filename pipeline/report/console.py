@@ -9,6 +9,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from pipeline.cpu import describe_cpu
+
 TABLE_METRICS = ("max_abs", "cosine", "top1_agreement", "accuracy")
 PASS_MARK, FAIL_MARK = "✓", "✗"
 _BROKEN = {"<=": ">", ">=": "<"}
@@ -116,6 +118,16 @@ def comparison_rows(output: dict[str, Any]) -> list[list[str]]:
                 *(number(metrics.get(name)) for name in COMPARISON_COLUMNS[3:]),
             ]
         )
+    return rows
+
+
+def environment_rows(environment: dict[str, Any]) -> list[list[str]]:
+    """python, platform, the CPU (int8 results depend on its instruction set), then package versions."""
+    rows = [["python", str(environment.get("python", "-"))], ["platform", str(environment.get("platform", "-"))]]
+    cpu = environment.get("cpu")
+    if cpu:
+        rows.append(["cpu", describe_cpu(cpu)])
+    rows += [[name, str(version)] for name, version in (environment.get("packages") or {}).items()]
     return rows
 
 

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from pipeline import __version__
+from pipeline.cpu import cpu_info
 from pipeline.toolchain import package_versions
 
 SCHEMA_VERSION = 1
@@ -43,4 +44,9 @@ def build_report(
 
 
 def environment() -> dict[str, Any]:
-    return {"python": platform.python_version(), "platform": platform.platform(), "packages": package_versions()}
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": cpu_info(),
+        "packages": package_versions(),
+    }

@@ -12,6 +12,7 @@ from pipeline.report.console import kib, number
 LAYER_COLUMNS = ["#", "tensor", "op", "RMSE / scale", "max |error|"]
 FALLBACK_COLUMNS = ["float layers", "size KiB", "gates"]
 BASELINE_COLUMNS = ["metric", "previous", "current", "delta", "result"]
+DIAGNOSIS_COLUMNS = ["finding", "what was measured", "fix"]
 
 
 def stage_details(output: dict[str, Any], key: str) -> Any:
@@ -110,9 +111,19 @@ def baseline_line(report: dict[str, Any]) -> str:
     )
 
 
+def diagnosis_rows(output: dict[str, Any]) -> list[list[str]]:
+    """Findings the run made beyond the gates (e.g. int8 kernels that saturate on this CPU), one row each."""
+    return [
+        [str(found.get("kind", "?")).replace("_", " "), str(found.get("message", "")), str(found.get("fix", "-"))]
+        for found in output.get("findings") or []
+    ]
+
+
 def sections(output: dict[str, Any]) -> list[tuple[str, str, list[str], list[list[str]]]]:
     """(title, note, header, rows) of each finding this output has, for writers that render tables plainly."""
     found = []
+    if diagnosis_rows(output):
+        found.append(("Findings", "", DIAGNOSIS_COLUMNS, diagnosis_rows(output)))
     if baseline_rows(output):
         found.append(("Against the baseline", "", BASELINE_COLUMNS, baseline_rows(output)))
     if layer_rows(output):

@@ -9,7 +9,17 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.artifacts import write_text_atomic
-from pipeline.report.console import DATA_COLUMNS, FAIL_MARK, PASS_MARK, data_rows, final_line, gates_of, kib, number
+from pipeline.report.console import (
+    DATA_COLUMNS,
+    FAIL_MARK,
+    PASS_MARK,
+    data_rows,
+    environment_rows,
+    final_line,
+    gates_of,
+    kib,
+    number,
+)
 from pipeline.report.findings import baseline_line
 from pipeline.report.html_output import section
 from pipeline.report.markup import e, table, td
@@ -158,6 +168,5 @@ def _data(data: dict[str, Any]) -> str:
 def _environment(environment: dict[str, Any]) -> str:
     if not environment:
         return ""
-    rows = [("python", environment.get("python", "-")), ("platform", environment.get("platform", "-"))]
-    rows += list((environment.get("packages") or {}).items())
-    return "<h2>Environment</h2>\n" + table(["component", "version"], [[td(k), td(v)] for k, v in rows])
+    rows = [[td(name), td(value)] for name, value in environment_rows(environment)]
+    return "<h2>Environment</h2>\n" + table(["component", "version"], rows)

@@ -23,10 +23,12 @@ from pipeline.report.console import (
 )
 from pipeline.report.findings import (
     BASELINE_COLUMNS,
+    DIAGNOSIS_COLUMNS,
     FALLBACK_COLUMNS,
     LAYER_COLUMNS,
     baseline_rows,
     details_text,
+    diagnosis_rows,
     fallback_rows,
     fallback_summary,
     layer_rows,
@@ -43,6 +45,7 @@ def section(index: int, output: dict[str, Any]) -> str:
         _gates(output),
         _plots(output),
         _metrics(output),
+        _diagnoses(output),
         _baseline(output),
         _layers(output),
         _fallback(output),
@@ -172,6 +175,11 @@ def _baseline(output: dict[str, Any]) -> str:
 def _result(text: str) -> str:
     bad = text in {"regressed", "fail"}
     return td(f"{FAIL_MARK if bad else PASS_MARK} {text}", "fail" if bad else "pass")
+
+
+def _diagnoses(output: dict[str, Any]) -> str:
+    rows = [[td(cell) for cell in row] for row in diagnosis_rows(output)]
+    return "<h3>Findings</h3>\n" + table(DIAGNOSIS_COLUMNS, rows) if rows else ""
 
 
 def _layers(output: dict[str, Any]) -> str:

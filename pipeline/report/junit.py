@@ -80,12 +80,25 @@ def _properties(report: dict[str, Any]) -> ET.Element:
         "source.path": source.get("path"),
         "source.sha256": source.get("sha256"),
         **{f"package.{k}": v for k, v in ((report.get("environment") or {}).get("packages") or {}).items()},
+        **_cpu_properties((report.get("environment") or {}).get("cpu") or {}),
     }
     properties = ET.Element("properties")
     for name, value in pairs.items():
         if value is not None:
             ET.SubElement(properties, "property", name=name, value=str(value))
     return properties
+
+
+def _cpu_properties(cpu: dict[str, Any]) -> dict[str, Any]:
+    """The CPU a verdict was measured on: int8 results can differ between instruction sets."""
+    if not cpu:
+        return {}
+    return {
+        "cpu.architecture": cpu.get("architecture"),
+        "cpu.model": cpu.get("model"),
+        "cpu.features": " ".join(cpu.get("features") or []),
+        "cpu.int8_kernels": cpu.get("int8_kernels"),
+    }
 
 
 def _cases_of(recipe: str, output: dict[str, Any]) -> list[Case]:
@@ -130,7 +143,7 @@ def _context(output: dict[str, Any]) -> str:
         f"{output.get('format') or '-'} on {output.get('runtime') or '-'}, artifact "
         f"{output.get('artifact') or '-'}, against {parity.get('reference', '-')} on "
         f"{number(parity.get('samples'))} samples\n{metrics}"
-    )
+    ) + "".join(f"\nfinding: {found.get('message')} Fix: {found.get('fix')}." for found in output.get("findings") or [])
 
 
 def _element(case: Case) -> ET.Element:

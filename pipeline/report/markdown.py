@@ -17,6 +17,7 @@ from pipeline.report.console import (
     TABLE_METRICS,
     comparison_rows,
     data_rows,
+    environment_rows,
     final_line,
     first_line,
     gate_name,
@@ -230,6 +231,4 @@ def _data(data: dict[str, Any]) -> str:
 def _environment(environment: dict[str, Any]) -> str:
     if not environment:
         return ""
-    rows = [["python", environment.get("python", "-")], ["platform", environment.get("platform", "-")]]
-    rows += [[name, version] for name, version in (environment.get("packages") or {}).items()]
-    return "## Environment\n\n" + table(["component", "version"], rows)
+    return "## Environment\n\n" + table(["component", "version"], environment_rows(environment))

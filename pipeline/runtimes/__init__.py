@@ -17,12 +17,15 @@ RUNTIMES: dict[str, type[Runtime]] = {
 }
 
 
-def runtime_for(artifact: Artifact, threads: int | None = None, delegate: str = "xnnpack") -> Runtime:
-    """The runtime that serves `artifact`; threads apply to LiteRT and onnxruntime, the delegate to LiteRT."""
+def runtime_for(
+    artifact: Artifact, threads: int | None = None, delegate: str = "xnnpack", graph_optimization: str = "all"
+) -> Runtime:
+    """The runtime that serves `artifact`; threads apply to LiteRT and onnxruntime, the delegate to LiteRT,
+    the graph optimization level to onnxruntime."""
     if artifact.kind == "tflite":
         return LiteRTRuntime(artifact, threads=threads, delegate=delegate)
     if artifact.kind == "onnx":
-        return OnnxRuntime(artifact, threads=threads)
+        return OnnxRuntime(artifact, threads=threads, graph_optimization=graph_optimization)
     return RUNTIMES[artifact.kind](artifact)
 
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from pipeline.artifacts import write_bytes_atomic
 from pipeline.errors import StageError, first_line
@@ -30,6 +30,35 @@ class OnnxOptions(StageOptions):
     )
     per_channel: bool = Field(False, description="per-channel weight scales (static and dynamic)")
     dynamic_batch: bool = Field(True, description="keep the batch dimension symbolic; false fixes it at 1")
+    reduce_range: bool = Field(
+        False, description="7-bit weights: avoids int16 saturation in x86 int8 kernels without VNNI (costs accuracy)"
+    )
+    activation_type: Literal["int8", "uint8"] = Field("int8", description="static only: activation integer type")
+    weight_type: Literal["int8", "uint8"] = Field("int8", description="weight integer type (static and dynamic)")
+    calibration_method: Literal["minmax", "entropy", "percentile"] = Field(
+        "minmax", description="static only: how activation ranges are chosen from data.calibration"
+    )
+
+    @model_validator(mode="after")
+    def _quantization_options_need_quantize(self) -> OnnxOptions:
+        # Compared with the defaults, not with the keys given: a worker re-validates the full dump of these options.
+        changed = {name for name, spec in type(self).model_fields.items() if getattr(self, name) != spec.default}
+        if self.quantize == "none":
+            stray = sorted(
+                changed & {"per_channel", "reduce_range", "activation_type", "weight_type", "calibration_method"}
+            )
+            if stray:
+                raise ValueError(f"{', '.join(stray)} apply to quantized exports; set quantize: static or dynamic")
+        if self.quantize == "dynamic":
+            stray = sorted(changed & {"activation_type", "calibration_method"})
+            if stray:
+                raise ValueError(
+                    f"{', '.join(stray)} apply to quantize: static (dynamic quantizes activations at run time)"
+                )
+        return self
+
+
+_TYPE_SHORT = {"int8": "s8", "uint8": "u8"}
 
 
 class OnnxStage(Stage):
@@ -47,6 +76,12 @@ class OnnxStage(Stage):
         label = f"onnx opset={options.opset}"
         if options.quantize != "none":
             label += f" {options.quantize}-int8" + (" per-channel" if options.per_channel else "")
+            label += " reduce-range" if options.reduce_range else ""
+            if options.quantize == "static":
+                label += f" {_TYPE_SHORT[options.activation_type]}{_TYPE_SHORT[options.weight_type]}"
+                label += "" if options.calibration_method == "minmax" else f" {options.calibration_method}"
+            elif options.weight_type != "int8":
+                label += f" weights={options.weight_type}"
         return label if options.dynamic_batch else f"{label} batch=1"
 
     @classmethod
@@ -72,13 +107,29 @@ class OnnxStage(Stage):
             proto = onnx.load(str(path))
             _check(onnx, proto, "the quantized model")
         ops = Counter(node.op_type for node in proto.graph.node)
-        details = {
+        details: dict[str, Any] = {
             "opset": options.opset,
             "quantize": options.quantize,
+            **_quantization_details(options),
             "nodes": len(proto.graph.node),
             "ops": dict(ops.most_common()),
         }
         return Artifact(kind="onnx", path=path, key=ctx.key, warnings=warnings, details=details)
+
+
+def _quantization_details(options: OnnxOptions) -> dict[str, Any]:
+    """The settings that decide the quantized file's numbers, for the report (they are in the cache key too)."""
+    if options.quantize == "none":
+        return {}
+    settings: dict[str, Any] = {
+        "per_channel": options.per_channel,
+        "reduce_range": options.reduce_range,
+        "weight_type": options.weight_type,
+    }
+    if options.quantize == "static":
+        settings |= {"format": "QDQ", "activation_type": options.activation_type}
+        settings["calibration_method"] = options.calibration_method
+    return settings
 
 
 def _export(tf: Any, upstream: Artifact, options: OnnxOptions) -> Any:
@@ -124,7 +175,7 @@ def _graph_input_shape(graph: Any, tensor_name: str) -> list[int]:
 
 def _quantize(proto: Any, options: OnnxOptions, ctx: StageContext, path: Path) -> list[str]:
     """onnxruntime quantization (pre-processed first, as its docs ask); written atomically to `path`."""
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     warnings = []
@@ -138,18 +189,31 @@ def _quantize(proto: Any, options: OnnxOptions, ctx: StageContext, path: Path) -
     partial = path.with_name(f".{path.name}.partial")
     try:
         with captured_native_output(), contextlib.chdir(ctx.work_dir):
+            types = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
             if options.quantize == "dynamic":
-                quantize_dynamic(prepared, partial, per_channel=options.per_channel, weight_type=QuantType.QInt8)
+                quantize_dynamic(
+                    prepared,
+                    partial,
+                    per_channel=options.per_channel,
+                    reduce_range=options.reduce_range,
+                    weight_type=types[options.weight_type],
+                )
             else:
-                reader = _CalibrationReader(proto, ctx)
+                methods = {
+                    "minmax": CalibrationMethod.MinMax,
+                    "entropy": CalibrationMethod.Entropy,
+                    "percentile": CalibrationMethod.Percentile,
+                }
                 quantize_static(
                     prepared,
                     partial,
-                    reader,
+                    _CalibrationReader(proto, ctx, histogram=options.calibration_method != "minmax"),
                     quant_format=QuantFormat.QDQ,
                     per_channel=options.per_channel,
-                    activation_type=QuantType.QInt8,
-                    weight_type=QuantType.QInt8,
+                    reduce_range=options.reduce_range,
+                    activation_type=types[options.activation_type],
+                    weight_type=types[options.weight_type],
+                    calibrate_method=methods[options.calibration_method],
                 )
     except StageError:
         raise
@@ -173,16 +237,18 @@ def _pre_process(quant_pre_process: Any, exported: Path, prepared: Path) -> None
 class _CalibrationReader:
     """onnxruntime's CalibrationDataReader protocol over data.calibration, keyed by the ONNX input names."""
 
-    def __init__(self, proto: Any, ctx: StageContext) -> None:
+    def __init__(self, proto: Any, ctx: StageContext, histogram: bool) -> None:
         from pipeline.runtimes.base import align_names
 
         if ctx.calibration is None:
             raise StageError("quantize: static needs representative inputs; add data.calibration")
-        self.batches: Iterator[dict[str, Any]] = ctx.calibration()
+        # onnxruntime's histogram calibrators (entropy, percentile) stack every batch's outputs into one array,
+        # so their batches must all have one size: one sample each.
+        size = _fixed_batch(proto) or (1 if histogram else None)
+        self.batches: Iterator[dict[str, Any]] = _split(ctx.calibration(), size)
         self.onnx_names = [graph_input.name for graph_input in proto.graph.input]
         self.align = align_names
         self.mapping: dict[str, str] | None = None
-        self.fixed_batch = _fixed_batch(proto)
 
     def get_next(self) -> dict[str, Any] | None:
         batch = next(self.batches, None)
@@ -190,9 +256,18 @@ class _CalibrationReader:
             return None
         if self.mapping is None:
             self.mapping = self.align(list(batch), self.onnx_names, "ONNX calibration inputs")
-        if self.fixed_batch:
-            batch = {name: array[: self.fixed_batch] for name, array in batch.items()}
         return {self.mapping[name]: array for name, array in batch.items()}
+
+
+def _split(batches: Iterator[dict[str, Any]], size: int | None) -> Iterator[dict[str, Any]]:
+    """A file with a fixed batch takes batches of exactly that size: every sample calibrates, in slices."""
+    for batch in batches:
+        if not size:
+            yield batch
+            continue
+        count = len(next(iter(batch.values())))
+        for start in range(0, count - size + 1, size):
+            yield {name: array[start : start + size] for name, array in batch.items()}
 
 
 def _fixed_batch(proto: Any) -> int | None:
