@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.artifacts import key_of, sha256_of
+from pipeline.core.artifact import Artifact
 from pipeline.errors import ModelError, first_line
 from pipeline.frameworks import captured_native_output, import_tensorflow
 from pipeline.sources import Source, keras_tensor_specs
-from pipeline.specs import Artifact
 from pipeline.weights import WeightsFile, checkpoint_full_names, checkpoint_root_children, h5_layout, locate_weights
 
 _BOOKKEEPING = {"optimizer", "save_counter"}

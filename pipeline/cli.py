@@ -107,7 +107,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise EdgeportError(f"--batch-size must be at least 1 (got {args.batch_size})")
     from pipeline.report.console import summary
-    from pipeline.runner import RunOptions, run_recipe
+    from pipeline.run import RunOptions, run_recipe
 
     out_dir = args.out or Path("artifacts") / recipe.spec.name
     report = run_recipe(

@@ -13,24 +13,22 @@ from typing import Any
 from pydantic import ValidationError
 
 from pipeline.artifacts import gzip_size_of, sha256_of, size_of
+from pipeline.core.artifact import Artifact
 from pipeline.data import load_dataset
 from pipeline.errors import ModelError, RecipeError, first_line
 from pipeline.evaluate import compare, predict_dataset
 from pipeline.parity import gate_result
 from pipeline.recipe import DataSpec, Gates
 from pipeline.report.document import build_report
-from pipeline.runtimes import runtime_for
-from pipeline.specs import Artifact
-
-RUNTIME_KINDS = {".tflite": "tflite", ".onnx": "onnx"}
+from pipeline.runtimes import kind_of, runtime_for
 
 
 def artifact_at(path: Path, trusted: bool = False, signature: str = "serving_default") -> Artifact:
     """Any model file or directory as an artifact its runtime can run."""
     if not path.exists():
         raise ModelError(f"{path}: model not found")
-    kind = RUNTIME_KINDS.get(path.suffix.lower())
-    if kind is not None:
+    kind = kind_of(path)
+    if kind in {"tflite", "onnx"}:  # files runtimes read as they are; model files load as sources
         return Artifact(kind=kind, path=path, key=sha256_of(path))  # type: ignore[arg-type]
     from pipeline.sources import load_source
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.core.tensors import TensorSpec
 from pipeline.errors import DataError
 from pipeline.recipe import DataSpec, RandomSpec
-from pipeline.specs import TensorSpec
 
 DEFAULT_EVALUATION = DataSpec(random=RandomSpec(samples=64, seed=0))
 

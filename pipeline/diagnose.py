@@ -11,6 +11,10 @@ from typing import Any
 from pipeline.cpu import describe_cpu
 from pipeline.parity import ParityResult
 
+# Fused kernels that compute what the QDQ graph says differ from it by rounding alone: 0.00-0.19 of the quantization
+# error on MobileNetV2 / MobileNetV3Small / EfficientNetB0 with reduce_range or uint8 weights, where nothing
+# saturates; saturating runs measured 0.52-2.34. Half the quantization error separates the two.
+GAP_RATIO = 0.5
 SATURATION_FIX = (
     "try `reduce_range: true`, or `activation_type: uint8` + `weight_type: uint8` on the onnx stage, "
     "and gate both runs with `runtime: {graph_optimization: both}`"
@@ -21,15 +25,15 @@ def graph_optimization_finding(
     unoptimized: ParityResult, gap: ParityResult, cpu: dict[str, Any]
 ) -> dict[str, Any] | None:
     """A finding when onnxruntime's fused int8 kernels (optimized) differ from the QDQ graph's own arithmetic
-    (unoptimized) by more than the quantization error itself (the unoptimized run against the source).
+    (unoptimized) by more than GAP_RATIO of the quantization error (the unoptimized run against the source).
 
     Both errors are RMSEs over every output value. Fused kernels that compute what the graph says differ from it
-    by rounding alone, far below the quantization error; a larger gap means the kernels computed something else.
+    by rounding alone, well below the quantization error; a larger gap means the kernels computed something else.
     """
     quantization_rmse, gap_rmse = unoptimized.metrics.get("rmse"), gap.metrics.get("rmse")
     if quantization_rmse is None or gap_rmse is None or not (math.isfinite(quantization_rmse) and gap_rmse > 0):
         return None
-    if gap_rmse <= quantization_rmse:
+    if gap_rmse <= GAP_RATIO * quantization_rmse:
         return None
     saturating = bool(cpu.get("int8_may_saturate"))
     if saturating:

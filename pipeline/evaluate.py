@@ -9,11 +9,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.core.artifact import Artifact
+from pipeline.core.tensors import align_names
 from pipeline.data import Dataset
 from pipeline.parity import ParityAccumulator, ParityResult
 from pipeline.plotdata import plot_data
-from pipeline.runtimes import align_names, runtime_for
-from pipeline.specs import Artifact
+from pipeline.runtimes import runtime_for
 
 
 @dataclass
@@ -27,23 +28,13 @@ class Predictions:
 
 
 def predict_dataset(
-    artifact: Artifact,
-    label: str,
-    dataset: Dataset,
-    batch_size: int,
-    threads: int | None = None,
-    delegate: str = "xnnpack",
-    graph_optimization: str = "all",
+    artifact: Artifact, label: str, dataset: Dataset, batch_size: int, threads: int | None = None, **settings: str
 ) -> Predictions:
-    runtime = runtime_for(artifact, threads=threads, delegate=delegate, graph_optimization=graph_optimization)
-    batches = list(runtime.predict(dataset.batches(batch_size)))
-    names = [spec.name for spec in runtime.outputs]
-    where = runtime.name
-    if artifact.kind == "tflite":
-        where += f", {delegate} delegate"
-    elif artifact.kind == "onnx" and graph_optimization != "all":
-        where += f", graph optimizations {graph_optimization}"
-    return Predictions(f"{label} ({where})", runtime.name, names, batches)
+    """Run `artifact` over the dataset in its runtime, under the given runtime settings (a delegate, ...)."""
+    with runtime_for(artifact, threads, **settings) as runtime:
+        batches = list(runtime.predict(dataset.batches(batch_size)))
+        names = [spec.name for spec in runtime.outputs]
+        return Predictions(f"{label} ({runtime.label()})", runtime.name, names, batches)
 
 
 def compare(reference: Predictions, candidate: Predictions, dataset: Dataset, batch_size: int) -> ParityResult:

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.artifacts import sha256_of, size_of
+from pipeline.core.artifact import Artifact
 from pipeline.errors import ModelError, first_line
-from pipeline.specs import Artifact
 from pipeline.weights import (
     H5_SUFFIXES,
     checkpoint_variables,

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.core.artifact import Artifact
 from pipeline.errors import StageError, first_line
-from pipeline.specs import Artifact
 
 _POLL_SECONDS = 0.2
 

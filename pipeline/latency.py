@@ -31,7 +31,7 @@ def measure_latency(runtime: Runtime, feed: dict[str, np.ndarray], runs: int, wa
 
 def feed_for(runtime: Runtime, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """A batch keyed by the source's input names, re-keyed for this runtime."""
-    from pipeline.runtimes.base import align_names
+    from pipeline.core.tensors import align_names
 
     mapping = align_names(list(batch), [spec.name for spec in runtime.inputs], f"{runtime.name} inputs")
     return {mapping[name]: array for name, array in batch.items()}

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.cache import Cache
+from pipeline.core.artifact import Artifact
+from pipeline.core.tensors import TensorSpec
 from pipeline.recipe import LoadedRecipe
+from pipeline.run.cache import Cache
 from pipeline.sources import Source, load_source_spec, source_key
-from pipeline.specs import Artifact, TensorSpec
 
 
 class SourceHandle:

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.artifacts import key_of, sha256_of
+from pipeline.core.artifact import Artifact
+from pipeline.core.tensors import TensorSpec
 from pipeline.errors import ModelError, first_line
 from pipeline.frameworks import captured_native_output, import_tensorflow
-from pipeline.specs import Artifact, TensorSpec
 
 if TYPE_CHECKING:
     from pipeline.recipe import SourceSpec

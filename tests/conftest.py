@@ -125,7 +125,7 @@ def tf_keras_digits(zoo: Zoo):
     """The digits CNN as a tf_keras model artifact (the tfmot path): zoo.tf_keras_h5 read by tf_keras."""
     import tf_keras
 
-    from pipeline.specs import Artifact
+    from pipeline.core.artifact import Artifact
 
     model = tf_keras.models.load_model(zoo.tf_keras_h5, compile=False)
     return Artifact(kind="keras", path=zoo.tf_keras_h5, key="tf-keras-digits", flavour="tf_keras", handle=model)

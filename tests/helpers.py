@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.core.artifact import Artifact
 from pipeline.data import Dataset
 from pipeline.runtimes import runtime_for
-from pipeline.specs import Artifact
 from pipeline.stages import STAGES, StageContext
 
 

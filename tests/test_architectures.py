@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from pipeline.cpu import cpu_info
 from pipeline.recipe import load_recipe
-from pipeline.runner import RunOptions, run_recipe
+from pipeline.run import RunOptions, run_recipe
+from scripts.applications import build_application
 
 from .conftest import write_recipe
 
@@ -38,34 +38,13 @@ outputs:
 """
 
 
-def _application(name: str, path: Path) -> None:
-    from pipeline.frameworks import captured_native_output, import_tensorflow
-
-    import_tensorflow()
-    import keras
-
-    keras.utils.set_random_seed(0)
-    extra = {"include_preprocessing": False} if name == "MobileNetV3Small" else {}
-    with captured_native_output():
-        model = getattr(keras.applications, name)(
-            input_shape=(32, 32, 3), weights=None, classes=10, classifier_activation=None, **extra
-        )
-        norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
-        for layer in norms:
-            layer.momentum = 0.0
-        model(np.random.default_rng(0).random((64, 32, 32, 3), dtype=np.float32), training=True)
-        for layer in norms:
-            layer.momentum = 0.99
-        model.save(path)
-
-
 # int8 cosine measured on these random networks (32 samples): MobileNetV2 ~0.78, MobileNetV3Small ~0.96,
 # EfficientNetB0 ~0.72 (swish and squeeze-excite blocks spread activations the most); gates sit below.
 @pytest.mark.parametrize(
     ("name", "int8_cosine"), [("MobileNetV2", 0.7), ("MobileNetV3Small", 0.9), ("EfficientNetB0", 0.65)]
 )
 def test_application_passes_sensible_gates(tmp_path: Path, name: str, int8_cosine: float) -> None:
-    _application(name, tmp_path / f"{name}.keras")
+    build_application(name, tmp_path / f"{name}.keras")
     recipe = load_recipe(write_recipe(tmp_path, RECIPE.format(name=name, int8_cosine=int8_cosine)))
     report = run_recipe(recipe, RunOptions(out_dir=tmp_path / "out"), log=lambda message: None)
     outputs = {output["name"]: output for output in report["outputs"]}
@@ -83,8 +62,9 @@ def _assert_s8s8_as_this_cpu_computes_it(name: str, output: dict) -> None:
     """onnxruntime's default S8S8 file: its fused int8 kernels saturate on x86 without VNNI.
 
     Measured on an AVX2 EPYC, optimized / unoptimized cosine: MobileNetV2 0.18 / 0.76, MobileNetV3Small
-    0.91 / 0.97; EfficientNetB0 (smaller activations after swish) 0.78 / 0.73, a gap of half its quantization error,
-    so no finding. On VNNI or ARM CPUs both runs compute the QDQ arithmetic and the gate passes.
+    0.91 / 0.97. EfficientNetB0 sits at the finding's threshold there (gap 0.52 of its quantization error, optimized
+    cosine 0.78 / 0.73), so it is not asserted on such CPUs. On VNNI or ARM CPUs both runs compute the QDQ
+    arithmetic: no finding, and the gate passes.
     """
     (gap,) = [c for c in output["comparisons"] if c["kind"] == "setting_gap"]
     (unoptimized,) = [c for c in output["comparisons"] if c["kind"] == "runtime_setting"]

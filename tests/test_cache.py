@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.recipe import load_recipe
-from pipeline.runner import RunOptions, run_recipe
+from pipeline.run import RunOptions, run_recipe
+from pipeline.run.cache import CACHE_LAYOUT
 
 from .conftest import ROOT, write_recipe
 
@@ -68,7 +69,7 @@ def test_corrupt_entry_is_rebuilt_not_used(zoo, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     first = _run(_recipe(zoo, tmp_path), tmp_path / "a", cache)
     key = first["outputs"][0]["stages"][0]["key"]
-    cached_file = cache / "v1" / "stages" / key / "model.tflite"
+    cached_file = cache / f"v{CACHE_LAYOUT}" / "stages" / key / "model.tflite"
     cached_file.write_bytes(cached_file.read_bytes()[:100])  # truncated, as a killed copy would leave it
     second = _run(_recipe(zoo, tmp_path), tmp_path / "b", cache)
     assert _caches(second)["fp32"] == "stored" and second["outputs"][0]["status"] == "passed"
@@ -96,7 +97,7 @@ def test_no_cache_reads_and_writes_nothing(zoo, tmp_path: Path) -> None:
 def test_unreadable_or_unfinished_entries_are_ignored(zoo, tmp_path: Path, damage: str) -> None:
     cache = tmp_path / "cache"
     first = _run(_recipe(zoo, tmp_path), tmp_path / "a", cache)
-    entry = cache / "v1" / "stages" / first["outputs"][2]["stages"][0]["key"]
+    entry = cache / f"v{CACHE_LAYOUT}" / "stages" / first["outputs"][2]["stages"][0]["key"]
     if damage == "entry":
         (entry / "entry.json").write_text("{not json")
     else:  # what a run killed while copying leaves: a staging directory, never renamed into place

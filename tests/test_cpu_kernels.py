@@ -15,9 +15,10 @@ import onnx
 import pytest
 
 from pipeline.cpu import _parse_cpuinfo, cpu_info, int8_kernels
+from pipeline.diagnose import GAP_RATIO
 from pipeline.errors import RecipeError
 from pipeline.recipe import load_recipe
-from pipeline.runner import RunOptions, run_recipe
+from pipeline.run import RunOptions, run_recipe
 from pipeline.sources import load_source
 
 from .conftest import write_recipe
@@ -99,14 +100,14 @@ def test_quantized_onnx_runs_both_ways_and_the_gap_is_judged_for_this_cpu(kernel
     gap_rmse, quantization_rmse = gap["metrics"]["rmse"], kinds["runtime_setting"]["metrics"]["rmse"]
     if cpu_info()["int8_may_saturate"]:
         # Measured on an AVX2 EPYC: gap rmse 0.83 against a quantization rmse of 0.12 (7×).
-        assert gap_rmse > quantization_rmse
+        assert gap_rmse > quantization_rmse  # 7× the threshold of a finding (half the quantization error)
         (finding,) = int8["findings"]
         assert finding["kind"] == "kernel_saturation" and finding["measured"]["ratio"] > 1
         assert "reduce_range: true" in finding["fix"] and "uint8" in finding["fix"]
         assert "kernel saturation" in (out / "report.md").read_text()
         assert "kernel saturation" in (out / "report.html").read_text()
     else:  # VNNI and ARM dot products accumulate in int32: the fused kernels follow the QDQ arithmetic
-        assert gap_rmse <= quantization_rmse and int8["findings"] == []
+        assert gap_rmse <= GAP_RATIO * quantization_rmse and int8["findings"] == []
 
 
 def test_reduce_range_and_uint8_keep_the_qdq_arithmetic_on_every_cpu(kernels_report) -> None:
@@ -129,7 +130,7 @@ def test_reduce_range_and_uint8_keep_the_qdq_arithmetic_on_every_cpu(kernels_rep
 
 
 def test_quantization_settings_are_in_the_cache_key(zoo, tmp_path: Path) -> None:
-    from pipeline.plan import plan_recipe
+    from pipeline.run.plan import plan_recipe
 
     text = RECIPE.format(model=zoo.keras3, npz=zoo.digits_npz)
     keys = {plan.name: plan.nodes[-1].key for plan in plan_recipe(load_recipe(write_recipe(tmp_path, text)), "src")}

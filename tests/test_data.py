@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.core.tensors import TensorSpec
 from pipeline.data import load_dataset
 from pipeline.errors import DataError
 from pipeline.recipe import DataSpec, LoadedRecipe, Recipe
-from pipeline.specs import TensorSpec
 
 PIXELS = [TensorSpec("pixels", (None, 8, 8, 1), "float32")]
 

@@ -11,8 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+from pipeline.core.artifact import Artifact
 from pipeline.runtimes import runtime_for
-from pipeline.specs import Artifact
 
 from .conftest import ROOT, write_recipe
 

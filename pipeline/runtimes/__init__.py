@@ -1,32 +1,33 @@
-"""The runtime registry: which runtime serves each artifact kind."""
+"""The runtime registry: the one list of runtimes; each describes the artifact kind and files it serves."""
 
 from __future__ import annotations
 
-from pipeline.runtimes.base import Runtime, align_names
+from pathlib import Path
+
+from pipeline.core.artifact import Artifact
+from pipeline.runtimes.base import Runs, Runtime, Setting
 from pipeline.runtimes.keras import KerasRuntime
 from pipeline.runtimes.litert import LiteRTRuntime
 from pipeline.runtimes.onnxrt import OnnxRuntime
 from pipeline.runtimes.savedmodel import SavedModelRuntime
-from pipeline.specs import Artifact
 
 RUNTIMES: dict[str, type[Runtime]] = {
-    "keras": KerasRuntime,
-    "savedmodel": SavedModelRuntime,
-    "tflite": LiteRTRuntime,
-    "onnx": OnnxRuntime,
+    runtime.kind: runtime for runtime in (KerasRuntime, SavedModelRuntime, LiteRTRuntime, OnnxRuntime)
 }
 
 
-def runtime_for(
-    artifact: Artifact, threads: int | None = None, delegate: str = "xnnpack", graph_optimization: str = "all"
-) -> Runtime:
-    """The runtime that serves `artifact`; threads apply to LiteRT and onnxruntime, the delegate to LiteRT,
-    the graph optimization level to onnxruntime."""
-    if artifact.kind == "tflite":
-        return LiteRTRuntime(artifact, threads=threads, delegate=delegate)
-    if artifact.kind == "onnx":
-        return OnnxRuntime(artifact, threads=threads, graph_optimization=graph_optimization)
-    return RUNTIMES[artifact.kind](artifact)
+def runtime_for(artifact: Artifact, threads: int | None = None, **settings: str) -> Runtime:
+    """The runtime that serves `artifact`; settings it does not take (another runtime's) are left out."""
+    runtime = RUNTIMES[artifact.kind]
+    return runtime(artifact, threads, **{name: value for name, value in settings.items() if name in runtime.settings})
 
 
-__all__ = ["RUNTIMES", "Runtime", "align_names", "runtime_for"]
+def kind_of(path: Path) -> str | None:
+    """The artifact kind a path holds, by its suffix (a directory is a SavedModel); None if no runtime reads it."""
+    if path.is_dir():
+        return "savedmodel"
+    suffix = path.suffix.lower()
+    return next((kind for kind, runtime in RUNTIMES.items() if suffix in runtime.suffixes), None)
+
+
+__all__ = ["RUNTIMES", "Runs", "Runtime", "Setting", "kind_of", "runtime_for"]

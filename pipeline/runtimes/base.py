@@ -1,49 +1,64 @@
-"""The Runtime base: one `predict(feed) -> outputs` over every serving runtime.
+"""The Runtime base: one `predict(feed) -> outputs` over every serving runtime, and how each describes itself.
 
-Subclasses implement loading and one batch; the base aligns tensor names and checks results.
-A runtime knows nothing of recipes, stages or parity.
+Subclasses say what they serve (artifact kind, file suffixes), the settings they run under, and implement
+loading and one batch; the base aligns tensor names. A runtime knows nothing of recipes, stages or parity.
 """
 
 from __future__ import annotations
 
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
-from typing import ClassVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 
-from pipeline.errors import DataError
-from pipeline.specs import Artifact, TensorSpec
+from pipeline.core.artifact import Artifact
+from pipeline.core.tensors import TensorSpec, align_names
 
 
-def normalise_name(name: str) -> str:
-    """Strip what converters add to tensor names: `serving_default_` prefixes and `:0` suffixes."""
-    name = re.sub(r":\d+$", "", name)
-    return name.removeprefix("serving_default_")
+@dataclass(frozen=True)
+class Setting:
+    """One way to run a file: runtime settings (`{"delegate": "none"}`) and the role reports call it by."""
+
+    values: dict[str, str] = field(default_factory=dict)
+    role: str = ""  # "xnnpack", "reference kernels", "optimized", "unoptimized"
 
 
-def align_names(wanted: list[str], offered: list[str], what: str) -> dict[str, str]:
-    """Map each wanted name to an offered one: exact, then normalised, then by position."""
-    if set(wanted) == set(offered):
-        return {name: name for name in wanted}
-    by_normal = {normalise_name(name): name for name in offered}
-    if all(normalise_name(name) in by_normal for name in wanted) and len(wanted) == len(offered):
-        return {name: by_normal[normalise_name(name)] for name in wanted}
-    if len(wanted) == len(offered):
-        return dict(zip(wanted, offered, strict=True))
-    raise DataError(f"{what}: cannot match tensors {', '.join(wanted)} to {', '.join(offered)}")
+@dataclass(frozen=True)
+class Runs:
+    """How an output's file runs: the gated setting, another setting it also runs in (or None), and whether
+    that other run is gated too."""
+
+    main: Setting
+    other: Setting | None = None
+    other_gated: bool = False
 
 
 class Runtime(ABC):
-    """Runs one artifact; `inputs`/`outputs` describe its tensors in its own order."""
+    """Runs one artifact; `inputs`/`outputs` describe its tensors in its own order. Use it as a context manager
+    (or call close) so sessions and interpreters are released as soon as a comparison is done."""
 
+    kind: ClassVar[str]  # the artifact kind it serves
     name: ClassVar[str]
+    suffixes: ClassVar[tuple[str, ...]] = ()  # files of this kind, by suffix
+    # Settings this runtime takes, each with its allowed values (the first is the default).
+    settings: ClassVar[dict[str, tuple[str, ...]]] = {}
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
 
-    def __init__(self, artifact: Artifact) -> None:
+    def __init__(self, artifact: Artifact, threads: int | None = None, **settings: str) -> None:
+        unknown = set(settings) - set(self.settings)
+        if unknown:
+            raise TypeError(f"{self.name} has no setting {', '.join(sorted(unknown))}")
         self.artifact = artifact
+        self.threads = threads
+        self.values = {name: settings.get(name, allowed[0]) for name, allowed in self.settings.items()}
+
+    @classmethod
+    def runs_for(cls, requested: dict[str, str], artifact: Artifact) -> Runs:
+        """The runs an output asks for (`both` means the two values of a setting); default: one run."""
+        return Runs(Setting({name: value for name, value in requested.items() if name in cls.settings}))
 
     @abstractmethod
     def predict_batch(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -58,7 +73,21 @@ class Runtime(ABC):
             feed = {mapping[name]: array for name, array in batch.items()}
             yield self.predict_batch(feed)
 
-    def describe(self) -> dict[str, object]:
+    def label(self) -> str:
+        """`litert, xnnpack delegate`: the runtime and any setting that differs from what a reader assumes."""
+        return self.name
+
+    def close(self) -> None:
+        """Release what the runtime holds (a session, an interpreter, a model); subclasses drop their handles."""
+        self.closed = True
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def describe(self) -> dict[str, Any]:
         return {
             "runtime": self.name,
             "inputs": [s.describe() for s in self.inputs],

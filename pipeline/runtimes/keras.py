@@ -7,16 +7,18 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.core.artifact import Artifact
 from pipeline.runtimes.base import Runtime
 from pipeline.sources import keras_tensor_specs, load_source
-from pipeline.specs import Artifact
 
 
 class KerasRuntime(Runtime):
+    kind = "keras"
     name = "keras"
+    suffixes = (".keras", ".h5", ".hdf5")
 
-    def __init__(self, artifact: Artifact) -> None:
-        super().__init__(artifact)
+    def __init__(self, artifact: Artifact, threads: int | None = None, **settings: str) -> None:
+        super().__init__(artifact, threads, **settings)
         if artifact.handle is None:
             artifact = load_source(artifact.path).artifact
         self.model = artifact.handle

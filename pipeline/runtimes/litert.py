@@ -3,25 +3,31 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
+from pipeline.core.artifact import Artifact
+from pipeline.core.tensors import TensorSpec
 from pipeline.frameworks import captured_native_output
-from pipeline.runtimes.base import Runtime
-from pipeline.specs import Artifact, TensorSpec
+from pipeline.runtimes.base import Runs, Runtime, Setting
 
 
 class LiteRTRuntime(Runtime):
+    kind = "tflite"
     name = "litert"
+    suffixes = (".tflite",)
+    # XNNPACK is LiteRT's default delegate; "none" runs the reference builtin kernels only.
+    settings: ClassVar[dict[str, tuple[str, ...]]] = {"delegate": ("xnnpack", "none")}
 
-    def __init__(self, artifact: Artifact, threads: int | None = None, delegate: str = "xnnpack") -> None:
-        super().__init__(artifact)
+    def __init__(self, artifact: Artifact, threads: int | None = None, **settings: str) -> None:
+        super().__init__(artifact, threads, **settings)
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-        # XNNPACK is LiteRT's default delegate; "none" runs the reference builtin kernels only.
-        resolver = OpResolverType.AUTO if delegate == "xnnpack" else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-        self.delegate = delegate
+        self.delegate = self.values["delegate"]
+        resolver = (
+            OpResolverType.AUTO if self.delegate == "xnnpack" else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        )
         self.interpreter = Interpreter(
             model_path=str(artifact.path), num_threads=threads, experimental_op_resolver_type=resolver
         )
@@ -39,6 +45,24 @@ class LiteRTRuntime(Runtime):
             self._batch_size: int | None = None
         self.inputs = [_spec(name, d) for name, d in self.input_details.items()]
         self.outputs = [_spec(name, d) for name, d in self.output_details.items()]
+
+    @classmethod
+    def runs_for(cls, requested: dict[str, str], artifact: Artifact) -> Runs:
+        """With `delegate: both`, XNNPACK and the reference kernels, both gated (LiteRT has had bugs where they
+        differ)."""
+        xnnpack, plain = Setting({"delegate": "xnnpack"}, "xnnpack"), Setting({"delegate": "none"}, "reference kernels")
+        delegate = requested.get("delegate", "xnnpack")
+        if delegate == "both":
+            return Runs(xnnpack, plain, other_gated=True)
+        return Runs(plain if delegate == "none" else xnnpack)
+
+    def label(self) -> str:
+        return f"{self.name}, {self.delegate} delegate"
+
+    def close(self) -> None:
+        super().close()
+        self.runner = None
+        self.interpreter = None  # type: ignore[assignment]
 
     def predict_batch(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         quantized = {name: _quantize(feed[name], self.input_details[name]) for name in self.input_details}

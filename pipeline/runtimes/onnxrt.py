@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 
-from pipeline.runtimes.base import Runtime
-from pipeline.specs import Artifact, TensorSpec
+from pipeline.core.artifact import Artifact
+from pipeline.core.tensors import TensorSpec
+from pipeline.runtimes.base import Runs, Runtime, Setting
 
+QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger"}
 _ONNX_DTYPES = {
     "tensor(float)": "float32",
     "tensor(double)": "float64",
@@ -20,22 +24,25 @@ _ONNX_DTYPES = {
 
 
 class OnnxRuntime(Runtime):
+    kind = "onnx"
     name = "onnxruntime"
+    suffixes = (".onnx",)
+    # "all" fuses QDQ pairs into int8 kernels (what deployments run); "disabled" keeps the graph's own
+    # arithmetic. On some CPUs the two differ by more than the quantization error (kernel saturation).
+    settings: ClassVar[dict[str, tuple[str, ...]]] = {"graph_optimization": ("all", "disabled")}
 
-    def __init__(self, artifact: Artifact, threads: int | None = None, graph_optimization: str = "all") -> None:
-        super().__init__(artifact)
+    def __init__(self, artifact: Artifact, threads: int | None = None, **settings: str) -> None:
+        super().__init__(artifact, threads, **settings)
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3  # errors only: its warnings repeat what the report says
-        # "all" fuses QDQ pairs into int8 kernels (what deployments run); "disabled" keeps the graph's own
-        # arithmetic. On some CPUs the two differ by more than the quantization error (kernel saturation).
         levels = {
             "all": onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL,
             "disabled": onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL,
         }
-        options.graph_optimization_level = levels[graph_optimization]
-        self.graph_optimization = graph_optimization
+        self.graph_optimization = self.values["graph_optimization"]
+        options.graph_optimization_level = levels[self.graph_optimization]
         if threads:
             options.intra_op_num_threads = threads
         self.session = onnxruntime.InferenceSession(
@@ -44,6 +51,26 @@ class OnnxRuntime(Runtime):
         self.inputs = [_spec(node) for node in self.session.get_inputs()]
         self.outputs = [_spec(node) for node in self.session.get_outputs()]
         self.fixed_batch = self.inputs[0].shape[0] if self.inputs and self.inputs[0].shape else None
+
+    @classmethod
+    def runs_for(cls, requested: dict[str, str], artifact: Artifact) -> Runs:
+        """A quantized file always runs both ways: fused int8 kernels differ between CPUs. `both` gates both."""
+        optimized = Setting({"graph_optimization": "all"}, "optimized")
+        unoptimized = Setting({"graph_optimization": "disabled"}, "unoptimized")
+        level = requested.get("graph_optimization", "all")
+        if level == "both":
+            return Runs(optimized, unoptimized, other_gated=True)
+        quantized = bool(QUANTIZED_OPS & set((artifact.details or {}).get("ops") or {}))
+        if level == "disabled":
+            return Runs(unoptimized, optimized if quantized else None)
+        return Runs(optimized, unoptimized if quantized else None)
+
+    def label(self) -> str:
+        return self.name if self.graph_optimization == "all" else f"{self.name}, graph optimizations disabled"
+
+    def close(self) -> None:
+        super().close()
+        self.session = None  # type: ignore[assignment]
 
     def predict_batch(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         typed = {spec.name: np.ascontiguousarray(feed[spec.name], dtype=spec.dtype) for spec in self.inputs}

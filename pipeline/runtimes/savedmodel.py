@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipeline.core.artifact import Artifact
 from pipeline.frameworks import import_tensorflow
 from pipeline.runtimes.base import Runtime
 from pipeline.sources import load_source, signature_tensor_specs
-from pipeline.specs import Artifact
 
 
 class SavedModelRuntime(Runtime):
-    name = "savedmodel"
+    kind = "savedmodel"
+    name = "savedmodel"  # a directory: no suffix
 
-    def __init__(self, artifact: Artifact) -> None:
-        super().__init__(artifact)
+    def __init__(self, artifact: Artifact, threads: int | None = None, **settings: str) -> None:
+        super().__init__(artifact, threads, **settings)
         self.tf = import_tensorflow()
         signature = artifact.signature or "serving_default"
         # Keep `loaded` referenced: the signature function's variables live on it.

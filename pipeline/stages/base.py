@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from pipeline.specs import Artifact, ArtifactKind
+from pipeline.core.artifact import Artifact, ArtifactKind
 from pipeline.toolchain import TOOLCHAIN
 
 
@@ -48,6 +48,10 @@ class Stage(ABC):
     gives: ClassVar[ArtifactKind]
     # Packages whose version is part of this stage's cache key: an upgrade rebuilds its artifacts.
     packages: ClassVar[tuple[str, ...]] = TOOLCHAIN
+    # Gives a file that runtimes read as it is (.tflite, .onnx): stored in the content-keyed cache.
+    cacheable: ClassVar[bool] = False
+    # Can run in the conversion worker process, from the source or from a model file an earlier stage saved.
+    isolatable: ClassVar[bool] = False
 
     @classmethod
     def required_data(cls, options: StageOptions) -> list[str]:
@@ -63,6 +67,12 @@ class Stage(ABC):
     def describe(cls, options: StageOptions) -> str:
         """A short human label, e.g. `tflite int8 io=int8`."""
         return cls.kind
+
+    @classmethod
+    def needs_verdicts(cls, options: StageOptions) -> bool:
+        """Whether the stage asks the run for parity verdicts (`ctx.accept`): it then runs in the run's process,
+        and its artifact depends on the output's gates and evaluation data."""
+        return False
 
     @classmethod
     def default_gates(cls, options: StageOptions) -> dict[str, float]:

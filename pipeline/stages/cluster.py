@@ -15,8 +15,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
+from pipeline.core.artifact import Artifact
 from pipeline.errors import StageError, first_line
-from pipeline.specs import Artifact
 from pipeline.stages import finetune
 from pipeline.stages.base import StageContext
 

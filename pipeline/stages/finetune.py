@@ -17,9 +17,9 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from pipeline.core.artifact import Artifact
 from pipeline.errors import StageError
 from pipeline.frameworks import captured_native_output, import_tensorflow
-from pipeline.specs import Artifact
 from pipeline.stages.base import Stage, StageContext, StageOptions
 
 FINE_TUNE_DATA = ["fine_tune", "fine_tune.labels"]

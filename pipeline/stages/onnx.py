@@ -16,9 +16,9 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from pipeline.artifacts import write_bytes_atomic
+from pipeline.core.artifact import Artifact
 from pipeline.errors import StageError, first_line
 from pipeline.frameworks import captured_native_output, import_tensorflow, notable_log_lines
-from pipeline.specs import Artifact
 from pipeline.stages.base import Stage, StageContext, StageOptions
 
 
@@ -66,6 +66,8 @@ class OnnxStage(Stage):
     Options = OnnxOptions
     takes = frozenset({"keras", "savedmodel"})
     gives = "onnx"
+    cacheable = True
+    isolatable = True
 
     @classmethod
     def required_data(cls, options: OnnxOptions) -> list[str]:
@@ -238,7 +240,7 @@ class _CalibrationReader:
     """onnxruntime's CalibrationDataReader protocol over data.calibration, keyed by the ONNX input names."""
 
     def __init__(self, proto: Any, ctx: StageContext, histogram: bool) -> None:
-        from pipeline.runtimes.base import align_names
+        from pipeline.core.tensors import align_names
 
         if ctx.calibration is None:
             raise StageError("quantize: static needs representative inputs; add data.calibration")

@@ -14,8 +14,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
+from pipeline.core.artifact import Artifact
 from pipeline.errors import StageError
-from pipeline.specs import Artifact
 from pipeline.stages import finetune
 from pipeline.stages.base import StageContext
 from pipeline.stages.masks import magnitude_mask, measure_sparsity

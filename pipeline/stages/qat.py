@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipeline.core.artifact import Artifact
 from pipeline.errors import StageError, first_line
-from pipeline.specs import Artifact
 from pipeline.stages import finetune
 from pipeline.stages.base import StageContext
 

@@ -12,9 +12,9 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from pipeline.artifacts import write_bytes_atomic
+from pipeline.core.artifact import Artifact
 from pipeline.errors import StageError
 from pipeline.frameworks import captured_native_output, import_tensorflow, notable_log_lines
-from pipeline.specs import Artifact
 from pipeline.stages.base import Stage, StageContext, StageOptions
 from pipeline.stages.tflite_fallback import debug_and_fall_back
 
@@ -64,6 +64,8 @@ class TfliteStage(Stage):
     Options = TfliteOptions
     takes = frozenset({"keras", "savedmodel"})
     gives = "tflite"
+    cacheable = True
+    isolatable = True
 
     @classmethod
     def required_data(cls, options: TfliteOptions) -> list[str]:
@@ -77,6 +79,10 @@ class TfliteStage(Stage):
         if options.fallback == "auto":
             label += f" fallback<={options.max_float_layers}"
         return f"{label} io={options.io}" if options.io != "float32" else label
+
+    @classmethod
+    def needs_verdicts(cls, options: TfliteOptions) -> bool:
+        return options.fallback == "auto"
 
     @classmethod
     def default_gates(cls, options: TfliteOptions) -> dict[str, float]:

@@ -33,7 +33,7 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/ch
 @pytest.fixture(scope="module")
 def report_dir(zoo, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from pipeline.recipe import load_recipe
-    from pipeline.runner import RunOptions, run_recipe
+    from pipeline.run import RunOptions, run_recipe
 
     work = tmp_path_factory.mktemp("browser")
     recipe = write_recipe(

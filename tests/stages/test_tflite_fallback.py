@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.core.artifact import Artifact
 from pipeline.data import Dataset
 from pipeline.evaluate import compare, predict_dataset
 from pipeline.parity import gate_result
 from pipeline.sources import load_source
-from pipeline.specs import Artifact
 from pipeline.stages import STAGES, StageContext
 from pipeline.stages.tflite_fallback import float_layer_steps
 
@@ -119,7 +119,7 @@ def test_a_passing_int8_file_is_kept_without_debugging(zoo, tmp_path: Path) -> N
 def test_run_wires_the_gates_into_fallback_auto(zoo, outlier_source, tmp_path: Path) -> None:
     """End to end: the runner judges candidates with the output's own gates; plain int8 fails them."""
     from pipeline.recipe import load_recipe
-    from pipeline.runner import RunOptions, run_recipe
+    from pipeline.run import RunOptions, run_recipe
 
     from ..conftest import write_recipe
 

@@ -68,7 +68,7 @@ def plan_recipe(
             data: dict[str, object] = {
                 section: digests.get(section.split(".")[0]) for section in stage.required_data(options)
             }
-            if getattr(options, "fallback", "none") == "auto":
+            if stage.needs_verdicts(options):
                 # The artifact depends on the verdict: gates and evaluation data are part of its key.
                 data["verdict"] = {"gates": gates, "tensors": tensor_gates, "evaluation": digests.get("evaluation")}
             upstream = key_of(kind, options.model_dump(mode="json"), upstream, data, package_versions(stage.packages))

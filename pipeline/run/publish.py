@@ -8,12 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.artifacts import copy_atomic, gzip_size_of, sha256_of, size_of
+from pipeline.core.artifact import Artifact
 from pipeline.parity import GateResult, ParityResult
-from pipeline.plan import OutputPlan
-from pipeline.specs import Artifact
+from pipeline.run.plan import OutputPlan
+from pipeline.runtimes import RUNTIMES
 from pipeline.stages import STAGES
-
-RUNTIME_NAMES = {"tflite": "litert", "onnx": "onnxruntime", "keras": "keras", "savedmodel": "savedmodel"}
 
 
 def empty_entry(plan: OutputPlan) -> dict[str, Any]:
@@ -52,7 +51,7 @@ def publish(artifact: Artifact, out_dir: Path, name: str) -> dict[str, Any]:
         "sha256": sha256_of(published),
         "size_bytes": size_of(published),
         "gzip_bytes": gzip_size_of(published),
-        "runtime": RUNTIME_NAMES[artifact.kind],
+        "runtime": RUNTIMES[artifact.kind].name,
     }
 
 

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 
 from pipeline.artifacts import sha256_of, write_bytes_atomic
-from pipeline.specs import Artifact
+from pipeline.core.artifact import Artifact
 
-CACHE_LAYOUT = 1  # bump when the entry format changes; old entries are then ignored
+CACHE_LAYOUT = 2  # bump when the entry format changes; old entries are then ignored
 
 
 def default_cache_dir() -> Path:
@@ -61,15 +61,7 @@ class Cache:
             self.notes.append(f"cache entry {key[:12]} did not match its hash; rebuilt")
             shutil.rmtree(entry_dir, ignore_errors=True)
             return None
-        artifact = Artifact(
-            kind=entry["kind"],
-            path=path,
-            key=key,
-            signature=entry.get("signature"),
-            flavour=entry.get("flavour"),
-            details=entry.get("details", {}),
-            warnings=entry.get("warnings", []),
-        )
+        artifact = Artifact.from_json(entry["artifact"], path=path, key=key)
         return CacheHit(artifact, float(entry.get("seconds", 0.0)))
 
     def put_artifact(self, key: str, artifact: Artifact, seconds: float) -> Artifact:
@@ -78,13 +70,9 @@ class Cache:
             return artifact
         target = self.root / "stages" / key
         entry = {
-            "kind": artifact.kind,
+            "artifact": artifact.to_json(),
             "filename": artifact.path.name,
             "sha256": sha256_of(artifact.path),
-            "signature": artifact.signature,
-            "flavour": artifact.flavour,
-            "details": artifact.details,
-            "warnings": artifact.warnings,
             "seconds": seconds,
         }
 

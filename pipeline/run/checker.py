@@ -1,0 +1,209 @@
+"""Check an output's file: run it in its runtime, compare it with the source under the output's gates, and
+gather the comparisons and findings that explain the verdict.
+
+Knows runtimes (through evaluate) and parity; nothing of stages, the cache or reports.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.artifacts import key_of
+from pipeline.core.artifact import Artifact
+from pipeline.cpu import cpu_info
+from pipeline.data import Dataset
+from pipeline.diagnose import graph_optimization_finding
+from pipeline.errors import EdgeportError, first_line
+from pipeline.evaluate import Predictions, compare, predict_dataset
+from pipeline.latency import feed_for, measure_latency
+from pipeline.parity import ParityResult, gate_result
+from pipeline.run.cache import Cache
+from pipeline.run.plan import OutputPlan
+from pipeline.runtimes import RUNTIMES, Runs, Setting, runtime_for
+from pipeline.source_handle import SourceHandle
+from pipeline.stages import STAGES
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class Comparison:
+    """A parity result that explains an output's verdict, with what it compares in words a report can show."""
+
+    result: ParityResult
+    kind: str  # runtime_setting | setting_gap | before_final_stage
+    roles: dict[str, str]
+
+    @property
+    def passed(self) -> bool:
+        return self.result.passed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "roles": self.roles, **self.result.to_dict()}
+
+
+@dataclass
+class Check:
+    """What checking an output's file found: the gated parity, the comparisons, and the findings."""
+
+    parity: ParityResult
+    comparisons: list[Comparison]
+    findings: list[dict[str, Any]]
+
+    @property
+    def passed(self) -> bool:
+        return self.parity.passed and all(comparison.passed for comparison in self.comparisons)
+
+
+class OutputChecker:
+    """Holds the source's reference outputs on the evaluation data, and checks each output's file against them."""
+
+    def __init__(self, source: SourceHandle, evaluation: Dataset, cache: Cache, batch_size: int, log: Log) -> None:
+        self.source, self.evaluation, self.cache, self.batch_size, self.log = source, evaluation, cache, batch_size, log
+        self.source_latency: dict[int, dict[str, Any]] = {}
+        self.reference = self._source_predictions()
+
+    def predictions(
+        self, artifact: Artifact, label: str, threads: int | None = None, setting: Setting | None = None
+    ) -> Predictions:
+        values = setting.values if setting else {}
+        return predict_dataset(artifact, label, self.evaluation, self.batch_size, threads, **values)
+
+    def check(self, plan: OutputPlan, chain: list[Artifact]) -> Check:
+        """The gated parity against the source, and the comparisons that explain it."""
+        final, threads = chain[-1], plan.runtime.threads
+        runs = runs_of(plan, final)
+        candidate = self.predictions(final, plan.name, threads, runs.main)
+        parity = self._compare(self.reference, candidate, plan)
+        comparisons: list[Comparison] = []
+        if runs.other is not None:
+            # The same file run the other way: LiteRT's reference kernels (LiteRT has had bugs where XNNPACK
+            # disagrees), or onnxruntime without graph optimizations (fused int8 kernels can saturate on some CPUs).
+            other = self.predictions(final, plan.name, threads, runs.other)
+            against = self._compare(self.reference, other, plan if runs.other_gated else None, other.label)
+            comparisons.append(
+                Comparison(against, "runtime_setting", {"candidate": runs.other.role, "reference": "source"})
+            )
+            comparisons.append(self._setting_gap(runs, candidate, other))
+        # Stages before the conversion change the model on purpose (pruning, QAT): also compare with
+        # the last model before the final stage, so a reader sees which step lost what.
+        before = [(i, a) for i, a in enumerate(chain[:-1]) if a.kind in {"keras", "savedmodel"}]
+        if before:
+            index, artifact = before[-1]
+            upstream = self.predictions(artifact, f"stages[{index}] {plan.nodes[index].label}")
+            roles = {"reference": "model before the final stage", "candidate": runs.main.role or "output"}
+            comparisons.append(Comparison(self._compare(upstream, candidate), "before_final_stage", roles))
+        return Check(parity, comparisons, _findings(final, comparisons))
+
+    def acceptor(self, plan: OutputPlan) -> Callable[[Path], bool]:
+        """For a stage that needs verdicts (`fallback: auto`): does a candidate file pass this output's gates,
+        as the final file would?"""
+
+        def accept(path: Path) -> bool:
+            candidate = Artifact(kind=plan_kind(plan), path=path, key=path.stem)  # type: ignore[arg-type]
+            produced = self.predictions(candidate, plan.name, plan.runtime.threads, runs_of(plan, candidate).main)
+            return self._compare(self.reference, produced, plan).passed
+
+        return accept
+
+    def latency(self, plan: OutputPlan, artifact: Artifact) -> dict[str, Any]:
+        """Median/p90 in the output's runtime, beside the source model in Keras on the same batch."""
+        spec = plan.benchmark
+        assert spec is not None
+        batch = next(self.evaluation.batches(spec.batch))
+        with runtime_for(artifact, spec.threads, **runs_of(plan, artifact).main.values) as runtime:
+            measured = measure_latency(runtime, feed_for(runtime, batch), spec.runs, spec.warmup)
+        size = len(next(iter(batch.values())))
+        if size not in self.source_latency:
+            with runtime_for(self.source.artifact) as source_runtime:
+                timing = measure_latency(source_runtime, feed_for(source_runtime, batch), spec.runs, spec.warmup)
+            self.source_latency[size] = {"runtime": source_runtime.name, **timing}
+        source = self.source_latency[size]
+        speedup = source["median_ms"] / measured["median_ms"] if measured["median_ms"] else None
+        settings = {"runs": spec.runs, "warmup": spec.warmup, "batch": size, "threads": spec.threads}
+        return {
+            "runtime": runtime.name,
+            **measured,
+            **settings,
+            "source": source,
+            "speedup": None if speedup is None else round(speedup, 2),
+        }
+
+    def _compare(
+        self,
+        reference: Predictions,
+        candidate: Predictions,
+        gated_by: OutputPlan | None = None,
+        against: str | None = None,
+    ) -> ParityResult:
+        """Parity of two runs; with a plan, its gates are judged on the result (`against` names another run)."""
+        result = compare(reference, candidate, self.evaluation, self.batch_size)
+        if gated_by is not None:
+            result.gates = gate_result(result, gated_by.gates, gated_by.tensor_gates, against=against)
+        return result
+
+    def _setting_gap(self, runs: Runs, main_run: Predictions, other_run: Predictions) -> Comparison:
+        """The two runs of one file against each other. The unoptimized ONNX run (the QDQ graph's own arithmetic)
+        is the reference there; for LiteRT the gated run is."""
+        assert runs.other is not None
+        pairs = [(runs.main, main_run), (runs.other, other_run)]
+        if runs.main.role == "unoptimized" or runs.other.role == "unoptimized":
+            pairs.sort(key=lambda pair: pair[0].role != "unoptimized")
+        (reference_setting, reference), (candidate_setting, candidate) = pairs
+        roles = {"reference": reference_setting.role, "candidate": candidate_setting.role}
+        return Comparison(self._compare(reference, candidate), "setting_gap", roles)
+
+    def _source_predictions(self) -> Predictions:
+        """The source model's outputs on the evaluation data: from the cache, else computed and stored."""
+        clock = time.perf_counter()
+        key = key_of("reference", self.source.key, self.evaluation.digest())
+        cached = self.cache.get_arrays(key)
+        if cached is not None:
+            batches = [
+                {name: array[i : i + self.batch_size] for name, array in cached.items()}
+                for i in range(0, self.evaluation.samples, self.batch_size)
+            ]
+            predictions = Predictions("source (cached)", "cache", list(cached), batches)
+        else:
+            try:
+                predictions = self.predictions(self.source.artifact, "source")
+            except EdgeportError:
+                raise
+            except Exception as error:  # a source that cannot run its own data is bad input
+                raise EdgeportError(
+                    f"{self.source.path}: the source model failed on data.evaluation: {first_line(error)}"
+                ) from None
+            self.cache.put_arrays(
+                key, {name: np.concatenate([b[name] for b in predictions.batches]) for name in predictions.names}
+            )
+        labels = "with labels" if self.evaluation.labels is not None else "no labels"
+        self.log(
+            f"  reference {predictions.label} on {self.evaluation.samples} samples "
+            f"({self.evaluation.origin}, {labels}) {time.perf_counter() - clock:.1f} s"
+        )
+        return predictions
+
+
+def runs_of(plan: OutputPlan, artifact: Artifact) -> Runs:
+    """The runs an output's `runtime:` settings ask for, as the artifact's runtime understands them."""
+    requested = plan.runtime.model_dump(exclude={"threads"})
+    return RUNTIMES[artifact.kind].runs_for(requested, artifact)
+
+
+def plan_kind(plan: OutputPlan) -> str:
+    return STAGES[plan.nodes[-1].kind].gives
+
+
+def _findings(final: Artifact, comparisons: list[Comparison]) -> list[dict[str, Any]]:
+    """What the comparisons reveal beyond the gates: for quantized ONNX, kernels that break the QDQ arithmetic."""
+    by_kind = {comparison.kind: comparison for comparison in comparisons}
+    if final.kind != "onnx" or "setting_gap" not in by_kind or "runtime_setting" not in by_kind:
+        return []
+    finding = graph_optimization_finding(by_kind["runtime_setting"].result, by_kind["setting_gap"].result, cpu_info())
+    return [finding] if finding else []

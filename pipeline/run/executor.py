@@ -1,0 +1,204 @@
+"""Run an output's chain of stage nodes: from the cache, in the conversion worker, or in this process.
+
+Nodes two outputs share run once. Knows stages, the cache and the worker; nothing of parity or reports.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.core.artifact import Artifact
+from pipeline.data import Dataset
+from pipeline.errors import StageError, first_line
+from pipeline.isolation import StageRequest, StageWorker, save_dataset
+from pipeline.recipe import LoadedRecipe
+from pipeline.run.cache import Cache
+from pipeline.run.plan import OutputPlan, PlanNode
+from pipeline.source_handle import SourceHandle
+from pipeline.stages import STAGES, StageContext
+
+Log = Callable[[str], None]
+Acceptor = Callable[[Path], bool]
+
+
+@dataclass
+class NodeResult:
+    artifact: Artifact | None
+    seconds: float
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    cache: str = "off"  # off | hit | stored | not cacheable
+    built_seconds: float | None = None  # on a cache hit: what building it cost the first time
+
+
+@dataclass
+class ChainResult:
+    """The artifacts of a chain up to its first failure, and one report entry per stage."""
+
+    artifacts: list[Artifact]
+    stages: list[dict[str, Any]]
+    warnings: list[str]
+    error: str | None = None
+
+
+@dataclass
+class ExecutorSettings:
+    batch_size: int
+    fail_on_warnings: bool
+
+
+class ChainExecutor:
+    """Runs the nodes of every output's chain once, keeping their results for the outputs that share them."""
+
+    def __init__(
+        self,
+        recipe: LoadedRecipe,
+        source: SourceHandle,
+        datasets: dict[str, Dataset],
+        work: Path,
+        cache: Cache,
+        worker: StageWorker | None,
+        settings: ExecutorSettings,
+        log: Log,
+    ) -> None:
+        self.recipe, self.source, self.datasets, self.work = recipe, source, datasets, work
+        self.cache, self.worker, self.settings, self.log = cache, worker, settings, log
+        self.executed: dict[str, NodeResult] = {}
+        self.data_files: dict[str, str] | None = None
+
+    def warm_up(self, plans: list[OutputPlan]) -> None:
+        """Start the worker now if a conversion will need it, so its TensorFlow import overlaps other work."""
+        if self.worker is not None and any(
+            self._isolated(plan.nodes[0]) and not self._cached(plan.nodes[0]) for plan in plans
+        ):
+            self.worker.start()
+
+    def run_chain(self, plan: OutputPlan, prefix: str, accept: Acceptor | None) -> ChainResult:
+        """`accept` judges candidate files for a last stage that needs parity verdicts (int8 fallback)."""
+        chain = ChainResult([], [], [])
+        for node in plan.nodes:
+            reused = node.key in self.executed
+            if not reused:
+                upstream = chain.artifacts[-1] if chain.artifacts else None
+                verdicts = accept if node is plan.nodes[-1] and STAGES[node.kind].needs_verdicts(node.options) else None
+                self.executed[node.key] = self._cached_or_run(node, upstream, f"{prefix}: {node.label}", verdicts)
+            result = self.executed[node.key]
+            chain.stages.append(_stage_entry(node, result, reused))
+            chain.warnings += result.warnings
+            if result.artifact is None:
+                chain.error = result.error
+                break
+            chain.artifacts.append(result.artifact)
+        return chain
+
+    def _isolated(self, node: PlanNode) -> bool:
+        stage = STAGES[node.kind]
+        return self.worker is not None and stage.isolatable and not stage.needs_verdicts(node.options)
+
+    def _cached(self, node: PlanNode) -> bool:
+        return self.cache.enabled and (self.cache.root / "stages" / node.key / "entry.json").exists()
+
+    def _cached_or_run(
+        self, node: PlanNode, upstream: Artifact | None, label: str, accept: Acceptor | None
+    ) -> NodeResult:
+        """Files that runtimes read as they are (.tflite, .onnx) are cached; in-memory Keras models are rebuilt."""
+        cacheable = STAGES[node.kind].cacheable
+        hit = self.cache.get_artifact(node.key) if cacheable else None
+        if hit is not None:
+            self.log(f"{label}: cached (built in {hit.seconds:.1f} s)")
+            warnings = list(hit.artifact.warnings)
+            result = NodeResult(hit.artifact, 0.0, warnings=warnings, cache="hit", built_seconds=hit.seconds)
+        else:
+            result = self._run_node(node, upstream, label, accept)
+            if result.artifact is not None and cacheable and self.cache.enabled:
+                result.artifact = self.cache.put_artifact(node.key, result.artifact, result.seconds)
+                result.cache = "stored"
+            elif self.cache.enabled:
+                result.cache = "not cacheable" if not cacheable else "off"
+        if result.artifact is not None and result.warnings and self.settings.fail_on_warnings:
+            result.error = f"converter warnings (fail_on_converter_warnings is set): {result.warnings[0]}"
+            result.artifact = None
+        return result
+
+    def _run_node(self, node: PlanNode, upstream: Artifact | None, label: str, accept: Acceptor | None) -> NodeResult:
+        node_dir = self.work / node.key[:16]
+        node_dir.mkdir(parents=True, exist_ok=True)
+        context = StageContext(
+            work_dir=node_dir,
+            key=node.key,
+            log=lambda message: self.log(f"{label}: {message}"),
+            calibration=self._batches_of("calibration"),
+            fine_tune=self.datasets.get("fine_tune"),
+            accept=accept,
+        )
+        self.log(f"{label} ...")
+        clock = time.perf_counter()
+        try:
+            if self._isolated(node) and (upstream is None or saved_fields(upstream) is not None):
+                artifact = self._in_worker(node, label, upstream)
+            else:
+                artifact = STAGES[node.kind]().run(upstream or self.source.artifact, node.options, context)
+        except StageError as error:
+            return NodeResult(None, time.perf_counter() - clock, str(error))
+        except Exception as error:  # a bug or an unexpected library failure: this output errors, others go on
+            return NodeResult(None, time.perf_counter() - clock, f"{type(error).__name__}: {first_line(error)}")
+        seconds = time.perf_counter() - clock
+        noted = f" ({len(artifact.warnings)} converter warnings)" if artifact.warnings else ""
+        self.log(f"{label} done in {seconds:.1f} s{noted}")
+        return NodeResult(artifact, seconds, warnings=list(artifact.warnings))
+
+    def _in_worker(self, node: PlanNode, label: str, upstream: Artifact | None) -> Artifact:
+        assert self.worker is not None
+        if self.data_files is None:
+            self.data_files = {
+                section: save_dataset(dataset, self.work / f"{section}.npz")
+                for section, dataset in self.datasets.items()
+                if section != "evaluation"
+            }
+        request = StageRequest(
+            kind=node.kind,
+            options=node.options.model_dump(mode="json"),
+            source_spec=self.recipe.spec.source.model_dump(mode="json"),
+            base_dir=str(self.recipe.base_dir),
+            trusted=self.source.trusted,
+            work_dir=str(self.work / node.key[:16]),
+            key=node.key,
+            data_files=self.data_files,
+            batch_size=self.settings.batch_size,
+            upstream=None if upstream is None else saved_fields(upstream),
+        )
+        (self.work / node.key[:16]).mkdir(parents=True, exist_ok=True)
+        return self.worker.run(request, lambda message: self.log(f"{label}: {message}"))
+
+    def _batches_of(self, section: str) -> Callable[[], Iterator[dict[str, np.ndarray]]] | None:
+        dataset = self.datasets.get(section)
+        if dataset is None:
+            return None
+        return lambda: dataset.batches(self.settings.batch_size)
+
+
+def saved_fields(artifact: Artifact) -> dict[str, Any] | None:
+    """How a worker can load a Keras model an earlier stage saved; None when it lives only in memory."""
+    if artifact.kind != "keras" or not artifact.path.is_file() or artifact.path.suffix not in {".keras", ".h5"}:
+        return None
+    return artifact.to_json()
+
+
+def _stage_entry(node: PlanNode, result: NodeResult, reused: bool) -> dict[str, Any]:
+    return {
+        "kind": node.kind,
+        "label": node.label,
+        "seconds": 0.0 if reused else round(result.seconds, 3),
+        "reused": reused,
+        "cache": result.cache,
+        "built_seconds": None if result.built_seconds is None else round(result.built_seconds, 3),
+        "key": node.key,
+        "warnings": result.warnings,
+        "details": result.artifact.details if result.artifact else {},
+    }

@@ -1,0 +1,177 @@
+"""Run a recipe: preflight (source, data), stages per plan, parity in each output's runtime, reports.
+
+The only module that sees every layer; each layer below it knows nothing of the others.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pipeline.core.tensors import TensorSpec
+from pipeline.cpu import cpu_info, describe_cpu
+from pipeline.data import Dataset, load_dataset
+from pipeline.errors import first_line
+from pipeline.isolation import StageWorker
+from pipeline.recipe import LoadedRecipe
+from pipeline.report import REPORT_FILES, write_reports
+from pipeline.report.document import build_report
+from pipeline.run.cache import Cache, default_cache_dir
+from pipeline.run.checker import OutputChecker
+from pipeline.run.executor import ChainExecutor, ExecutorSettings
+from pipeline.run.plan import OutputPlan, check_tensor_gates, plan_recipe
+from pipeline.run.publish import clear_published, empty_entry, latency_text, publish, verdict
+from pipeline.source_handle import SourceHandle
+
+
+@dataclass
+class RunOptions:
+    out_dir: Path
+    only: list[str] | None = None
+    trust_model: bool = False
+    batch_size: int = 64
+    baseline: Path | None = None  # an earlier report.json: regressions against it fail the run
+    cache_dir: Path | None = None  # default: pipeline.run.cache.default_cache_dir()
+    use_cache: bool = True
+    isolate: bool = True  # conversions from the source run in a worker process (crash isolation)
+
+
+Log = Callable[[str], None]
+
+
+def stderr_log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_recipe(recipe: LoadedRecipe, options: RunOptions, log: Log = stderr_log) -> dict[str, Any]:
+    """Run every selected output; return the report dict (also written to `options.out_dir`)."""
+    started, clock = datetime.now(UTC), time.perf_counter()
+    _remove_stale_reports(options.out_dir)
+    log(f"edgeport {recipe.spec.name}: {recipe.path.name} → {options.out_dir}")
+    if options.baseline is not None:  # a bad baseline is bad input: found before any work, not after
+        from pipeline.baseline import read_baseline
+
+        read_baseline(options.baseline)
+    cache = Cache(options.cache_dir or default_cache_dir(), options.use_cache)
+    source = SourceHandle(recipe, recipe.spec.source.trusted or options.trust_model, cache)
+    worker = StageWorker() if options.isolate else None
+    if worker is not None and not source.described_from_cache:
+        worker.start()  # a cold run: the worker's TensorFlow import overlaps this process's own
+    try:
+        described, datasets, results = _run_outputs(recipe, source, cache, worker, options, log)
+    finally:
+        if worker is not None:
+            worker.close()
+    report = _report(recipe, described, datasets, results, started, time.perf_counter() - clock)
+    report["cache"] = {
+        "enabled": cache.enabled,
+        "dir": str(cache.root) if cache.enabled else None,
+        "source_loaded": source.loaded,
+        "notes": cache.notes,
+    }
+    if options.baseline is not None:
+        from pipeline.baseline import apply_baseline
+
+        apply_baseline(report, options.baseline)
+    write_reports(report, options.out_dir)
+    return report
+
+
+def _run_outputs(
+    recipe: LoadedRecipe, source: SourceHandle, cache: Cache, worker: StageWorker | None, options: RunOptions, log: Log
+) -> tuple[dict[str, Any], dict[str, Dataset], list[dict[str, Any]]]:
+    """Preflight (source tensors, data, plan), then every output in turn."""
+    described = source.describe()
+    log(
+        f"  source    {source.path.name} ({described['format']}, {described.get('flavour') or source.signature}): "
+        f"{', '.join(s.describe() for s in source.inputs)} → {', '.join(s.describe() for s in source.outputs)}"
+    )
+    log(f"  cpu       {describe_cpu(cpu_info())}")
+    datasets = _load_data(recipe, source.inputs)
+    digests = {section: dataset.digest() for section, dataset in datasets.items()}
+    plans = plan_recipe(recipe, source.key, options.only, digests)
+    check_tensor_gates(recipe, plans, [spec.name for spec in source.outputs])
+    with tempfile.TemporaryDirectory(prefix="edgeport-") as work:
+        settings = ExecutorSettings(options.batch_size, recipe.spec.fail_on_converter_warnings)
+        executor = ChainExecutor(recipe, source, datasets, Path(work), cache, worker, settings, log)
+        executor.warm_up(plans)  # the worker's TensorFlow import overlaps the reference predictions below
+        checker = OutputChecker(source, datasets["evaluation"], cache, options.batch_size, log)
+        results = [
+            _output(plan, f"  [{n}/{len(plans)}] {plan.name}", executor, checker, options.out_dir, log)
+            for n, plan in enumerate(plans, 1)
+        ]
+    return described, datasets, results
+
+
+def _output(
+    plan: OutputPlan, prefix: str, executor: ChainExecutor, checker: OutputChecker, out_dir: Path, log: Log
+) -> dict[str, Any]:
+    """Build one output's chain, publish its file, check it; its report entry."""
+    entry = empty_entry(plan)
+    clear_published(out_dir / plan.name)
+    chain = executor.run_chain(plan, prefix, checker.acceptor(plan))
+    entry["stages"], entry["warnings"], entry["error"] = chain.stages, chain.warnings, chain.error
+    if chain.error is not None:
+        log(f"{prefix}: error: {chain.error}")
+        return entry
+    final = chain.artifacts[-1]
+    entry.update(publish(final, out_dir, plan.name))
+    try:
+        check = checker.check(plan, chain.artifacts)
+    except Exception as failure:  # a runtime that cannot run the artifact: the output is an error
+        entry["error"] = f"{entry['runtime']} could not run the artifact: {first_line(failure)}"
+        log(f"{prefix}: error: {entry['error']}")
+        return entry
+    entry.update(parity=check.parity.to_dict(), comparisons=[c.to_dict() for c in check.comparisons])
+    entry["findings"] = check.findings
+    if plan.benchmark is not None:
+        entry["latency"] = checker.latency(plan, final)
+        log(f"{prefix}: latency {latency_text(entry['latency'])}")
+    entry["status"] = "passed" if check.passed else "failed"
+    log(f"{prefix}: parity in {entry['runtime']} on {check.parity.samples} samples: {verdict(check.parity)}")
+    for comparison in check.comparisons:
+        if comparison.result.gates:
+            log(f"{prefix}: {comparison.result.candidate}: {verdict(comparison.result)}")
+    for finding in check.findings:
+        log(f"{prefix}: finding: {finding['message']} Fix: {finding['fix']}.")
+    return entry
+
+
+def _remove_stale_reports(out_dir: Path) -> None:
+    """A report from an earlier run must never pass for this run's, even if this run stops early."""
+    for name in REPORT_FILES:
+        (out_dir / name).unlink(missing_ok=True)
+
+
+def _load_data(recipe: LoadedRecipe, inputs: list[TensorSpec]) -> dict[str, Dataset]:
+    data = recipe.spec.data
+    datasets = {"evaluation": load_dataset("evaluation", data.evaluation, recipe.base_dir, inputs)}
+    for section in ("calibration", "fine_tune"):
+        spec = getattr(data, section)
+        if spec is not None:
+            datasets[section] = load_dataset(section, spec, recipe.base_dir, inputs)
+    return datasets
+
+
+def _report(
+    recipe: LoadedRecipe,
+    source: dict[str, Any],
+    datasets: dict[str, Dataset],
+    outputs: list[dict[str, Any]],
+    started: datetime,
+    seconds: float,
+) -> dict[str, Any]:
+    return build_report(
+        {"name": recipe.spec.name, "path": str(recipe.path)},
+        source,
+        {section: dataset.describe() for section, dataset in datasets.items()},
+        outputs,
+        started,
+        seconds,
+    )

@@ -1,0 +1,33 @@
+"""Keras Applications with random weights, made to behave like trained ones at the scale of their activations.
+
+Shared by `tests/test_architectures.py` and `scripts/cpu_table.py`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def build_application(name: str, path: Path) -> None:
+    """A Keras Application with random weights whose batch-norm statistics come from one batch, so activations
+    keep a unit scale (freshly initialised moving statistics shrink them to ~1e-12)."""
+    from pipeline.frameworks import captured_native_output, import_tensorflow
+
+    import_tensorflow()
+    import keras
+
+    keras.utils.set_random_seed(0)
+    extra = {"include_preprocessing": False} if name == "MobileNetV3Small" else {}
+    with captured_native_output():
+        model = getattr(keras.applications, name)(
+            input_shape=(32, 32, 3), weights=None, classes=10, classifier_activation=None, **extra
+        )
+        norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+        for layer in norms:
+            layer.momentum = 0.0
+        model(np.random.default_rng(0).random((64, 32, 32, 3), dtype=np.float32), training=True)
+        for layer in norms:
+            layer.momentum = 0.99
+        model.save(path)
