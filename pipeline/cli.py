@@ -123,11 +123,10 @@ def _run(args: argparse.Namespace) -> int:
             baseline=args.baseline,
         ),
     )
+    from pipeline.report import REPORT_FILES
+
     print(summary(report))
-    print(
-        f"reports: {out_dir / 'report.md'}  {out_dir / 'report.html'}  {out_dir / 'junit.xml'}  "
-        f"{out_dir / 'report.json'}"
-    )
+    print("reports: " + "  ".join(str(out_dir / filename) for filename in REPORT_FILES))
     return int(report["exit_code"])
 
 

@@ -1,4 +1,4 @@
-"""The report registry: every format a run writes, rendered from the one report dict."""
+"""The report registry: every file a run writes, as (filename, render) over the one report dict."""
 
 from __future__ import annotations
 
@@ -7,24 +7,33 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pipeline.artifacts import write_text_atomic
 from pipeline.report import html, junit, markdown
 from pipeline.report import json as json_report
 
-Writer = Callable[[dict[str, Any], Path], Path]
+Render = Callable[[dict[str, Any]], str]
 
 # report.json goes last: its presence means every other file of the run is complete.
-REPORTS: dict[str, Writer] = {
-    "markdown": markdown.write,
-    "html": html.write,
-    "junit": junit.write,
-    "json": json_report.write,
-}
-REPORT_FILES = ("report.json", "report.md", "report.html", "junit.xml")
+REPORTS: tuple[tuple[str, Render], ...] = (
+    ("report.md", markdown.render),
+    ("report.html", html.render),
+    ("junit.xml", junit.render),
+    ("report.json", json_report.render),
+)
+REPORT_FILES = tuple(filename for filename, _ in REPORTS)
+
+
+def write_report(filename: str, report: dict[str, Any], out_dir: Path) -> Path:
+    """One registered report file, written atomically."""
+    render = dict(REPORTS)[filename]
+    path = Path(out_dir) / filename
+    write_text_atomic(path, render(report))
+    return path
 
 
 def write_reports(report: dict[str, Any], out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = [writer(report, out_dir) for writer in REPORTS.values()]
+    written = [write_report(filename, report, out_dir) for filename, _ in REPORTS]
     _append_step_summary(out_dir / "report.md")
     return written
 

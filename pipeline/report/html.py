@@ -5,10 +5,8 @@ Renders a report dict; knows no runtime or stage. Every piece of report text goe
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from pipeline.artifacts import write_text_atomic
 from pipeline.report.console import (
     DATA_COLUMNS,
     FAIL_MARK,
@@ -53,12 +51,6 @@ svg.chart{border:1px solid #d0d7de;border-radius:4px;background:#fbfcfd}
 svg.chart text{font:11px system-ui,sans-serif;fill:#57606a}svg.chart .title{font-weight:600;fill:#1b1f24}
 svg.chart .axis{fill:#1b1f24}svg.chart .grid{stroke:#eaeef2;stroke-width:1}
 """
-
-
-def write(report: dict[str, Any], out_dir: Path) -> Path:
-    path = Path(out_dir) / "report.html"
-    write_text_atomic(path, render(report))
-    return path
 
 
 def render(report: dict[str, Any]) -> str:

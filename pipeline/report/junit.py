@@ -9,10 +9,8 @@ from __future__ import annotations
 import math
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from pipeline.artifacts import write_text_atomic
 from pipeline.report.console import as_float, gate_name, gates_of, nonfinite_of, number, verdict
 
 
@@ -26,12 +24,6 @@ class Case:
     message: str = ""
     text: str = ""
     seconds: float = 0.0
-
-
-def write(report: dict[str, Any], out_dir: Path) -> Path:
-    path = Path(out_dir) / "junit.xml"
-    write_text_atomic(path, render(report))
-    return path
 
 
 def render(report: dict[str, Any]) -> str:

@@ -5,10 +5,8 @@ Renders a report dict; knows no runtime or stage.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from pipeline.artifacts import write_text_atomic
 from pipeline.report.console import (
     COMPARISON_COLUMNS,
     DATA_COLUMNS,
@@ -36,12 +34,6 @@ from pipeline.report.findings import (
 from pipeline.report.md_markup import cell, code, longest_backtick_run, table
 
 _STATUS = {"passed": f"{PASS_MARK} passed", "failed": f"{FAIL_MARK} failed", "error": f"{FAIL_MARK} error"}
-
-
-def write(report: dict[str, Any], out_dir: Path) -> Path:
-    path = Path(out_dir) / "report.md"
-    write_text_atomic(path, render(report))
-    return path
 
 
 def render(report: dict[str, Any]) -> str:

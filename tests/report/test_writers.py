@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from pipeline.report import console, html, junit, markdown
+from pipeline.report import REPORT_FILES, console, html, markdown, write_report
 
 ERROR_TEXT = "tf2onnx export failed: <script>alert(1)</script> op | Foo unsupported\nTraceback line 2"
 
@@ -192,7 +192,7 @@ def test_markdown_keeps_error_text_out_of_table_structure(report: dict[str, Any]
 
 
 def test_markdown_write_puts_report_md_in_out_dir(report: dict[str, Any], tmp_path: Path) -> None:
-    path = markdown.write(report, tmp_path)
+    path = write_report("report.md", report, tmp_path)
     assert path == tmp_path / "report.md"
     assert path.read_text(encoding="utf-8") == markdown.render(report)
 
@@ -283,7 +283,7 @@ def test_html_is_self_contained_and_escaped(report: dict[str, Any]) -> None:
 
 
 def test_html_write_puts_report_html_in_out_dir(report: dict[str, Any], tmp_path: Path) -> None:
-    path = html.write(report, tmp_path)
+    path = write_report("report.html", report, tmp_path)
     assert path == tmp_path / "report.html"
     assert path.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
 
@@ -292,7 +292,7 @@ def test_html_write_puts_report_html_in_out_dir(report: dict[str, Any], tmp_path
 
 
 def _junit(report: dict[str, Any], tmp_path: Path) -> ET.Element:
-    path = junit.write(report, tmp_path)
+    path = write_report("junit.xml", report, tmp_path)
     assert path == tmp_path / "junit.xml"
     return ET.parse(path).getroot()
 
@@ -393,8 +393,8 @@ def test_writers_tolerate_absent_and_nonfinite_numbers(report: dict[str, Any], t
     odd["seconds"] = None
     odd["outputs"][0]["parity"]["metrics"].update(max_abs=None, snr_db="inf", cosine="-inf")
     odd["outputs"][0]["stages"][0]["seconds"] = None
-    for writer in (markdown, html, junit):
-        assert writer.write(odd, tmp_path).stat().st_size > 0
+    for filename in REPORT_FILES:
+        assert write_report(filename, odd, tmp_path).stat().st_size > 0
     assert "inf" in console.summary(odd)
 
 
