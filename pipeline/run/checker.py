@@ -67,7 +67,7 @@ class OutputChecker:
     def __init__(self, source: SourceHandle, evaluation: Dataset, cache: Cache, batch_size: int, log: Log) -> None:
         self.source, self.evaluation, self.cache, self.batch_size, self.log = source, evaluation, cache, batch_size, log
         self.source_latency: dict[int, dict[str, Any]] = {}
-        self.reference = self._source_predictions()
+        self.reference = reference_predictions(self)
 
     def predictions(
         self, artifact: Artifact, label: str, threads: int | None = None, setting: Setting | None = None
@@ -159,35 +159,35 @@ class OutputChecker:
         roles = {"reference": reference_setting.role, "candidate": candidate_setting.role}
         return Comparison(self._compare(reference, candidate), "setting_gap", roles)
 
-    def _source_predictions(self) -> Predictions:
-        """The source model's outputs on the evaluation data: from the cache, else computed and stored."""
-        clock = time.perf_counter()
-        key = key_of("reference", self.source.key, self.evaluation.digest())
-        cached = self.cache.get_arrays(key)
-        if cached is not None:
-            batches = [
-                {name: array[i : i + self.batch_size] for name, array in cached.items()}
-                for i in range(0, self.evaluation.samples, self.batch_size)
-            ]
-            predictions = Predictions("source (cached)", "cache", list(cached), batches)
-        else:
-            try:
-                predictions = self.predictions(self.source.artifact, "source")
-            except EdgeportError:
-                raise
-            except Exception as error:  # a source that cannot run its own data is bad input
-                raise EdgeportError(
-                    f"{self.source.path}: the source model failed on data.evaluation: {first_line(error)}"
-                ) from None
-            self.cache.put_arrays(
-                key, {name: np.concatenate([b[name] for b in predictions.batches]) for name in predictions.names}
-            )
-        labels = "with labels" if self.evaluation.labels is not None else "no labels"
-        self.log(
-            f"  reference {predictions.label} on {self.evaluation.samples} samples "
-            f"({self.evaluation.origin}, {labels}) {time.perf_counter() - clock:.1f} s"
-        )
-        return predictions
+
+def reference_predictions(checker: OutputChecker) -> Predictions:
+    """The source model's outputs on the evaluation data: from the cache, else computed and stored."""
+    clock = time.perf_counter()
+    evaluation, batch = checker.evaluation, checker.batch_size
+    key = key_of("reference", checker.source.key, evaluation.digest())
+    cached = checker.cache.get_arrays(key)
+    if cached is not None:
+        batches = [
+            {name: array[i : i + batch] for name, array in cached.items()} for i in range(0, evaluation.samples, batch)
+        ]
+        predictions = Predictions("source (cached)", "cache", list(cached), batches)
+    else:
+        try:
+            predictions = checker.predictions(checker.source.artifact, "source")
+        except EdgeportError:
+            raise
+        except Exception as error:  # a source that cannot run its own data is bad input
+            raise EdgeportError(
+                f"{checker.source.path}: the source model failed on data.evaluation: {first_line(error)}"
+            ) from None
+        arrays = {name: np.concatenate([b[name] for b in predictions.batches]) for name in predictions.names}
+        checker.cache.put_arrays(key, arrays)
+    labels = "with labels" if evaluation.labels is not None else "no labels"
+    checker.log(
+        f"  reference {predictions.label} on {evaluation.samples} samples "
+        f"({evaluation.origin}, {labels}) {time.perf_counter() - clock:.1f} s"
+    )
+    return predictions
 
 
 def runs_of(plan: OutputPlan, artifact: Artifact) -> Runs:

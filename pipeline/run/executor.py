@@ -161,18 +161,7 @@ class ChainExecutor:
                 for section, dataset in self.datasets.items()
                 if section != "evaluation"
             }
-        request = StageRequest(
-            kind=node.kind,
-            options=node.options.model_dump(mode="json"),
-            source_spec=self.recipe.spec.source.model_dump(mode="json"),
-            base_dir=str(self.recipe.base_dir),
-            trusted=self.source.trusted,
-            work_dir=str(self.work / node.key[:16]),
-            key=node.key,
-            data_files=self.data_files,
-            batch_size=self.settings.batch_size,
-            upstream=None if upstream is None else saved_fields(upstream),
-        )
+        request = _worker_request(self, node, upstream)
         (self.work / node.key[:16]).mkdir(parents=True, exist_ok=True)
         return self.worker.run(request, lambda message: self.log(f"{label}: {message}"))
 
@@ -181,6 +170,22 @@ class ChainExecutor:
         if dataset is None:
             return None
         return lambda: dataset.batches(self.settings.batch_size)
+
+
+def _worker_request(executor: ChainExecutor, node: PlanNode, upstream: Artifact | None) -> StageRequest:
+    """What the worker needs to run a node: all as files and JSON, since it shares no memory with us."""
+    return StageRequest(
+        kind=node.kind,
+        options=node.options.model_dump(mode="json"),
+        source_spec=executor.recipe.spec.source.model_dump(mode="json"),
+        base_dir=str(executor.recipe.base_dir),
+        trusted=executor.source.trusted,
+        work_dir=str(executor.work / node.key[:16]),
+        key=node.key,
+        data_files=executor.data_files or {},
+        batch_size=executor.settings.batch_size,
+        upstream=None if upstream is None else saved_fields(upstream),
+    )
 
 
 def saved_fields(artifact: Artifact) -> dict[str, Any] | None:

@@ -1,0 +1,104 @@
+"""The architecture, checked: which layer may import which, no import cycles (function-level imports too), and
+no function or class over 120 lines. Reads the source with `ast`; imports nothing of the package."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "pipeline"
+
+# layer (a module or package under pipeline/) → the layers it must never import, directly or in a function.
+FORBIDDEN: dict[str, set[str]] = {
+    "core": {"stages", "runtimes", "parity", "run", "report", "sources", "recipe", "commands", "cli"},
+    "cpu": {"stages", "runtimes", "parity", "run", "report", "sources", "recipe", "commands", "cli"},
+    "runtimes": {"stages", "parity", "run", "report", "recipe", "commands", "cli"},
+    "stages": {"runtimes", "parity", "run", "report", "recipe", "commands", "cli"},
+    "parity": {"runtimes", "stages", "run", "report", "sources", "recipe", "commands", "cli"},
+    "report": {"runtimes", "stages", "run", "sources", "recipe", "commands", "cli"},
+    "sources": {"stages", "runtimes", "parity", "run", "report", "commands", "cli"},
+    "recipe": {"runtimes", "parity", "run", "report", "commands", "cli"},
+    "run": {"commands", "cli"},
+}
+LONGEST = 120
+
+
+def _modules() -> dict[str, Path]:
+    return {
+        ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__"): path
+        for path in PACKAGE.rglob("*.py")
+    }
+
+
+def _imports(module: str, path: Path, known: set[str]) -> set[str]:
+    """Every pipeline module this one imports, at the top or inside a function."""
+    found = set()
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + [base]).strip(".")
+            # `from pkg import mod` imports pkg.mod; `from pkg import name` imports pkg itself
+            names = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base for alias in node.names]
+        else:
+            continue
+        for name in names:
+            while name and name not in known:
+                name = name.rpartition(".")[0]
+            if name and name != module:
+                found.add(name)
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = _modules()
+    return {module: _imports(module, path, set(modules)) for module, path in modules.items()}
+
+
+def _layer(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def test_layers_import_only_what_they_may() -> None:
+    breaches = [
+        f"{module} imports {target}"
+        for module, targets in _graph().items()
+        for target in targets
+        if _layer(target) in FORBIDDEN.get(_layer(module), set())
+    ]
+    assert not breaches, "\n".join(sorted(breaches))
+
+
+def test_no_import_cycles() -> None:
+    graph = _graph()
+    cycles = []
+    for start in graph:
+        stack, seen = [(start, [start])], set()
+        while stack:
+            module, path = stack.pop()
+            for target in graph.get(module, ()):
+                if target == start and len(path) > 1:
+                    cycles.append(" → ".join([*path, start]))
+                elif target not in seen and target.startswith("pipeline"):
+                    seen.add(target)
+                    stack.append((target, [*path, target]))
+    assert not cycles, "\n".join(sorted(set(cycles))[:10])
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_no_function_or_class_is_longer_than_120_lines(path: Path) -> None:
+    tree = ast.parse(path.read_text())
+    long = [
+        f"{node.name}: {node.end_lineno - node.lineno + 1} lines"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+        and node.end_lineno is not None
+        and node.end_lineno - node.lineno + 1 > LONGEST
+    ]
+    assert not long, long
