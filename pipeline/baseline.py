@@ -18,7 +18,6 @@ from typing import Any
 from pipeline.errors import EdgeportError
 from pipeline.parity import GATE_OPS
 from pipeline.report.console import as_float, number
-from pipeline.report.document import exit_code_of
 
 RELATIVE = {"max_abs": 0.10, "mean_abs": 0.10, "rmse": 0.10}  # scale with the model's output range
 ABSOLUTE = {"cosine": 0.005, "top1_agreement": 0.005, "accuracy": 0.005, "accuracy_drop": 0.005, "snr_db": 0.5}
@@ -26,7 +25,8 @@ _ROUNDING = 1e-12  # a previous error of exactly 0 must not fail on float noise
 
 
 def apply_baseline(report: dict[str, Any], baseline_path: Path, tolerance: float | None = None) -> None:
-    """Add `baseline` to the report and to each output found in both; fail outputs that regressed."""
+    """Add `baseline` to the report and to each output found in both; fail outputs that regressed.
+    The caller settles the report's verdict afterwards (`settle_verdict`)."""
     previous = read_baseline(Path(baseline_path))
     before = {o.get("name"): o for o in previous["outputs"] if isinstance(o, dict)}
     regressions = 0
@@ -42,8 +42,6 @@ def apply_baseline(report: dict[str, Any], baseline_path: Path, tolerance: float
         "tolerance": tolerances(tolerance),
         "regressions": regressions,
     }
-    code = exit_code_of(report.get("outputs") or [])
-    report["passed"], report["exit_code"] = code == 0, code
 
 
 def tolerances(tolerance: float | None = None) -> dict[str, str]:

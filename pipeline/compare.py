@@ -19,7 +19,7 @@ from pipeline.errors import ModelError, RecipeError, first_line
 from pipeline.evaluate import compare, predict_dataset
 from pipeline.parity import gate_result
 from pipeline.recipe import DataSpec, Gates
-from pipeline.report.document import build_report
+from pipeline.report.document import build_report, settle_verdict
 from pipeline.runtimes import kind_of, runtime_for
 
 
@@ -92,9 +92,10 @@ def compare_artifacts(
     }
     source = {"path": str(reference_path), "format": reference.kind, "sha256": sha256_of(reference_path)}
     recipe = {"name": "compare", "path": None}
-    return build_report(
+    report = build_report(
         recipe, source, {"evaluation": dataset.describe()}, [output], started, time.perf_counter() - clock
     )
+    return settle_verdict(report)
 
 
 def _open(artifact: Artifact) -> Any:

@@ -13,6 +13,7 @@ import pytest
 from pipeline.baseline import apply_baseline, limit_of
 from pipeline.errors import EdgeportError
 from pipeline.report import console, markdown
+from pipeline.report.document import settle_verdict
 
 from .conftest import write_recipe
 from .test_cli import digits_recipe, edgeport
@@ -45,6 +46,7 @@ def test_worse_beyond_tolerance_fails_and_within_passes(tmp_path: Path) -> None:
     old = _write(tmp_path, _report(_output("int8", max_abs=1.0, cosine=0.999, accuracy=0.97), _output("gone")))
     report = _report(_output("int8", max_abs=1.09, cosine=0.99, accuracy=0.968), _output("new", max_abs=5.0))
     apply_baseline(report, old)
+    settle_verdict(report)
     int8 = report["outputs"][0]
     assert int8["baseline"]["max_abs"]["regressed"] is False  # +9% < 10%
     assert int8["baseline"]["accuracy"]["regressed"] is False  # -0.002 < 0.005
@@ -79,6 +81,7 @@ def test_error_output_and_non_finite_values(tmp_path: Path) -> None:
     errored = {**_output("b", max_abs=1.0), "status": "error"}
     report = _report(broken, errored)
     apply_baseline(report, old)
+    settle_verdict(report)
     assert broken["baseline"]["max_abs"]["regressed"] is True and broken["baseline"]["max_abs"]["current"] == "nan"
     assert errored["status"] == "error" and errored["baseline"] == {}  # nothing held against a NaN baseline
     assert report["exit_code"] == 3

@@ -19,6 +19,13 @@ def exit_code_of(outputs: list[dict[str, Any]]) -> int:
     return 3 if "error" in statuses else 1 if "failed" in statuses else 0
 
 
+def settle_verdict(report: dict[str, Any]) -> dict[str, Any]:
+    """Set `passed` and `exit_code` from the outputs' statuses: the one place the exit code is decided."""
+    code = exit_code_of(report.get("outputs") or [])
+    report["passed"], report["exit_code"] = code == 0, code
+    return report
+
+
 def build_report(
     recipe: dict[str, Any],
     source: dict[str, Any],
@@ -27,13 +34,14 @@ def build_report(
     started: datetime,
     seconds: float,
 ) -> dict[str, Any]:
-    code = exit_code_of(outputs)
+    """The report without its verdict: `settle_verdict` sets `passed` and `exit_code` once every gate is in
+    (a baseline adds gates after the outputs ran)."""
     return {
         "schema_version": SCHEMA_VERSION,
         "tool": {"name": "edgeport", "version": __version__},
         "recipe": recipe,
-        "passed": code == 0,
-        "exit_code": code,
+        "passed": None,
+        "exit_code": None,
         "started": started.isoformat(timespec="seconds"),
         "seconds": round(seconds, 3),
         "source": source,

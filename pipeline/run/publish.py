@@ -10,29 +10,7 @@ from typing import Any
 from pipeline.artifacts import copy_atomic, gzip_size_of, sha256_of, size_of
 from pipeline.core.artifact import Artifact
 from pipeline.parity import GateResult, ParityResult
-from pipeline.run.plan import OutputPlan
 from pipeline.runtimes import RUNTIMES
-from pipeline.stages import STAGES
-
-
-def empty_entry(plan: OutputPlan) -> dict[str, Any]:
-    return {
-        "name": plan.name,
-        "status": "error",
-        "format": STAGES[plan.nodes[-1].kind].gives,
-        "runtime": None,
-        "artifact": None,
-        "sha256": None,
-        "size_bytes": None,
-        "gzip_bytes": None,
-        "stages": [],
-        "gates_from": plan.gates_from,
-        "parity": None,
-        "comparisons": [],
-        "findings": [],
-        "warnings": [],
-        "error": None,
-    }
 
 
 def clear_published(output_dir: Path) -> None:

@@ -21,12 +21,13 @@ from pipeline.errors import first_line
 from pipeline.isolation import StageWorker
 from pipeline.recipe import LoadedRecipe
 from pipeline.report import REPORT_FILES, write_reports
-from pipeline.report.document import build_report
+from pipeline.report.document import build_report, settle_verdict
 from pipeline.run.cache import Cache, default_cache_dir
-from pipeline.run.checker import OutputChecker
+from pipeline.run.checker import Check, OutputChecker
 from pipeline.run.executor import ChainExecutor, ExecutorSettings
 from pipeline.run.plan import OutputPlan, check_tensor_gates, plan_recipe
-from pipeline.run.publish import clear_published, empty_entry, latency_text, publish, verdict
+from pipeline.run.publish import clear_published, latency_text, publish, verdict
+from pipeline.run.result import OutputResult
 from pipeline.source_handle import SourceHandle
 
 
@@ -79,6 +80,7 @@ def run_recipe(recipe: LoadedRecipe, options: RunOptions, log: Log = stderr_log)
         from pipeline.baseline import apply_baseline
 
         apply_baseline(report, options.baseline)
+    settle_verdict(report)
     write_reports(report, options.out_dir)
     return report
 
@@ -113,34 +115,36 @@ def _output(
     plan: OutputPlan, prefix: str, executor: ChainExecutor, checker: OutputChecker, out_dir: Path, log: Log
 ) -> dict[str, Any]:
     """Build one output's chain, publish its file, check it; its report entry."""
-    entry = empty_entry(plan)
+    result = OutputResult.for_plan(plan)
     clear_published(out_dir / plan.name)
     chain = executor.run_chain(plan, prefix, checker.acceptor(plan))
-    entry["stages"], entry["warnings"], entry["error"] = chain.stages, chain.warnings, chain.error
-    if chain.error is not None:
-        log(f"{prefix}: error: {chain.error}")
-        return entry
-    final = chain.artifacts[-1]
-    entry.update(publish(final, out_dir, plan.name))
-    try:
-        check = checker.check(plan, chain.artifacts)
-    except Exception as failure:  # a runtime that cannot run the artifact: the output is an error
-        entry["error"] = f"{entry['runtime']} could not run the artifact: {first_line(failure)}"
-        log(f"{prefix}: error: {entry['error']}")
-        return entry
-    entry.update(parity=check.parity.to_dict(), comparisons=[c.to_dict() for c in check.comparisons])
-    entry["findings"] = check.findings
+    result.stages, result.warnings, result.error = chain.stages, chain.warnings, chain.error
+    if chain.error is None:
+        final = chain.artifacts[-1]
+        result.published = publish(final, out_dir, plan.name)
+        try:
+            result.check = checker.check(plan, chain.artifacts)
+        except Exception as failure:  # a runtime that cannot run the artifact: the output is an error
+            result.error = f"{result.published['runtime']} could not run the artifact: {first_line(failure)}"
+    if result.error is not None:
+        log(f"{prefix}: error: {result.error}")
+        return result.to_dict()
+    assert result.check is not None
     if plan.benchmark is not None:
-        entry["latency"] = checker.latency(plan, final)
-        log(f"{prefix}: latency {latency_text(entry['latency'])}")
-    entry["status"] = "passed" if check.passed else "failed"
-    log(f"{prefix}: parity in {entry['runtime']} on {check.parity.samples} samples: {verdict(check.parity)}")
+        result.latency = checker.latency(plan, final)
+        log(f"{prefix}: latency {latency_text(result.latency)}")
+    result.status = "passed" if result.check.passed else "failed"
+    _log_check(result.check, f"{prefix}: ", result.published["runtime"], log)
+    return result.to_dict()
+
+
+def _log_check(check: Check, prefix: str, runtime: str, log: Log) -> None:
+    log(f"{prefix}parity in {runtime} on {check.parity.samples} samples: {verdict(check.parity)}")
     for comparison in check.comparisons:
         if comparison.result.gates:
-            log(f"{prefix}: {comparison.result.candidate}: {verdict(comparison.result)}")
+            log(f"{prefix}{comparison.result.candidate}: {verdict(comparison.result)}")
     for finding in check.findings:
-        log(f"{prefix}: finding: {finding['message']} Fix: {finding['fix']}.")
-    return entry
+        log(f"{prefix}finding: {finding['message']} Fix: {finding['fix']}.")
 
 
 def _remove_stale_reports(out_dir: Path) -> None:

@@ -1,0 +1,55 @@
+"""An output's result, typed while the run fills it and serialised once into the report's `outputs` entry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.parity import ParityResult
+from pipeline.run.checker import Check
+from pipeline.run.plan import OutputPlan
+from pipeline.stages import STAGES
+
+
+@dataclass
+class OutputResult:
+    name: str
+    format: str
+    gates_from: str
+    status: str = "error"  # passed | failed | error; error until a check says otherwise
+    published: dict[str, Any] = field(default_factory=dict)  # runtime, artifact, sha256, sizes
+    stages: list[dict[str, Any]] = field(default_factory=list)
+    check: Check | None = None
+    latency: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @classmethod
+    def for_plan(cls, plan: OutputPlan) -> OutputResult:
+        return cls(name=plan.name, format=STAGES[plan.nodes[-1].kind].gives, gates_from=plan.gates_from)
+
+    @property
+    def parity(self) -> ParityResult | None:
+        return self.check.parity if self.check else None
+
+    def to_dict(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "name": self.name,
+            "status": self.status,
+            "format": self.format,
+            "runtime": self.published.get("runtime"),
+            "artifact": self.published.get("artifact"),
+            "sha256": self.published.get("sha256"),
+            "size_bytes": self.published.get("size_bytes"),
+            "gzip_bytes": self.published.get("gzip_bytes"),
+            "stages": self.stages,
+            "gates_from": self.gates_from,
+            "parity": self.check.parity.to_dict() if self.check else None,
+            "comparisons": [comparison.to_dict() for comparison in self.check.comparisons] if self.check else [],
+            "findings": self.check.findings if self.check else [],
+            "warnings": self.warnings,
+            "error": self.error,
+        }
+        if self.latency is not None:
+            entry["latency"] = self.latency
+        return entry
