@@ -131,7 +131,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from pipeline.compare import compare_artifacts, parse_gates
+    from pipeline.commands.compare import compare_artifacts, parse_gates
 
     gates = parse_gates(args.gate)
     data = _compare_data(args)

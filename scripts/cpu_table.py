@@ -62,7 +62,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["MobileNetV2", "MobileNetV3Small", "EfficientNetB0"])
     parser.add_argument("--work", type=Path, default=None)
     args = parser.parse_args()
-    from pipeline.cpu import cpu_info, describe_cpu
+    from pipeline.core.cpu import cpu_info, describe_cpu
 
     print(f"CPU: {describe_cpu(cpu_info())}\n")
     print("| model | quantization | cosine, optimized | cosine, unoptimized | gap / quantization error | finding |")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cpu import cpu_info
+from pipeline.core.cpu import cpu_info
 from pipeline.recipe import load_recipe
 from pipeline.run import RunOptions, run_recipe
 from scripts.applications import build_application

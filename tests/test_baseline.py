@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from pipeline.baseline import apply_baseline, limit_of
 from pipeline.errors import EdgeportError
 from pipeline.report import console, markdown
 from pipeline.report.document import settle_verdict
+from pipeline.run.baseline import apply_baseline, limit_of
 
 from .conftest import write_recipe
 from .test_cli import digits_recipe, edgeport

@@ -14,11 +14,11 @@ import numpy as np
 import onnx
 import pytest
 
-from pipeline.cpu import _parse_cpuinfo, cpu_info, int8_kernels
-from pipeline.diagnose import GAP_RATIO
+from pipeline.core.cpu import _parse_cpuinfo, cpu_info, int8_kernels
 from pipeline.errors import RecipeError
 from pipeline.recipe import load_recipe
 from pipeline.run import RunOptions, run_recipe
+from pipeline.run.diagnose import GAP_RATIO
 from pipeline.sources import load_source
 
 from .conftest import write_recipe

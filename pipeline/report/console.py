@@ -9,7 +9,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from pipeline.cpu import describe_cpu
+from pipeline.core.cpu import describe_cpu
 
 TABLE_METRICS = ("max_abs", "cosine", "top1_agreement", "accuracy")
 PASS_MARK, FAIL_MARK = "✓", "✗"

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from pipeline import __version__
-from pipeline.cpu import cpu_info
+from pipeline.core.cpu import cpu_info
 from pipeline.toolchain import package_versions
 
 SCHEMA_VERSION = 1

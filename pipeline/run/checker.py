@@ -16,14 +16,14 @@ import numpy as np
 
 from pipeline.artifacts import key_of
 from pipeline.core.artifact import Artifact
-from pipeline.cpu import cpu_info
+from pipeline.core.cpu import cpu_info
 from pipeline.data import Dataset
-from pipeline.diagnose import graph_optimization_finding
 from pipeline.errors import EdgeportError, first_line
 from pipeline.evaluate import Predictions, compare, predict_dataset
-from pipeline.latency import feed_for, measure_latency
 from pipeline.parity import ParityResult, gate_result
 from pipeline.run.cache import Cache
+from pipeline.run.diagnose import graph_optimization_finding
+from pipeline.run.latency import feed_for, measure_latency
 from pipeline.run.plan import OutputPlan
 from pipeline.runtimes import RUNTIMES, Runs, Setting, runtime_for
 from pipeline.source_handle import SourceHandle

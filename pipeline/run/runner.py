@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pipeline.core.cpu import cpu_info, describe_cpu
 from pipeline.core.tensors import TensorSpec
-from pipeline.cpu import cpu_info, describe_cpu
 from pipeline.data import Dataset, load_dataset
 from pipeline.errors import first_line
 from pipeline.isolation import StageWorker
@@ -56,7 +56,7 @@ def run_recipe(recipe: LoadedRecipe, options: RunOptions, log: Log = stderr_log)
     _remove_stale_reports(options.out_dir)
     log(f"edgeport {recipe.spec.name}: {recipe.path.name} → {options.out_dir}")
     if options.baseline is not None:  # a bad baseline is bad input: found before any work, not after
-        from pipeline.baseline import read_baseline
+        from pipeline.run.baseline import read_baseline
 
         read_baseline(options.baseline)
     cache = Cache(options.cache_dir or default_cache_dir(), options.use_cache)
@@ -77,7 +77,7 @@ def run_recipe(recipe: LoadedRecipe, options: RunOptions, log: Log = stderr_log)
         "notes": cache.notes,
     }
     if options.baseline is not None:
-        from pipeline.baseline import apply_baseline
+        from pipeline.run.baseline import apply_baseline
 
         apply_baseline(report, options.baseline)
     settle_verdict(report)

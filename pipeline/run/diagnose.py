@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from pipeline.cpu import describe_cpu
+from pipeline.core.cpu import describe_cpu
 from pipeline.parity import ParityResult
 
 # Fused kernels that compute what the QDQ graph says differ from it by rounding alone: 0.00-0.19 of the quantization
