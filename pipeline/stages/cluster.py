@@ -80,7 +80,7 @@ def _cluster_keras3(model: Any, options: ClusterOptions, ctx: StageContext) -> A
     import keras
 
     kernels = [layer.kernel for layer in model.layers if type(layer).__name__ in CLUSTERED_LAYERS]
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(options.seed)
     assignments = []
     for kernel in kernels:
         values = np.asarray(kernel)

@@ -78,6 +78,7 @@ class FineTuneOptions(StageOptions):
         "sparse_categorical_crossentropy",
         description="Cross-entropies read logits unless the model's last layer applies softmax.",
     )
+    seed: int = Field(0, ge=0, description="Seeds every generator the stage uses: the same recipe gives the same file.")
 
 
 def tune(
@@ -89,14 +90,23 @@ def tune(
     if upstream.handle is None:
         raise StageError("this stage needs a loaded Keras model as its input")
     api = keras_module(upstream)
+    seed_everything(api, options.seed)
     from_logits = not ends_in_softmax(upstream.handle)
     model = clone(upstream.handle, api)
     compile_for(model, api, options, from_logits)
     before = evaluate(model, ctx, options)
     result = transform(model, from_logits)
     compile_for(result, api, options, from_logits)
-    scores = {"fine_tune_before": before, "fine_tune_after": evaluate(result, ctx, options)}
+    scores = {"seed": options.seed, "fine_tune_before": before, "fine_tune_after": evaluate(result, ctx, options)}
     return result, save(result, upstream, ctx), scores
+
+
+def seed_everything(api: ModuleType, seed: int) -> None:
+    """Python's, NumPy's and TensorFlow's generators (initialisers, shuffling, dropout), and deterministic op
+    kernels: on the CPU the same recipe then trains to the same weights, byte for byte."""
+    tf = import_tensorflow()
+    api.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
 
 
 def keras_module(artifact: Artifact) -> ModuleType:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -99,6 +100,7 @@ class OnnxStage(Stage):
                 proto = _export(tf, upstream, options)
             except Exception as error:  # tf2onnx raises many types; all mean "no artifact"
                 raise StageError(f"tf2onnx export failed: {first_line(error)}") from error
+        canonical_names(proto)
         _check(onnx, proto, "the exported model")
         warnings = [*logged, *notable_log_lines(native)]
         path = ctx.work_dir / "model.onnx"
@@ -119,6 +121,32 @@ class OnnxStage(Stage):
         return Artifact(kind="onnx", path=path, key=ctx.key, warnings=warnings, details=details)
 
 
+def canonical_names(proto: Any) -> None:
+    """Rename the constants tf2onnx generates (`const_axes__23`) by their order of first use.
+
+    tf2onnx merges equal constants and keeps whichever it meets first in an order that changes from run to run,
+    so the same model gave files that differ only in those names and the order of initializers. Named by use,
+    equal graphs give equal bytes: a release can be rebuilt and compared by sha256.
+    """
+    graph = proto.graph
+    if any(attribute.g.node or attribute.graphs for node in graph.node for attribute in node.attribute):
+        return  # subgraphs (If, Loop) may read outer constants by name: leave such graphs as they are
+    generated = re.compile(r"__\d+$")
+    initializers = {init.name: init for init in graph.initializer}
+    renames: dict[str, str] = {}
+    for node in graph.node:
+        for name in node.input:
+            if name in initializers and generated.search(name) and name not in renames:
+                renames[name] = f"const__{len(renames)}"
+    for node in graph.node:
+        node.input[:] = [renames.get(name, name) for name in node.input]
+    for init in graph.initializer:
+        init.name = renames.get(init.name, init.name)
+    ordered = sorted(graph.initializer, key=lambda init: init.name)
+    del graph.initializer[:]
+    graph.initializer.extend(ordered)
+
+
 def _quantization_details(options: OnnxOptions) -> dict[str, Any]:
     """The settings that decide the quantized file's numbers, for the report (they are in the cache key too)."""
     if options.quantize == "none":
@@ -137,6 +165,10 @@ def _quantization_details(options: OnnxOptions) -> dict[str, Any]:
 def _export(tf: Any, upstream: Artifact, options: OnnxOptions) -> Any:
     import tf2onnx
     from tf2onnx import tf_loader
+
+    # tf2onnx names the nodes it inserts from a process-wide counter: start it afresh, so a file does not
+    # depend on what this process converted before (the same recipe must give the same bytes).
+    tf2onnx.utils.INTERNAL_NAME = 1
 
     if upstream.kind == "savedmodel":
         # The saved-model loader freezes the signature's function: fine for every SavedModel kind.
