@@ -179,6 +179,13 @@ def _run(request: StageRequest, sources: dict[str, Any], log: Any) -> Artifact:
     return stage().run(upstream, stage.Options.model_validate(request.options), context)
 
 
+def load_saved_keras(artifact: Artifact, trusted: bool) -> Artifact:
+    """A trained model from the cache, loaded as its Keras flavour (QAT models inside tfmot's scope)."""
+    loaded = _saved_model(artifact.to_json(), trusted, {})
+    loaded.warnings = list(artifact.warnings)
+    return loaded
+
+
 def _saved_model(fields: dict[str, Any], trusted: bool, loaded: dict[str, Any]) -> Artifact:
     """A Keras model an earlier stage (prune, qat, cluster) saved, loaded as that stage's Keras flavour."""
     path = fields["path"]

@@ -8,7 +8,7 @@ from typing import Any
 
 from pipeline import __version__
 from pipeline.core.cpu import cpu_info
-from pipeline.toolchain import package_versions
+from pipeline.core.toolchain import package_versions
 
 SCHEMA_VERSION = 1
 

@@ -17,6 +17,7 @@ import numpy as np
 from pipeline.artifacts import key_of
 from pipeline.core.artifact import Artifact
 from pipeline.core.cpu import cpu_info
+from pipeline.core.toolchain import package_versions
 from pipeline.data import Dataset
 from pipeline.errors import EdgeportError, first_line
 from pipeline.evaluate import Predictions, compare, predict_dataset
@@ -164,7 +165,8 @@ def reference_predictions(checker: OutputChecker) -> Predictions:
     """The source model's outputs on the evaluation data: from the cache, else computed and stored."""
     clock = time.perf_counter()
     evaluation, batch = checker.evaluation, checker.batch_size
-    key = key_of("reference", checker.source.key, evaluation.digest())
+    # Outputs of the source change with TensorFlow / Keras versions: a new toolchain computes them afresh.
+    key = key_of("reference", checker.source.key, evaluation.digest(), package_versions())
     cached = checker.cache.get_arrays(key)
     if cached is not None:
         batches = [

@@ -7,16 +7,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from pipeline.artifacts import key_of
 from pipeline.core.artifact import Artifact
 from pipeline.data import Dataset
 from pipeline.errors import StageError, first_line
-from pipeline.isolation import StageRequest, StageWorker, save_dataset
+from pipeline.isolation import StageRequest, StageWorker, load_saved_keras, save_dataset
 from pipeline.recipe import LoadedRecipe
 from pipeline.run.cache import Cache
 from pipeline.run.plan import OutputPlan, PlanNode
@@ -29,6 +30,7 @@ Acceptor = Callable[[Path], bool]
 
 @dataclass
 class NodeResult:
+    key: str  # the cache key it was built or found under
     artifact: Artifact | None
     seconds: float
     error: str | None = None
@@ -87,7 +89,8 @@ class ChainExecutor:
             if not reused:
                 upstream = chain.artifacts[-1] if chain.artifacts else None
                 verdicts = accept if node is plan.nodes[-1] and STAGES[node.kind].needs_verdicts(node.options) else None
-                self.executed[node.key] = self._cached_or_run(node, upstream, f"{prefix}: {node.label}", verdicts)
+                keyed = with_upstream_weights(node, upstream)
+                self.executed[node.key] = self._cached_or_run(keyed, upstream, f"{prefix}: {node.label}", verdicts)
             result = self.executed[node.key]
             chain.stages.append(_stage_entry(node, result, reused))
             chain.warnings += result.warnings
@@ -112,8 +115,10 @@ class ChainExecutor:
         hit = self.cache.get_artifact(node.key) if cacheable else None
         if hit is not None:
             self.log(f"{label}: cached (built in {hit.seconds:.1f} s)")
+            if hit.artifact.kind == "keras":  # a trained model: later stages and comparisons need it loaded
+                hit.artifact = load_saved_keras(hit.artifact, self.source.trusted)
             warnings = list(hit.artifact.warnings)
-            result = NodeResult(hit.artifact, 0.0, warnings=warnings, cache="hit", built_seconds=hit.seconds)
+            result = NodeResult(node.key, hit.artifact, 0.0, warnings=warnings, cache="hit", built_seconds=hit.seconds)
         else:
             result = self._run_node(node, upstream, label, accept)
             if result.artifact is not None and cacheable and self.cache.enabled:
@@ -145,13 +150,15 @@ class ChainExecutor:
             else:
                 artifact = STAGES[node.kind]().run(upstream or self.source.artifact, node.options, context)
         except StageError as error:
-            return NodeResult(None, time.perf_counter() - clock, str(error))
+            return NodeResult(node.key, None, time.perf_counter() - clock, str(error))
         except Exception as error:  # a bug or an unexpected library failure: this output errors, others go on
-            return NodeResult(None, time.perf_counter() - clock, f"{type(error).__name__}: {first_line(error)}")
+            return NodeResult(
+                node.key, None, time.perf_counter() - clock, f"{type(error).__name__}: {first_line(error)}"
+            )
         seconds = time.perf_counter() - clock
         noted = f" ({len(artifact.warnings)} converter warnings)" if artifact.warnings else ""
         self.log(f"{label} done in {seconds:.1f} s{noted}")
-        return NodeResult(artifact, seconds, warnings=list(artifact.warnings))
+        return NodeResult(node.key, artifact, seconds, warnings=list(artifact.warnings))
 
     def _in_worker(self, node: PlanNode, label: str, upstream: Artifact | None) -> Artifact:
         assert self.worker is not None
@@ -188,6 +195,15 @@ def _worker_request(executor: ChainExecutor, node: PlanNode, upstream: Artifact 
     )
 
 
+def with_upstream_weights(node: PlanNode, upstream: Artifact | None) -> PlanNode:
+    """After a training stage, a node's key also covers the weights that stage trained: the cache can then never
+    pair a conversion with another training run's model, whatever the options say."""
+    digest = (upstream.details or {}).get("weights_sha256") if upstream is not None else None
+    if digest is None:
+        return node
+    return replace(node, key=key_of(node.key, digest))
+
+
 def saved_fields(artifact: Artifact) -> dict[str, Any] | None:
     """How a worker can load a Keras model an earlier stage saved; None when it lives only in memory."""
     if artifact.kind != "keras" or not artifact.path.is_file() or artifact.path.suffix not in {".keras", ".h5"}:
@@ -203,7 +219,7 @@ def _stage_entry(node: PlanNode, result: NodeResult, reused: bool) -> dict[str, 
         "reused": reused,
         "cache": result.cache,
         "built_seconds": None if result.built_seconds is None else round(result.built_seconds, 3),
-        "key": node.key,
+        "key": result.key,
         "warnings": result.warnings,
         "details": result.artifact.details if result.artifact else {},
     }

@@ -8,10 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline.artifacts import key_of
+from pipeline.core.toolchain import package_versions
 from pipeline.errors import RecipeError
 from pipeline.recipe import BenchmarkSpec, LoadedRecipe, RuntimeSpec, stage_of
 from pipeline.stages import STAGES, StageOptions
-from pipeline.toolchain import package_versions
 
 
 @dataclass(frozen=True)

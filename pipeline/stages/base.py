@@ -15,7 +15,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from pipeline.core.artifact import Artifact, ArtifactKind
-from pipeline.toolchain import TOOLCHAIN
+from pipeline.core.toolchain import TOOLCHAIN
 
 
 class StageOptions(BaseModel):

@@ -6,6 +6,7 @@ touches `tf.keras` (tfmot flips what it resolves to). Knows nothing of recipes, 
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import re
@@ -30,6 +31,8 @@ class FineTuningStage(Stage):
 
     takes = frozenset({"keras"})
     gives = "keras"
+    # The trained model is saved to a file: cached, so a warm run of an unchanged recipe retrains nothing.
+    cacheable = True
 
     @classmethod
     def required_data(cls, options: StageOptions) -> list[str]:
@@ -97,8 +100,24 @@ def tune(
     before = evaluate(model, ctx, options)
     result = transform(model, from_logits)
     compile_for(result, api, options, from_logits)
-    scores = {"seed": options.seed, "fine_tune_before": before, "fine_tune_after": evaluate(result, ctx, options)}
+    scores = {
+        "seed": options.seed,
+        "weights_sha256": weights_digest(result),
+        "fine_tune_before": before,
+        "fine_tune_after": evaluate(result, ctx, options),
+    }
     return result, save(result, upstream, ctx), scores
+
+
+def weights_digest(model: Any) -> str:
+    """sha256 of the trained weights: what later stages' cache keys cover (a saved .keras file also records the
+    time it was saved, so its own hash changes with every save)."""
+    digest = hashlib.sha256()
+    for weights in model.get_weights():
+        array = np.ascontiguousarray(weights)
+        digest.update(f"{array.dtype}{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
 
 
 def seed_everything(api: ModuleType, seed: int) -> None:

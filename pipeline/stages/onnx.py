@@ -122,26 +122,33 @@ class OnnxStage(Stage):
 
 
 def canonical_names(proto: Any) -> None:
-    """Rename the constants tf2onnx generates (`const_axes__23`) by their order of first use.
+    """Renumber the names tf2onnx generates (`Transpose__32`, `const_axes__23`) in order of first use.
 
-    tf2onnx merges equal constants and keeps whichever it meets first in an order that changes from run to run,
-    so the same model gave files that differ only in those names and the order of initializers. Named by use,
-    equal graphs give equal bytes: a release can be rebuilt and compared by sha256.
+    tf2onnx numbers the nodes and constants it adds from a counter, and merges equal constants keeping whichever
+    it meets first, in an order that changes from run to run: the same model gave files that differed only in
+    those names and the order of initializers. Renumbered by use, equal graphs give equal bytes, so a release can
+    be rebuilt and checked by sha256. Graph inputs and outputs keep their names.
     """
     graph = proto.graph
     if any(attribute.g.node or attribute.graphs for node in graph.node for attribute in node.attribute):
-        return  # subgraphs (If, Loop) may read outer constants by name: leave such graphs as they are
-    generated = re.compile(r"__\d+$")
-    initializers = {init.name: init for init in graph.initializer}
+        return  # subgraphs (If, Loop) may read outer names: leave such graphs as they are
+    generated = re.compile(r"__\d+(?=(:\d+)?$)")
+    kept = {value.name for value in [*graph.input, *graph.output]}
     renames: dict[str, str] = {}
+
+    def renamed(name: str) -> str:
+        if name in kept or not generated.search(name):
+            return name
+        if name not in renames:
+            renames[name] = generated.sub(f"__{len(renames)}", name)
+        return renames[name]
+
     for node in graph.node:
-        for name in node.input:
-            if name in initializers and generated.search(name) and name not in renames:
-                renames[name] = f"const__{len(renames)}"
-    for node in graph.node:
-        node.input[:] = [renames.get(name, name) for name in node.input]
-    for init in graph.initializer:
-        init.name = renames.get(init.name, init.name)
+        node.name = renamed(node.name)
+        node.input[:] = [renamed(name) for name in node.input]
+        node.output[:] = [renamed(name) for name in node.output]
+    for value in [*graph.initializer, *graph.value_info]:
+        value.name = renamed(value.name)
     ordered = sorted(graph.initializer, key=lambda init: init.name)
     del graph.initializer[:]
     graph.initializer.extend(ordered)
