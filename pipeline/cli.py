@@ -58,6 +58,11 @@ def _parser() -> argparse.ArgumentParser:
         help="convert in this process instead of a worker (saves ~2 s; a converter crash then ends the run)",
     )
     run.add_argument(
+        "--verify-reproducible",
+        action="store_true",
+        help="build every output a second time with the cache bypassed and record whether the files are identical",
+    )
+    run.add_argument(
         "--baseline", type=Path, metavar="REPORT", help="an earlier report.json: a metric that regressed fails (exit 1)"
     )
     run.set_defaults(command=_run)
@@ -120,6 +125,7 @@ def _run(args: argparse.Namespace) -> int:
             cache_dir=args.cache_dir,
             use_cache=not args.no_cache,
             isolate=not args.no_isolation,
+            verify_reproducible=args.verify_reproducible,
             baseline=args.baseline,
         ),
     )

@@ -129,11 +129,20 @@ class MetricGates(_Strict):
     max_abs: float | None = Field(None, ge=0)
     mean_abs: float | None = Field(None, ge=0)
     rmse: float | None = Field(None, ge=0)
+    nrmse: float | None = Field(None, ge=0, description="rmse / the reference's standard deviation")
+    p99_abs: float | None = Field(None, ge=0, description="99th percentile of |error| (from above, within 2.4%)")
     cosine: float | None = Field(None, ge=-1, le=1)
+    min_cosine: float | None = Field(None, ge=-1, le=1, description="the worst sample's cosine")
     snr_db: float | None = None
     top1_agreement: float | None = Field(None, ge=0, le=1)
+    top1_agreement_lower: float | None = Field(
+        None, ge=0, le=1, description="lower end of top1_agreement's exact 95% interval"
+    )
     accuracy: float | None = Field(None, ge=0, le=1)
     accuracy_drop: float | None = Field(None, ge=-1, le=1)
+    accuracy_drop_upper: float | None = Field(
+        None, ge=-1, le=1, description="upper end of accuracy_drop's paired 95% interval"
+    )
 
     def thresholds(self) -> dict[str, float]:
         return {name: value for name, value in self.model_dump().items() if value is not None}
@@ -144,6 +153,9 @@ class Gates(MetricGates):
 
     tensors: dict[str, MetricGates] = Field(
         default_factory=dict, description="Per-tensor gates; in YAML written as `<tensor name>: {metric: threshold}`."
+    )
+    reproducible: bool | None = Field(
+        None, description="true: build the output's file a second time, cache bypassed; it must come out identical."
     )
 
     @model_validator(mode="before")
@@ -160,7 +172,8 @@ class Gates(MetricGates):
         return flat
 
     def thresholds(self) -> dict[str, float]:
-        return {name: value for name, value in self.model_dump(exclude={"tensors"}).items() if value is not None}
+        dumped = self.model_dump(exclude={"tensors", "reproducible"})
+        return {name: value for name, value in dumped.items() if value is not None}
 
     def tensor_thresholds(self) -> dict[str, dict[str, float]]:
         return {name: gates.thresholds() for name, gates in self.tensors.items() if gates.thresholds()}

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pipeline.core.cpu import describe_cpu
+from pipeline.parity import nonfinite_message
 
 TABLE_METRICS = ("max_abs", "cosine", "top1_agreement", "accuracy")
 PASS_MARK, FAIL_MARK = "✓", "✗"
@@ -166,6 +167,12 @@ def nonfinite_of(output: dict[str, Any]) -> int:
     return int(as_float((output.get("parity") or {}).get("nonfinite")) or 0)
 
 
+def nonfinite_text(output: dict[str, Any]) -> str:
+    """Which tensor, which side (reference or candidate), how many and from which sample: where to look."""
+    parity = output.get("parity") or {}
+    return nonfinite_message(list(parity.get("nonfinite_where") or []), nonfinite_of(output))
+
+
 def failing(report: dict[str, Any]) -> list[dict[str, Any]]:
     return [output for output in report.get("outputs") or [] if output.get("status") != "passed"]
 
@@ -219,7 +226,7 @@ def _checks_of(output: dict[str, Any]) -> list[tuple[str, str, str]]:
     if output.get("status") == "error":
         checks.append((FAIL_MARK, name, f"error: {first_line(output.get('error')) or 'no artifact'}"))
     if nonfinite_of(output):
-        checks.append((FAIL_MARK, name, f"finite outputs: {nonfinite_of(output)} non-finite values"))
+        checks.append((FAIL_MARK, name, f"finite outputs: {nonfinite_text(output)}"))
     for gate in gates_of(output):
         mark = PASS_MARK if gate.get("passed") else FAIL_MARK
         note = f"  ({gate['note']})" if gate.get("note") else ""

@@ -17,6 +17,7 @@ from pipeline.report.console import (
     gates_of,
     kib,
     nonfinite_of,
+    nonfinite_text,
     number,
     relation,
     stage_source,
@@ -93,7 +94,7 @@ def _gates(output: dict[str, Any]) -> str:
                 td("finite outputs"),
                 td(nonfinite_of(output), "num"),
                 td("0", "num"),
-                td(f"{FAIL_MARK} non-finite values", "fail"),
+                td(f"{FAIL_MARK} {nonfinite_text(output)}", "fail"),
             ]
         )
     for gate in gates_of(output):

@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.report.console import as_float, gate_name, gates_of, nonfinite_of, number, verdict
+from pipeline.report.console import as_float, gate_name, gates_of, nonfinite_of, nonfinite_text, number, verdict
 
 
 @dataclass
@@ -100,7 +100,7 @@ def _cases_of(recipe: str, output: dict[str, Any]) -> list[Case]:
         error = str(output.get("error") or "the stage produced no artifact")
         found.append(Case(classname, "produce artifact", "error", error, error))
     if nonfinite_of(output):
-        message = f"{nonfinite_of(output)} non-finite values in the outputs"
+        message = nonfinite_text(output)
         found.append(Case(classname, "finite outputs", "failure", message, _context(output)))
     found += [_gate_case(classname, gate, output) for gate in gates_of(output)]
     if output.get("status") not in ("passed", "error") and not any(case.outcome for case in found):

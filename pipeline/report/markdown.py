@@ -22,6 +22,7 @@ from pipeline.report.console import (
     gates_of,
     kib,
     nonfinite_of,
+    nonfinite_text,
     number,
     relation,
     stage_source,
@@ -98,7 +99,7 @@ def _gate_rows(output: dict[str, Any]) -> list[list[Any]]:
         rows.append([name, "produce artifact", "-", "-", f"**{FAIL_MARK} error**: {error}"])
     if nonfinite_of(output):
         count = nonfinite_of(output)
-        rows.append([name, "finite outputs", count, 0, f"**{FAIL_MARK} FAIL** non-finite values"])
+        rows.append([name, "finite outputs", count, 0, f"**{FAIL_MARK} FAIL** {nonfinite_text(output)}"])
     for gate in gates_of(output):
         result = f"{PASS_MARK} pass" if gate.get("passed") else f"**{FAIL_MARK} FAIL** ({relation(gate)})"
         if gate.get("note"):

@@ -2,8 +2,9 @@
 
 Reads and changes report dicts only; knows no runtime, stage or recipe.
 
-Tolerances by default: errors measured in the outputs' units (`max_abs`, `mean_abs`, `rmse`) may grow by 10% of
-their previous value; fractions (`cosine`, `top1_agreement`, `accuracy`, `accuracy_drop`) may worsen by 0.005;
+Tolerances by default: errors (`max_abs`, `mean_abs`, `rmse`, `nrmse`, `p99_abs`) may grow by 10% of their previous
+value; fractions (`cosine`, `min_cosine`, `top1_agreement`, `accuracy`, `accuracy_drop` and the interval ends
+`top1_agreement_lower`, `accuracy_drop_upper`) may worsen by 0.005;
 `snr_db` may drop by 0.5 dB (about 12% more noise power). A `tolerance` given replaces all of them, as a
 fraction for the first group and as an absolute step for the others; 0 flags any worsening.
 """
@@ -19,8 +20,17 @@ from pipeline.errors import EdgeportError
 from pipeline.parity import GATE_OPS
 from pipeline.report.console import as_float, number
 
-RELATIVE = {"max_abs": 0.10, "mean_abs": 0.10, "rmse": 0.10}  # scale with the model's output range
-ABSOLUTE = {"cosine": 0.005, "top1_agreement": 0.005, "accuracy": 0.005, "accuracy_drop": 0.005, "snr_db": 0.5}
+RELATIVE = {"max_abs": 0.10, "mean_abs": 0.10, "rmse": 0.10, "nrmse": 0.10, "p99_abs": 0.10}  # scale with the outputs
+ABSOLUTE = {
+    "cosine": 0.005,
+    "min_cosine": 0.005,
+    "top1_agreement": 0.005,
+    "top1_agreement_lower": 0.005,
+    "accuracy": 0.005,
+    "accuracy_drop": 0.005,
+    "accuracy_drop_upper": 0.005,
+    "snr_db": 0.5,
+}
 _ROUNDING = 1e-12  # a previous error of exactly 0 must not fail on float noise
 
 

@@ -31,6 +31,7 @@ class OutputPlan:
     tensor_gates: dict[str, dict[str, float]]
     runtime: RuntimeSpec
     benchmark: BenchmarkSpec | None = None
+    reproducible_gate: bool = False  # gates: {reproducible: true}
 
 
 def plan_recipe(
@@ -73,7 +74,9 @@ def plan_recipe(
                 data["verdict"] = {"gates": gates, "tensors": tensor_gates, "evaluation": digests.get("evaluation")}
             upstream = key_of(kind, options.model_dump(mode="json"), upstream, data, package_versions(stage.packages))
             nodes.append(PlanNode(key=upstream, kind=kind, options=options, label=stage.describe(options)))
-        plans.append(OutputPlan(name, nodes, gates, gates_from, tensor_gates, output.runtime, output.benchmark))
+        plan = OutputPlan(name, nodes, gates, gates_from, tensor_gates, output.runtime, output.benchmark)
+        plan.reproducible_gate = bool(output.gates.reproducible)
+        plans.append(plan)
     return plans
 
 

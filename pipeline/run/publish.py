@@ -35,7 +35,7 @@ def publish(artifact: Artifact, out_dir: Path, name: str) -> dict[str, Any]:
 
 def verdict(parity: ParityResult) -> str:
     if parity.nonfinite:
-        return f"FAILED ({parity.nonfinite} non-finite values)"
+        return f"FAILED ({parity.nonfinite_text()})"
     failed = [gate for gate in parity.gates if not gate.passed]
     shown = ", ".join(_gate_text(gate) for gate in (failed or parity.gates))
     return f"FAILED ({shown})" if failed else f"passed ({shown})"

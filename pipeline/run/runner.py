@@ -27,6 +27,7 @@ from pipeline.run.checker import Check, OutputChecker
 from pipeline.run.executor import ChainExecutor, ExecutorSettings
 from pipeline.run.plan import OutputPlan, check_tensor_gates, plan_recipe
 from pipeline.run.publish import clear_published, latency_text, publish, verdict
+from pipeline.run.reproduce import verify_reproducible
 from pipeline.run.result import OutputResult
 from pipeline.source_handle import SourceHandle
 
@@ -41,6 +42,7 @@ class RunOptions:
     cache_dir: Path | None = None  # default: pipeline.run.cache.default_cache_dir()
     use_cache: bool = True
     isolate: bool = True  # conversions from the source run in a worker process (crash isolation)
+    verify_reproducible: bool = False  # build every output a second time, cache bypassed, and compare
 
 
 Log = Callable[[str], None]
@@ -108,6 +110,11 @@ def _run_outputs(
             _output(plan, f"  [{n}/{len(plans)}] {plan.name}", executor, checker, options.out_dir, log)
             for n, plan in enumerate(plans, 1)
         ]
+        if options.verify_reproducible or any(plan.reproducible_gate for plan in plans):
+            rebuild = ChainExecutor(
+                recipe, source, datasets, Path(work) / "rebuild", Cache(None, False), worker, settings, log
+            )
+            verify_reproducible(plans, results, rebuild, checker.acceptor, options.verify_reproducible)
     return described, datasets, results
 
 

@@ -1,0 +1,212 @@
+"""Running sums for one output tensor, and the metrics they give; memory does not grow with the sample count."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pipeline.parity.intervals import clopper_pearson, paired_difference
+from pipeline.parity.tail import ErrorHistogram
+
+ERROR_METRICS = ("max_abs", "mean_abs", "rmse", "nrmse", "p99_abs", "cosine", "min_cosine", "snr_db")
+
+
+@dataclass
+class Moments:
+    """Centred sums of (reference, candidate) values, merged chunk by chunk (Chan et al.): a variance of
+    values far from zero keeps its digits, which raw sums of squares would cancel away."""
+
+    n: int = 0
+    mean_ref: float = 0.0
+    mean_out: float = 0.0
+    m2_ref: float = 0.0
+    m2_out: float = 0.0
+    co: float = 0.0
+
+    def update(self, ref: np.ndarray, out: np.ndarray) -> None:
+        if not ref.size:
+            return
+        with np.errstate(invalid="ignore", over="ignore"):  # inf - inf: the counts of non-finite values fail it
+            part = Moments(ref.size, float(ref.mean()), float(out.mean()))
+            dref, dout = ref - part.mean_ref, out - part.mean_out
+            part.m2_ref, part.m2_out, part.co = float(dref @ dref), float(dout @ dout), float(dref @ dout)
+        self.merge(part)
+
+    def merge(self, other: Moments) -> None:
+        n = self.n + other.n
+        if not n:
+            return
+        delta_ref, delta_out = other.mean_ref - self.mean_ref, other.mean_out - self.mean_out
+        weight = self.n * other.n / n
+        self.mean_ref += delta_ref * other.n / n
+        self.mean_out += delta_out * other.n / n
+        self.m2_ref += other.m2_ref + delta_ref**2 * weight
+        self.m2_out += other.m2_out + delta_out**2 * weight
+        self.co += other.co + delta_ref * delta_out * weight
+        self.n = n
+
+    def correlation(self) -> float:
+        """Pearson's r: the cosine of the centred values. A constant side carries no information: 0, unless
+        both sides are the same constant."""
+        if self.m2_ref == 0 or self.m2_out == 0:
+            return 1.0 if self.m2_ref == self.m2_out == 0 and self.mean_ref == self.mean_out else 0.0
+        return max(-1.0, min(1.0, self.co / math.sqrt(self.m2_ref * self.m2_out)))
+
+    def reference_std(self) -> float:
+        return math.sqrt(self.m2_ref / self.n) if self.n else 0.0
+
+
+@dataclass
+class TensorStats:
+    """Everything parity needs of one output tensor, summed over chunks of samples."""
+
+    count: int = 0
+    samples: int = 0
+    nonfinite_ref: int = 0
+    nonfinite_out: int = 0
+    first_nonfinite_ref: int | None = None  # sample index
+    first_nonfinite_out: int | None = None
+    max_abs: float = 0.0
+    sum_abs: float = 0.0
+    sum_sq_err: float = 0.0
+    sum_sq_ref: float = 0.0
+    sum_cosine: float = 0.0
+    min_cosine: float = math.inf
+    moments: Moments = field(default_factory=Moments)
+    errors: ErrorHistogram = field(default_factory=ErrorHistogram)
+    classes: bool = False
+    top1_agree: int = 0
+    correct: int = 0
+    reference_correct: int = 0
+    labelled: int = 0
+    lost: int = 0  # labelled samples the reference got right and the candidate wrong
+    gained: int = 0  # ... and the other way round
+
+    @property
+    def nonfinite(self) -> int:
+        return self.nonfinite_ref + self.nonfinite_out
+
+    def update(self, reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray | None) -> None:
+        ref = reference.astype(np.float64).reshape(len(reference), -1)
+        out = candidate.astype(np.float64).reshape(len(candidate), -1)
+        self._count_nonfinite(ref, out)
+        error = np.abs(out - ref)
+        self.count += ref.size
+        self.samples += len(ref)
+        # np.nanmax would hide a NaN; the non-finite counts above already fail the output.
+        self.max_abs = max(self.max_abs, float(error.max(initial=0.0)))
+        self.sum_abs += float(error.sum())
+        self.sum_sq_err += float((error**2).sum())
+        self.sum_sq_ref += float((ref**2).sum())
+        cosines = _row_cosines(ref, out)
+        self.sum_cosine += float(cosines.sum())
+        self.min_cosine = min(self.min_cosine, float(cosines.min(initial=math.inf)))
+        self.moments.update(ref.reshape(-1), out.reshape(-1))
+        self.errors.update(error)
+        self.classes = reference.ndim == 2 and reference.shape[1] > 1
+        if self.classes:
+            self._count_classes(ref.argmax(axis=1), out.argmax(axis=1), labels)
+
+    def _count_nonfinite(self, ref: np.ndarray, out: np.ndarray) -> None:
+        for side, values in (("ref", ref), ("out", out)):
+            bad = ~np.isfinite(values)
+            count = int(bad.sum())
+            if not count:
+                continue
+            setattr(self, f"nonfinite_{side}", getattr(self, f"nonfinite_{side}") + count)
+            if getattr(self, f"first_nonfinite_{side}") is None:
+                first = int(np.flatnonzero(bad.any(axis=1))[0])
+                setattr(self, f"first_nonfinite_{side}", self.samples + first)
+
+    def _count_classes(self, ref_top: np.ndarray, out_top: np.ndarray, labels: np.ndarray | None) -> None:
+        self.top1_agree += int((ref_top == out_top).sum())
+        if labels is None:
+            return
+        out_right, ref_right = out_top == labels, ref_top == labels
+        self.correct += int(out_right.sum())
+        self.reference_correct += int(ref_right.sum())
+        self.lost += int((ref_right & ~out_right).sum())
+        self.gained += int((out_right & ~ref_right).sum())
+        self.labelled += len(labels)
+
+    def metrics(self) -> dict[str, float]:
+        result = self._error_metrics()
+        if self.classes:
+            result["top1_agreement"] = self.top1_agree / self.samples
+            low, high = clopper_pearson(self.top1_agree, self.samples)
+            result["top1_agreement_lower"], result["top1_agreement_upper"] = low, high
+        if self.labelled:
+            result["accuracy"] = self.correct / self.labelled
+            result["reference_accuracy"] = self.reference_correct / self.labelled
+            result["accuracy_drop"] = result["reference_accuracy"] - result["accuracy"]
+            low, high = paired_difference(self.lost, self.gained, self.labelled)
+            result["accuracy_drop_lower"], result["accuracy_drop_upper"] = low, high
+        return result
+
+    def _error_metrics(self) -> dict[str, float]:
+        if self.nonfinite or not self.count:
+            return dict.fromkeys(ERROR_METRICS, math.nan)
+        rmse = math.sqrt(self.sum_sq_err / self.count)
+        one_value = self.count == self.samples
+        # One value a sample (a score, a regression head): a sample's cosine is only its sign, and an
+        # uncentred cosine of the column rewards any offset (scores in [0.45, 0.55] against a constant 0.5
+        # give 0.998). There, cosine is the correlation of centred values, and stands for min_cosine too.
+        cosine = self.moments.correlation() if one_value else self.sum_cosine / self.samples
+        return {
+            "max_abs": self.max_abs,
+            "mean_abs": self.sum_abs / self.count,
+            "rmse": rmse,
+            "nrmse": _ratio(rmse, self.moments.reference_std()),
+            "p99_abs": self.errors.percentile(99, self.max_abs),
+            "cosine": cosine,
+            "min_cosine": cosine if one_value else self.min_cosine,
+            "snr_db": snr_db(self.sum_sq_ref, self.sum_sq_err),
+        }
+
+
+def _ratio(error: float, scale: float) -> float:
+    if scale > 0:
+        return error / scale
+    return 0.0 if error == 0 else math.inf
+
+
+def _row_cosines(ref: np.ndarray, out: np.ndarray) -> np.ndarray:
+    ref_sq, out_sq = np.einsum("ij,ij->i", ref, ref), np.einsum("ij,ij->i", out, out)
+    norms = np.sqrt(ref_sq * out_sq)
+    dots = np.einsum("ij,ij->i", ref, out)
+    both_zero = (ref_sq == 0) & (out_sq == 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cosines = np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), 0.0)
+    return np.where(both_zero, 1.0, cosines)
+
+
+def snr_db(signal: float, noise: float) -> float:
+    if noise == 0:
+        return math.inf
+    if signal == 0:
+        return -math.inf
+    return 10.0 * math.log10(signal / noise)
+
+
+def pooled_metrics(stats: list[TensorStats], tensors: list[dict[str, float]]) -> dict[str, float]:
+    """Whole-output metrics of several tensors: errors from pooled sums (max_abs, p99_abs over every value);
+    scale-free ones (nrmse, cosine, min_cosine) from the worst tensor, as tensors differ in scale."""
+    pooled = TensorStats()
+    for one in stats:
+        pooled.count += one.count
+        pooled.samples = one.samples
+        pooled.nonfinite_ref += one.nonfinite_ref
+        pooled.nonfinite_out += one.nonfinite_out
+        pooled.max_abs = max(pooled.max_abs, one.max_abs)
+        pooled.sum_abs += one.sum_abs
+        pooled.sum_sq_err += one.sum_sq_err
+        pooled.sum_sq_ref += one.sum_sq_ref
+        pooled.errors.merge(one.errors)
+    result = pooled.metrics()
+    if not pooled.nonfinite:
+        result["nrmse"] = max(values["nrmse"] for values in tensors)
+        result["cosine"] = min(values["cosine"] for values in tensors)
+        result["min_cosine"] = min(values["min_cosine"] for values in tensors)
+    return result

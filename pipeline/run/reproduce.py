@@ -1,0 +1,68 @@
+"""`--verify-reproducible` and `gates: {reproducible: true}`: build an output's file a second time with the cache
+bypassed, and compare it with the file the run shipped.
+
+Knows the chain executor and the report entry; nothing of runtimes or parity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pipeline.artifacts import sha256_of
+from pipeline.run.executor import ChainExecutor, ChainResult
+from pipeline.run.plan import OutputPlan
+
+Acceptor = Callable[[Path], bool]
+
+
+def verify_reproducible(
+    plans: list[OutputPlan],
+    entries: list[dict[str, Any]],
+    rebuild: ChainExecutor,
+    acceptor: Callable[[OutputPlan], Acceptor],
+    everything: bool,
+) -> None:
+    """Rebuild each output that asks (or every output, with `everything`) and record `reproducible` in its entry;
+    a `reproducible: true` gate fails the output when the two builds differ."""
+    for plan, entry in zip(plans, entries, strict=True):
+        if entry["status"] == "error" or not (everything or plan.reproducible_gate):
+            continue
+        chain = rebuild.run_chain(plan, f"  rebuild {plan.name}", acceptor(plan))
+        entry["reproducible"] = _compare_builds(entry, chain)
+        if plan.reproducible_gate:
+            _gate(entry)
+
+
+def _compare_builds(entry: dict[str, Any], chain: ChainResult) -> dict[str, Any]:
+    if chain.error is not None:
+        return {"reproducible": False, "error": f"the rebuild failed: {chain.error}"}
+    final = chain.artifacts[-1]
+    if final.kind == "keras":  # a saved Keras file records when it was saved: compare the weights instead
+        first = (entry["stages"][-1].get("details") or {}).get("weights_sha256")
+        again = (final.details or {}).get("weights_sha256")
+        compared = "weights_sha256"
+    else:
+        first, again, compared = entry["sha256"], sha256_of(final.path), "sha256"
+    same = first is not None and first == again
+    return {"reproducible": same, "compared": compared, "first": first, "rebuilt": again}
+
+
+def _gate(entry: dict[str, Any]) -> None:
+    found = entry["reproducible"]
+    passed = bool(found["reproducible"])
+    note = None if passed else found.get("error") or f"rebuilt {found['compared']} {str(found['rebuilt'])[:12]}…"
+    gate = {
+        "tensor": None,
+        "against": None,
+        "metric": "reproducible",
+        "op": ">=",
+        "threshold": 1,
+        "value": 1.0 if passed else 0.0,
+        "passed": passed,
+        "note": note,
+    }
+    entry["parity"]["gates"].append(gate)
+    if not passed and entry["status"] == "passed":
+        entry["status"] = "failed"
