@@ -6,6 +6,7 @@ failure is a ModelError naming the builder, file, layer or variable.
 
 from __future__ import annotations
 
+import ast
 import importlib
 import importlib.machinery
 import sys
@@ -62,9 +63,54 @@ def find_builder_module(module: str, base_dir: Path) -> Path | None:
 
 
 def builder_key(builder: str, builder_args: dict[str, Any], weights_path: Path, base_dir: Path) -> str:
-    """Key of a builder source: the builder, its arguments, its module file and the weight files (no import)."""
-    module = find_builder_module(builder.partition(":")[0], base_dir)
-    return key_of("builder", builder, builder_args, module and sha256_of(module), locate_weights(weights_path).hashes())
+    """Key of a builder source: the builder, its arguments, the files of its code and the weights (no import)."""
+    files = builder_files(builder.partition(":")[0], base_dir)
+    code = {
+        (path.relative_to(base_dir) if path.is_relative_to(base_dir) else path).as_posix(): sha256_of(path)
+        for path in files
+    }
+    return key_of("builder", builder, builder_args, code, locate_weights(weights_path).hashes())
+
+
+def builder_files(module: str, base_dir: Path) -> list[Path]:
+    """The builder's module and every module it imports from the same tree, transitively, read with `ast`.
+
+    An edit to a helper module the builder imports changes the model it builds, so it must change the key too.
+    Modules found elsewhere (site-packages, the standard library) are covered by the package versions.
+    """
+    first = find_builder_module(module, base_dir)
+    if first is None:
+        return []
+    root = first.parents[len(module.split(".")) - (0 if first.name == "__init__.py" else 1)]
+    found, pending = {first}, [(module, first)]
+    while pending:
+        name, path = pending.pop()
+        for imported in _imported_modules(name, path):
+            candidate = find_builder_module(imported, root)
+            if candidate is not None and candidate not in found and candidate.is_relative_to(root):
+                found.add(candidate)
+                pending.append((imported, candidate))
+    return sorted(found)
+
+
+def _imported_modules(module: str, path: Path) -> set[str]:
+    """Dotted names a module imports (absolute, and relative resolved against its package)."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8", errors="replace"))
+    except SyntaxError:
+        return set()
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            parts = package.split(".") if package else []
+            base = ".".join([*parts[: len(parts) - node.level + 1], node.module or ""]) if node.level else node.module
+            base = (base or "").strip(".")
+            names.update(f"{base}.{alias.name}".strip(".") for alias in node.names)
+            names.add(base)
+    return {name for name in names if name}
 
 
 def load_builder_source(

@@ -355,3 +355,27 @@ def test_inspect_savedmodel_shows_tags_and_signatures(zoo) -> None:
     assert result.returncode == 0, result.stderr
     assert "tags     serve" in result.stdout
     assert "signature serving_default" in result.stdout and "[?, 8, 8, 1]" in result.stdout
+
+
+def test_the_builder_key_covers_every_module_it_imports_from_its_tree(tmp_path: Path) -> None:
+    import h5py
+
+    from pipeline.builders import builder_files, builder_key
+
+    package = tmp_path / "net"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "models.py").write_text("import numpy\nfrom net import blocks\nfrom .layers import dense\n")
+    (package / "blocks.py").write_text("from net.deep import helper\nWIDTH = 16\n")
+    (package / "layers.py").write_text("def dense():\n    return 1\n")
+    (package / "deep.py").write_text("def helper():\n    return 2\n")
+    (package / "unrelated.py").write_text("X = 1\n")
+    with h5py.File(tmp_path / "w.weights.h5", "w") as weights:
+        weights.create_dataset("kernel", data=[1.0, 2.0])
+    names = [path.name for path in builder_files("net.models", tmp_path)]
+    assert names == ["__init__.py", "blocks.py", "deep.py", "layers.py", "models.py"]  # numpy is a package version
+    before = builder_key("net.models:create", {}, tmp_path / "w.weights.h5", tmp_path)
+    (package / "deep.py").write_text("def helper():\n    return 3\n")  # two imports away from the builder
+    after = builder_key("net.models:create", {}, tmp_path / "w.weights.h5", tmp_path)
+    (package / "unrelated.py").write_text("X = 2\n")
+    assert before != after == builder_key("net.models:create", {}, tmp_path / "w.weights.h5", tmp_path)
