@@ -26,7 +26,10 @@ METRIC_ORDER = (
     "max_abs",
     "mean_abs",
     "rmse",
+    "nrmse",
+    "p99_abs",
     "cosine",
+    "min_cosine",
     "snr_db",
     "top1_agreement",
     "accuracy",
@@ -102,10 +105,12 @@ def _heading(report: dict[str, Any]) -> str:
 
 
 def _metric_names(outputs: list[dict[str, Any]]) -> list[str]:
-    """Every metric measured or gated on any output, in a fixed reading order."""
+    """Every metric measured or gated on any output, in a fixed reading order; the ends of a 95% interval
+    only where gated (the output's own metrics table has them)."""
     seen: set[str] = set()
     for output in outputs:
-        seen.update(((output.get("parity") or {}).get("metrics") or {}).keys())
+        measured = ((output.get("parity") or {}).get("metrics") or {}).keys()
+        seen.update(name for name in measured if not name.endswith(("_lower", "_upper")))
         seen.update(str(gate.get("metric")) for gate in gates_of(output) if not gate.get("tensor"))
     return [m for m in METRIC_ORDER if m in seen] + sorted(seen - set(METRIC_ORDER))
 
