@@ -71,7 +71,9 @@ def run_recipe(recipe: LoadedRecipe, options: RunOptions, log: Log = stderr_log)
     finally:
         if worker is not None:
             worker.close()
-    report = _report(recipe, described, datasets, results, started, time.perf_counter() - clock)
+    data = {section: dataset.describe() for section, dataset in datasets.items()}
+    recipe_fields = {"name": recipe.spec.name, "path": str(recipe.path)}
+    report = build_report(recipe_fields, described, data, results, started, time.perf_counter() - clock)
     report["cache"] = {
         "enabled": cache.enabled,
         "dir": str(cache.root) if cache.enabled else None,
@@ -168,21 +170,3 @@ def _load_data(recipe: LoadedRecipe, inputs: list[TensorSpec]) -> dict[str, Data
         if spec is not None:
             datasets[section] = load_dataset(section, spec, recipe.base_dir, inputs)
     return datasets
-
-
-def _report(
-    recipe: LoadedRecipe,
-    source: dict[str, Any],
-    datasets: dict[str, Dataset],
-    outputs: list[dict[str, Any]],
-    started: datetime,
-    seconds: float,
-) -> dict[str, Any]:
-    return build_report(
-        {"name": recipe.spec.name, "path": str(recipe.path)},
-        source,
-        {section: dataset.describe() for section, dataset in datasets.items()},
-        outputs,
-        started,
-        seconds,
-    )

@@ -82,3 +82,20 @@ class Stage(ABC):
     @abstractmethod
     def run(self, upstream: Artifact, options: StageOptions, ctx: StageContext) -> Artifact:
         """Produce this stage's artifact under `ctx.work_dir`."""
+
+
+class ConversionStage(Stage):
+    """A converter: takes a Keras model or SavedModel, gives a file runtimes read as it is (cached, run in the
+    worker process). Subclasses say whether their options need calibration data."""
+
+    takes = frozenset({"keras", "savedmodel"})
+    cacheable = True
+    isolatable = True
+
+    @classmethod
+    def calibrated(cls, options: StageOptions) -> bool:
+        return False
+
+    @classmethod
+    def required_data(cls, options: StageOptions) -> list[str]:
+        return ["calibration"] if cls.calibrated(options) else []

@@ -20,7 +20,7 @@ from pipeline.artifacts import write_bytes_atomic
 from pipeline.core.artifact import Artifact
 from pipeline.errors import StageError, first_line
 from pipeline.frameworks import captured_native_output, import_tensorflow, notable_log_lines
-from pipeline.stages.base import Stage, StageContext, StageOptions
+from pipeline.stages.base import ConversionStage, StageContext, StageOptions
 
 
 class OnnxOptions(StageOptions):
@@ -62,17 +62,14 @@ class OnnxOptions(StageOptions):
 _TYPE_SHORT = {"int8": "s8", "uint8": "u8"}
 
 
-class OnnxStage(Stage):
+class OnnxStage(ConversionStage):
     kind = "onnx"
     Options = OnnxOptions
-    takes = frozenset({"keras", "savedmodel"})
     gives = "onnx"
-    cacheable = True
-    isolatable = True
 
     @classmethod
-    def required_data(cls, options: OnnxOptions) -> list[str]:
-        return ["calibration"] if options.quantize == "static" else []
+    def calibrated(cls, options: OnnxOptions) -> bool:
+        return options.quantize == "static"
 
     @classmethod
     def describe(cls, options: OnnxOptions) -> str:

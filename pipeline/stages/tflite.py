@@ -15,7 +15,7 @@ from pipeline.artifacts import write_bytes_atomic
 from pipeline.core.artifact import Artifact
 from pipeline.errors import StageError
 from pipeline.frameworks import captured_native_output, import_tensorflow, notable_log_lines
-from pipeline.stages.base import Stage, StageContext, StageOptions
+from pipeline.stages.base import ConversionStage, StageContext, StageOptions
 from pipeline.stages.tflite_fallback import debug_and_fall_back
 
 # Ops a converted SavedModel keeps when its variables were not frozen: such a file runs and outputs NaN.
@@ -59,17 +59,14 @@ class TfliteOptions(StageOptions):
         return self.debug or self.fallback == "auto"
 
 
-class TfliteStage(Stage):
+class TfliteStage(ConversionStage):
     kind = "tflite"
     Options = TfliteOptions
-    takes = frozenset({"keras", "savedmodel"})
     gives = "tflite"
-    cacheable = True
-    isolatable = True
 
     @classmethod
-    def required_data(cls, options: TfliteOptions) -> list[str]:
-        return ["calibration"] if options.quantize in _CALIBRATED else []
+    def calibrated(cls, options: TfliteOptions) -> bool:
+        return options.quantize in _CALIBRATED
 
     @classmethod
     def describe(cls, options: TfliteOptions) -> str:
