@@ -249,3 +249,21 @@ def test_agreement_required_on_every_sample_is_no_statistical_claim() -> None:
     reference, candidate, labels = _classifier(360, 0, 0, 0)
     [gate] = evaluate_gates(_compare(reference, candidate, labels).metrics, {"top1_agreement": 1.0})
     assert gate.passed and gate.note is None
+
+
+def test_whole_output_takes_the_worst_tensor_and_pools_the_errors() -> None:
+    rng = np.random.default_rng(6)
+    logits = rng.normal(size=(300, 10))
+    score = rng.normal(size=(300, 1))
+    accumulator = ParityAccumulator("source", ["logits", "score"])
+    noisy_logits = logits + rng.normal(0, 1e-3, logits.shape)
+    accumulator.update({"logits": logits, "score": score}, {"logits": noisy_logits, "score": score * 0.5 + 0.1})
+    result = accumulator.result()
+    overall, tensors = result.metrics, result.tensors
+    assert overall["nrmse"] == max(tensors["logits"]["nrmse"], tensors["score"]["nrmse"]) == tensors["score"]["nrmse"]
+    assert overall["min_cosine"] == min(tensors["logits"]["min_cosine"], tensors["score"]["min_cosine"])
+    assert tensors["score"]["cosine"] == pytest.approx(1.0)  # a rescaled score still correlates fully
+    every = np.concatenate([np.abs(noisy_logits - logits).ravel(), np.abs(score * 0.5 + 0.1 - score).ravel()])
+    exact = np.quantile(every, 0.99, method="inverted_cdf")
+    assert exact <= overall["p99_abs"] <= exact * 1.024
+    assert overall["top1_agreement_lower"] == tensors["logits"]["top1_agreement_lower"]
