@@ -233,6 +233,9 @@ def _checks_of(output: dict[str, Any]) -> list[tuple[str, str, str]]:
         checks.append((mark, name, f"{gate_name(gate)} {relation(gate)}{note}"))
     if not checks:
         checks.append(("-", name, "no gates"))
+    for finding in output.get("findings") or []:  # beyond the gates: a warning a reader must not miss
+        kind = str(finding.get("kind", "finding")).replace("_", " ")
+        checks.append(("!", name, f"{kind}: {first_line(finding.get('message'))} Fix: {finding.get('fix')}."))
     return checks
 
 
