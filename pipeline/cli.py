@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from pipeline import __version__
-from pipeline.errors import EdgeportError
+from pipeline.errors import EdgeportError, first_line
 
 EXIT_INTERRUPTED = 130
 
@@ -28,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("edgeport: interrupted; outputs not finished were left out, no report was written", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as error:  # a bug: one line and exit 3 (could not produce), never a traceback and exit 1
+        print(f"edgeport: internal error: {type(error).__name__}: {first_line(error, 300)}", file=sys.stderr)
+        return 3
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -253,3 +253,30 @@ outputs:
         assert output["artifact"] is None
     else:  # the file was made, but LiteRT here cannot run Flex ops: said plainly, not as a crash
         assert "TF Select (Flex) ops FlexDenseBincount" in output["error"]
+
+
+def test_a_failure_while_publishing_is_exit_3_with_one_line_and_the_report(zoo, tmp_path: Path) -> None:
+    recipe = write_recipe(
+        tmp_path, digits_recipe(zoo, zoo.keras3, "  fp32: {stages: [tflite]}\n  onnx: {stages: [onnx]}\n")
+    )
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "fp32").write_text("a file where the output's folder belongs")
+    result = edgeport("run", recipe, "--out", out)
+    assert result.returncode == 3 and "Traceback" not in result.stderr, result.stderr
+    report = json.loads((out / "report.json").read_text())
+    statuses = {output["name"]: (output["status"], output["error"]) for output in report["outputs"]}
+    assert statuses["onnx"] == ("passed", None)
+    assert statuses["fp32"][0] == "error" and "could not publish the artifact" in statuses["fp32"][1]
+
+
+def test_compare_of_runs_that_cannot_be_compared_is_exit_3_not_a_traceback(zoo, tmp_path: Path) -> None:
+    import keras
+
+    inputs = keras.Input((8, 8, 1), name="pixels")
+    keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(inputs))).save(tmp_path / "three.keras")
+    out = tmp_path / "out"
+    result = edgeport("compare", zoo.keras3, tmp_path / "three.keras", "--out", out)
+    assert result.returncode == 3 and "Traceback" not in result.stderr, result.stderr + result.stdout
+    (output,) = json.loads((out / "report.json").read_text())["outputs"]
+    assert output["status"] == "error" and "cannot compare the two runs" in output["error"]

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from pipeline.artifacts import gzip_size_of, sha256_of, size_of
 from pipeline.core.artifact import Artifact
 from pipeline.data import load_dataset
-from pipeline.errors import ModelError, RecipeError, first_line
+from pipeline.errors import EdgeportError, ModelError, RecipeError, first_line
 from pipeline.evaluate import compare, predict_dataset
 from pipeline.parity import gate_result
 from pipeline.recipe import DataSpec, Gates
@@ -72,11 +72,18 @@ def compare_artifacts(
     dataset = load_dataset("evaluation", data, Path.cwd(), inputs)
     expected = _run(reference, "A", dataset, batch_size, delegate)
     produced = _run(candidate, "B", dataset, batch_size, delegate)
-    parity = compare(expected, produced, dataset, batch_size)
-    parity.gates = gate_result(parity, gates.thresholds(), gates.tensor_thresholds())
+    try:
+        parity = compare(expected, produced, dataset, batch_size)
+    except EdgeportError:
+        raise
+    except Exception as error:  # two runs that cannot be compared (shapes): an error output, exit 3, one line
+        parity, failure = None, f"cannot compare the two runs: {first_line(error, 300)}"
+    else:
+        parity.gates = gate_result(parity, gates.thresholds(), gates.tensor_thresholds())
+        failure = None
     output = {
         "name": candidate_path.name,
-        "status": "passed" if parity.passed else "failed",
+        "status": "error" if parity is None else "passed" if parity.passed else "failed",
         "format": candidate.kind,
         "runtime": produced.runtime,
         "artifact": str(candidate_path),
@@ -85,10 +92,10 @@ def compare_artifacts(
         "gzip_bytes": gzip_size_of(candidate_path),
         "stages": [],
         "gates_from": "command line",
-        "parity": parity.to_dict(),
+        "parity": None if parity is None else parity.to_dict(),
         "comparisons": [],
         "warnings": [],
-        "error": None,
+        "error": failure,
     }
     source = {"path": str(reference_path), "format": reference.kind, "sha256": sha256_of(reference_path)}
     recipe = {"name": "compare", "path": None}

@@ -15,6 +15,8 @@ from pipeline.runtimes import RUNTIMES
 
 def clear_published(output_dir: Path) -> None:
     """An artifact left by an earlier run must not pass for this run's."""
+    if not output_dir.is_dir():
+        return  # nothing published there (publishing into something else fails later, with its own message)
     for target in [*output_dir.glob("model.*"), output_dir / "saved_model"]:
         shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
 

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pipeline.core.artifact import Artifact
 from pipeline.core.cpu import cpu_info, describe_cpu
 from pipeline.core.tensors import TensorSpec
 from pipeline.data import Dataset, load_dataset
@@ -129,22 +130,38 @@ def _output(
     chain = executor.run_chain(plan, prefix, checker.acceptor(plan))
     result.stages, result.warnings, result.error = chain.stages, chain.warnings, chain.error
     if chain.error is None:
-        final = chain.artifacts[-1]
-        result.published = publish(final, out_dir, plan.name)
-        try:
-            result.check = checker.check(plan, chain.artifacts)
-        except Exception as failure:  # a runtime that cannot run the artifact: the output is an error
-            result.error = f"{result.published['runtime']} could not run the artifact: {first_line(failure)}"
+        _publish_and_check(plan, chain.artifacts, result, checker, out_dir)
     if result.error is not None:
         log(f"{prefix}: error: {result.error}")
         return result.to_dict()
     assert result.check is not None
-    if plan.benchmark is not None:
-        result.latency = checker.latency(plan, final)
-        log(f"{prefix}: latency {latency_text(result.latency)}")
     result.status = "passed" if result.check.passed else "failed"
+    if result.latency is not None:
+        log(f"{prefix}: latency {latency_text(result.latency)}")
     _log_check(result.check, f"{prefix}: ", result.published["runtime"], log)
     return result.to_dict()
+
+
+def _publish_and_check(
+    plan: OutputPlan, chain: list[Artifact], result: OutputResult, checker: OutputChecker, out_dir: Path
+) -> None:
+    """Each step's failure makes the output an error (exit 3) with one line, and the other outputs go on."""
+    final = chain[-1]
+    try:
+        result.published = publish(final, out_dir, plan.name)
+    except OSError as failure:
+        result.error = f"could not publish the artifact to {out_dir / plan.name}: {first_line(failure)}"
+        return
+    try:
+        result.check = checker.check(plan, chain)
+    except Exception as failure:  # a runtime that cannot run the artifact: the output is an error
+        result.error = f"{result.published['runtime']} could not run the artifact: {first_line(failure)}"
+        return
+    if plan.benchmark is not None:
+        try:
+            result.latency = checker.latency(plan, final)
+        except Exception as failure:  # the runtime ran parity but not the timed batch: say so, keep the parity
+            result.error = f"latency measurement failed: {first_line(failure)}"
 
 
 def _log_check(check: Check, prefix: str, runtime: str, log: Log) -> None:
