@@ -267,3 +267,37 @@ def test_whole_output_takes_the_worst_tensor_and_pools_the_errors() -> None:
     exact = np.quantile(every, 0.99, method="inverted_cdf")
     assert exact <= overall["p99_abs"] <= exact * 1.024
     assert overall["top1_agreement_lower"] == tensors["logits"]["top1_agreement_lower"]
+
+
+# --- 4. what a classifier is ------------------------------------------------------------------------
+
+
+def test_a_tie_counts_as_agreement_only_when_both_sides_tie() -> None:
+    reference = np.zeros((4, 6), np.float32)
+    reference[[0, 1, 2], 2] = 1.0  # top class 2, no tie
+    reference[3, [2, 5]] = 1.0  # a tie of 2 and 5
+    candidate = np.zeros((4, 6), np.float32)
+    candidate[0, 2] = 0.5  # agrees
+    candidate[1, [2, 5]] = 0.5  # ties where the reference does not: argmax would pick 2 by index order
+    candidate[2, [0, 2]] = 0.5  # ties again, the reference's class last
+    candidate[3, [2, 5]] = 0.25  # ties exactly where the reference ties
+    labels = np.array([2, 2, 2, 2])
+    metrics = _compare(reference, candidate, labels).metrics
+    assert metrics["top1_agreement"] == 0.5
+    assert metrics["accuracy"] == 0.25  # a tie that holds the label is no right answer either
+    assert metrics["reference_accuracy"] == 0.75
+
+
+def test_labels_go_to_the_head_that_holds_the_classes() -> None:
+    rng = np.random.default_rng(7)
+    labels = np.arange(200) % 10
+    logits = np.eye(10)[labels] + rng.normal(0, 0.1, (200, 10))
+    boxes = rng.normal(size=(200, 4))
+    accumulator = ParityAccumulator("source", ["boxes", "logits"])  # the boxes come first
+    for start in range(0, 200, 16):
+        part = slice(start, start + 16)
+        batch = {"boxes": boxes[part], "logits": logits[part]}
+        accumulator.update(batch, batch, labels[part])
+    result = accumulator.result()
+    assert "accuracy" not in result.tensors["boxes"]  # labels 0..9 are no classes of a 4-column output
+    assert result.metrics["accuracy"] == result.tensors["logits"]["accuracy"] == pytest.approx(1.0)

@@ -83,6 +83,7 @@ class TensorStats:
     labelled: int = 0
     lost: int = 0  # labelled samples the reference got right and the candidate wrong
     gained: int = 0  # ... and the other way round
+    unfit_labels: int = 0  # labels that name no column of this tensor
 
     @property
     def nonfinite(self) -> int:
@@ -107,7 +108,7 @@ class TensorStats:
         self.errors.update(error)
         self.classes = reference.ndim == 2 and reference.shape[1] > 1
         if self.classes:
-            self._count_classes(ref.argmax(axis=1), out.argmax(axis=1), labels)
+            self._count_classes(ref, out, labels)
 
     def _count_nonfinite(self, ref: np.ndarray, out: np.ndarray) -> None:
         for side, values in (("ref", ref), ("out", out)):
@@ -120,11 +121,20 @@ class TensorStats:
                 first = int(np.flatnonzero(bad.any(axis=1))[0])
                 setattr(self, f"first_nonfinite_{side}", self.samples + first)
 
-    def _count_classes(self, ref_top: np.ndarray, out_top: np.ndarray, labels: np.ndarray | None) -> None:
-        self.top1_agree += int((ref_top == out_top).sum())
+    def _count_classes(self, ref: np.ndarray, out: np.ndarray, labels: np.ndarray | None) -> None:
+        # Dequantized scores tie often (int8 has 256 levels). argmax would break a tie by index order and credit
+        # a candidate that could not decide; a sample agrees only when both sides pick the same set of classes.
+        ref_top, out_top = ref == ref.max(axis=1, keepdims=True), out == out.max(axis=1, keepdims=True)
+        self.top1_agree += int((ref_top == out_top).all(axis=1).sum())
         if labels is None:
             return
-        out_right, ref_right = out_top == labels, ref_top == labels
+        labels = np.asarray(labels).reshape(-1)
+        fits = (labels >= 0) & (labels < ref.shape[1])
+        # Labels that are no column of this output (class 7 of a 4-column box head): it is not the classifier.
+        self.unfit_labels += int((~fits).sum())
+        rows, columns = np.arange(len(labels)), np.where(fits, labels, 0)
+        out_right = fits & out_top[rows, columns] & (out_top.sum(axis=1) == 1)
+        ref_right = fits & ref_top[rows, columns] & (ref_top.sum(axis=1) == 1)
         self.correct += int(out_right.sum())
         self.reference_correct += int(ref_right.sum())
         self.lost += int((ref_right & ~out_right).sum())
@@ -137,7 +147,7 @@ class TensorStats:
             result["top1_agreement"] = self.top1_agree / self.samples
             low, high = clopper_pearson(self.top1_agree, self.samples)
             result["top1_agreement_lower"], result["top1_agreement_upper"] = low, high
-        if self.labelled:
+        if self.labelled and not self.unfit_labels:
             result["accuracy"] = self.correct / self.labelled
             result["reference_accuracy"] = self.reference_correct / self.labelled
             result["accuracy_drop"] = result["reference_accuracy"] - result["accuracy"]
