@@ -198,8 +198,47 @@ def _random(section: str, place: str, spec: RandomSpec, model_inputs: list[Tenso
         shape = (spec.samples, *model_input.shape[1:])
         dtype = np.dtype(model_input.dtype)
         if np.issubdtype(dtype, np.integer):
-            inputs[model_input.name] = rng.integers(int(spec.low), int(spec.high), size=shape).astype(dtype)
+            # Both bounds included: the default [0, 1] must give zeros and ones, not all zeros.
+            low, high = int(np.floor(spec.low)), int(np.floor(spec.high))
+            inputs[model_input.name] = rng.integers(low, high, size=shape, endpoint=True).astype(dtype)
         else:
             inputs[model_input.name] = rng.uniform(spec.low, spec.high, size=shape).astype(dtype)
     origin = f"random(samples={spec.samples}, seed={spec.seed}, low={spec.low}, high={spec.high})"
     return Dataset(section=section, origin=origin, inputs=inputs)
+
+
+def hygiene_warnings(datasets: dict[str, Dataset], quantized_outputs: list[str]) -> list[str]:
+    """What makes a verdict weaker than it looks: calibrating on the data the gates are measured on, and
+    int8 calibrated on random inputs."""
+    warnings = []
+    evaluation, calibration = datasets.get("evaluation"), datasets.get("calibration")
+    if evaluation is not None and calibration is not None:
+        shared = len(_sample_hashes(evaluation) & _sample_hashes(calibration))
+        if shared == evaluation.samples == calibration.samples:
+            warnings.append(
+                "data.calibration and data.evaluation are the same samples: quantization was tuned on the data "
+                "its gates are measured on, so the verdict is optimistic; evaluate on held-out samples"
+            )
+        elif shared:
+            warnings.append(
+                f"{shared} of the {evaluation.samples} evaluation samples are also calibration samples: "
+                "the verdict on them is optimistic; evaluate on held-out samples"
+            )
+    if calibration is not None and calibration.origin.startswith("random(") and quantized_outputs:
+        warnings.append(
+            f"int8 outputs ({', '.join(quantized_outputs)}) are calibrated on random inputs: activation ranges "
+            "then do not match real data; give data.calibration real samples"
+        )
+    return warnings
+
+
+def _sample_hashes(dataset: Dataset) -> set[bytes]:
+    """One digest per sample over all its inputs (memory: 16 bytes a sample)."""
+    arrays = list(dataset.inputs.values())
+    hashes = set()
+    for index in range(dataset.samples):
+        digest = hashlib.blake2b(digest_size=16)
+        for array in arrays:
+            digest.update(np.ascontiguousarray(array[index]).tobytes())
+        hashes.add(digest.digest())
+    return hashes

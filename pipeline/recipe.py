@@ -118,9 +118,14 @@ class DataSpec(_Strict):
 class DataSection(_Strict):
     calibration: DataSpec | None = Field(None, description="Representative inputs for int8 quantization.")
     evaluation: DataSpec | None = Field(
-        None, description="Inputs (and labels) for parity; default: 64 random samples in [0, 1)."
+        None, description="Inputs (and labels) for parity; default: 64 random samples in [0, 1]."
     )
     fine_tune: DataSpec | None = Field(None, description="Training inputs and labels for stages that fine-tune.")
+    validation: DataSpec | None = Field(
+        None,
+        description="Held-out inputs (and labels) on which `fallback: auto` chooses its file; default: calibration. "
+        "Never the evaluation data: the final gates must judge a choice made on other samples.",
+    )
 
 
 class MetricGates(_Strict):

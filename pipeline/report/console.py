@@ -181,7 +181,9 @@ def summary(report: dict[str, Any]) -> str:
     outputs = list(report.get("outputs") or [])
     recipe = (report.get("recipe") or {}).get("name", "?")
     header = f"edgeport {recipe}: {len(outputs)} outputs in {number(as_float(report.get('seconds')))} s"
-    return "\n".join([header, "", *_table(outputs), "", *_checks(outputs), "", final_line(report)]) + "\n"
+    warnings = [f"warning: {warning}" for warning in report.get("warnings") or []]
+    lines = [header, "", *_table(outputs), "", *_checks(outputs), "", *warnings, final_line(report)]
+    return "\n".join(lines) + "\n"
 
 
 def _table(outputs: Sequence[dict[str, Any]]) -> list[str]:

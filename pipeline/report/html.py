@@ -101,6 +101,7 @@ def _heading(report: dict[str, Any]) -> str:
         f"<h1>edgeport report: {e(recipe.get('name', '?'))}</h1>\n"
         f'<p class="banner {cls}">{e(verdict)}</p>\n<p class="muted">{meta}</p>'
         + (f"\n<p>{e(against)}</p>" if against else "")
+        + "".join(f'\n<p class="banner fail">warning: {e(warning)}</p>' for warning in report.get("warnings") or [])
     )
 
 

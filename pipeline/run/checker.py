@@ -65,8 +65,19 @@ class Check:
 class OutputChecker:
     """Holds the source's reference outputs on the evaluation data, and checks each output's file against them."""
 
-    def __init__(self, source: SourceHandle, evaluation: Dataset, cache: Cache, batch_size: int, log: Log) -> None:
+    def __init__(
+        self,
+        source: SourceHandle,
+        evaluation: Dataset,
+        cache: Cache,
+        batch_size: int,
+        log: Log,
+        selection: Dataset | None = None,
+    ) -> None:
         self.source, self.evaluation, self.cache, self.batch_size, self.log = source, evaluation, cache, batch_size, log
+        # What a stage that needs verdicts (int8 fallback) chooses on: never the evaluation data.
+        self.selection = selection
+        self._selection_reference: Predictions | None = None
         self.source_latency: dict[int, dict[str, Any]] = {}
         self.reference = reference_predictions(self)
 
@@ -103,15 +114,27 @@ class OutputChecker:
         return Check(parity, comparisons, _findings(final, comparisons))
 
     def acceptor(self, plan: OutputPlan) -> Callable[[Path], bool]:
-        """For a stage that needs verdicts (`fallback: auto`): does a candidate file pass this output's gates,
-        as the final file would?"""
+        """For a stage that needs verdicts (`fallback: auto`): does a candidate file pass this output's gates on
+        the selection data (validation, else calibration)? Choosing on the evaluation data would let the final
+        gates judge a choice fitted to them. Gates those data cannot measure (accuracy without labels) abstain."""
 
         def accept(path: Path) -> bool:
+            if self.selection is None:
+                raise EdgeportError("fallback: auto chooses on data.validation or data.calibration; add one")
+            if self._selection_reference is None:
+                self._selection_reference = self._predict_on(self.selection, self.source.artifact, "source", None)
             candidate = Artifact(kind=plan_kind(plan), path=path, key=path.stem)  # type: ignore[arg-type]
-            produced = self.predictions(candidate, plan.name, plan.runtime.threads, runs_of(plan, candidate).main)
-            return self._compare(self.reference, produced, plan).passed
+            produced = self._predict_on(self.selection, candidate, plan.name, runs_of(plan, candidate).main)
+            result = compare(self._selection_reference, produced, self.selection, self.batch_size)
+            gates = gate_result(result, plan.gates, plan.tensor_gates)
+            result.gates = [gate for gate in gates if gate.value is not None]
+            return result.passed
 
         return accept
+
+    def _predict_on(self, dataset: Dataset, artifact: Artifact, label: str, setting: Setting | None) -> Predictions:
+        values = setting.values if setting else {}
+        return predict_dataset(artifact, label, dataset, self.batch_size, None, **values)
 
     def latency(self, plan: OutputPlan, artifact: Artifact) -> dict[str, Any]:
         """Median/p90 in the output's runtime, beside the source model in Keras on the same batch."""

@@ -138,7 +138,7 @@ class ChainExecutor:
             work_dir=node_dir,
             key=node.key,
             log=lambda message: self.log(f"{label}: {message}"),
-            calibration=self._batches_of("calibration"),
+            calibration=_batches_of(self.datasets.get("calibration"), self.settings.batch_size),
             fine_tune=self.datasets.get("fine_tune"),
             accept=accept,
         )
@@ -172,11 +172,9 @@ class ChainExecutor:
         (self.work / node.key[:16]).mkdir(parents=True, exist_ok=True)
         return self.worker.run(request, lambda message: self.log(f"{label}: {message}"))
 
-    def _batches_of(self, section: str) -> Callable[[], Iterator[dict[str, np.ndarray]]] | None:
-        dataset = self.datasets.get(section)
-        if dataset is None:
-            return None
-        return lambda: dataset.batches(self.settings.batch_size)
+
+def _batches_of(dataset: Dataset | None, size: int) -> Callable[[], Iterator[dict[str, np.ndarray]]] | None:
+    return None if dataset is None else lambda: dataset.batches(size)
 
 
 def _worker_request(executor: ChainExecutor, node: PlanNode, upstream: Artifact | None) -> StageRequest:

@@ -17,7 +17,7 @@ from typing import Any
 from pipeline.core.artifact import Artifact
 from pipeline.core.cpu import cpu_info, describe_cpu
 from pipeline.core.tensors import TensorSpec
-from pipeline.data import Dataset, load_dataset
+from pipeline.data import Dataset, hygiene_warnings, load_dataset
 from pipeline.errors import first_line
 from pipeline.isolation import StageWorker
 from pipeline.recipe import LoadedRecipe
@@ -31,6 +31,7 @@ from pipeline.run.publish import clear_published, latency_text, publish, verdict
 from pipeline.run.reproduce import verify_reproducible
 from pipeline.run.result import OutputResult
 from pipeline.source_handle import SourceHandle
+from pipeline.stages import STAGES
 
 
 @dataclass
@@ -68,13 +69,14 @@ def run_recipe(recipe: LoadedRecipe, options: RunOptions, log: Log = stderr_log)
     if worker is not None and not source.described_from_cache:
         worker.start()  # a cold run: the worker's TensorFlow import overlaps this process's own
     try:
-        described, datasets, results = _run_outputs(recipe, source, cache, worker, options, log)
+        described, datasets, results, warnings = _run_outputs(recipe, source, cache, worker, options, log)
     finally:
         if worker is not None:
             worker.close()
     data = {section: dataset.describe() for section, dataset in datasets.items()}
     recipe_fields = {"name": recipe.spec.name, "path": str(recipe.path)}
     report = build_report(recipe_fields, described, data, results, started, time.perf_counter() - clock)
+    report["warnings"] = warnings
     report["cache"] = {
         "enabled": cache.enabled,
         "dir": str(cache.root) if cache.enabled else None,
@@ -92,8 +94,8 @@ def run_recipe(recipe: LoadedRecipe, options: RunOptions, log: Log = stderr_log)
 
 def _run_outputs(
     recipe: LoadedRecipe, source: SourceHandle, cache: Cache, worker: StageWorker | None, options: RunOptions, log: Log
-) -> tuple[dict[str, Any], dict[str, Dataset], list[dict[str, Any]]]:
-    """Preflight (source tensors, data, plan), then every output in turn."""
+) -> tuple[dict[str, Any], dict[str, Dataset], list[dict[str, Any]], list[str]]:
+    """Preflight (source tensors, data, plan), then every output in turn; also the run's data warnings."""
     described = source.describe()
     log(
         f"  source    {source.path.name} ({described['format']}, {described.get('flavour') or source.signature}): "
@@ -104,11 +106,18 @@ def _run_outputs(
     digests = {section: dataset.digest() for section, dataset in datasets.items()}
     plans = plan_recipe(recipe, source.key, options.only, digests)
     check_tensor_gates(recipe, plans, [spec.name for spec in source.outputs])
+    calibrated = [
+        plan.name for plan in plans if any("calibration" in STAGES[n.kind].required_data(n.options) for n in plan.nodes)
+    ]
+    warnings = hygiene_warnings(datasets, calibrated)
+    for warning in warnings:
+        log(f"  warning   {warning}")
     with tempfile.TemporaryDirectory(prefix="edgeport-") as work:
         settings = ExecutorSettings(options.batch_size, recipe.spec.fail_on_converter_warnings)
         executor = ChainExecutor(recipe, source, datasets, Path(work), cache, worker, settings, log)
         executor.warm_up(plans)  # the worker's TensorFlow import overlaps the reference predictions below
-        checker = OutputChecker(source, datasets["evaluation"], cache, options.batch_size, log)
+        selection = datasets.get("validation") or datasets.get("calibration")
+        checker = OutputChecker(source, datasets["evaluation"], cache, options.batch_size, log, selection)
         results = [
             _output(plan, f"  [{n}/{len(plans)}] {plan.name}", executor, checker, options.out_dir, log)
             for n, plan in enumerate(plans, 1)
@@ -118,7 +127,7 @@ def _run_outputs(
                 recipe, source, datasets, Path(work) / "rebuild", Cache(None, False), worker, settings, log
             )
             verify_reproducible(plans, results, rebuild, checker.acceptor, options.verify_reproducible)
-    return described, datasets, results
+    return described, datasets, results, warnings
 
 
 def _output(
@@ -129,6 +138,9 @@ def _output(
     clear_published(out_dir / plan.name)
     chain = executor.run_chain(plan, prefix, checker.acceptor(plan))
     result.stages, result.warnings, result.error = chain.stages, chain.warnings, chain.error
+    last = plan.nodes[-1]
+    if STAGES[last.kind].needs_verdicts(last.options) and checker.selection is not None and chain.stages:
+        chain.stages[-1]["details"] = {**chain.stages[-1]["details"], "selected_on": checker.selection.section}
     if chain.error is None:
         _publish_and_check(plan, chain.artifacts, result, checker, out_dir)
     if result.error is not None:
@@ -182,7 +194,7 @@ def _remove_stale_reports(out_dir: Path) -> None:
 def _load_data(recipe: LoadedRecipe, inputs: list[TensorSpec]) -> dict[str, Dataset]:
     data = recipe.spec.data
     datasets = {"evaluation": load_dataset("evaluation", data.evaluation, recipe.base_dir, inputs)}
-    for section in ("calibration", "fine_tune"):
+    for section in ("calibration", "fine_tune", "validation"):
         spec = getattr(data, section)
         if spec is not None:
             datasets[section] = load_dataset(section, spec, recipe.base_dir, inputs)

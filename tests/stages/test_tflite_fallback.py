@@ -143,4 +143,5 @@ outputs:
     assert plain["status"] == "failed" and auto["status"] == "passed"
     details = auto["stages"][0]["details"]
     assert details["float_layers"] and len(details["float_layers"]) <= 4
+    assert details["selected_on"] == "calibration"  # chosen on other samples than the final gates measure
     assert auto["size_bytes"] > plain["size_bytes"]
