@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from pipeline.report import html, markdown, svg, write_reports
+from pipeline.report import html, markdown, write_reports
 from pipeline.report.findings import short_tensor_name
+from pipeline.report.html import svg
 
 PLOTS = {
     "tensors": ["logits"],

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.report import svg
 from pipeline.report.console import (
     COMPARISON_COLUMNS,
     FAIL_MARK,
@@ -34,7 +33,8 @@ from pipeline.report.findings import (
     fallback_summary,
     layer_rows,
 )
-from pipeline.report.markup import e, table, td
+from pipeline.report.html import svg
+from pipeline.report.html.markup import e, table, td
 
 
 def section(index: int, output: dict[str, Any]) -> str:

@@ -19,8 +19,8 @@ from pipeline.report.console import (
     number,
 )
 from pipeline.report.findings import baseline_line
-from pipeline.report.html_output import section
-from pipeline.report.markup import e, table, td
+from pipeline.report.html.markup import e, table, td
+from pipeline.report.html.output import section
 
 METRIC_ORDER = (
     "max_abs",

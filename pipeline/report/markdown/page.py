@@ -32,7 +32,7 @@ from pipeline.report.findings import (
     details_text,
     sections,
 )
-from pipeline.report.md_markup import cell, code, longest_backtick_run, table
+from pipeline.report.markdown.markup import cell, code, longest_backtick_run, table
 
 _STATUS = {"passed": f"{PASS_MARK} passed", "failed": f"{FAIL_MARK} failed", "error": f"{FAIL_MARK} error"}
 
