@@ -48,11 +48,20 @@ def gzip_size_of(path: Path) -> int | None:
         return len(gzip.compress(handle.read(), compresslevel=9, mtime=0))
 
 
+def ordinary_mode(directory: bool = False) -> int:
+    """The mode an ordinary open() or mkdir() gives under the user's umask. Temporary files are 0600 and
+    temporary directories 0700, which would leave reports and artifacts unreadable to a team's other users."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Write to a temporary name beside `path`, then rename: a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
     try:
+        os.fchmod(fd, ordinary_mode())
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

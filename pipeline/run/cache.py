@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.artifacts import sha256_of, write_bytes_atomic
+from pipeline.artifacts import ordinary_mode, sha256_of, write_bytes_atomic
 from pipeline.core.artifact import Artifact
 
 CACHE_LAYOUT = 2  # bump when the entry format changes; old entries are then ignored
@@ -120,6 +120,7 @@ class Cache:
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name[:12]}-", suffix=".partial"))
         try:
+            staging.chmod(ordinary_mode(directory=True))
             fill(staging)
             if target.exists():  # a corrupt entry, or another run got there first
                 shutil.rmtree(target, ignore_errors=True)
