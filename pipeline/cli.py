@@ -10,9 +10,13 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline import __version__
 from pipeline.errors import EdgeportError, first_line
+
+if TYPE_CHECKING:
+    from pipeline.run import RunOptions
 
 EXIT_INTERRUPTED = 130
 
@@ -44,8 +48,11 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="run a recipe: build artifacts, check parity, write reports")
-    run.add_argument("recipe", type=Path)
-    run.add_argument("--out", type=Path, help="output directory (default: artifacts/<recipe name>/)")
+    run.add_argument("recipe", type=Path, nargs="+", help="recipe files, or directories of them")
+    run.add_argument(
+        "--out", type=Path, help="output directory (default: artifacts/<recipe name>/; several: artifacts/batch/)"
+    )
+    run.add_argument("--jobs", type=int, default=1, help="with several recipes: run this many at once (processes)")
     run.add_argument("--only", nargs="+", metavar="NAME", help="run only these outputs")
     run.add_argument(
         "--trust-model",
@@ -109,34 +116,53 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from pipeline.run.batch import recipe_paths
+
+    if args.batch_size < 1 or args.jobs < 1:
+        raise EdgeportError(f"--batch-size and --jobs must be at least 1 (got {args.batch_size}, {args.jobs})")
+    paths = recipe_paths(args.recipe)
+    if len(paths) == 1 and not args.recipe[0].is_dir():
+        return _run_one(args, paths[0])
+    from pipeline.run.batch import run_batch
+
+    out_dir = args.out or Path("artifacts") / "batch"
+    summary = run_batch(paths, _run_options(args, out_dir), args.jobs, log=lambda line: print(line, file=sys.stderr))
+    from pipeline.run.batch import summary_markdown
+
+    print(summary_markdown(summary))
+    print(f"summary: {out_dir / 'summary.md'}  {out_dir / 'summary.json'}  {out_dir / 'junit.xml'}")
+    return int(summary["exit_code"])
+
+
+def _run_one(args: argparse.Namespace, path: Path) -> int:
     from pipeline.recipe import load_recipe
 
-    recipe = load_recipe(args.recipe)
-    if args.batch_size < 1:
-        raise EdgeportError(f"--batch-size must be at least 1 (got {args.batch_size})")
+    recipe = load_recipe(path)
+    from pipeline.report import REPORT_FILES
     from pipeline.report.console import summary
-    from pipeline.run import RunOptions, run_recipe
+    from pipeline.run import run_recipe
 
     out_dir = args.out or Path("artifacts") / recipe.spec.name
-    report = run_recipe(
-        recipe,
-        RunOptions(
-            out_dir=out_dir,
-            only=args.only,
-            trust_model=args.trust_model,
-            batch_size=args.batch_size,
-            cache_dir=args.cache_dir,
-            use_cache=not args.no_cache,
-            isolate=not args.no_isolation,
-            verify_reproducible=args.verify_reproducible,
-            baseline=args.baseline,
-        ),
-    )
-    from pipeline.report import REPORT_FILES
-
+    report = run_recipe(recipe, _run_options(args, out_dir))
     print(summary(report))
     print("reports: " + "  ".join(str(out_dir / filename) for filename in REPORT_FILES))
     return int(report["exit_code"])
+
+
+def _run_options(args: argparse.Namespace, out_dir: Path) -> RunOptions:
+    from pipeline.run import RunOptions
+
+    return RunOptions(
+        out_dir=out_dir,
+        only=args.only,
+        trust_model=args.trust_model,
+        batch_size=args.batch_size,
+        cache_dir=args.cache_dir,
+        use_cache=not args.no_cache,
+        isolate=not args.no_isolation,
+        baseline=args.baseline,
+        verify_reproducible=args.verify_reproducible,
+    )
 
 
 def _compare(args: argparse.Namespace) -> int:

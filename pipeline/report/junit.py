@@ -27,11 +27,22 @@ class Case:
 
 
 def render(report: dict[str, Any]) -> str:
+    return render_suites([report])
+
+
+def render_suites(reports: list[dict[str, Any]], refused: dict[str, str] | None = None) -> str:
+    """One test suite a recipe's report; a recipe that could not run (`refused`: name → message) is a suite
+    with one error case, so CI shows it beside the others."""
     root = ET.Element("testsuites", name="edgeport")
-    suite = _suite(report)
-    root.append(suite)
-    for key in ("tests", "failures", "errors", "time"):
-        root.set(key, suite.get(key, "0"))
+    suites = [_suite(report) for report in reports]
+    for name, message in (refused or {}).items():
+        suite = ET.Element("testsuite", name=f"edgeport.{name}", tests="1", failures="0", errors="1", time="0.000")
+        suite.append(_element(Case(name, "run recipe", "error", message, message)))
+        suites.append(suite)
+    root.extend(suites)
+    for key in ("tests", "failures", "errors"):
+        root.set(key, str(sum(int(suite.get(key, "0")) for suite in suites)))
+    root.set("time", f"{sum(float(suite.get('time', '0')) for suite in suites):.3f}")
     ET.indent(root)
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 

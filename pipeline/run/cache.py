@@ -122,8 +122,9 @@ class Cache:
         try:
             staging.chmod(ordinary_mode(directory=True))
             fill(staging)
-            if target.exists():  # a corrupt entry, or another run got there first
-                shutil.rmtree(target, ignore_errors=True)
+            if target.exists():  # another run built the same key first: same content, and it may be reading it
+                shutil.rmtree(staging, ignore_errors=True)
+                return True
             os.replace(staging, target)
             return True
         except OSError as error:  # a full or read-only cache must not fail the run
