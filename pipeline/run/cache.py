@@ -21,6 +21,7 @@ import numpy as np
 
 from pipeline.artifacts import ordinary_mode, sha256_of, write_bytes_atomic
 from pipeline.core.artifact import Artifact
+from pipeline.core.leftovers import sweep
 
 CACHE_LAYOUT = 2  # bump when the entry format changes; old entries are then ignored
 
@@ -46,6 +47,10 @@ class Cache:
         self.enabled = enabled and root is not None
         self.root = (root or Path()) / f"v{CACHE_LAYOUT}"
         self.notes: list[str] = []
+        if self.enabled:
+            left = sweep(self.root / "stages", r"\.[0-9a-f]*-(\d+)-.*\.partial")
+            if left:
+                self.notes.append(f"removed {len(left)} half-built entries a stopped run left")
 
     # --- stage artifacts ---------------------------------------------------------------------------
 
@@ -118,7 +123,9 @@ class Cache:
 
     def _publish_dir(self, target: Path, fill: Any) -> bool:
         target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name[:12]}-", suffix=".partial"))
+        # The process id in the name lets a later run remove what a killed one left (core.leftovers).
+        prefix = f".{target.name[:12]}-{os.getpid()}-"
+        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=prefix, suffix=".partial"))
         try:
             staging.chmod(ordinary_mode(directory=True))
             fill(staging)
