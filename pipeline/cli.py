@@ -103,6 +103,13 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--samples", type=int, default=64, help="random samples when no --data (default 64)")
     compare.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
     compare.add_argument("--gate", action="append", default=[], metavar="METRIC=VALUE", help="e.g. max_abs=1e-4")
+    compare.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="REF=CAND",
+        help="pair A's output REF with B's CAND where names, :N indices and shapes cannot (repeatable)",
+    )
     compare.add_argument("--out", type=Path, help="also write report.json/md/html and junit.xml here")
     compare.add_argument("--signature", default="serving_default", help="SavedModel signature")
     compare.add_argument("--delegate", choices=["xnnpack", "none"], default="xnnpack", help="LiteRT delegate")
@@ -166,15 +173,23 @@ def _run_options(args: argparse.Namespace, out_dir: Path) -> RunOptions:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from pipeline.commands.compare import compare_artifacts, parse_gates
+    from pipeline.commands.compare import compare_artifacts, parse_gates, parse_map
 
-    gates = parse_gates(args.gate)
+    gates, tensor_map = parse_gates(args.gate), parse_map(args.map)
     data = _compare_data(args)
     from pipeline.report import write_reports
     from pipeline.report.console import summary
 
     report = compare_artifacts(
-        args.reference, args.candidate, data, gates, args.trust_model, args.signature, args.batch_size, args.delegate
+        args.reference,
+        args.candidate,
+        data,
+        gates,
+        args.trust_model,
+        args.signature,
+        args.batch_size,
+        args.delegate,
+        tensor_map,
     )
     print(summary(report))
     if args.out:

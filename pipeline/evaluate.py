@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.core.artifact import Artifact
-from pipeline.core.tensors import align_names
+from pipeline.core.tensors import Order, match_outputs
 from pipeline.data import Dataset
 from pipeline.parity import ParityAccumulator, ParityResult
 from pipeline.plotdata import plot_data
@@ -25,6 +25,17 @@ class Predictions:
     runtime: str
     names: list[str]
     batches: list[dict[str, np.ndarray]]
+    order: Order = None  # what `names`' order means to a `:N` index (pipeline.core.tensors.match_outputs)
+
+    def shapes(self) -> list[tuple[str, tuple[int | None, ...]]]:
+        """Each output's per-sample shape, as the runtime produced it (free dimensions resolved)."""
+        first = self.batches[0] if self.batches else {}
+        return [(name, tuple(first[name].shape[1:]) if name in first else ()) for name in self.names]
+
+
+# A SavedModel runtime lists a signature's outputs sorted by key, a Keras one in model order; other files number
+# nothing.
+ORDERS: dict[str, Order] = {"savedmodel": "signature", "keras": "model"}
 
 
 def predict_dataset(
@@ -34,17 +45,25 @@ def predict_dataset(
     with runtime_for(artifact, threads, **settings) as runtime:
         batches = list(runtime.predict(dataset.batches(batch_size)))
         names = [spec.name for spec in runtime.outputs]
-        return Predictions(f"{label} ({runtime.label()})", runtime.name, names, batches)
+        return Predictions(f"{label} ({runtime.label()})", runtime.name, names, batches, ORDERS.get(artifact.kind))
 
 
-def compare(reference: Predictions, candidate: Predictions, dataset: Dataset, batch_size: int) -> ParityResult:
-    """Parity of two runs over the same batches; tensors matched by name, else by position.
+def compare(
+    reference: Predictions,
+    candidate: Predictions,
+    dataset: Dataset,
+    batch_size: int,
+    tensor_map: dict[str, str] | None = None,
+) -> ParityResult:
+    """Parity of two runs over the same batches; tensors matched by `match_outputs`' rules, the rule recorded.
 
     The result carries plot data (a bounded sample and an |error| histogram) for the reports to draw.
     Runtime batches are merged into chunks of up to CHUNK_SAMPLES first: metrics then cost a few numpy
     calls a chunk instead of a few dozen a batch, which matters when inference itself takes microseconds.
     """
-    mapping = align_names(reference.names, candidate.names, f"{candidate.label} outputs")
+    what = f"{candidate.label} outputs"
+    matches = match_outputs(reference.shapes(), candidate.shapes(), what, reference.order, tensor_map)
+    mapping = {name: match.candidate for name, match in matches.items()}
     accumulator = ParityAccumulator(reference.label, reference.names, candidate.label)
     matched = [{name: produced[mapping[name]] for name in reference.names} for produced in candidate.batches]
     expected_chunks = _chunks(reference.batches, reference.names)
@@ -54,6 +73,7 @@ def compare(reference: Predictions, candidate: Predictions, dataset: Dataset, ba
         accumulator.update(expected, produced, labels)
     result = accumulator.result()
     result.plots = plot_data(expected_chunks, produced_chunks, reference.names)
+    result.matched = {name: match.to_json() for name, match in matches.items()}
     return result
 
 

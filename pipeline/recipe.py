@@ -250,6 +250,11 @@ class OutputSpec(_Strict):
     gates: Gates = Field(default_factory=Gates)
     runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
     benchmark: BenchmarkSpec | None = Field(None, description="median/p90 latency, beside the source's in Keras")
+    tensor_map: dict[str, str] = Field(
+        default_factory=dict,
+        description="{source output: this file's output}: pairs tensors that names, `:N` indices and unique shapes "
+        "cannot (same-shaped outputs of a renamed file).",
+    )
 
 
 class Recipe(_Strict):

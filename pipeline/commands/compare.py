@@ -55,6 +55,19 @@ def parse_gates(specs: list[str]) -> Gates:
         raise RecipeError(f"--gate: {problems}") from None
 
 
+def parse_map(specs: list[str]) -> dict[str, str]:
+    """`--map output_0=StatefulPartitionedCall:1` (repeatable) → {reference tensor: candidate tensor}."""
+    mapping: dict[str, str] = {}
+    for spec in specs:
+        reference, separator, candidate = spec.partition("=")
+        if not separator or not reference or not candidate:
+            raise RecipeError(f"--map {spec}: expected REF=CANDIDATE (a reference output name = the file's)")
+        if reference in mapping:
+            raise RecipeError(f"--map {spec}: {reference!r} is mapped twice")
+        mapping[reference] = candidate
+    return mapping
+
+
 def compare_artifacts(
     reference_path: Path,
     candidate_path: Path,
@@ -64,6 +77,7 @@ def compare_artifacts(
     signature: str = "serving_default",
     batch_size: int = 64,
     delegate: str = "xnnpack",
+    tensor_map: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     started, clock = datetime.now(UTC), time.perf_counter()
     reference = artifact_at(reference_path, trusted, signature)
@@ -73,7 +87,7 @@ def compare_artifacts(
     expected = _run(reference, "A", dataset, batch_size, delegate)
     produced = _run(candidate, "B", dataset, batch_size, delegate)
     try:
-        parity = compare(expected, produced, dataset, batch_size)
+        parity = compare(expected, produced, dataset, batch_size, tensor_map)
     except EdgeportError:
         raise
     except Exception as error:  # two runs that cannot be compared (shapes): an error output, exit 3, one line

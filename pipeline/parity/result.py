@@ -26,6 +26,8 @@ class ParityResult:
     plots: dict[str, Any] | None = None  # pipeline.plotdata's bounded sample and histogram, finite by construction
     # Per tensor and side with any: {"tensor", "side" (reference | candidate), "count", "first_sample"}.
     nonfinite_where: list[dict[str, Any]] = field(default_factory=list)
+    # Reference tensor → {"candidate": its counterpart's name, "rule": what paired them}: a swap shows here.
+    matched: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -47,6 +49,7 @@ class ParityResult:
             "tensors": {name: {k: json_number(v) for k, v in values.items()} for name, values in self.tensors.items()},
             "gates": [gate.to_dict() for gate in self.gates],
             "plots": self.plots,
+            "matched": self.matched,
         }
 
 

@@ -20,7 +20,7 @@ from pipeline.core.cpu import cpu_info
 from pipeline.core.toolchain import package_versions
 from pipeline.data import Dataset
 from pipeline.errors import EdgeportError, first_line
-from pipeline.evaluate import Predictions, compare, predict_dataset
+from pipeline.evaluate import ORDERS, Predictions, compare, predict_dataset
 from pipeline.parity import ParityResult, gate_result
 from pipeline.run.cache import Cache
 from pipeline.run.diagnose import graph_optimization_finding
@@ -98,11 +98,12 @@ class OutputChecker:
             # The same file run the other way: LiteRT's reference kernels (LiteRT has had bugs where XNNPACK
             # disagrees), or onnxruntime without graph optimizations (fused int8 kernels can saturate on some CPUs).
             other = self.predictions(final, plan.name, threads, runs.other)
-            against = self._compare(self.reference, other, plan if runs.other_gated else None, other.label)
+            gated = plan if runs.other_gated else None
+            against = self._compare(self.reference, other, gated, other.label, plan.tensor_map)
             comparisons.append(
                 Comparison(against, "runtime_setting", {"candidate": runs.other.role, "reference": "source"})
             )
-            comparisons.append(self._setting_gap(runs, candidate, other))
+            comparisons.append(_setting_gap(self, runs, candidate, other))
         # Stages before the conversion change the model on purpose (pruning, QAT): also compare with
         # the last model before the final stage, so a reader sees which step lost what.
         before = [(i, a) for i, a in enumerate(chain[:-1]) if a.kind in {"keras", "savedmodel"}]
@@ -110,7 +111,8 @@ class OutputChecker:
             index, artifact = before[-1]
             upstream = self.predictions(artifact, f"stages[{index}] {plan.nodes[index].label}")
             roles = {"reference": "model before the final stage", "candidate": runs.main.role or "output"}
-            comparisons.append(Comparison(self._compare(upstream, candidate), "before_final_stage", roles))
+            compared = self._compare(upstream, candidate, tensor_map=plan.tensor_map)
+            comparisons.append(Comparison(compared, "before_final_stage", roles))
         return Check(parity, comparisons, _findings(final, comparisons))
 
     def acceptor(self, plan: OutputPlan) -> Callable[[Path], bool]:
@@ -125,7 +127,7 @@ class OutputChecker:
                 self._selection_reference = self._predict_on(self.selection, self.source.artifact, "source", None)
             candidate = Artifact(kind=plan_kind(plan), path=path, key=path.stem)  # type: ignore[arg-type]
             produced = self._predict_on(self.selection, candidate, plan.name, runs_of(plan, candidate).main)
-            result = compare(self._selection_reference, produced, self.selection, self.batch_size)
+            result = compare(self._selection_reference, produced, self.selection, self.batch_size, plan.tensor_map)
             gates = gate_result(result, plan.gates, plan.tensor_gates)
             result.gates = [gate for gate in gates if gate.value is not None]
             return result.passed
@@ -165,23 +167,27 @@ class OutputChecker:
         candidate: Predictions,
         gated_by: OutputPlan | None = None,
         against: str | None = None,
+        tensor_map: dict[str, str] | None = None,
     ) -> ParityResult:
-        """Parity of two runs; with a plan, its gates are judged on the result (`against` names another run)."""
-        result = compare(reference, candidate, self.evaluation, self.batch_size)
+        """Parity of two runs; with a plan, its gates are judged on the result (`against` names another run) and its
+        tensor_map pairs the tensors (keyed by source names: not for the file's two runs, which share names)."""
+        mapping = gated_by.tensor_map if gated_by is not None else tensor_map
+        result = compare(reference, candidate, self.evaluation, self.batch_size, mapping)
         if gated_by is not None:
             result.gates = gate_result(result, gated_by.gates, gated_by.tensor_gates, against=against)
         return result
 
-    def _setting_gap(self, runs: Runs, main_run: Predictions, other_run: Predictions) -> Comparison:
-        """The two runs of one file against each other. The unoptimized ONNX run (the QDQ graph's own arithmetic)
-        is the reference there; for LiteRT the gated run is."""
-        assert runs.other is not None
-        pairs = [(runs.main, main_run), (runs.other, other_run)]
-        if runs.main.role == "unoptimized" or runs.other.role == "unoptimized":
-            pairs.sort(key=lambda pair: pair[0].role != "unoptimized")
-        (reference_setting, reference), (candidate_setting, candidate) = pairs
-        roles = {"reference": reference_setting.role, "candidate": candidate_setting.role}
-        return Comparison(self._compare(reference, candidate), "setting_gap", roles)
+
+def _setting_gap(checker: OutputChecker, runs: Runs, main_run: Predictions, other_run: Predictions) -> Comparison:
+    """The two runs of one file against each other. The unoptimized ONNX run (the QDQ graph's own arithmetic)
+    is the reference there; for LiteRT the gated run is. (Outside the class: it keeps the class short.)"""
+    assert runs.other is not None
+    pairs = [(runs.main, main_run), (runs.other, other_run)]
+    if runs.main.role == "unoptimized" or runs.other.role == "unoptimized":
+        pairs.sort(key=lambda pair: pair[0].role != "unoptimized")
+    (reference_setting, reference), (candidate_setting, candidate) = pairs
+    roles = {"reference": reference_setting.role, "candidate": candidate_setting.role}
+    return Comparison(checker._compare(reference, candidate), "setting_gap", roles)
 
 
 def reference_predictions(checker: OutputChecker) -> Predictions:
@@ -195,7 +201,8 @@ def reference_predictions(checker: OutputChecker) -> Predictions:
         batches = [
             {name: array[i : i + batch] for name, array in cached.items()} for i in range(0, evaluation.samples, batch)
         ]
-        predictions = Predictions("source (cached)", "cache", list(cached), batches)
+        order = ORDERS.get(checker.source.artifact.kind)
+        predictions = Predictions("source (cached)", "cache", list(cached), batches, order)
     else:
         try:
             predictions = checker.predictions(checker.source.artifact, "source")

@@ -5,7 +5,7 @@ Two outputs whose chains start alike share the nodes (same key), so a shared pre
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pipeline.artifacts import key_of
 from pipeline.core.toolchain import package_versions
@@ -32,6 +32,7 @@ class OutputPlan:
     runtime: RuntimeSpec
     benchmark: BenchmarkSpec | None = None
     reproducible_gate: bool = False  # gates: {reproducible: true}
+    tensor_map: dict[str, str] = field(default_factory=dict)  # source output → this file's output, as given
 
 
 def plan_recipe(
@@ -76,16 +77,18 @@ def plan_recipe(
             nodes.append(PlanNode(key=upstream, kind=kind, options=options, label=stage.describe(options)))
         plan = OutputPlan(name, nodes, gates, gates_from, tensor_gates, output.runtime, output.benchmark)
         plan.reproducible_gate = bool(output.gates.reproducible)
+        plan.tensor_map = dict(output.tensor_map)
         plans.append(plan)
     return plans
 
 
 def check_tensor_gates(recipe: LoadedRecipe, plans: list[OutputPlan], output_names: list[str]) -> None:
-    """Per-tensor gates must name outputs the source model has; found once the source is loaded."""
+    """Per-tensor gates and tensor_map keys must name outputs the source model has; found once it is loaded."""
     for plan in plans:
-        unknown = sorted(set(plan.tensor_gates) - set(output_names))
-        if unknown:
-            raise RecipeError(
-                f"{recipe.path}: outputs.{plan.name}.gates: the source model has no output "
-                f"{', '.join(map(repr, unknown))} (its outputs: {', '.join(output_names)})"
-            )
+        for field_name, named in (("gates", plan.tensor_gates), ("tensor_map", plan.tensor_map)):
+            unknown = sorted(set(named) - set(output_names))
+            if unknown:
+                raise RecipeError(
+                    f"{recipe.path}: outputs.{plan.name}.{field_name}: the source model has no output "
+                    f"{', '.join(map(repr, unknown))} (its outputs: {', '.join(output_names)})"
+                )
