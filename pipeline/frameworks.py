@@ -1,6 +1,8 @@
-"""Quiet, lazy imports of TensorFlow and friends, and capture of what native code prints.
+"""Quiet, lazy imports of TensorFlow and friends, capture of what native code prints, and the log lines worth
+keeping from it.
 
-Nothing here is imported by `validate`, `schema` or `--help`, which must stay fast.
+Importing this module imports no framework: `validate`, `schema` and `--help` import it and must stay fast.
+Knows nothing of models, stages or reports.
 """
 
 from __future__ import annotations

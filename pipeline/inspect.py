@@ -11,7 +11,11 @@ from typing import Any
 from pipeline.artifacts import sha256_of, size_of
 from pipeline.core.artifact import Artifact
 from pipeline.errors import ModelError, first_line
-from pipeline.weights import (
+from pipeline.frameworks import captured_native_output, import_tensorflow
+from pipeline.runtimes import runtime_for
+from pipeline.sources import load_source, signature_tensor_specs
+from pipeline.sources.files import is_savedmodel
+from pipeline.sources.weights import (
     H5_SUFFIXES,
     checkpoint_variables,
     checkpoints_in,
@@ -27,7 +31,7 @@ def describe_model(path: Path, trusted: bool = False) -> dict[str, Any]:
         return _describe_checkpoint(path)
     if not path.exists():
         raise ModelError(f"{path}: model not found")
-    if path.is_dir() and not _is_savedmodel(path):
+    if path.is_dir() and not is_savedmodel(path):
         return _describe_checkpoint_directory(path)
     description: dict[str, Any] = {"path": str(path), "size_bytes": size_of(path), "sha256": sha256_of(path)}
     suffix = path.suffix.lower()
@@ -42,13 +46,7 @@ def describe_model(path: Path, trusted: bool = False) -> dict[str, Any]:
     return description
 
 
-def _is_savedmodel(path: Path) -> bool:
-    return any((path / name).is_file() for name in ("saved_model.pb", "saved_model.pbtxt"))
-
-
 def _describe_keras(path: Path, trusted: bool) -> dict[str, Any]:
-    from pipeline.sources import load_source
-
     source = load_source(path, trusted=trusted)
     return {
         "format": source.format,
@@ -58,9 +56,6 @@ def _describe_keras(path: Path, trusted: bool) -> dict[str, Any]:
 
 
 def _describe_savedmodel(path: Path) -> dict[str, Any]:
-    from pipeline.frameworks import captured_native_output, import_tensorflow
-    from pipeline.sources import load_source, signature_tensor_specs
-
     tf = import_tensorflow()
     load_source(path)  # validates the directory and reports a readable error
     with captured_native_output():
@@ -115,8 +110,6 @@ def _describe_weights_h5(path: Path) -> dict[str, Any]:
 
 
 def _describe_runtime_artifact(path: Path, kind: str) -> dict[str, Any]:
-    from pipeline.runtimes import runtime_for
-
     try:
         runtime = runtime_for(Artifact(kind=kind, path=path, key=""))  # type: ignore[arg-type]
     except Exception as error:  # the runtimes raise their own types for corrupt files

@@ -3,7 +3,8 @@
 The TFLite converter and tf2onnx can abort or segfault inside C++. A worker process (spawned, so it
 shares no TensorFlow state with the parent) loads the source model itself and runs the stages it is
 sent, one at a time. When it dies, the stage it was running becomes a StageError naming the signal, and
-the next stage gets a fresh worker. Knows stages and sources; nothing of parity or reports.
+the next stage gets a fresh worker. Knows stages and sources (models load through pipeline.sources.keras);
+nothing of parity or reports.
 """
 
 from __future__ import annotations
@@ -20,7 +21,14 @@ from typing import Any
 import numpy as np
 
 from pipeline.core.artifact import Artifact
+from pipeline.data import Dataset
 from pipeline.errors import StageError, first_line
+from pipeline.frameworks import import_tensorflow
+from pipeline.recipe import SourceSpec
+from pipeline.sources import load_source_spec
+from pipeline.sources.keras import load_keras_model
+from pipeline.stages import STAGES, StageContext
+from pipeline.stages.finetune import import_tfmot
 
 _POLL_SECONDS = 0.2
 
@@ -129,8 +137,6 @@ def save_dataset(dataset: Any, path: Path) -> str:
 
 def _serve(connection: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    from pipeline.frameworks import import_tensorflow
-
     import_tensorflow()  # while the parent loads the source and data: the two imports overlap
     sources: dict[str, Any] = {}
     while True:
@@ -148,11 +154,6 @@ def _serve(connection: Connection) -> None:
 
 
 def _run(request: StageRequest, sources: dict[str, Any], log: Any) -> Artifact:
-    from pipeline.data import Dataset
-    from pipeline.recipe import SourceSpec
-    from pipeline.sources import load_source_spec
-    from pipeline.stages import STAGES, StageContext
-
     if request.upstream is not None:
         upstream = _saved_model(request.upstream, request.trusted, sources)
     else:
@@ -188,31 +189,17 @@ def load_saved_keras(artifact: Artifact, trusted: bool) -> Artifact:
 
 def _saved_model(fields: dict[str, Any], trusted: bool, loaded: dict[str, Any]) -> Artifact:
     """A Keras model an earlier stage (prune, qat, cluster) saved, loaded as that stage's Keras flavour."""
-    path = fields["path"]
+    path, flavour = fields["path"], fields["flavour"]
     if path not in loaded:
-        from pipeline.frameworks import captured_native_output, import_tensorflow
-
-        import_tensorflow()
-        with captured_native_output():
-            if fields["flavour"] == "tf_keras":
-                import tf_keras
-
-                if fields["details"].get("qat"):  # fake-quant wrappers load only inside tfmot's scope
-                    from pipeline.stages.finetune import import_tfmot
-
-                    with import_tfmot().quantization.keras.quantize_scope():
-                        model = tf_keras.models.load_model(path, compile=False)
-                else:
-                    model = tf_keras.models.load_model(path, compile=False)
-            else:
-                import keras
-
-                model = keras.saving.load_model(path, compile=False, safe_mode=not trusted)
+        scope = None
+        if flavour == "tf_keras" and fields["details"].get("qat"):  # fake-quant wrappers load only in tfmot's scope
+            scope = import_tfmot().quantization.keras.quantize_scope()
+        model = load_keras_model(path, flavour, trusted, scope)
         loaded[path] = Artifact(
             kind="keras",
             path=Path(path),
             key=fields["key"],
-            flavour=fields["flavour"],
+            flavour=flavour,
             handle=model,
             details=fields["details"],
         )

@@ -24,11 +24,11 @@ from pydantic import (
     model_validator,
 )
 
-from pipeline.errors import ModelError, RecipeError
+from pipeline.errors import RecipeError
+from pipeline.sources.checks import check_source_files
 from pipeline.stages import STAGES, StageOptions
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 BUILDER_PATTERN = r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$"
 
 
@@ -403,41 +403,8 @@ def check_chains(recipe: LoadedRecipe) -> None:
 
 
 def _check_files(recipe: LoadedRecipe) -> None:
-    if recipe.spec.source.builder is not None:
-        _check_builder(recipe)
-    else:
-        _check_source_path(recipe)
+    check_source_files(recipe.spec.source, recipe.base_dir, recipe.path)
     _check_data_files(recipe)
-
-
-def _check_builder(recipe: LoadedRecipe) -> None:
-    """The weights exist and the builder's module file can be found: nothing is imported."""
-    from pipeline.builders import find_builder_module
-    from pipeline.weights import locate_weights
-
-    source = recipe.spec.source
-    assert source.builder is not None
-    module = source.builder.partition(":")[0]
-    if find_builder_module(module, recipe.base_dir) is None:
-        relative = module.replace(".", "/")
-        raise RecipeError(
-            f"{recipe.path}: source.builder: cannot find module {module} ({relative}.py or {relative}/__init__.py "
-            f"under {recipe.base_dir} or on sys.path)"
-        )
-    try:
-        locate_weights(recipe.source_path)
-    except ModelError as error:
-        raise RecipeError(f"{recipe.path}: source.weights: {error}") from None
-
-
-def _check_source_path(recipe: LoadedRecipe) -> None:
-    source = recipe.source_path
-    if not source.exists():
-        raise RecipeError(f"{recipe.path}: source.path: {source} does not exist")
-    if source.is_file() and source.suffix.lower() not in KERAS_SUFFIXES:
-        raise RecipeError(
-            f"{recipe.path}: source.path: {source.name} is not a .keras/.h5 file or a SavedModel directory"
-        )
 
 
 def _check_data_files(recipe: LoadedRecipe) -> None:

@@ -27,7 +27,7 @@ from pipeline.run.diagnose import graph_optimization_finding
 from pipeline.run.latency import feed_for, measure_latency
 from pipeline.run.plan import OutputPlan
 from pipeline.runtimes import RUNTIMES, Runs, Setting, runtime_for
-from pipeline.source_handle import SourceHandle
+from pipeline.sources import SourceHandle
 from pipeline.stages import STAGES
 
 Log = Callable[[str], None]

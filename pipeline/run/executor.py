@@ -21,7 +21,7 @@ from pipeline.isolation import StageRequest, StageWorker, load_saved_keras, save
 from pipeline.recipe import LoadedRecipe
 from pipeline.run.cache import Cache
 from pipeline.run.plan import OutputPlan, PlanNode
-from pipeline.source_handle import SourceHandle
+from pipeline.sources import SourceHandle
 from pipeline.stages import STAGES, StageContext
 
 Log = Callable[[str], None]

@@ -30,7 +30,7 @@ from pipeline.run.plan import OutputPlan, check_tensor_gates, plan_recipe
 from pipeline.run.publish import clear_published, latency_text, publish, verdict
 from pipeline.run.reproduce import verify_reproducible
 from pipeline.run.result import OutputResult
-from pipeline.source_handle import SourceHandle
+from pipeline.sources import SourceHandle
 from pipeline.stages import STAGES
 
 

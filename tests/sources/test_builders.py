@@ -15,10 +15,10 @@ import pytest
 from pipeline.artifacts import sha256_of
 from pipeline.errors import ModelError, RecipeError
 from pipeline.recipe import load_recipe
-from pipeline.weights import locate_weights
+from pipeline.sources.weights import locate_weights
 
-from .conftest import ROOT, write_recipe
-from .test_cli import edgeport
+from ..conftest import ROOT, write_recipe
+from ..test_cli import edgeport
 
 MODELS = """\
 import keras
@@ -360,7 +360,7 @@ def test_inspect_savedmodel_shows_tags_and_signatures(zoo) -> None:
 def test_the_builder_key_covers_every_module_it_imports_from_its_tree(tmp_path: Path) -> None:
     import h5py
 
-    from pipeline.builders import builder_files, builder_key
+    from pipeline.sources.builders import builder_files, builder_key
 
     package = tmp_path / "net"
     package.mkdir()

@@ -1,7 +1,8 @@
 """Sources straight from training: import the model's builder, build it, restore saved weights into it.
 
 Runs user code (the builder) only when trusted. Knows nothing of recipe files, stages or reports; every
-failure is a ModelError naming the builder, file, layer or variable.
+failure is a ModelError naming the builder, file, layer or variable. Finding the builder's files and keying
+them import nothing (`validate` uses them).
 """
 
 from __future__ import annotations
@@ -21,8 +22,15 @@ from pipeline.artifacts import key_of, sha256_of
 from pipeline.core.artifact import Artifact
 from pipeline.errors import ModelError, first_line
 from pipeline.frameworks import captured_native_output, import_tensorflow
-from pipeline.sources import Source, keras_tensor_specs
-from pipeline.weights import WeightsFile, checkpoint_full_names, checkpoint_root_children, h5_layout, locate_weights
+from pipeline.sources.model import Source, keras_tensor_specs
+from pipeline.sources.weights import (
+    WeightsFile,
+    checkpoint_full_names,
+    checkpoint_root_children,
+    h5_arrays,
+    h5_layout,
+    locate_weights,
+)
 
 _BOOKKEEPING = {"optimizer", "save_counter"}
 _LISTED = 20  # names of unrestored/unused variables kept in the report
@@ -310,8 +318,6 @@ def _restore_keras3_h5(model: Any, path: Path, allow_partial: bool, work: Path) 
 
 def _h5_shapes(path: Path, model: Any) -> tuple[dict[str, list[int]], dict[str, str]]:
     """array path → shape, and array path → a readable name (`logits/kernel`, else `logits[0]`)."""
-    from pipeline.weights import h5_arrays
-
     shapes, names = {}, {}
     for array in h5_arrays(path):
         key, layer = array["key"], array["layer"]

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pipeline.artifacts import sha256_of
 from pipeline.errors import ModelError, first_line
+from pipeline.frameworks import import_tensorflow
 
 WeightsForm = Literal["h5", "checkpoint"]
 H5_SUFFIXES = (".h5", ".hdf5")
@@ -109,8 +110,6 @@ def checkpoints_in(directory: Path) -> list[Path]:
 
 def checkpoint_variables(prefix: Path) -> list[dict[str, Any]]:
     """The checkpoint's values: key, shape, dtype and the variable's own name (from the object graph)."""
-    from pipeline.frameworks import import_tensorflow
-
     tf = import_tensorflow()
     try:
         reader = tf.train.load_checkpoint(str(prefix))

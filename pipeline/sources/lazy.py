@@ -1,21 +1,47 @@
 """The source model as a run needs it: described from the cache when it can be, loaded only on demand.
 
-A warm re-run whose stages and reference outputs are all cached never imports TensorFlow.
+A warm re-run whose stages and reference outputs are all cached never imports TensorFlow. Takes the recipe
+and the cache through small protocols: knows neither the recipe schema nor the run's cache.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from pipeline.core.artifact import Artifact
 from pipeline.core.tensors import TensorSpec
-from pipeline.recipe import LoadedRecipe
-from pipeline.run.cache import Cache
-from pipeline.sources import Source, load_source_spec, source_key
+from pipeline.sources.model import Source
+from pipeline.sources.section import SourceSection, load_source_spec, source_key
+
+
+class _RecipeSpec(Protocol):
+    @property
+    def source(self) -> SourceSection: ...
+
+
+class RecipeWithSource(Protocol):
+    """What a SourceHandle reads of a loaded recipe (pipeline.recipe.LoadedRecipe fits)."""
+
+    @property
+    def spec(self) -> _RecipeSpec: ...
+    @property
+    def base_dir(self) -> Path: ...
+    @property
+    def source_path(self) -> Path: ...
+
+
+class JsonCache(Protocol):
+    """Where source descriptions are kept between runs (pipeline.run.cache.Cache fits)."""
+
+    def get_json(self, kind: str, key: str) -> dict[str, Any] | None: ...
+    def put_json(self, kind: str, key: str, document: dict[str, Any]) -> None: ...
 
 
 class SourceHandle:
-    def __init__(self, recipe: LoadedRecipe, trusted: bool, cache: Cache) -> None:
+    """The run's source: its key and description at once (cached), the loaded model when first asked for."""
+
+    def __init__(self, recipe: RecipeWithSource, trusted: bool, cache: JsonCache) -> None:
         spec = recipe.spec.source
         self.spec, self.base_dir = spec, recipe.base_dir
         self.path, self.signature, self.trusted = recipe.source_path, spec.signature, trusted
@@ -52,11 +78,11 @@ class SourceHandle:
 
     @property
     def inputs(self) -> list[TensorSpec]:
-        return [_spec(entry) for entry in self._description["tensors"]["inputs"]]
+        return [_tensor_spec(entry) for entry in self._description["tensors"]["inputs"]]
 
     @property
     def outputs(self) -> list[TensorSpec]:
-        return [_spec(entry) for entry in self._description["tensors"]["outputs"]]
+        return [_tensor_spec(entry) for entry in self._description["tensors"]["outputs"]]
 
     def describe(self) -> dict[str, Any]:
         return {key: value for key, value in self._description.items() if key != "tensors"}
@@ -69,5 +95,5 @@ class SourceHandle:
         return {**source.describe(), "tensors": {"inputs": tensors(source.inputs), "outputs": tensors(source.outputs)}}
 
 
-def _spec(entry: dict[str, Any]) -> TensorSpec:
+def _tensor_spec(entry: dict[str, Any]) -> TensorSpec:
     return TensorSpec(name=entry["name"], shape=tuple(entry["shape"]), dtype=entry["dtype"])

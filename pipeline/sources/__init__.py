@@ -1,0 +1,24 @@
+"""Source models: a `.keras` / `.h5` file, a SavedModel directory, or a builder plus saved weights.
+
+The package's public API. Modules: model (Source and tensor specs, a leaf), keras (the one Keras loader),
+files (model files), weights (weights files), builders (builder + weights), section (a recipe's source
+section), lazy (the run's SourceHandle), checks (recipe-time file checks). Imports no framework until a model
+is loaded, and nothing of recipes, stages, runtimes, runs or reports.
+"""
+
+from pipeline.sources.checks import check_source_files
+from pipeline.sources.files import load_source
+from pipeline.sources.lazy import SourceHandle
+from pipeline.sources.model import Source, keras_tensor_specs, signature_tensor_specs
+from pipeline.sources.section import load_source_spec, source_key
+
+__all__ = [
+    "Source",
+    "SourceHandle",
+    "check_source_files",
+    "keras_tensor_specs",
+    "load_source",
+    "load_source_spec",
+    "signature_tensor_specs",
+    "source_key",
+]

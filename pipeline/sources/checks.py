@@ -1,0 +1,50 @@
+"""Recipe-time checks of a source section's files: the model exists, or the builder's module and the weights
+can be found. Imports nothing the builder names and no framework: `edgeport validate` runs them.
+
+Takes the section through `SourceSection`; knows no other part of the recipe. Every problem is a RecipeError
+naming the recipe and the field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.errors import ModelError, RecipeError
+from pipeline.sources.builders import find_builder_module
+from pipeline.sources.files import KERAS_SUFFIXES
+from pipeline.sources.section import SourceSection
+from pipeline.sources.weights import locate_weights
+
+
+def check_source_files(source: SourceSection, base_dir: Path, recipe_path: Path) -> None:
+    """Raise a RecipeError for a source whose files are missing or of the wrong kind."""
+    if source.builder is not None:
+        assert source.weights is not None, "validated specs give weights with builder"
+        _check_builder(source.builder, (base_dir / source.weights).resolve(), base_dir, recipe_path)
+    else:
+        assert source.path is not None, "validated specs give path or builder"
+        _check_model_path((base_dir / source.path).resolve(), recipe_path)
+
+
+def _check_builder(builder: str, weights: Path, base_dir: Path, recipe_path: Path) -> None:
+    """The weights exist and the builder's module file can be found: nothing is imported."""
+    module = builder.partition(":")[0]
+    if find_builder_module(module, base_dir) is None:
+        relative = module.replace(".", "/")
+        raise RecipeError(
+            f"{recipe_path}: source.builder: cannot find module {module} ({relative}.py or {relative}/__init__.py "
+            f"under {base_dir} or on sys.path)"
+        )
+    try:
+        locate_weights(weights)
+    except ModelError as error:
+        raise RecipeError(f"{recipe_path}: source.weights: {error}") from None
+
+
+def _check_model_path(source: Path, recipe_path: Path) -> None:
+    if not source.exists():
+        raise RecipeError(f"{recipe_path}: source.path: {source} does not exist")
+    if source.is_file() and source.suffix.lower() not in KERAS_SUFFIXES:
+        raise RecipeError(
+            f"{recipe_path}: source.path: {source.name} is not a .keras/.h5 file or a SavedModel directory"
+        )

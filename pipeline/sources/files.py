@@ -1,0 +1,71 @@
+"""Source models from files: a Keras 3 `.keras`, a legacy `.h5`, or a SavedModel directory.
+
+Knows file formats and how to tell them apart; nothing of recipes, builders or stages. Every failure is a
+ModelError naming the file; TensorFlow is imported only to load.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pipeline.artifacts import sha256_of
+from pipeline.core.artifact import Artifact
+from pipeline.errors import ModelError, first_line
+from pipeline.frameworks import captured_native_output, import_tensorflow
+from pipeline.sources.keras import load_keras_file
+from pipeline.sources.model import Source, keras_tensor_specs, signature_tensor_specs
+
+KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+SAVEDMODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
+
+
+def is_savedmodel(path: Path) -> bool:
+    """A directory holding a SavedModel's graph (no TensorFlow needed to tell)."""
+    return any((path / name).is_file() for name in SAVEDMODEL_FILES)
+
+
+def load_source(path: Path, signature: str = "serving_default", trusted: bool = False) -> Source:
+    if not path.exists():
+        raise ModelError(f"{path}: model not found")
+    if path.is_dir():
+        return _load_savedmodel(path, signature)
+    if path.stat().st_size == 0:
+        raise ModelError(f"{path}: the file is empty; expected a .keras or .h5 model")
+    suffix = path.suffix.lower()
+    if suffix in KERAS_SUFFIXES:
+        model, flavour = load_keras_file(path, trusted)
+        return _keras_source(path, "keras" if suffix == ".keras" else "h5", model, flavour)
+    raise ModelError(f"{path}: unknown model format; expected a .keras or .h5 file or a SavedModel directory")
+
+
+def _keras_source(path: Path, fmt: str, model: Any, flavour: str) -> Source:
+    inputs, outputs = keras_tensor_specs(model, path)
+    digest = sha256_of(path)
+    artifact = Artifact(kind="keras", path=path, key=digest, flavour=flavour, handle=model)
+    return Source(path=path, format=fmt, sha256=digest, inputs=inputs, outputs=outputs, artifact=artifact)
+
+
+def _load_savedmodel(path: Path, signature: str) -> Source:
+    if not is_savedmodel(path):
+        raise ModelError(
+            f"{path}: directory is not a SavedModel (no saved_model.pb); "
+            "expected a SavedModel directory or a .keras/.h5 file"
+        )
+    tf = import_tensorflow()
+    try:
+        with captured_native_output():
+            loaded = tf.saved_model.load(str(path))
+    except Exception as error:  # TF raises many kinds for a corrupt SavedModel
+        first = first_line(error, 300)
+        raise ModelError(f"{path}: cannot load the SavedModel: {first}") from None
+    signatures = dict(loaded.signatures)
+    if signature not in signatures:
+        raise ModelError(
+            f"{path}: no signature {signature!r} (it has {', '.join(sorted(signatures)) or 'none'}); "
+            "set source.signature"
+        )
+    inputs, outputs = signature_tensor_specs(signatures[signature])
+    digest = sha256_of(path)
+    artifact = Artifact(kind="savedmodel", path=path, key=digest, signature=signature, handle=loaded)
+    return Source(path=path, format="savedmodel", sha256=digest, inputs=inputs, outputs=outputs, artifact=artifact)

@@ -1,0 +1,106 @@
+"""The one Keras loader: a saved Keras 3 or tf_keras model file as an in-memory model.
+
+Used for source files (`.keras`, `.h5`) and by the conversion worker for models earlier stages saved.
+Imports TensorFlow only when it loads; knows nothing of recipes, stages or runtimes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import warnings
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ModelError, first_line
+from pipeline.frameworks import captured_native_output, import_tensorflow
+
+_TRUST_HINT = "set `source.trusted: true` in the recipe or pass --trust-model if you trust this file"
+
+
+def load_keras_model(
+    path: Path | str, flavour: str, trusted: bool, scope: AbstractContextManager[Any] | None = None
+) -> Any:
+    """Load `path` with Keras 3 (`flavour="keras3"`, safe mode unless trusted) or tf_keras, uncompiled.
+
+    Native output and Python warnings stay off the console; `scope` wraps the load (tfmot's quantize scope for
+    QAT models). Raises whatever Keras raises: callers decide what a failure means.
+    """
+    import_tensorflow()
+    with captured_native_output(), warnings.catch_warnings(), scope or contextlib.nullcontext():
+        warnings.simplefilter("ignore")
+        if flavour == "tf_keras":
+            import tf_keras
+
+            return tf_keras.models.load_model(path, compile=False)
+        import keras
+
+        return keras.saving.load_model(path, compile=False, safe_mode=not trusted)
+
+
+def load_keras_file(path: Path, trusted: bool) -> tuple[Any, str]:
+    """A `.keras` file (Keras 3) or an `.h5` file (Keras 3, else tf_keras for legacy files), and its flavour.
+
+    Every failure is a ModelError naming the file; a model whose loading runs code is refused unless trusted.
+    """
+    if path.suffix.lower() == ".keras":
+        try:
+            return load_keras_model(path, "keras3", trusted), "keras3"
+        except Exception as error:  # Keras raises ValueError, TypeError, OSError, zip errors...
+            raise _keras_load_error(path, error) from None
+    if not trusted:
+        code_layers = _h5_code_layers(path)
+        if code_layers:
+            raise ModelError(
+                f"{path}: refused: the model runs arbitrary Python code when loaded "
+                f"({', '.join(code_layers)}); {_TRUST_HINT}"
+            )
+    try:
+        return load_keras_model(path, "keras3", trusted), "keras3"
+    except Exception as keras3_error:  # fall back to tf_keras for legacy files Keras 3 cannot read
+        first = keras3_error
+    try:
+        return load_keras_model(path, "tf_keras", trusted), "tf_keras"
+    except Exception:  # report the Keras 3 reason: it is the primary loader
+        raise _keras_load_error(path, first) from None
+
+
+def _h5_code_layers(path: Path) -> list[str]:
+    """Names of layers whose config carries Python code (Lambda), read without building the model."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as handle:
+            config = handle.attrs.get("model_config")
+    except OSError as error:
+        raise ModelError(f"{path}: not a readable HDF5 model ({error})") from None
+    if config is None:
+        raise ModelError(f"{path}: HDF5 file without a model config (weights only?); expected a full model")
+    found: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("class_name") == "Lambda":
+                found.append(f"Lambda layer {node.get('config', {}).get('name', '?')!r}")
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(json.loads(config if isinstance(config, str) else config.decode()))
+    return found
+
+
+def _keras_load_error(path: Path, error: BaseException) -> ModelError:
+    text = str(error)
+    if "safe_mode" in text or "arbitrary code" in text:
+        return ModelError(
+            f"{path}: refused: the model runs arbitrary Python code when loaded "
+            f"(Lambda layer or pickled function); {_TRUST_HINT}"
+        )
+    if "Could not locate" in text or "Unknown layer" in text or "custom_objects" in text:
+        return ModelError(f"{path}: the model needs custom classes edgeport cannot import: {first_line(error, 300)}")
+    first = first_line(error, 300)
+    return ModelError(f"{path}: cannot load the model (corrupt or not a Keras model?): {first}")

@@ -1,0 +1,53 @@
+"""A recipe's `source` section as loading sees it: a model path, or a builder plus weights.
+
+Takes the section through the `SourceSection` protocol (pipeline.recipe.SourceSpec fits it), so the source
+layer never imports the recipe schema. Knows nothing of stages or runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+from pipeline.artifacts import key_of, sha256_of
+from pipeline.sources.builders import builder_key, load_builder_source
+from pipeline.sources.files import load_source
+from pipeline.sources.model import Source
+
+
+class SourceSection(Protocol):
+    """The fields of a validated source section: `path`, or `builder` with `weights` (paths relative)."""
+
+    @property
+    def path(self) -> str | None: ...
+    @property
+    def signature(self) -> str: ...
+    @property
+    def builder(self) -> str | None: ...
+    @property
+    def builder_args(self) -> dict[str, Any]: ...
+    @property
+    def weights(self) -> str | None: ...
+    @property
+    def allow_partial(self) -> bool: ...
+
+
+def load_source_spec(spec: SourceSection, base_dir: Path, trusted: bool) -> Source:
+    """A recipe's source: a model file or directory, or a builder plus weights (paths relative to `base_dir`)."""
+    if spec.builder is None:
+        assert spec.path is not None, "validated specs give path or builder"
+        return load_source((base_dir / spec.path).resolve(), spec.signature, trusted)
+    assert spec.weights is not None, "validated specs give weights with builder"
+    weights = (base_dir / spec.weights).resolve()
+    return load_builder_source(spec.builder, spec.builder_args, weights, base_dir, spec.allow_partial, trusted)
+
+
+def source_key(spec: SourceSection, base_dir: Path, trusted: bool) -> str:
+    """A content key of what `load_source_spec` would load, computed without TensorFlow or the builder."""
+    if spec.builder is None:
+        assert spec.path is not None, "validated specs give path or builder"
+        return key_of("source", sha256_of((base_dir / spec.path).resolve()), spec.signature, trusted)
+    assert spec.weights is not None, "validated specs give weights with builder"
+    weights = (base_dir / spec.weights).resolve()
+    built = builder_key(spec.builder, spec.builder_args, weights, base_dir)
+    return key_of("source", built, spec.allow_partial, trusted)
