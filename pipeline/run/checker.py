@@ -212,8 +212,9 @@ def reference_predictions(checker: OutputChecker) -> Predictions:
             raise EdgeportError(
                 f"{checker.source.path}: the source model failed on data.evaluation: {first_line(error)}"
             ) from None
-        arrays = {name: np.concatenate([b[name] for b in predictions.batches]) for name in predictions.names}
-        checker.cache.put_arrays(key, arrays)
+        if checker.cache.enabled:  # one more copy of every output: only when it will be kept
+            arrays = {name: np.concatenate([b[name] for b in predictions.batches]) for name in predictions.names}
+            checker.cache.put_arrays(key, arrays)
     labels = "with labels" if evaluation.labels is not None else "no labels"
     checker.log(
         f"  reference {predictions.label} on {evaluation.samples} samples "

@@ -16,6 +16,7 @@ from typing import Any
 
 from pipeline.core.artifact import Artifact
 from pipeline.core.cpu import cpu_info, describe_cpu
+from pipeline.core.leftovers import sweep_work_dirs, work_prefix
 from pipeline.core.tensors import TensorSpec
 from pipeline.data import Dataset, hygiene_warnings, load_dataset
 from pipeline.errors import first_line
@@ -112,7 +113,10 @@ def _run_outputs(
     warnings = hygiene_warnings(datasets, calibrated)
     for warning in warnings:
         log(f"  warning   {warning}")
-    with tempfile.TemporaryDirectory(prefix="edgeport-") as work:
+    left = sweep_work_dirs(Path(tempfile.gettempdir()))  # from runs that were killed (SIGKILL, power loss)
+    if left:
+        log(f"  removed   {len(left)} work folders stopped runs left in {tempfile.gettempdir()}")
+    with tempfile.TemporaryDirectory(prefix=work_prefix()) as work:
         settings = ExecutorSettings(options.batch_size, recipe.spec.fail_on_converter_warnings)
         executor = ChainExecutor(recipe, source, datasets, Path(work), cache, worker, settings, log)
         executor.warm_up(plans)  # the worker's TensorFlow import overlaps the reference predictions below
