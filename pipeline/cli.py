@@ -236,7 +236,7 @@ def _schema(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from pipeline.inspect import describe_model, format_description
+    from pipeline.commands.inspect import describe_model, format_description
 
     description = describe_model(args.model, trusted=args.trust_model)
     print(json.dumps(description, indent=2) if args.json else format_description(description))

@@ -201,7 +201,7 @@ def reference_predictions(checker: OutputChecker) -> Predictions:
         batches = [
             {name: array[i : i + batch] for name, array in cached.items()} for i in range(0, evaluation.samples, batch)
         ]
-        order = ORDERS.get(checker.source.artifact.kind)
+        order = ORDERS.get(checker.source.kind)  # not .artifact: a warm run must not load the model
         predictions = Predictions("source (cached)", "cache", list(cached), batches, order)
     else:
         try:

@@ -17,10 +17,10 @@ from pipeline.artifacts import key_of
 from pipeline.core.artifact import Artifact
 from pipeline.data import Dataset
 from pipeline.errors import StageError, first_line
-from pipeline.isolation import StageRequest, StageWorker, load_saved_keras, save_dataset
 from pipeline.recipe import LoadedRecipe
 from pipeline.run.cache import Cache
 from pipeline.run.plan import OutputPlan, PlanNode
+from pipeline.run.worker import StageRequest, StageWorker, load_saved_keras, save_dataset
 from pipeline.sources import SourceHandle
 from pipeline.stages import STAGES, StageContext
 

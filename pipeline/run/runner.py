@@ -20,7 +20,6 @@ from pipeline.core.leftovers import sweep_work_dirs, work_prefix
 from pipeline.core.tensors import TensorSpec
 from pipeline.data import Dataset, hygiene_warnings, load_dataset
 from pipeline.errors import first_line
-from pipeline.isolation import StageWorker
 from pipeline.recipe import LoadedRecipe
 from pipeline.report import REPORT_FILES, write_reports
 from pipeline.report.document import build_report, settle_verdict
@@ -31,6 +30,7 @@ from pipeline.run.plan import OutputPlan, check_tensor_gates, plan_recipe
 from pipeline.run.publish import clear_published, latency_text, publish, verdict
 from pipeline.run.reproduce import verify_reproducible
 from pipeline.run.result import OutputResult
+from pipeline.run.worker import StageWorker
 from pipeline.sources import SourceHandle
 from pipeline.stages import STAGES
 

@@ -52,6 +52,11 @@ class SourceHandle:
         self._cached_description = cache.get_json("sources", self.key)
 
     @property
+    def kind(self) -> str:
+        """`keras` or `savedmodel`, known without loading the model (a builder always gives Keras)."""
+        return "savedmodel" if self.spec.builder is None and self.path.is_dir() else "keras"
+
+    @property
     def described_from_cache(self) -> bool:
         return self._cached_description is not None
 
