@@ -16,26 +16,28 @@ from pipeline.recipe import load_recipe
 from pipeline.run import RunOptions, run_recipe
 from scripts.applications import build_application
 
-from .conftest import write_recipe
+from .recipes import recipe_file
 
 pytestmark = pytest.mark.slow
 
-RECIPE = """\
-name: {name}
-source: {name}.keras
-data:
-  calibration: {{random: {{samples: 32, seed: 1}}}}
-  evaluation: {{random: {{samples: 32, seed: 2}}}}
-outputs:
-  fp32: {{stages: [tflite], gates: {{cosine: 0.99999, max_abs: 1.0e-2}}}}
-  int8: {{stages: [{{tflite: {{quantize: int8}}}}], gates: {{cosine: {int8_cosine}}}}}
-  onnx: {{stages: [onnx], gates: {{cosine: 0.99999, max_abs: 1.0e-2}}}}
-  onnx-int8:
-    stages: [{{onnx: {{quantize: static, per_channel: true, activation_type: uint8, weight_type: uint8}}}}]
-    runtime: {{graph_optimization: both}}
-    gates: {{cosine: {int8_cosine}}}
-  onnx-int8-s8s8: {{stages: [{{onnx: {{quantize: static, per_channel: true}}}}], gates: {{cosine: {int8_cosine}}}}}
-"""
+
+def _recipe(directory: Path, name: str, int8_cosine: float) -> Path:
+    exact = {"cosine": 0.99999, "max_abs": 1.0e-2}
+    int8 = {"cosine": int8_cosine}
+    static = {"quantize": "static", "per_channel": True}
+    outputs = {
+        "fp32": {"stages": ["tflite"], "gates": exact},
+        "int8": {"stages": [{"tflite": {"quantize": "int8"}}], "gates": int8},
+        "onnx": {"stages": ["onnx"], "gates": exact},
+        "onnx-int8": {
+            "stages": [{"onnx": {**static, "activation_type": "uint8", "weight_type": "uint8"}}],
+            "runtime": {"graph_optimization": "both"},
+            "gates": int8,
+        },
+        "onnx-int8-s8s8": {"stages": [{"onnx": static}], "gates": int8},
+    }
+    data = {"calibration": {"random": {"samples": 32, "seed": 1}}, "evaluation": {"random": {"samples": 32, "seed": 2}}}
+    return recipe_file(directory, name=name, source=f"{name}.keras", data=data, outputs=outputs)
 
 
 # int8 cosine measured on these random networks (32 samples): MobileNetV2 ~0.78, MobileNetV3Small ~0.96,
@@ -45,7 +47,7 @@ outputs:
 )
 def test_application_passes_sensible_gates(tmp_path: Path, name: str, int8_cosine: float) -> None:
     build_application(name, tmp_path / f"{name}.keras")
-    recipe = load_recipe(write_recipe(tmp_path, RECIPE.format(name=name, int8_cosine=int8_cosine)))
+    recipe = load_recipe(_recipe(tmp_path, name, int8_cosine))
     report = run_recipe(recipe, RunOptions(out_dir=tmp_path / "out"), log=lambda message: None)
     outputs = {output["name"]: output for output in report["outputs"]}
     s8s8 = outputs.pop("onnx-int8-s8s8")

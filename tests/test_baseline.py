@@ -15,8 +15,8 @@ from pipeline.report import console, markdown
 from pipeline.report.document import settle_verdict
 from pipeline.run.baseline import apply_baseline, limit_of
 
-from .conftest import write_recipe
-from .test_cli import digits_recipe, edgeport
+from .recipes import digits_data, recipe_file
+from .test_cli import edgeport
 
 
 def _output(name: str, **metrics: float) -> dict[str, Any]:
@@ -101,8 +101,8 @@ def test_missing_or_corrupt_baseline_is_bad_input(tmp_path: Path, content: str |
 
 
 def test_cli_run_against_a_tighter_baseline_exits_1_with_the_regression_in_junit(zoo, tmp_path: Path) -> None:
-    outputs = "  int8:\n    stages: [{tflite: {quantize: int8}}]\n    gates: {cosine: 0.99}\n"
-    recipe = write_recipe(tmp_path, digits_recipe(zoo, zoo.keras3, outputs))
+    outputs = {"int8": {"stages": [{"tflite": {"quantize": "int8"}}], "gates": {"cosine": 0.99}}}
+    recipe = recipe_file(tmp_path, name="digits", source=zoo.keras3, data=digits_data(zoo, limit=100), outputs=outputs)
     first = edgeport("run", recipe, "--out", tmp_path / "first")
     assert first.returncode == 0, first.stderr
     # The last release was better than this run: its int8 error was a third of today's.

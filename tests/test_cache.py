@@ -14,25 +14,18 @@ from pipeline.recipe import load_recipe
 from pipeline.run import RunOptions, run_recipe
 from pipeline.run.cache import CACHE_LAYOUT
 
-from .conftest import ROOT, write_recipe
+from .conftest import ROOT
+from .recipes import digits_data, recipe_file
 
 
 def _recipe(zoo, tmp_path: Path, opset: int = 17, limit: int = 64) -> Path:
-    return write_recipe(
-        tmp_path,
-        f"""\
-name: cached
-source: {zoo.keras3}
-data:
-  calibration: {{npz: {zoo.digits_npz}, inputs: x_train, limit: {limit}}}
-  evaluation: {{npz: {zoo.digits_npz}, inputs: x_test, labels: y_test}}
-outputs:
-  fp32: {{stages: [tflite]}}
-  int8: {{stages: [{{tflite: {{quantize: int8}}}}]}}
-  onnx: {{stages: [{{onnx: {{opset: {opset}}}}}]}}
-""",
-        f"recipe-{opset}-{limit}.yaml",
-    )
+    outputs = {
+        "fp32": {"stages": ["tflite"]},
+        "int8": {"stages": [{"tflite": {"quantize": "int8"}}]},
+        "onnx": {"stages": [{"onnx": {"opset": opset}}]},
+    }
+    data, file = digits_data(zoo, limit=limit), f"recipe-{opset}-{limit}.yaml"
+    return recipe_file(tmp_path, name="cached", source=zoo.keras3, data=data, outputs=outputs, file=file)
 
 
 def _run(recipe: Path, out: Path, cache: Path, use_cache: bool = True) -> dict:

@@ -5,28 +5,23 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .conftest import write_recipe
+from .recipes import digits_data, recipe_file
 from .test_cli import edgeport
 
 
 def test_prune_once_then_int8_tflite_and_onnx(zoo, tmp_path: Path) -> None:
-    recipe = write_recipe(
-        tmp_path,
-        f"""\
-name: pruning
-source: {zoo.keras3}
-data:
-  calibration: {{npz: {zoo.digits_npz}, inputs: x_train, limit: 100}}
-  evaluation: {{npz: {zoo.digits_npz}, inputs: x_test, labels: y_test}}
-  fine_tune: {{npz: {zoo.digits_npz}, inputs: x_train, labels: y_train}}
-outputs:
-  pruned-int8:
-    stages: [{{prune: {{sparsity: 0.5, epochs: 1}}}}, {{tflite: {{quantize: int8, io: int8}}}}]
-    gates: {{top1_agreement: 0.93, accuracy_drop: 0.03}}
-  pruned-onnx:
-    stages: [{{prune: {{sparsity: 0.5, epochs: 1}}}}, {{onnx: {{opset: 17}}}}]
-    gates: {{top1_agreement: 0.93}}
-""",
+    outputs = {
+        "pruned-int8": {
+            "stages": [{"prune": {"sparsity": 0.5, "epochs": 1}}, {"tflite": {"quantize": "int8", "io": "int8"}}],
+            "gates": {"top1_agreement": 0.93, "accuracy_drop": 0.03},
+        },
+        "pruned-onnx": {
+            "stages": [{"prune": {"sparsity": 0.5, "epochs": 1}}, {"onnx": {"opset": 17}}],
+            "gates": {"top1_agreement": 0.93},
+        },
+    }
+    recipe = recipe_file(
+        tmp_path, name="pruning", source=zoo.keras3, data=digits_data(zoo, limit=100, fine_tune=True), outputs=outputs
     )
     out = tmp_path / "out"
     result = edgeport("run", recipe, "--out", out)

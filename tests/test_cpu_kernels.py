@@ -21,8 +21,8 @@ from pipeline.run import RunOptions, run_recipe
 from pipeline.run.diagnose import GAP_RATIO
 from pipeline.sources import load_source
 
-from .conftest import write_recipe
 from .helpers import run_stage
+from .recipes import digits_data, recipe_file
 
 EPYC = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse4_1 avx avx2 fma f16c\n\nprocessor\t: 1\n"
 SAPPHIRE = "model name\t: Intel(R) Xeon(R) Platinum 8480+\nflags\t: avx2 fma avx512f avx512bw avx512_vnni amx_int8\n"
@@ -41,32 +41,29 @@ def test_cpuinfo_is_read_into_kernel_features() -> None:
     assert int8_kernels("aarch64", flags) == {"int8_kernels": "i8mm (into int32)", "int8_may_saturate": False}
 
 
-RECIPE = """\
-name: kernels
-source: {model}
-data:
-  calibration: {{npz: {npz}, inputs: x_train, limit: 200}}
-  evaluation: {{npz: {npz}, inputs: x_test, labels: y_test}}
-outputs:
-  onnx: {{stages: [onnx]}}
-  onnx-int8:
-    stages: [{{onnx: {{quantize: static, per_channel: true}}}}]
-    gates: {{cosine: 0.9}}
-  onnx-int8-reduced:
-    stages: [{{onnx: {{quantize: static, per_channel: true, reduce_range: true}}}}]
-    runtime: {{graph_optimization: both}}
-    gates: {{cosine: 0.99}}
-  onnx-int8-u8u8:
-    stages: [{{onnx: {{quantize: static, per_channel: true, activation_type: uint8, weight_type: uint8,
-              calibration_method: entropy}}}}]
-    gates: {{cosine: 0.99}}
-"""
+def _recipe(zoo, directory: Path) -> Path:
+    static = {"quantize": "static", "per_channel": True}
+    uint8 = {"activation_type": "uint8", "weight_type": "uint8"}
+    outputs = {
+        "onnx": {"stages": ["onnx"]},
+        "onnx-int8": {"stages": [{"onnx": static}], "gates": {"cosine": 0.9}},
+        "onnx-int8-reduced": {
+            "stages": [{"onnx": {**static, "reduce_range": True}}],
+            "runtime": {"graph_optimization": "both"},
+            "gates": {"cosine": 0.99},
+        },
+        "onnx-int8-u8u8": {
+            "stages": [{"onnx": {**static, **uint8, "calibration_method": "entropy"}}],
+            "gates": {"cosine": 0.99},
+        },
+    }
+    return recipe_file(directory, name="kernels", source=zoo.keras3, data=digits_data(zoo, limit=200), outputs=outputs)
 
 
 @pytest.fixture(scope="module")
 def kernels_report(zoo, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
     tmp = tmp_path_factory.mktemp("kernels")
-    recipe = load_recipe(write_recipe(tmp, RECIPE.format(model=zoo.keras3, npz=zoo.digits_npz)))
+    recipe = load_recipe(_recipe(zoo, tmp))
     out = tmp / "out"
     return run_recipe(recipe, RunOptions(out_dir=out), log=lambda message: None), out
 
@@ -132,25 +129,30 @@ def test_reduce_range_and_uint8_keep_the_qdq_arithmetic_on_every_cpu(kernels_rep
 def test_quantization_settings_are_in_the_cache_key(zoo, tmp_path: Path) -> None:
     from pipeline.run.plan import plan_recipe
 
-    text = RECIPE.format(model=zoo.keras3, npz=zoo.digits_npz)
-    keys = {plan.name: plan.nodes[-1].key for plan in plan_recipe(load_recipe(write_recipe(tmp_path, text)), "src")}
+    keys = {plan.name: plan.nodes[-1].key for plan in plan_recipe(load_recipe(_recipe(zoo, tmp_path)), "src")}
     assert len(set(keys.values())) == 4
 
 
 @pytest.mark.parametrize(
     ("output", "message"),
     [
-        ("{stages: [tflite], runtime: {graph_optimization: both}}", "graph_optimization: applies to onnx outputs"),
-        ("{stages: [{onnx: {quantize: dynamic, activation_type: uint8}}]}", "activation_type apply to quantize: st"),
-        ("{stages: [{onnx: {reduce_range: true}}]}", "reduce_range apply to quantized exports"),
-        ("{stages: [{onnx: {quantize: static, calibration_method: mse}}]}", "calibration_method"),
+        (
+            {"stages": ["tflite"], "runtime": {"graph_optimization": "both"}},
+            "graph_optimization: applies to onnx outputs",
+        ),
+        (
+            {"stages": [{"onnx": {"quantize": "dynamic", "activation_type": "uint8"}}]},
+            "activation_type apply to quantize: st",
+        ),
+        ({"stages": [{"onnx": {"reduce_range": True}}]}, "reduce_range apply to quantized exports"),
+        ({"stages": [{"onnx": {"quantize": "static", "calibration_method": "mse"}}]}, "calibration_method"),
     ],
 )
-def test_settings_that_do_not_apply_are_refused(zoo, tmp_path: Path, output: str, message: str) -> None:
-    data = "{calibration: {random: {samples: 4}}}"
-    text = f"name: bad\nsource: {zoo.keras3}\ndata: {data}\noutputs:\n  x: {output}\n"
+def test_settings_that_do_not_apply_are_refused(zoo, tmp_path: Path, output: dict, message: str) -> None:
+    data = {"calibration": {"random": {"samples": 4}}}
+    path = recipe_file(tmp_path, name="bad", source=zoo.keras3, data=data, outputs={"x": output})
     with pytest.raises(RecipeError, match=message):
-        load_recipe(write_recipe(tmp_path, text))
+        load_recipe(path)
 
 
 def test_a_fixed_batch_calibrates_on_every_sample(zoo, tmp_path: Path) -> None:

@@ -14,25 +14,18 @@ from pathlib import Path
 from pipeline.core.artifact import Artifact
 from pipeline.runtimes import runtime_for
 
-from .conftest import ROOT, write_recipe
+from .conftest import ROOT
+from .recipes import digits_data, recipe_file
 
 
 def _recipe(zoo, tmp_path: Path) -> Path:
-    return write_recipe(
-        tmp_path,
-        f"""\
-name: faults
-source: {zoo.keras3}
-data:
-  calibration: {{npz: {zoo.digits_npz}, inputs: x_train, limit: 64}}
-  evaluation: {{npz: {zoo.digits_npz}, inputs: x_test, labels: y_test}}
-outputs:
-  fp32: {{stages: [tflite]}}
-  onnx: {{stages: [onnx]}}
-  int8: {{stages: [{{tflite: {{quantize: int8}}}}]}}
-  float16: {{stages: [{{tflite: {{quantize: float16}}}}]}}
-""",
-    )
+    outputs = {
+        "fp32": {"stages": ["tflite"]},
+        "onnx": {"stages": ["onnx"]},
+        "int8": {"stages": [{"tflite": {"quantize": "int8"}}]},
+        "float16": {"stages": [{"tflite": {"quantize": "float16"}}]},
+    }
+    return recipe_file(tmp_path, name="faults", source=zoo.keras3, data=digits_data(zoo, limit=64), outputs=outputs)
 
 
 def _start(recipe: Path, out: Path, cache: Path) -> subprocess.Popen[str]:

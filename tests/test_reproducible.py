@@ -16,19 +16,7 @@ from pipeline.run.plan import PlanNode
 from pipeline.run.reproduce import _compare_builds, _gate
 from pipeline.stages import STAGES
 
-from .conftest import write_recipe
-
-RECIPE = """\
-name: repro
-source: {model}
-data:
-  calibration: {{npz: {npz}, inputs: x_train, limit: 100}}
-  evaluation: {{npz: {npz}, inputs: x_test, labels: y_test}}
-  fine_tune: {{npz: {npz}, inputs: x_train, labels: y_train, limit: 400}}
-outputs:
-  pruned-onnx: {{stages: [{{prune: {{sparsity: 0.5, epochs: 1}}}}, onnx]}}
-  clustered-int8: {{stages: [{{cluster: {{number_of_clusters: 8, epochs: 1}}}}, {{tflite: {{quantize: int8}}}}]}}
-"""
+from .recipes import digits_data, recipe_file
 
 
 def _run(recipe: Path, out: Path, lines: list[str] | None = None, **options: object) -> dict:
@@ -42,7 +30,14 @@ def _shipped(report: dict) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def recipe(zoo, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_recipe(tmp_path_factory.mktemp("repro"), RECIPE.format(model=zoo.keras3, npz=zoo.digits_npz))
+    outputs = {
+        "pruned-onnx": {"stages": [{"prune": {"sparsity": 0.5, "epochs": 1}}, "onnx"]},
+        "clustered-int8": {
+            "stages": [{"cluster": {"number_of_clusters": 8, "epochs": 1}}, {"tflite": {"quantize": "int8"}}]
+        },
+    }
+    data = digits_data(zoo, limit=100, fine_tune=True, fine_tune_limit=400)
+    return recipe_file(tmp_path_factory.mktemp("repro"), name="repro", source=zoo.keras3, data=data, outputs=outputs)
 
 
 def test_two_cold_runs_give_the_same_files(recipe: Path, tmp_path: Path) -> None:
@@ -79,8 +74,9 @@ def test_keys_after_a_training_stage_follow_its_weights() -> None:
 def test_the_cached_reference_follows_package_versions(
     zoo, recipe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    text = f"name: ref\nsource: {zoo.keras3}\noutputs:\n  fp32: {{stages: [tflite]}}\n"
-    small = write_recipe(tmp_path, text, "ref.yaml")
+    small = recipe_file(
+        tmp_path, name="ref", source=zoo.keras3, outputs={"fp32": {"stages": ["tflite"]}}, file="ref.yaml"
+    )
     cache, logs = tmp_path / "cache", [[], [], []]
     _run(small, tmp_path / "a", logs[0], cache_dir=cache)
     _run(small, tmp_path / "b", logs[1], cache_dir=cache)
@@ -94,11 +90,16 @@ def test_the_cached_reference_follows_package_versions(
 
 
 def test_verify_reproducible_records_both_builds_and_the_gate_fails_a_difference(zoo, tmp_path: Path) -> None:
-    text = (
-        f"name: verify\nsource: {zoo.keras3}\noutputs:\n"
-        "  onnx: {stages: [onnx], gates: {max_abs: 1.0e-4, reproducible: true}}\n  fp32: {stages: [tflite]}\n"
+    recipe = recipe_file(
+        tmp_path,
+        name="verify",
+        source=zoo.keras3,
+        outputs={
+            "onnx": {"stages": ["onnx"], "gates": {"max_abs": 1.0e-4, "reproducible": True}},
+            "fp32": {"stages": ["tflite"]},
+        },
     )
-    report = _run(write_recipe(tmp_path, text), tmp_path / "out", verify_reproducible=True, use_cache=False)
+    report = _run(recipe, tmp_path / "out", verify_reproducible=True, use_cache=False)
     outputs = {output["name"]: output for output in report["outputs"]}
     for output in outputs.values():
         found = output["reproducible"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import write_recipe
+from ..recipes import digits_data, recipe_file
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT_COPY = Path("/tmp/edgeport_report.png")  # for a person to look at after a run
@@ -36,20 +36,15 @@ def report_dir(zoo, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from pipeline.run import RunOptions, run_recipe
 
     work = tmp_path_factory.mktemp("browser")
-    recipe = write_recipe(
-        work,
-        f"""\
-name: digits-browser
-source: {zoo.keras3}
-data:
-  calibration: {{npz: {zoo.digits_npz}, inputs: x_train, limit: 100}}
-  evaluation: {{npz: {zoo.digits_npz}, inputs: x_test, labels: y_test}}
-outputs:
-  fp32: {{stages: [tflite], gates: {{max_abs: 1.0e-4}}}}
-  int8:
-    stages: [{{tflite: {{quantize: int8, io: int8, debug: true}}}}]
-    gates: {{cosine: 0.99, accuracy_drop: 0.02}}
-""",
+    outputs = {
+        "fp32": {"stages": ["tflite"], "gates": {"max_abs": 1.0e-4}},
+        "int8": {
+            "stages": [{"tflite": {"quantize": "int8", "io": "int8", "debug": True}}],
+            "gates": {"cosine": 0.99, "accuracy_drop": 0.02},
+        },
+    }
+    recipe = recipe_file(
+        work, name="digits-browser", source=zoo.keras3, data=digits_data(zoo, limit=100), outputs=outputs
     )
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("EDGEPORT_CACHE_DIR", str(work / "cache"))

@@ -121,22 +121,17 @@ def test_run_wires_the_gates_into_fallback_auto(zoo, outlier_source, tmp_path: P
     from pipeline.recipe import load_recipe
     from pipeline.run import RunOptions, run_recipe
 
-    from ..conftest import write_recipe
+    from ..recipes import digits_data, recipe_file
 
-    recipe = write_recipe(
-        tmp_path,
-        f"""\
-name: fallback
-source: {outlier_source.path}
-data:
-  calibration: {{npz: {zoo.digits_npz}, inputs: x_train, limit: 100}}
-  evaluation: {{npz: {zoo.digits_npz}, inputs: x_test, labels: y_test}}
-outputs:
-  int8: {{stages: [{{tflite: {{quantize: int8}}}}], gates: {{cosine: 0.99, accuracy_drop: 0.02}}}}
-  int8-auto:
-    stages: [{{tflite: {{quantize: int8, fallback: auto, max_float_layers: 4}}}}]
-    gates: {{cosine: 0.99, accuracy_drop: 0.02}}
-""",
+    outputs = {
+        "int8": {"stages": [{"tflite": {"quantize": "int8"}}], "gates": GATES},
+        "int8-auto": {
+            "stages": [{"tflite": {"quantize": "int8", "fallback": "auto", "max_float_layers": 4}}],
+            "gates": GATES,
+        },
+    }
+    recipe = recipe_file(
+        tmp_path, name="fallback", source=outlier_source.path, data=digits_data(zoo, limit=100), outputs=outputs
     )
     report = run_recipe(load_recipe(recipe), RunOptions(out_dir=tmp_path / "out", use_cache=False), log=print)
     plain, auto = report["outputs"]
