@@ -125,7 +125,7 @@ def test_not_a_mapping(files: Path) -> None:
 def test_schema_lists_every_stage_kind() -> None:
     schema = recipe_schema()
     entry = schema["$defs"]["StageEntry"]["properties"]
-    assert set(entry) == {"tflite", "onnx", "prune", "qat", "cluster"}
+    assert set(entry) == {"tflite", "onnx", "prune", "qat", "cluster", "litert_quantize"}
     assert schema["additionalProperties"] is False
 
 

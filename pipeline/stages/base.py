@@ -64,6 +64,12 @@ class Stage(ABC):
         return None
 
     @classmethod
+    def refuses_upstream(cls, kind: str, options: StageOptions) -> str | None:
+        """Why this stage cannot follow a stage of this kind with these options, if its options show it cannot
+        (checked at validation; `takes` has already matched)."""
+        return None
+
+    @classmethod
     def describe(cls, options: StageOptions) -> str:
         """A short human label, e.g. `tflite int8 io=int8`."""
         return cls.kind
