@@ -29,6 +29,9 @@ from pipeline.sources.checks import check_source_files
 from pipeline.stages import STAGES, StageOptions
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+# Deployment targets an output may name: the keys of pipeline.targets.TARGETS (a test holds them equal; this module
+# must not import the targets, which load LiteRT).
+TargetName = Literal["gpu", "xnnpack", "micro"]
 BUILDER_PATTERN = r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$"
 
 
@@ -162,6 +165,9 @@ class Gates(MetricGates):
     reproducible: bool | None = Field(
         None, description="true: build the output's file a second time, cache bypassed; it must come out identical."
     )
+    micro_arena_kib: float | None = Field(
+        None, gt=0, description="At most this many KiB of TFLite Micro arena (needs `micro` in the output's targets)."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -177,7 +183,7 @@ class Gates(MetricGates):
         return flat
 
     def thresholds(self) -> dict[str, float]:
-        dumped = self.model_dump(exclude={"tensors", "reproducible"})
+        dumped = self.model_dump(exclude={"tensors", "reproducible", "micro_arena_kib"})
         return {name: value for name, value in dumped.items() if value is not None}
 
     def tensor_thresholds(self) -> dict[str, dict[str, float]]:
@@ -255,6 +261,19 @@ class OutputSpec(_Strict):
         description="{source output: this file's output}: pairs tensors that names, `:N` indices and unique shapes "
         "cannot (same-shaped outputs of a renamed file).",
     )
+    targets: list[TargetName] = Field(
+        default_factory=list,
+        description="tflite only: deployment targets the file must suit (gpu: TFLite's GPU delegate rules; xnnpack: "
+        "every operator taken by the XNNPACK delegate; micro: runs in TFLite for Microcontrollers); each is a gate.",
+    )
+
+    @field_validator("targets")
+    @classmethod
+    def _distinct_targets(cls, targets: list[str]) -> list[str]:
+        repeated = sorted({target for target in targets if targets.count(target) > 1})
+        if repeated:
+            raise ValueError(f"each target once (repeated: {', '.join(repeated)})")
+        return targets
 
 
 class Recipe(_Strict):
@@ -266,6 +285,12 @@ class Recipe(_Strict):
     outputs: dict[str, OutputSpec] = Field(min_length=1)
     fail_on_converter_warnings: bool = Field(
         False, description="Treat warnings the converters log (and still 'succeed') as stage errors."
+    )
+    stage_timeout: float | None = Field(
+        None,
+        gt=0,
+        description="Seconds a conversion may run in its worker process before the worker is killed and the "
+        "output reported as error (default 1800; `--stage-timeout` overrides).",
     )
 
     @field_validator("source", mode="before")
@@ -362,6 +387,7 @@ def check_chains(recipe: LoadedRecipe) -> None:
     source_kind = recipe.source_kind()
     for name, output in spec.outputs.items():
         given, giver = source_kind, f"the source ({source_kind})"
+        previous: tuple[str, StageOptions] | None = None
         for index, entry in enumerate(output.stages):
             kind, options = stage_of(entry)
             stage = STAGES[kind]
@@ -374,6 +400,10 @@ def check_chains(recipe: LoadedRecipe) -> None:
                     f"{recipe.path}: {place}: {kind} takes {' or '.join(sorted(stage.takes))}, "
                     f"but {giver} gives {given}"
                 )
+            refusal = stage.refuses_upstream(*previous) if previous is not None else None
+            if refusal:
+                raise RecipeError(f"{recipe.path}: {place}: {refusal}")
+            previous = (kind, options)
             for needed in stage.required_data(options):
                 section, _, part = needed.partition(".")
                 spec_of_section = getattr(spec.data, section)
@@ -392,6 +422,7 @@ def check_chains(recipe: LoadedRecipe) -> None:
                 f"{recipe.path}: outputs.{name}.runtime.graph_optimization: applies to onnx outputs; "
                 f"this output gives {given}"
             )
+        _check_targets(recipe, name, output, given)
         gated = set(output.gates.thresholds()).union(*map(set, output.gates.tensor_thresholds().values()))
         needs_labels = {"accuracy", "accuracy_drop"} & gated
         evaluation = spec.data.evaluation
@@ -400,6 +431,19 @@ def check_chains(recipe: LoadedRecipe) -> None:
                 f"{recipe.path}: outputs.{name}.gates: {', '.join(sorted(needs_labels))} "
                 "needs labels; set data.evaluation.labels"
             )
+
+
+def _check_targets(recipe: LoadedRecipe, name: str, output: OutputSpec, given: str) -> None:
+    """Targets judge .tflite files; the arena gate needs the micro target that measures it."""
+    if output.targets and given != "tflite":
+        raise RecipeError(
+            f"{recipe.path}: outputs.{name}.targets: targets apply to tflite outputs; this output gives {given}"
+        )
+    if output.gates.micro_arena_kib is not None and "micro" not in output.targets:
+        raise RecipeError(
+            f"{recipe.path}: outputs.{name}.gates.micro_arena_kib: the arena is measured by the micro target; "
+            f"add micro to outputs.{name}.targets"
+        )
 
 
 def _check_files(recipe: LoadedRecipe) -> None:

@@ -1,10 +1,13 @@
 """Regenerate the README's measured tables from real runs on this machine; never edit them by hand.
 
 - the demo summary: `recipes/demo.yaml` run afresh (cache bypassed), pasted as the console prints it;
-- with `--cpu-table`, the "Same file, different CPU" table (`scripts/cpu_table.py`, about 4 minutes).
+- with `--cpu-table`, the "Same file, different CPU" table (`scripts/cpu_table.py`, about 4 minutes);
+- with `--cluster-table`, wall seconds of one batch of recipes on 1 and 2 workers, local processes and a dask
+  LocalCluster (about 3 minutes); `--no-demo-table` leaves the demo summary as it is;
+- with `--mobile-table`, the "Mobile and microcontroller targets" table (`scripts/mobile_table.py`, about 20 s).
 
 Each table sits between `<!-- NAME:start -->` and `<!-- NAME:end -->` markers and names the machine it ran on.
-Usage: python scripts/make_demo_model.py && python scripts/readme_tables.py [--cpu-table]
+Usage: python scripts/make_demo_model.py && python scripts/readme_tables.py [--cpu-table] [--cluster-table]
 """
 
 from __future__ import annotations
@@ -55,6 +58,61 @@ def cpu_table() -> str:
     return "\n".join(lines) + f"\n\nMeasured by `scripts/readme_tables.py --cpu-table` on {machine()}."
 
 
+BATCH_RECIPES = 4
+
+
+def cluster_table() -> str:
+    """The same batch (cache bypassed, so every recipe does its work) on 1 and 2 workers of each executor."""
+    rows = ["| executor | workers | wall s | speed-up vs 1 worker |", "| --- | --- | --- | --- |"]
+    load = os.getloadavg()[0]  # other work on the machine slows the runs with more workers most
+    with tempfile.TemporaryDirectory(prefix="edgeport-readme-batch-") as folder:
+        paths = _batch_recipes(Path(folder))
+        for executor in ("local", "dask"):
+            one = 0.0
+            for workers in (1, 2):
+                seconds = _batch_seconds(paths, Path(folder) / f"{executor}-{workers}", executor, workers)
+                one = one or seconds
+                rows.append(f"| {executor} | {workers} | {seconds:.1f} | {one / seconds:.2f}× |")
+    recipe = "fp32 TFLite, int8 TFLite and fp32 ONNX of the digits CNN, 360 evaluation samples"
+    return "\n".join(rows) + (
+        f"\n\n{BATCH_RECIPES} recipes ({recipe}), `--no-cache`; wall time includes starting the workers (and the "
+        f"LocalCluster). Measured by `scripts/readme_tables.py --cluster-table` on {machine()}, load average "
+        f"{load:.1f} when it started."
+    )
+
+
+def _batch_recipes(folder: Path) -> list[Path]:
+    model, npz = ROOT / "artifacts" / "models" / "digits_cnn.keras", ROOT / "artifacts" / "data" / "digits.npz"
+    body = (
+        f"source: {model}\ndata:\n  calibration: {{npz: {npz}, inputs: x_train, limit: 100}}\n"
+        f"  evaluation: {{npz: {npz}, inputs: x_test, labels: y_test}}\noutputs:\n  fp32: {{stages: [tflite]}}\n"
+        "  int8: {stages: [{tflite: {quantize: int8}}]}\n  onnx: {stages: [onnx]}\n"
+    )
+    paths = [folder / f"recipe-{n}.yaml" for n in range(1, BATCH_RECIPES + 1)]
+    for n, path in enumerate(paths, 1):
+        path.write_text(f"name: batch-{n}\n{body}")
+    return paths
+
+
+def _batch_seconds(paths: list[Path], out: Path, executor: str, workers: int) -> float:
+    import time
+
+    from pipeline.run import RunOptions
+    from pipeline.run.batch import run_batch
+
+    clock = time.perf_counter()
+    summary = run_batch(paths, RunOptions(out_dir=out, use_cache=False), workers, lambda line: None, executor)
+    if summary["exit_code"] != 0:
+        raise SystemExit(f"the {executor} batch on {workers} workers exited {summary['exit_code']}: see {out}")
+    return time.perf_counter() - clock
+
+
+def mobile_table() -> str:
+    from scripts.mobile_table import mobile_table as table
+
+    return table(machine())
+
+
 def replace_between(text: str, name: str, body: str) -> str:
     pattern = re.compile(rf"(<!-- {name}:start -->\n)(?:.*?\n)?(<!-- {name}:end -->)", re.S)
     if not pattern.search(text):
@@ -65,11 +123,19 @@ def replace_between(text: str, name: str, body: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cpu-table", action="store_true", help="also rerun the CPU table (about 4 minutes)")
+    parser.add_argument("--cluster-table", action="store_true", help="also rerun the workers table (about 3 minutes)")
+    parser.add_argument("--no-demo-table", action="store_true", help="leave the demo summary as it is")
+    parser.add_argument("--mobile-table", action="store_true", help="also rerun the mobile targets table (20 s)")
     args = parser.parse_args()
+    tables = {"demo-table": demo_table} if not args.no_demo_table else {}
+    tables |= {"cpu-table": cpu_table} if args.cpu_table else {}
+    tables |= {"cluster-table": cluster_table} if args.cluster_table else {}
+    tables |= {"mobile-table": mobile_table} if args.mobile_table else {}
+    bodies = {name: make() for name, make in tables.items()}  # measured first: the README is read just before writing
     readme = ROOT / "README.md"
-    text = replace_between(readme.read_text(), "demo-table", demo_table())
-    if args.cpu_table:
-        text = replace_between(text, "cpu-table", cpu_table())
+    text = readme.read_text()
+    for name, body in bodies.items():
+        text = replace_between(text, name, body)
     readme.write_text(text)
     print(f"updated {readme}")
 

@@ -1,5 +1,6 @@
-"""The architecture, checked: which layer may import which, no import cycles (function-level imports too), and
-no function or class over 120 lines. Reads the source with `ast`; imports nothing of the package."""
+"""The architecture, checked: which layer may import which, no import cycles (function-level imports too), optional
+dependencies (dask) imported lazily by one module, and no function or class over 120 lines. Reads the source with
+`ast`; imports nothing of the package."""
 
 from __future__ import annotations
 
@@ -12,17 +13,22 @@ PACKAGE = Path(__file__).resolve().parents[1] / "pipeline"
 
 # layer (a module or package under pipeline/) → the layers it must never import, directly or in a function.
 FORBIDDEN: dict[str, set[str]] = {
-    "core": {"stages", "runtimes", "parity", "run", "report", "sources", "recipe", "commands", "cli"},
-    "cpu": {"stages", "runtimes", "parity", "run", "report", "sources", "recipe", "commands", "cli"},
-    "runtimes": {"stages", "parity", "run", "report", "recipe", "commands", "cli"},
-    "stages": {"runtimes", "parity", "run", "report", "recipe", "commands", "cli"},
-    "parity": {"runtimes", "stages", "run", "report", "sources", "recipe", "commands", "cli"},
-    "report": {"runtimes", "stages", "run", "sources", "recipe", "commands", "cli"},
-    "sources": {"stages", "runtimes", "parity", "run", "report", "commands", "cli"},
-    "recipe": {"runtimes", "parity", "run", "report", "commands", "cli"},
+    "core": {"stages", "runtimes", "parity", "run", "report", "sources", "recipe", "commands", "cli", "targets"},
+    "cpu": {"stages", "runtimes", "parity", "run", "report", "sources", "recipe", "commands", "cli", "targets"},
+    "runtimes": {"stages", "parity", "run", "report", "recipe", "commands", "cli", "targets"},
+    "stages": {"runtimes", "parity", "run", "report", "recipe", "commands", "cli", "targets"},
+    "parity": {"runtimes", "stages", "run", "report", "sources", "recipe", "commands", "cli", "targets"},
+    "report": {"runtimes", "stages", "run", "sources", "recipe", "commands", "cli", "targets"},
+    "sources": {"stages", "runtimes", "parity", "run", "report", "commands", "cli", "targets"},
+    "recipe": {"runtimes", "parity", "run", "report", "commands", "cli", "targets"},
+    # deployment targets analyse a finished file in runtimes, with parity; they know no recipe, stage or run
+    "targets": {"stages", "sources", "run", "report", "recipe", "commands", "cli"},
     "run": {"commands", "cli"},
 }
 LONGEST = 120
+# optional dependencies (extras) → the one module that may import them, inside its functions only: every other
+# module, and the import of that module itself, must work without them installed.
+OPTIONAL: dict[str, str] = {"dask": "pipeline.run.distribute", "distributed": "pipeline.run.distribute"}
 
 
 def _modules() -> dict[str, Path]:
@@ -90,6 +96,26 @@ def test_no_import_cycles() -> None:
                     seen.add(target)
                     stack.append((target, [*path, target]))
     assert not cycles, "\n".join(sorted(set(cycles))[:10])
+
+
+def test_optional_dependencies_are_imported_in_one_module_and_only_lazily() -> None:
+    breaches = []
+    for module, path in _modules().items():
+        tree = ast.parse(path.read_text())
+        functions = [node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)]
+        lazy = {id(inner) for function in functions for inner in ast.walk(function)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            else:
+                continue
+            for name in names:
+                owner = OPTIONAL.get(name.split(".")[0])
+                if owner is not None and (module != owner or id(node) not in lazy):
+                    breaches.append(f"{module} imports {name} at line {node.lineno}")
+    assert not breaches, "\n".join(breaches)
 
 
 @pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE)))

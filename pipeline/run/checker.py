@@ -1,14 +1,14 @@
 """Check an output's file: run it in its runtime, compare it with the source under the output's gates, and
 gather the comparisons and findings that explain the verdict.
 
-Knows runtimes (through evaluate) and parity; nothing of stages, the cache or reports.
+Knows runtimes (through evaluate), parity and the deployment targets; nothing of stages, the cache or reports.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from pipeline.core.toolchain import package_versions
 from pipeline.data import Dataset
 from pipeline.errors import EdgeportError, first_line
 from pipeline.evaluate import ORDERS, Predictions, compare, predict_dataset
-from pipeline.parity import ParityResult, gate_result
+from pipeline.parity import GateResult, ParityResult, gate_result
 from pipeline.run.cache import Cache
 from pipeline.run.diagnose import graph_optimization_finding
 from pipeline.run.latency import feed_for, measure_latency
@@ -29,6 +29,7 @@ from pipeline.run.plan import OutputPlan
 from pipeline.runtimes import RUNTIMES, Runs, Setting, runtime_for
 from pipeline.sources import SourceHandle
 from pipeline.stages import STAGES
+from pipeline.targets import TARGETS, TargetContext, TargetReport
 
 Log = Callable[[str], None]
 
@@ -56,6 +57,7 @@ class Check:
     parity: ParityResult
     comparisons: list[Comparison]
     findings: list[dict[str, Any]]
+    targets: dict[str, TargetReport] = field(default_factory=dict)  # their gates are in parity.gates
 
     @property
     def passed(self) -> bool:
@@ -113,7 +115,9 @@ class OutputChecker:
             roles = {"reference": "model before the final stage", "candidate": runs.main.role or "output"}
             compared = self._compare(upstream, candidate, tensor_map=plan.tensor_map)
             comparisons.append(Comparison(compared, "before_final_stage", roles))
-        return Check(parity, comparisons, _findings(final, comparisons))
+        targets = target_reports(self, plan, final)
+        parity.gates += target_gates(plan, targets)
+        return Check(parity, comparisons, _findings(final, comparisons), targets)
 
     def acceptor(self, plan: OutputPlan) -> Callable[[Path], bool]:
         """For a stage that needs verdicts (`fallback: auto`): does a candidate file pass this output's gates on
@@ -221,6 +225,36 @@ def reference_predictions(checker: OutputChecker) -> Predictions:
         f"({evaluation.origin}, {labels}) {time.perf_counter() - clock:.1f} s"
     )
     return predictions
+
+
+def target_reports(checker: OutputChecker, plan: OutputPlan, final: Artifact) -> dict[str, TargetReport]:
+    """Each target the output names, analysed on its .tflite file; a target that breaks is reported incompatible."""
+    if not plan.targets or final.kind != "tflite":
+        return {}
+    context = TargetContext(final, checker.evaluation, checker.reference, checker.batch_size, plan.tensor_map)
+    reports = {}
+    for name in plan.targets:
+        clock = time.perf_counter()
+        try:
+            reports[name] = TARGETS[name]().analyze(context)
+        except Exception as failure:  # an analysis that cannot run says so in the report; the run goes on
+            reports[name] = TargetReport(name, False, details={"error": f"analysis failed: {first_line(failure)}"})
+        reports[name].details["seconds"] = round(time.perf_counter() - clock, 3)
+        checker.log(f"  target    {plan.name} {name}: {'compatible' if reports[name].compatible else 'not compatible'}")
+    return reports
+
+
+def target_gates(plan: OutputPlan, reports: dict[str, TargetReport]) -> list[GateResult]:
+    """`target <name>` per declared target, then `micro_arena_kib` on the arena TFLite Micro used."""
+    gates = [report.gate() for report in reports.values()]
+    micro = reports.get("micro")
+    if plan.micro_arena_kib is not None and micro is not None:
+        used = micro.details.get("arena_bytes")
+        value = used / 1024 if isinstance(used, int | float) else None
+        passed = value is not None and value <= plan.micro_arena_kib
+        note = None if value is not None else "not measured: TFLite Micro could not run the file"
+        gates.append(GateResult("micro_arena_kib", "<=", plan.micro_arena_kib, value, passed, note))
+    return gates
 
 
 def runs_of(plan: OutputPlan, artifact: Artifact) -> Runs:

@@ -33,6 +33,8 @@ class OutputPlan:
     benchmark: BenchmarkSpec | None = None
     reproducible_gate: bool = False  # gates: {reproducible: true}
     tensor_map: dict[str, str] = field(default_factory=dict)  # source output → this file's output, as given
+    targets: list[str] = field(default_factory=list)  # deployment targets (pipeline.targets), each a gate
+    micro_arena_kib: float | None = None  # gates: {micro_arena_kib: N}
 
 
 def plan_recipe(
@@ -78,6 +80,7 @@ def plan_recipe(
         plan = OutputPlan(name, nodes, gates, gates_from, tensor_gates, output.runtime, output.benchmark)
         plan.reproducible_gate = bool(output.gates.reproducible)
         plan.tensor_map = dict(output.tensor_map)
+        plan.targets, plan.micro_arena_kib = list(output.targets), output.gates.micro_arena_kib
         plans.append(plan)
     return plans
 

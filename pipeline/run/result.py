@@ -50,6 +50,8 @@ class OutputResult:
             "warnings": self.warnings,
             "error": self.error,
         }
+        if self.check is not None and self.check.targets:
+            entry["targets"] = {name: report.to_dict() for name, report in self.check.targets.items()}
         if self.latency is not None:
             entry["latency"] = self.latency
         return entry
