@@ -28,9 +28,9 @@ def _recipe(zoo, tmp_path: Path) -> Path:
     return recipe_file(tmp_path, name="faults", source=zoo.keras3, data=digits_data(zoo, limit=64), outputs=outputs)
 
 
-def _start(recipe: Path, out: Path, cache: Path) -> subprocess.Popen[str]:
+def _start(recipe: Path, out: Path, cache: Path, *options: str) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "EDGEPORT_CACHE_DIR": str(cache)}
-    command = [sys.executable, "-m", "pipeline", "run", str(recipe), "--out", str(out)]
+    command = [sys.executable, "-m", "pipeline", "run", str(recipe), "--out", str(out), *options]
     return subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
 
 
@@ -91,6 +91,15 @@ def _children(pid: int) -> list[int]:
         return []
 
 
+def _only_int8_failed(out: Path, exit_code: int, stderr: str) -> dict:
+    """The run went on past the int8 output's failure: exit 3, the other three passed; int8's report entry."""
+    assert exit_code == 3, stderr
+    report = json.loads((out / "report.json").read_text())
+    statuses = {output["name"]: output["status"] for output in report["outputs"]}
+    assert statuses == {"fp32": "passed", "onnx": "passed", "int8": "error", "float16": "passed"}
+    return next(output for output in report["outputs"] if output["name"] == "int8")
+
+
 def test_a_crashing_conversion_costs_one_output_not_the_run(zoo, tmp_path: Path) -> None:
     """A converter that dies in native code is simulated by killing the stage worker mid-conversion."""
     recipe, out = _recipe(zoo, tmp_path), tmp_path / "out"
@@ -101,10 +110,38 @@ def test_a_crashing_conversion_costs_one_output_not_the_run(zoo, tmp_path: Path)
     for worker in workers:
         os.kill(worker, signal.SIGKILL)
     stdout, stderr = process.communicate(timeout=300)
-    assert process.returncode == 3, stderr
-    report = json.loads((out / "report.json").read_text())
-    statuses = {output["name"]: output["status"] for output in report["outputs"]}
-    assert statuses == {"fp32": "passed", "onnx": "passed", "int8": "error", "float16": "passed"}
-    int8 = next(output for output in report["outputs"] if output["name"] == "int8")
+    int8 = _only_int8_failed(out, process.returncode, stderr)
     assert "crashed its worker process (killed by SIGKILL)" in int8["error"]
     assert "✗ int8" in stdout
+
+
+def test_a_hanging_conversion_is_killed_at_the_stage_timeout(zoo, tmp_path: Path) -> None:
+    """A converter that hangs is simulated by stopping the stage worker (SIGSTOP) mid-conversion."""
+    recipe, out = _recipe(zoo, tmp_path), tmp_path / "out"
+    process = _start(recipe, out, tmp_path / "cache", "--stage-timeout", "15")
+    _wait_for(process, "[3/4] int8: tflite int8 ...")
+    # The worker only: stopping multiprocessing's resource tracker as well would hang the parent's next spawn.
+    stopped = [pid for pid in _children(process.pid) if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert stopped, "the conversion runs in a worker process"
+    for worker in stopped:
+        os.kill(worker, signal.SIGSTOP)
+    _, stderr = process.communicate(timeout=300)
+    int8 = _only_int8_failed(out, process.returncode, stderr)
+    assert "ran past its timeout of 15 s" in int8["error"] and "worker process was killed" in int8["error"]
+    assert "Traceback" not in stderr
+    assert not [pid for pid in stopped if Path(f"/proc/{pid}").exists()], "the hung worker is gone"
+
+
+def test_stage_timeout_must_be_positive(zoo, tmp_path: Path) -> None:
+    recipe = recipe_file(
+        tmp_path, name="timeout", source=zoo.keras3, outputs={"fp32": {"stages": ["tflite"]}}, stage_timeout=0
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for command, expected in (
+        (["validate", str(recipe)], "stage_timeout"),
+        (["run", str(recipe), "--stage-timeout", "-1"], "--stage-timeout"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "pipeline", *command], capture_output=True, text=True, env=env, check=False
+        )
+        assert done.returncode == 2 and expected in done.stderr and "Traceback" not in done.stderr, done.stderr

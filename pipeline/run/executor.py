@@ -53,6 +53,7 @@ class ChainResult:
 class ExecutorSettings:
     batch_size: int
     fail_on_warnings: bool
+    stage_timeout: float = 1800.0  # seconds a stage may run in the worker before the worker is killed
 
 
 class ChainExecutor:
@@ -170,7 +171,7 @@ class ChainExecutor:
             }
         request = _worker_request(self, node, upstream)
         (self.work / node.key[:16]).mkdir(parents=True, exist_ok=True)
-        return self.worker.run(request, lambda message: self.log(f"{label}: {message}"))
+        return self.worker.run(request, lambda message: self.log(f"{label}: {message}"), self.settings.stage_timeout)
 
 
 def _batches_of(dataset: Dataset | None, size: int) -> Callable[[], Iterator[dict[str, np.ndarray]]] | None:

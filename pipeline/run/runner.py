@@ -46,9 +46,11 @@ class RunOptions:
     use_cache: bool = True
     isolate: bool = True  # conversions from the source run in a worker process (crash isolation)
     verify_reproducible: bool = False  # build every output a second time, cache bypassed, and compare
+    stage_timeout: float | None = None  # seconds; overrides the recipe's stage_timeout
 
 
 Log = Callable[[str], None]
+DEFAULT_STAGE_TIMEOUT = 1800.0  # seconds: generous; a conversion of a large Keras Application takes under a minute
 
 
 def stderr_log(message: str) -> None:
@@ -117,7 +119,8 @@ def _run_outputs(
     if left:
         log(f"  removed   {len(left)} work folders stopped runs left in {tempfile.gettempdir()}")
     with tempfile.TemporaryDirectory(prefix=work_prefix()) as work:
-        settings = ExecutorSettings(options.batch_size, recipe.spec.fail_on_converter_warnings)
+        timeout = options.stage_timeout or recipe.spec.stage_timeout or DEFAULT_STAGE_TIMEOUT
+        settings = ExecutorSettings(options.batch_size, recipe.spec.fail_on_converter_warnings, timeout)
         executor = ChainExecutor(recipe, source, datasets, Path(work), cache, worker, settings, log)
         executor.warm_up(plans)  # the worker's TensorFlow import overlaps the reference predictions below
         selection = datasets.get("validation") or datasets.get("calibration")

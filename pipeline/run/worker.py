@@ -3,7 +3,8 @@
 The TFLite converter and tf2onnx can abort or segfault inside C++. A worker process (spawned, so it
 shares no TensorFlow state with the parent) loads the source model itself and runs the stages it is
 sent, one at a time. When it dies, the stage it was running becomes a StageError naming the signal, and
-the next stage gets a fresh worker. Knows stages and sources (models load through pipeline.sources.keras);
+the next stage gets a fresh worker. A stage that runs past its timeout (a converter that hangs) has its
+worker killed the same way. Knows stages and sources (models load through pipeline.sources.keras);
 nothing of parity or reports.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import signal
+import time
 import traceback
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -31,6 +33,9 @@ from pipeline.stages import STAGES, StageContext
 from pipeline.stages.finetune import import_tfmot
 
 _POLL_SECONDS = 0.2
+# A worker that has not yet answered may still be importing TensorFlow: that wait is not the stage's time,
+# but a worker that never gets that far is hung too.
+_START_SECONDS = 300.0
 
 
 @dataclass
@@ -54,6 +59,7 @@ class StageWorker:
         self._context = multiprocessing.get_context("spawn")
         self._process: Any = None
         self._connection: Connection | None = None
+        self._answered = False  # past its start-up: it has taken a request before
 
     def start(self) -> None:
         """Start early: the child's TensorFlow import then overlaps the parent's own work."""
@@ -62,9 +68,10 @@ class StageWorker:
             self._process = self._context.Process(target=_serve, args=(child,), daemon=True, name="edgeport-stage")
             self._process.start()
             child.close()
-            self._connection = parent
+            self._connection, self._answered = parent, False
 
-    def run(self, request: StageRequest, log: Any) -> Artifact:
+    def run(self, request: StageRequest, log: Any, timeout: float | None = None) -> Artifact:
+        """Run one stage in the worker; past `timeout` seconds of the stage's own time the worker is killed."""
         self.start()
         assert self._connection is not None
         try:
@@ -73,6 +80,8 @@ class StageWorker:
             self._process = None
             self.start()
             self._connection.send(request)
+        limit = timeout or float("inf")
+        started, deadline = self._answered, time.monotonic() + (limit if self._answered else max(limit, _START_SECONDS))
         while True:
             try:
                 ready = self._connection.poll(_POLL_SECONDS)
@@ -81,12 +90,17 @@ class StageWorker:
                 raise self._crashed() from None
             if ready:
                 assert message is not None
-                if message[0] == "log":
+                if message[0] == "started":
+                    self._answered = started = True
+                    deadline = time.monotonic() + limit
+                elif message[0] == "log":
                     log(message[1])
-                    continue
-                return _reply(message)
-            if not self._process.is_alive():
+                else:
+                    return _reply(message)
+            elif not self._process.is_alive():
                 raise self._crashed()
+            if time.monotonic() > deadline:
+                raise self._timed_out(timeout if started else None)
 
     def close(self) -> None:
         if self._process is not None and self._process.is_alive():
@@ -97,6 +111,16 @@ class StageWorker:
             if self._process.is_alive():
                 self._process.kill()
         self._process = None
+
+    def _timed_out(self, timeout: float | None) -> StageError:
+        self._process.kill()
+        self._process.join(timeout=10)
+        self._process = None
+        if timeout is None:
+            what = f"the worker process did not take the stage within {_START_SECONDS:g} s of starting"
+        else:
+            what = f"the stage ran past its timeout of {timeout:g} s (stage_timeout / --stage-timeout)"
+        return StageError(f"{what}; its worker process was killed and the other outputs went on")
 
     def _crashed(self) -> StageError:
         self._process.join(timeout=10)
@@ -143,6 +167,7 @@ def _serve(connection: Connection) -> None:
         request = connection.recv()
         if request is None:
             return
+        connection.send(("started",))
         try:
             artifact = _run(request, sources, lambda text: connection.send(("log", text)))
             connection.send(("ok", _fields(artifact)))
