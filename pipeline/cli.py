@@ -52,7 +52,20 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--out", type=Path, help="output directory (default: artifacts/<recipe name>/; several: artifacts/batch/)"
     )
-    run.add_argument("--jobs", type=int, default=1, help="with several recipes: run this many at once (processes)")
+    run.add_argument(
+        "--jobs", type=int, default=1, help="with several recipes: run this many at once (processes, dask workers)"
+    )
+    run.add_argument(
+        "--executor",
+        choices=["local", "dask"],
+        default="local",
+        help="where recipes run: local (this machine) or dask (one task per recipe; needs edgeport[cluster])",
+    )
+    run.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="with --executor dask: the scheduler (tcp://host:8786); default: a LocalCluster of --jobs workers",
+    )
     run.add_argument("--only", nargs="+", metavar="NAME", help="run only these outputs")
     run.add_argument(
         "--trust-model",
@@ -71,6 +84,13 @@ def _parser() -> argparse.ArgumentParser:
         "--verify-reproducible",
         action="store_true",
         help="build every output a second time with the cache bypassed and record whether the files are identical",
+    )
+    run.add_argument(
+        "--stage-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="kill a conversion that runs longer and report its output as error (default: the recipe's "
+        "stage_timeout, else 1800)",
     )
     run.add_argument(
         "--baseline", type=Path, metavar="REPORT", help="an earlier report.json: a metric that regressed fails (exit 1)"
@@ -127,13 +147,18 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1 or args.jobs < 1:
         raise EdgeportError(f"--batch-size and --jobs must be at least 1 (got {args.batch_size}, {args.jobs})")
+    if args.stage_timeout is not None and not args.stage_timeout > 0:
+        raise EdgeportError(f"--stage-timeout must be a positive number of seconds (got {args.stage_timeout})")
+    if args.scheduler is not None and args.executor != "dask":
+        raise EdgeportError("--scheduler names a dask scheduler: it needs --executor dask")
     paths = recipe_paths(args.recipe)
-    if len(paths) == 1 and not args.recipe[0].is_dir():
+    if len(paths) == 1 and not args.recipe[0].is_dir() and args.executor == "local":
         return _run_one(args, paths[0])
     from pipeline.run.batch import run_batch
 
     out_dir = args.out or Path("artifacts") / "batch"
-    summary = run_batch(paths, _run_options(args, out_dir), args.jobs, log=lambda line: print(line, file=sys.stderr))
+    options, log = _run_options(args, out_dir), lambda line: print(line, file=sys.stderr, flush=True)
+    summary = run_batch(paths, options, args.jobs, log, args.executor, args.scheduler)
     from pipeline.run.batch import summary_markdown
 
     print(summary_markdown(summary))
@@ -169,6 +194,7 @@ def _run_options(args: argparse.Namespace, out_dir: Path) -> RunOptions:
         isolate=not args.no_isolation,
         baseline=args.baseline,
         verify_reproducible=args.verify_reproducible,
+        stage_timeout=args.stage_timeout,
     )
 
 
