@@ -1,4 +1,9 @@
-"""Make the demo source model and data: a small Keras 3 CNN trained on sklearn's digits."""
+"""Make the demo source models and data: a small Keras 3 CNN trained on sklearn's digits, and its mobile variant.
+
+`digits_cnn.keras` flattens its features (the demo recipes); `digits_cnn_mobile.keras` is the same CNN pooling them
+with GlobalAveragePooling2D instead, which every mobile target takes (`recipes/mobile.yaml`): Flatten with a free
+batch dimension converts to SHAPE -> STRIDED_SLICE -> PACK -> RESHAPE, which the GPU delegate cannot run.
+"""
 
 from __future__ import annotations
 
@@ -32,9 +37,9 @@ def load_data(seed: int = 0, n_train: int = 1437) -> dict[str, np.ndarray]:
     return {"x_train": x[tr], "y_train": y[tr], "x_test": x[te], "y_test": y[te]}
 
 
-def digits_cnn(api: ModuleType, name: str = "digits_cnn", depthwise: bool = False) -> Any:
+def digits_cnn(api: ModuleType, name: str = "digits_cnn", depthwise: bool = False, pooled: bool = False) -> Any:
     """The demo CNN in `api`: Keras 3 (`keras`) or legacy (`tf_keras`, with `depthwise` for a layer
-    Keras 3 cannot read back from a legacy .h5)."""
+    Keras 3 cannot read back from a legacy .h5); `pooled` averages the features instead of flattening them."""
     layers = api.layers
     inputs = api.Input((8, 8, 1), name="pixels")
     h = layers.Conv2D(16, 3, padding="same", activation="relu")(inputs)
@@ -42,7 +47,7 @@ def digits_cnn(api: ModuleType, name: str = "digits_cnn", depthwise: bool = Fals
         h = layers.DepthwiseConv2D(3, padding="same", activation="relu")(h)
     h = layers.MaxPooling2D(2)(h)
     h = layers.Conv2D(32, 3, padding="same", activation="relu")(h)
-    h = layers.Flatten()(h)
+    h = layers.GlobalAveragePooling2D()(h) if pooled else layers.Flatten()(h)
     h = layers.Dense(32, activation="relu")(h)
     return api.Model(inputs, layers.Dense(10, name="logits")(h), name=name)
 
@@ -54,11 +59,18 @@ def train(model: Any, api: ModuleType, x_train: np.ndarray, y_train: np.ndarray,
     return model
 
 
-def build_and_train(x_train: np.ndarray, y_train: np.ndarray, epochs: int = 12, seed: int = 0) -> keras.Model:
+def build_and_train(
+    x_train: np.ndarray, y_train: np.ndarray, epochs: int = 12, seed: int = 0, pooled: bool = False
+) -> keras.Model:
     import keras  # Keras 3, imported late so the "exists" path stays fast; never tf.keras
 
     keras.utils.set_random_seed(seed)
-    return train(digits_cnn(keras), keras, x_train, y_train, epochs)
+    name = "digits_cnn_mobile" if pooled else "digits_cnn"
+    return train(digits_cnn(keras, name=name, pooled=pooled), keras, x_train, y_train, epochs)
+
+
+# name -> how it is trained; the pooled variant learns more slowly, so it trains longer (a few seconds)
+MODELS = {"digits_cnn": {"pooled": False, "epochs": 12}, "digits_cnn_mobile": {"pooled": True, "epochs": 30}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,12 +78,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("artifacts"), help="output root")
     parser.add_argument("--force", action="store_true", help="rebuild even if the files exist")
     args = parser.parse_args(argv)
-    model_path = args.out / "models" / "digits_cnn.keras"
+    model_paths = {name: args.out / "models" / f"{name}.keras" for name in MODELS}
     data_path = args.out / "data" / "digits.npz"
-    if model_path.exists() and data_path.exists() and not args.force:
-        print(f"exists: {model_path} and {data_path}")
+    todo = [name for name, path in model_paths.items() if args.force or not path.exists()]
+    if not todo and data_path.exists() and not args.force:
+        print(f"exists: {' and '.join(str(path) for path in [*model_paths.values(), data_path])}")
         return 0
-    for path in (model_path, data_path):
+    for path in (*model_paths.values(), data_path):
         path.parent.mkdir(parents=True, exist_ok=True)
 
     log("loading sklearn digits")
@@ -81,19 +94,21 @@ def main(argv: list[str] | None = None) -> int:
     os.replace(tmp_data, data_path)
     log(f"wrote {data_path} ({len(data['x_train'])} train / {len(data['x_test'])} test)")
 
-    log("training CNN")
-    start = time.perf_counter()
-    model = build_and_train(data["x_train"], data["y_train"], epochs=12, seed=0)
-    seconds = time.perf_counter() - start
-    _, accuracy = model.evaluate(data["x_test"], data["y_test"], verbose=0)
-    print(f"test accuracy {accuracy:.4f} (trained in {seconds:.1f} s)")
+    for name in todo:  # each model seeds itself: building one alone gives the same weights
+        model_path = model_paths[name]
+        log(f"training {name}")
+        start = time.perf_counter()
+        model = build_and_train(data["x_train"], data["y_train"], seed=0, **MODELS[name])
+        seconds = time.perf_counter() - start
+        _, accuracy = model.evaluate(data["x_test"], data["y_test"], verbose=0)
+        print(f"{name}: test accuracy {accuracy:.4f} (trained in {seconds:.1f} s)")
 
-    tmp_model = model_path.with_name(f".{model_path.stem}.{os.getpid()}.tmp.keras")
-    model.save(tmp_model)
-    os.replace(tmp_model, model_path)
-    log(f"wrote {model_path}")
-    if accuracy < 0.95:
-        log(f"warning: test accuracy {accuracy:.4f} is below the expected 0.95")
+        tmp_model = model_path.with_name(f".{model_path.stem}.{os.getpid()}.tmp.keras")
+        model.save(tmp_model)
+        os.replace(tmp_model, model_path)
+        log(f"wrote {model_path}")
+        if accuracy < 0.95:
+            log(f"warning: {name} test accuracy {accuracy:.4f} is below the expected 0.95")
     return 0
 
 
