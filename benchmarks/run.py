@@ -78,7 +78,7 @@ def parity_throughput(repeats: int, work: Path) -> dict[str, tuple[float, float]
         ours, raw = [], []
         for _ in range(repeats):
             start = time.perf_counter()
-            compare(reference, predict_dataset(artifact, kind, dataset, 64), dataset, 64)
+            compare(reference, predict_dataset(artifact, kind, dataset, 64), dataset)
             ours.append(len(x) / (time.perf_counter() - start))
             start = time.perf_counter()
             raw_loops[kind](x)

@@ -5,11 +5,13 @@ The glue between runtimes and parity, shared by `run` and `compare`; knows no re
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from pipeline.core.artifact import Artifact
+from pipeline.core.recording import OutputRecording
 from pipeline.core.tensors import Order, match_outputs
 from pipeline.data import Dataset
 from pipeline.parity import ParityAccumulator, ParityResult
@@ -19,18 +21,20 @@ from pipeline.runtimes import runtime_for
 
 @dataclass
 class Predictions:
-    """What one artifact's runtime produced on the evaluation data, batch by batch."""
+    """What one artifact's runtime produced on the evaluation data: recorded on disk, read back in chunks."""
 
     label: str
     runtime: str
-    names: list[str]
-    batches: list[dict[str, np.ndarray]]
+    outputs: OutputRecording
     order: Order = None  # what `names`' order means to a `:N` index (pipeline.core.tensors.match_outputs)
+
+    @property
+    def names(self) -> list[str]:
+        return self.outputs.names
 
     def shapes(self) -> list[tuple[str, tuple[int | None, ...]]]:
         """Each output's per-sample shape, as the runtime produced it (free dimensions resolved)."""
-        first = self.batches[0] if self.batches else {}
-        return [(name, tuple(first[name].shape[1:]) if name in first else ()) for name in self.names]
+        return list(self.outputs.shapes())
 
 
 # A SavedModel runtime lists a signature's outputs sorted by key, a Keras one in model order; other files number
@@ -43,66 +47,53 @@ def predict_dataset(
 ) -> Predictions:
     """Run `artifact` over the dataset in its runtime, under the given runtime settings (a delegate, ...)."""
     with runtime_for(artifact, threads, **settings) as runtime:
-        batches = list(runtime.predict(dataset.batches(batch_size)))
         names = [spec.name for spec in runtime.outputs]
-        return Predictions(f"{label} ({runtime.label()})", runtime.name, names, batches, ORDERS.get(artifact.kind))
+        recording = OutputRecording.record(runtime.predict(dataset.batches(batch_size)), names)
+        return Predictions(f"{label} ({runtime.label()})", runtime.name, recording, ORDERS.get(artifact.kind))
 
 
 def compare(
     reference: Predictions,
     candidate: Predictions,
     dataset: Dataset,
-    batch_size: int,
     tensor_map: dict[str, str] | None = None,
 ) -> ParityResult:
-    """Parity of two runs over the same batches; tensors matched by `match_outputs`' rules, the rule recorded.
+    """Parity of two runs over the same samples; tensors matched by `match_outputs`' rules, the rule recorded.
 
-    The result carries plot data (a bounded sample and an |error| histogram) for the reports to draw.
-    Runtime batches are merged into chunks of up to CHUNK_SAMPLES first: metrics then cost a few numpy
-    calls a chunk instead of a few dozen a batch, which matters when inference itself takes microseconds.
+    The result carries plot data (a bounded sample and an |error| histogram) for the reports to draw. Both runs
+    are read back in chunks of the same samples (up to CHUNK_SAMPLES, fewer for large outputs): metrics then
+    cost a few numpy calls a chunk, which matters when inference itself takes microseconds, and memory stays
+    bounded whatever the number of samples.
     """
     what = f"{candidate.label} outputs"
     matches = match_outputs(reference.shapes(), candidate.shapes(), what, reference.order, tensor_map)
-    mapping = {name: match.candidate for name, match in matches.items()}
+    if reference.outputs.samples != candidate.outputs.samples:
+        raise ValueError(
+            f"{what}: {candidate.outputs.samples} samples where {reference.label} has {reference.outputs.samples}"
+        )
+    rows = min(reference.outputs.chunk_rows(), candidate.outputs.chunk_rows())
+    expected = _Chunks(reference.outputs, rows, {name: name for name in reference.names})
+    produced = _Chunks(candidate.outputs, rows, {name: match.candidate for name, match in matches.items()})
     accumulator = ParityAccumulator(reference.label, reference.names, candidate.label)
-    matched = [{name: produced[mapping[name]] for name in reference.names} for produced in candidate.batches]
-    expected_chunks = _chunks(reference.batches, reference.names)
-    produced_chunks = _chunks(matched, reference.names)
-    label_chunks = _label_chunks(dataset, batch_size, len(expected_chunks))
-    for expected, produced, labels in zip(expected_chunks, produced_chunks, label_chunks, strict=True):
-        accumulator.update(expected, produced, labels)
+    start = 0
+    for ref, out in zip(expected, produced, strict=True):
+        count = len(next(iter(ref.values()))) if ref else 0
+        accumulator.update(ref, out, None if dataset.labels is None else dataset.labels[start : start + count])
+        start += count
     result = accumulator.result()
-    result.plots = plot_data(expected_chunks, produced_chunks, reference.names)
+    result.plots = plot_data(expected, produced, reference.names)
     result.matched = {name: match.to_json() for name, match in matches.items()}
     return result
 
 
-CHUNK_SAMPLES = 8192
+@dataclass
+class _Chunks:
+    """A recording's tensors in chunks of `rows` samples, keyed by reference names; iterable more than once
+    (the metrics and the plot data each read it)."""
 
+    outputs: OutputRecording
+    rows: int
+    names: dict[str, str]
 
-def _chunks(batches: list[dict[str, np.ndarray]], names: list[str]) -> list[dict[str, np.ndarray]]:
-    chunks, pending, count = [], [], 0
-    for batch in batches:
-        pending.append(batch)
-        count += len(next(iter(batch.values())))
-        if count >= CHUNK_SAMPLES:
-            chunks.append({name: np.concatenate([b[name] for b in pending]) for name in names})
-            pending, count = [], 0
-    if pending:
-        chunks.append({name: np.concatenate([b[name] for b in pending]) for name in names})
-    return chunks
-
-
-def _label_chunks(dataset: Dataset, batch_size: int, count: int) -> list[np.ndarray | None]:
-    if dataset.labels is None:
-        return [None] * count
-    sizes = [len(b) for b in dataset.label_batches(batch_size) if b is not None]
-    chunks, start, pending = [], 0, 0
-    for size in sizes:
-        pending += size
-        if pending >= CHUNK_SAMPLES:
-            chunks.append(dataset.labels[start : start + pending])
-            start, pending = start + pending, 0
-    if pending:
-        chunks.append(dataset.labels[start : start + pending])
-    return chunks
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        return self.outputs.chunks(self.rows, self.names)

@@ -6,7 +6,7 @@ Takes plain arrays keyed by tensor name; never imports a runtime and draws nothi
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -16,28 +16,28 @@ _DIGITS = 5  # significant digits kept in the JSON: plots need no more
 
 
 def plot_data(
-    references: Sequence[dict[str, np.ndarray]],
-    candidates: Sequence[dict[str, np.ndarray]],
+    references: Iterable[dict[str, np.ndarray]],
+    candidates: Iterable[dict[str, np.ndarray]],
     names: Sequence[str],
     pairs: int = SAMPLE_PAIRS,
     bins: int = HISTOGRAM_BINS,
 ) -> dict[str, object]:
-    """`candidates[i][name]` must already have the shape of `references[i][name]` (matched by the caller).
+    """`candidates`' chunks must match `references`' (same samples, matched names). Both are read twice (first
+    the count and the largest error, then the histogram and the sample), one chunk at a time: memory stays
+    bounded by a chunk whatever the number of samples.
 
     Non-finite values are left out of both plots and counted, so the payload stays valid JSON.
     """
-    flats = [
-        (_flat(ref[name]), _flat(out[name])) for ref, out in zip(references, candidates, strict=True) for name in names
-    ]
-    total = sum(len(ref) for ref, _ in flats)
+    total, max_abs = 0, 0.0
+    for ref, out in _pairs(references, candidates, names):
+        total += len(ref)
+        max_abs = max(max_abs, _finite_max(np.abs(out - ref)))
     stride = max(1, math.ceil(total / pairs))
-    errors = [np.abs(out - ref) for ref, out in flats]
-    max_abs = max((_finite_max(error) for error in errors), default=0.0)
     high = max_abs if max_abs > 0 else 1.0
-    edges = np.linspace(0.0, high, bins + 1)
     counts = np.zeros(bins, dtype=np.int64)
     sample_ref, sample_out, offset, skipped = [], [], 0, 0
-    for (ref, out), error in zip(flats, errors, strict=True):
+    for ref, out in _pairs(references, candidates, names):
+        error = np.abs(out - ref)
         finite = np.isfinite(error)
         skipped += int((~finite).sum())
         # Fixed, equal-width bins: an index computation and a bincount (np.histogram is several times slower).
@@ -49,17 +49,27 @@ def plot_data(
         sample_ref.append(ref[picked])
         sample_out.append(out[picked])
         offset += len(ref)
+    edges_high = float(np.linspace(0.0, high, bins + 1)[-1])
     return {
         "tensors": list(names),
         "values": total,
         "nonfinite_left_out": skipped,
-        "histogram": {"low": 0.0, "high": _round(float(edges[-1])), "counts": counts.tolist()},
+        "histogram": {"low": 0.0, "high": _round(edges_high), "counts": counts.tolist()},
         "sample": {
             "stride": stride,
             "reference": _rounded(np.concatenate(sample_ref) if sample_ref else np.zeros(0)),
             "candidate": _rounded(np.concatenate(sample_out) if sample_out else np.zeros(0)),
         },
     }
+
+
+def _pairs(
+    references: Iterable[dict[str, np.ndarray]], candidates: Iterable[dict[str, np.ndarray]], names: Sequence[str]
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Each chunk's tensors, flat and in float64, one pair at a time."""
+    for ref, out in zip(references, candidates, strict=True):
+        for name in names:
+            yield _flat(ref[name]), _flat(out[name])
 
 
 def _flat(array: np.ndarray) -> np.ndarray:

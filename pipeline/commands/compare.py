@@ -87,7 +87,7 @@ def compare_artifacts(
     expected = _run(reference, "A", dataset, batch_size, delegate)
     produced = _run(candidate, "B", dataset, batch_size, delegate)
     try:
-        parity = compare(expected, produced, dataset, batch_size, tensor_map)
+        parity = compare(expected, produced, dataset, tensor_map)
     except EdgeportError:
         raise
     except Exception as error:  # two runs that cannot be compared (shapes): an error output, exit 3, one line

@@ -8,7 +8,6 @@ Knows nothing of recipes, runtimes or reports.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -17,11 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from pipeline.artifacts import ordinary_mode, sha256_of, write_bytes_atomic
 from pipeline.core.artifact import Artifact
 from pipeline.core.leftovers import sweep
+from pipeline.core.recording import OutputRecording
 
 CACHE_LAYOUT = 2  # bump when the entry format changes; old entries are then ignored
 
@@ -41,14 +39,15 @@ class CacheHit:
 
 
 class Cache:
-    """Stage artifacts under `stages/<key>/`, small JSON under `meta/`, arrays under `arrays/`."""
+    """Stage artifacts under `stages/<key>/`, small JSON under `meta/`, recorded outputs under `recordings/`."""
 
     def __init__(self, root: Path | None, enabled: bool = True) -> None:
         self.enabled = enabled and root is not None
         self.root = (root or Path()) / f"v{CACHE_LAYOUT}"
         self.notes: list[str] = []
         if self.enabled:
-            left = sweep(self.root / "stages", r"\.[0-9a-f]*-(\d+)-.*\.partial")
+            partial = r"\.[0-9a-f]*-(\d+)-.*\.partial"
+            left = sweep(self.root / "stages", partial) + sweep(self.root / "recordings", partial)
             if left:
                 self.notes.append(f"removed {len(left)} half-built entries a stopped run left")
 
@@ -91,7 +90,7 @@ class Cache:
         artifact.path = target / artifact.path.name
         return artifact
 
-    # --- small JSON documents and arrays ---------------------------------------------------------
+    # --- small JSON documents and recorded outputs ---------------------------------------------------------
 
     def get_json(self, kind: str, key: str) -> dict[str, Any] | None:
         return _read_json(self.root / "meta" / kind / f"{key}.json") if self.enabled else None
@@ -100,26 +99,25 @@ class Cache:
         if self.enabled:
             write_bytes_atomic(self.root / "meta" / kind / f"{key}.json", json.dumps(document).encode())
 
-    def get_arrays(self, key: str) -> dict[str, np.ndarray] | None:
+    def get_recording(self, key: str) -> OutputRecording | None:
+        """Recorded outputs (the source's on an evaluation set), read in place; None when absent or incomplete."""
         if not self.enabled:
             return None
-        path = self.root / "arrays" / f"{key}.npz"
-        try:
-            with np.load(path, allow_pickle=False) as archive:
-                return {name: archive[name] for name in archive.files}
-        except FileNotFoundError:
+        directory = self.root / "recordings" / key
+        if not directory.exists():
             return None
-        except Exception:  # a truncated or corrupt file: drop it and recompute
-            self.notes.append(f"cached arrays {key[:12]} were unreadable; recomputed")
-            path.unlink(missing_ok=True)
-            return None
+        recording = OutputRecording.open(directory)
+        if recording is None:  # a truncated or corrupt entry: drop it and recompute
+            self.notes.append(f"cached outputs {key[:12]} were unreadable; recomputed")
+            shutil.rmtree(directory, ignore_errors=True)
+        return recording
 
-    def put_arrays(self, key: str, arrays: dict[str, np.ndarray]) -> None:
-        if not self.enabled:
-            return
-        buffer = io.BytesIO()
-        np.savez(buffer, **arrays)
-        write_bytes_atomic(self.root / "arrays" / f"{key}.npz", buffer.getvalue())
+    def put_recording(self, key: str, recording: OutputRecording) -> OutputRecording:
+        """Keep a recording; returns it read from the cache (the temporary one may go)."""
+        target = self.root / "recordings" / key
+        if not self.enabled or not self._publish_dir(target, recording.copy_to):
+            return recording
+        return OutputRecording.open(target) or recording
 
     def _publish_dir(self, target: Path, fill: Any) -> bool:
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from pipeline.artifacts import key_of
 from pipeline.core.artifact import Artifact
 from pipeline.core.cpu import cpu_info
@@ -131,7 +129,7 @@ class OutputChecker:
                 self._selection_reference = self._predict_on(self.selection, self.source.artifact, "source", None)
             candidate = Artifact(kind=plan_kind(plan), path=path, key=path.stem)  # type: ignore[arg-type]
             produced = self._predict_on(self.selection, candidate, plan.name, runs_of(plan, candidate).main)
-            result = compare(self._selection_reference, produced, self.selection, self.batch_size, plan.tensor_map)
+            result = compare(self._selection_reference, produced, self.selection, plan.tensor_map)
             gates = gate_result(result, plan.gates, plan.tensor_gates)
             result.gates = [gate for gate in gates if gate.value is not None]
             return result.passed
@@ -176,7 +174,7 @@ class OutputChecker:
         """Parity of two runs; with a plan, its gates are judged on the result (`against` names another run) and its
         tensor_map pairs the tensors (keyed by source names: not for the file's two runs, which share names)."""
         mapping = gated_by.tensor_map if gated_by is not None else tensor_map
-        result = compare(reference, candidate, self.evaluation, self.batch_size, mapping)
+        result = compare(reference, candidate, self.evaluation, mapping)
         if gated_by is not None:
             result.gates = gate_result(result, gated_by.gates, gated_by.tensor_gates, against=against)
         return result
@@ -197,16 +195,13 @@ def _setting_gap(checker: OutputChecker, runs: Runs, main_run: Predictions, othe
 def reference_predictions(checker: OutputChecker) -> Predictions:
     """The source model's outputs on the evaluation data: from the cache, else computed and stored."""
     clock = time.perf_counter()
-    evaluation, batch = checker.evaluation, checker.batch_size
+    evaluation = checker.evaluation
     # Outputs of the source change with TensorFlow / Keras versions: a new toolchain computes them afresh.
     key = key_of("reference", checker.source.key, evaluation.digest(), package_versions())
-    cached = checker.cache.get_arrays(key)
+    cached = checker.cache.get_recording(key)
     if cached is not None:
-        batches = [
-            {name: array[i : i + batch] for name, array in cached.items()} for i in range(0, evaluation.samples, batch)
-        ]
         order = ORDERS.get(checker.source.kind)  # not .artifact: a warm run must not load the model
-        predictions = Predictions("source (cached)", "cache", list(cached), batches, order)
+        predictions = Predictions("source (cached)", "cache", cached, order)
     else:
         try:
             predictions = checker.predictions(checker.source.artifact, "source")
@@ -216,9 +211,7 @@ def reference_predictions(checker: OutputChecker) -> Predictions:
             raise EdgeportError(
                 f"{checker.source.path}: the source model failed on data.evaluation: {first_line(error)}"
             ) from None
-        if checker.cache.enabled:  # one more copy of every output: only when it will be kept
-            arrays = {name: np.concatenate([b[name] for b in predictions.batches]) for name in predictions.names}
-            checker.cache.put_arrays(key, arrays)
+        predictions.outputs = checker.cache.put_recording(key, predictions.outputs)
     labels = "with labels" if evaluation.labels is not None else "no labels"
     checker.log(
         f"  reference {predictions.label} on {evaluation.samples} samples "

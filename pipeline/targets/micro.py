@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from pipeline.core.artifact import Artifact
+from pipeline.core.recording import OutputRecording
 from pipeline.evaluate import Predictions, compare
 from pipeline.frameworks import captured_native_output
 from pipeline.runtimes.base import Runtime
@@ -118,11 +119,11 @@ class MicroTarget(Target):
             details["error"] = _first_error(failure)
             return TargetReport(self.name, False, unsupported, {**details, "arena_bytes": None})
         with runtime:
-            batches = list(runtime.predict(context.evaluation.batches(context.batch_size)))
+            names = [spec.name for spec in runtime.outputs]
+            outputs = OutputRecording.record(runtime.predict(context.evaluation.batches(context.batch_size)), names)
             recorded = runtime.arena_bytes()
-        names = [spec.name for spec in runtime.outputs]
-        predictions = Predictions("tflite-micro", runtime.name, names, batches)
-        parity = compare(context.reference, predictions, context.evaluation, context.batch_size, context.tensor_map)
+        predictions = Predictions("tflite-micro", runtime.name, outputs)
+        parity = compare(context.reference, predictions, context.evaluation, context.tensor_map)
         parity.plots = None  # the output's own parity carries the plots
         if recorded is not None:
             details.update(arena_bytes=recorded, arena_method="recorded (RecordingMicroAllocator)")

@@ -60,7 +60,7 @@ def _judge(zoo, source) -> tuple:
 
     def accept(candidate: Path) -> bool:
         artifact = Artifact(kind="tflite", path=candidate, key=candidate.stem)
-        parity = compare(reference, predict_dataset(artifact, candidate.stem, evaluation, 64), evaluation, 64)
+        parity = compare(reference, predict_dataset(artifact, candidate.stem, evaluation, 64), evaluation)
         parity.gates = gate_result(parity, GATES, {})
         verdicts[candidate.name] = {gate.metric: gate.value for gate in parity.gates} | {"passed": parity.passed}
         return parity.passed

@@ -1,0 +1,132 @@
+"""One run's output tensors, recorded to raw files as batches arrive and read back in chunks of bounded size, so
+that a run's memory does not grow with the number of evaluation samples. A leaf: numpy and the standard library.
+
+A recording is a directory: `index.json` (tensor names, sample count, each tensor's file, dtype and per-sample
+shape) and one raw file per tensor, samples back to back. The cache keeps such directories as they are.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import weakref
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.core.leftovers import work_prefix
+
+INDEX = "index.json"
+CHUNK_SAMPLES = 8192  # metrics cost a few numpy calls a chunk: large chunks when samples are small
+CHUNK_BYTES = 32 * 2**20  # ... and bounded memory when they are large (a 64×64×16 map is 256 KiB a sample)
+
+
+@dataclass(frozen=True)
+class _Tensor:
+    file: str
+    dtype: str
+    shape: tuple[int, ...]  # per sample
+
+    @property
+    def sample_bytes(self) -> int:
+        return int(np.dtype(self.dtype).itemsize * np.prod(self.shape, dtype=np.int64))
+
+
+class OutputRecording:
+    """Output tensors of one run over a dataset, on disk; `chunks()` reads them back in order."""
+
+    def __init__(self, directory: Path, names: list[str], samples: int, tensors: dict[str, _Tensor], owned: bool):
+        self.directory, self.names, self.samples, self._tensors = directory, names, samples, tensors
+        if owned:  # a recording made for one comparison goes when its last user does (or at exit)
+            weakref.finalize(self, shutil.rmtree, str(directory), True)
+
+    @classmethod
+    def record(cls, batches: Iterable[dict[str, np.ndarray]], names: list[str]) -> OutputRecording:
+        """Write each batch's tensors as it arrives; nothing but the current batch is held in memory."""
+        directory = Path(tempfile.mkdtemp(prefix=f"{work_prefix()}outputs-"))
+        try:
+            tensors, samples = _write(directory, batches, names)
+        except BaseException:
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
+        index = {"names": names, "samples": samples, "tensors": {n: t.__dict__ for n, t in tensors.items()}}
+        (directory / INDEX).write_text(json.dumps(index, default=list))
+        return cls(directory, names, samples, tensors, owned=True)
+
+    @classmethod
+    def open(cls, directory: Path) -> OutputRecording | None:
+        """A recording kept elsewhere (the cache), read in place; None when it is missing or incomplete."""
+        try:
+            index = json.loads((directory / INDEX).read_text())
+            tensors = {
+                name: _Tensor(fields["file"], fields["dtype"], tuple(fields["shape"]))
+                for name, fields in index["tensors"].items()
+            }
+            whole = all(
+                (directory / t.file).stat().st_size == t.sample_bytes * index["samples"] for t in tensors.values()
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return cls(directory, list(index["names"]), int(index["samples"]), tensors, owned=False) if whole else None
+
+    def shapes(self) -> list[tuple[str, tuple[int, ...]]]:
+        """Each tensor's per-sample shape, in the run's own order."""
+        return [(name, self._tensors[name].shape) for name in self.names]
+
+    def chunk_rows(self) -> int:
+        sample_bytes = sum(tensor.sample_bytes for tensor in self._tensors.values())
+        return max(1, min(CHUNK_SAMPLES, CHUNK_BYTES // max(sample_bytes, 1)))
+
+    def chunks(self, rows: int, names: dict[str, str] | None = None) -> Iterator[dict[str, np.ndarray]]:
+        """`rows` samples at a time; `names` ({key: tensor}) chooses and renames tensors (default: all)."""
+        wanted = names or {name: name for name in self.names}
+        for start in range(0, self.samples, rows):
+            count = min(rows, self.samples - start)
+            yield {key: self._read(tensor, start, count) for key, tensor in wanted.items()}
+
+    def copy_to(self, target: Path) -> None:
+        for tensor in self._tensors.values():
+            shutil.copyfile(self.directory / tensor.file, target / tensor.file)
+        shutil.copyfile(self.directory / INDEX, target / INDEX)
+
+    def _read(self, name: str, start: int, count: int) -> np.ndarray:
+        tensor = self._tensors[name]
+        # Plain reads, not a memory map: mapped pages would count in the process's memory as they are touched.
+        flat = np.fromfile(
+            self.directory / tensor.file,
+            dtype=tensor.dtype,
+            count=count * int(np.prod(tensor.shape, dtype=np.int64)),
+            offset=start * tensor.sample_bytes,
+        )
+        return flat.reshape((count, *tensor.shape))
+
+
+def _write(
+    directory: Path, batches: Iterable[dict[str, np.ndarray]], names: list[str]
+) -> tuple[dict[str, _Tensor], int]:
+    tensors: dict[str, _Tensor] = {}
+    files: dict[str, Any] = {}
+    samples = 0
+    try:
+        for batch in batches:
+            for position, name in enumerate(names):
+                array = np.ascontiguousarray(batch[name])
+                if name not in tensors:
+                    tensors[name] = _Tensor(f"{position}.bin", array.dtype.str, tuple(array.shape[1:]))
+                    files[name] = open(directory / tensors[name].file, "wb")  # noqa: SIM115 (closed below)
+                elif (array.dtype.str, tuple(array.shape[1:])) != (tensors[name].dtype, tensors[name].shape):
+                    expected = f"{tensors[name].dtype} {list(tensors[name].shape)}"
+                    raise ValueError(
+                        f"output {name!r} changed between batches: {array.dtype.str} {list(array.shape[1:])} "
+                        f"after {expected} a sample"
+                    )
+                array.tofile(files[name])
+            samples += len(batch[names[0]]) if names else 0
+    finally:
+        for file in files.values():
+            file.close()
+    return tensors, samples
