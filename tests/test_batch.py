@@ -3,7 +3,6 @@ in worker processes over one shared cache."""
 
 from __future__ import annotations
 
-import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 from pipeline.cli import main
 
 from .conftest import write_recipe
+from .helpers import assert_batch_summary
 
 
 def _recipes(zoo, folder: Path) -> list[Path]:
@@ -32,22 +32,11 @@ def test_a_batch_writes_one_summary_and_exits_with_the_worst_code(zoo, tmp_path:
     out = tmp_path / "out"
     args = ["run", str(tmp_path / "recipes"), "--out", str(out), "--cache-dir", str(tmp_path / "cache")]
     code = main([*args, "--jobs", str(jobs)])
-    summary = json.loads((out / "summary.json").read_text())
-    verdicts = {recipe["name"]: recipe["exit_code"] for recipe in summary["recipes"]}
-    assert verdicts == {"first": 0, "second": 0, "strict": 1, "d": 2}  # d.yaml cannot be read: named by its file
-    assert code == summary["exit_code"] == 2  # the worst: bad input beats a failed gate
-    assert (out / "first" / "report.json").is_file() and (out / "second" / "onnx" / "model.onnx").is_file()
+    summary = assert_batch_summary(out, code)
     assert "YAML syntax error" in summary["recipes"][3]["error"]
     suites = ET.parse(out / "junit.xml").getroot().findall("testsuite")
-    assert [suite.get("name") for suite in suites] == [
-        "edgeport.first",
-        "edgeport.second",
-        "edgeport.strict",
-        "edgeport.d",
-    ]
     assert [int(suite.get("failures")) + int(suite.get("errors")) > 0 for suite in suites] == [False, False, True, True]
-    markdown = (out / "summary.md").read_text()
-    assert "| strict | exit 1 | 0/1 | fp32 |" in markdown and "FAILED (exit code 2)" in markdown
+    assert "FAILED (exit code 2)" in (out / "summary.md").read_text()
 
 
 def test_two_recipes_of_one_name_are_refused_before_any_work(zoo, tmp_path: Path, capsys) -> None:

@@ -8,12 +8,14 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pipeline.artifacts import sha256_of
 
 from .conftest import ROOT, write_recipe
+from .recipes import recipe_file
 
 
 def edgeport(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -27,6 +29,14 @@ def edgeport(*args: str | Path, cwd: Path | None = None) -> subprocess.Completed
         timeout=600,
         check=False,
     )
+
+
+def run_report(recipe: Path, out: Path, code: int) -> dict[str, Any]:
+    """`edgeport run RECIPE --out OUT`, which must exit `code` without a traceback; the report.json it wrote."""
+    result = edgeport("run", recipe, "--out", out)
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr
+    return json.loads((out / "report.json").read_text())
 
 
 def digits_recipe(zoo, source: Path, outputs: str, evaluation: str = "inputs: x_test, labels: y_test") -> str:
@@ -95,17 +105,12 @@ def test_failing_gate_exits_1_and_shows_in_every_report(zoo, tmp_path: Path) -> 
 
 
 def test_stage_error_exits_3_while_other_outputs_run(zoo, tmp_path: Path) -> None:
-    recipe = write_recipe(
+    recipe = recipe_file(
         tmp_path,
-        f"""\
-name: bincount
-source: {zoo.bincount_keras}
-data:
-  evaluation: {{random: {{samples: 16, low: 0, high: 8}}}}
-outputs:
-  tflite: {{stages: [tflite]}}
-  onnx: {{stages: [onnx]}}
-""",
+        name="bincount",
+        source=zoo.bincount_keras,
+        data={"evaluation": {"random": {"samples": 16, "low": 0, "high": 8}}},
+        outputs={"tflite": {"stages": ["tflite"]}, "onnx": {"stages": ["onnx"]}},
     )
     result = edgeport("run", recipe, "--out", tmp_path / "out")
     assert result.returncode == 3, result.stderr
@@ -176,15 +181,7 @@ def test_bad_input_exits_2_with_one_clear_message(zoo, tmp_path: Path, case: str
 
 
 def test_trusted_lambda_model_runs(zoo, tmp_path: Path) -> None:
-    recipe = write_recipe(
-        tmp_path,
-        f"""\
-name: lambda
-source: {zoo.lambda_keras}
-outputs:
-  fp32: {{stages: [tflite]}}
-""",
-    )
+    recipe = recipe_file(tmp_path, name="lambda", source=zoo.lambda_keras, outputs={"fp32": {"stages": ["tflite"]}})
     result = edgeport("run", recipe, "--out", tmp_path / "out", "--trust-model")
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "out" / "report.json").read_text())

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from .recipes import digits_data, recipe_file
-from .test_cli import edgeport
+from .test_cli import run_report
 
 
 def test_prune_once_then_int8_tflite_and_onnx(zoo, tmp_path: Path) -> None:
@@ -24,10 +23,7 @@ def test_prune_once_then_int8_tflite_and_onnx(zoo, tmp_path: Path) -> None:
         tmp_path, name="pruning", source=zoo.keras3, data=digits_data(zoo, limit=100, fine_tune=True), outputs=outputs
     )
     out = tmp_path / "out"
-    result = edgeport("run", recipe, "--out", out)
-    assert result.returncode == 0, result.stderr
-    assert "Traceback" not in result.stderr
-    report = json.loads((out / "report.json").read_text())
+    report = run_report(recipe, out, 0)
     int8, onnx = report["outputs"]
     assert [s["kind"] for s in int8["stages"]] == ["prune", "tflite"]
     assert int8["stages"][0]["reused"] is False and onnx["stages"][0]["reused"] is True

@@ -6,6 +6,7 @@ Real arrays with known answers through the real accumulator, gates, stage defaul
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -17,13 +18,9 @@ from pipeline.report import console, html, markdown
 from pipeline.stages.onnx import OnnxOptions, OnnxStage
 from pipeline.stages.tflite import TfliteOptions, TfliteStage
 
+from .helpers import compare_arrays
 
-def _compare(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray | None = None, batch: int = 8):
-    accumulator = ParityAccumulator("source", ["y"])
-    for start in range(0, len(reference), batch):
-        part = None if labels is None else labels[start : start + batch]
-        accumulator.update({"y": reference[start : start + batch]}, {"y": candidate[start : start + batch]}, part)
-    return accumulator.result()
+_compare = partial(compare_arrays, batch=8)
 
 
 def _report(parity: ParityResult, status: str) -> dict[str, Any]:

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import numpy as np
 import pytest
 
-from pipeline.parity import ParityAccumulator, evaluate_gates
+from pipeline.parity import evaluate_gates
 
+from .helpers import compare_arrays
 
-def _compare(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray | None = None, batch: int = 2):
-    accumulator = ParityAccumulator("source", ["y"])
-    for start in range(0, len(reference), batch):
-        part = None if labels is None else labels[start : start + batch]
-        accumulator.update({"y": reference[start : start + batch]}, {"y": candidate[start : start + batch]}, part)
-    return accumulator.result()
+_compare = partial(compare_arrays, batch=2)
 
 
 def test_error_metrics_match_numpy() -> None:

@@ -79,29 +79,29 @@ def test_yaml_syntax_error_has_line(files: Path) -> None:
         load_recipe(write_recipe(files, "name: x\nsource: m\noutputs: [a: b: c]\n"))
 
 
-def test_chain_that_does_not_type_check(files: Path) -> None:
-    text = GOOD.replace("stages: [tflite]", "stages: [tflite, onnx]")
-    with pytest.raises(
-        RecipeError,
-        match=r"outputs.fp32.stages\[1\].onnx: onnx takes keras or savedmodel, "
-        r"but stages\[0\] \(tflite\) gives tflite",
-    ):
-        load_recipe(write_recipe(files, text))
-
-
-def test_int8_without_calibration_names_the_missing_section(files: Path) -> None:
-    text = GOOD.replace("  calibration: {npz: data.npz, inputs: x}\n", "")
-    with pytest.raises(
-        RecipeError,
-        match=r"outputs.int8.stages\[0\].tflite: tflite int8 io=int8 needs "
-        r"data.calibration",
-    ):
-        load_recipe(write_recipe(files, text))
-
-
-def test_accuracy_gate_needs_labels(files: Path) -> None:
-    text = GOOD.replace("inputs: x, labels: y", "inputs: x")
-    with pytest.raises(RecipeError, match=r"outputs\.int8\.gates: accuracy_drop needs labels"):
+@pytest.mark.parametrize(
+    ("change", "pattern"),
+    [
+        pytest.param(
+            ("stages: [tflite]", "stages: [tflite, onnx]"),
+            r"outputs.fp32.stages\[1\].onnx: onnx takes keras or savedmodel, but stages\[0\] \(tflite\) gives tflite",
+            id="chain_that_does_not_type_check",
+        ),
+        pytest.param(
+            ("  calibration: {npz: data.npz, inputs: x}\n", ""),
+            r"outputs.int8.stages\[0\].tflite: tflite int8 io=int8 needs data.calibration",
+            id="int8_without_calibration_names_the_missing_section",
+        ),
+        pytest.param(
+            ("inputs: x, labels: y", "inputs: x"),
+            r"outputs\.int8\.gates: accuracy_drop needs labels",
+            id="accuracy_gate_needs_labels",
+        ),
+    ],
+)
+def test_cross_section_errors_name_the_place(files: Path, change: tuple[str, str], pattern: str) -> None:
+    text = GOOD.replace(*change)
+    with pytest.raises(RecipeError, match=pattern):
         load_recipe(write_recipe(files, text))
 
 

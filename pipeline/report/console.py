@@ -122,6 +122,18 @@ def comparison_rows(output: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def metric_table(output: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of an output's parity metrics: overall, and per tensor when it has more than one."""
+    parity = output.get("parity") or {}
+    overall, tensors = parity.get("metrics") or {}, parity.get("tensors") or {}
+    if not overall:
+        return [], []
+    shown = tensors if len(tensors) > 1 else {}
+    names = list(overall) + [m for values in shown.values() for m in values if m not in overall]
+    rows = [[name, number(overall.get(name)), *(number(v.get(name)) for v in shown.values())] for name in names]
+    return ["metric", "overall", *shown], rows
+
+
 def environment_rows(environment: dict[str, Any]) -> list[list[str]]:
     """python, platform, the CPU (int8 results depend on its instruction set), then package versions."""
     rows = [["python", str(environment.get("python", "-"))], ["platform", str(environment.get("platform", "-"))]]

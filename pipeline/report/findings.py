@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.report.console import kib, number
+from pipeline.report.console import kib, number, stage_source
 
 LAYER_COLUMNS = ["#", "tensor", "op", "RMSE / scale", "max |error|"]
 FALLBACK_COLUMNS = ["float layers", "size KiB", "gates"]
@@ -96,6 +96,23 @@ def details_text(details: dict[str, Any]) -> str:
     """A stage's details as `key=value` pairs, less the findings that have tables of their own."""
     pairs = [f"{key}={value}" for key, value in details.items() if key not in _SHOWN_ELSEWHERE]
     return ", ".join(pairs) or "-"
+
+
+STAGE_COLUMNS = ["stage", "seconds", "from", "details", "warnings"]
+
+
+def stage_rows(output: dict[str, Any]) -> list[list[str]]:
+    """One row per stage of an output: how long it took, where its artifact came from, its details and warnings."""
+    return [
+        [
+            stage.get("label") or stage.get("kind", "?"),
+            number(stage.get("seconds")),
+            stage_source(stage),
+            details_text(stage.get("details") or {}),
+            "; ".join(str(w) for w in stage.get("warnings") or []) or "-",
+        ]
+        for stage in output.get("stages") or []
+    ]
 
 
 def baseline_line(report: dict[str, Any]) -> str:

@@ -38,25 +38,18 @@ class ClusterStage(finetune.FineTuningStage):
         return f"cluster {options.number_of_clusters} {options.centroid_initialization} epochs={options.epochs}"
 
     def run(self, upstream: Artifact, options: ClusterOptions, ctx: StageContext) -> Artifact:
-        keras3 = upstream.flavour != "tf_keras"
-
-        def cluster(model: Any, from_logits: bool) -> Any:
-            if keras3:
-                return _cluster_keras3(model, options, ctx)
-            return _cluster_tf_keras(model, options, ctx, from_logits)
-
-        clustered, path, scores = finetune.tune(upstream, options, ctx, cluster)
-        details = {
-            "method": "keras3 k-means, fixed assignments" if keras3 else "tfmot cluster_weights",
-            "number_of_clusters": options.number_of_clusters,
-            "centroid_initialization": options.centroid_initialization,
-            "epochs": options.epochs,
-            **measure_unique_values(clustered),
-            **finetune.parameter_counts(clustered),
-            **scores,
-        }
-        return Artifact(
-            kind="keras", path=path, key=ctx.key, flavour=upstream.flavour, handle=clustered, details=details
+        return finetune.tune_by_flavour(
+            upstream,
+            options,
+            ctx,
+            keras3=lambda model: _cluster_keras3(model, options, ctx),
+            tf_keras=lambda model, from_logits: _cluster_tf_keras(model, options, ctx, from_logits),
+            methods=("keras3 k-means, fixed assignments", "tfmot cluster_weights"),
+            settings={
+                "number_of_clusters": options.number_of_clusters,
+                "centroid_initialization": options.centroid_initialization,
+            },
+            measure=measure_unique_values,
         )
 
 

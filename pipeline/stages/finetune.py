@@ -109,6 +109,38 @@ def tune(
     return result, save(result, upstream, ctx), scores
 
 
+def tune_by_flavour(
+    upstream: Artifact,
+    options: FineTuneOptions,
+    ctx: StageContext,
+    *,
+    keras3: Callable[[Any], Any],
+    tf_keras: Callable[[Any, bool], Any],
+    methods: tuple[str, str],
+    settings: dict[str, Any],
+    measure: Callable[[Any], dict[str, Any]],
+) -> Artifact:
+    """The frame of the stages tfmot runs on tf_keras models but refuses for Keras 3 ones (prune, cluster):
+    `tune` with `keras3(copy)` or `tf_keras(copy, from_logits)` by the model's flavour, then the artifact.
+    Its details: the method (`methods`: Keras 3's, tfmot's), `settings`, epochs, `measure(model)`, the
+    parameter count and the two scores."""
+    on_keras3 = upstream.flavour != "tf_keras"
+
+    def transform(model: Any, from_logits: bool) -> Any:
+        return keras3(model) if on_keras3 else tf_keras(model, from_logits)
+
+    model, path, scores = tune(upstream, options, ctx, transform)
+    details = {
+        "method": methods[0] if on_keras3 else methods[1],
+        **settings,
+        "epochs": options.epochs,
+        **measure(model),
+        **parameter_counts(model),
+        **scores,
+    }
+    return Artifact(kind="keras", path=path, key=ctx.key, flavour=upstream.flavour, handle=model, details=details)
+
+
 def weights_digest(model: Any) -> str:
     """sha256 of the trained weights: what later stages' cache keys cover (a saved .keras file also records the
     time it was saved, so its own hash changes with every save)."""

@@ -51,25 +51,20 @@ class PruneStage(finetune.FineTuningStage):
         finetune.training_data(ctx)  # no fine-tune data: say so before any work
         targets = _targets(upstream, options)
         schedule = _schedule(options, finetune.steps_per_epoch(ctx, options))
-        keras3 = upstream.flavour != "tf_keras"
-
-        def prune(model: Any, from_logits: bool) -> Any:
-            if keras3:
-                return _prune_keras3(model, targets, schedule, options, ctx)
-            return _prune_tf_keras(model, targets, schedule, options, ctx, from_logits)
-
-        pruned, path, scores = finetune.tune(upstream, options, ctx, prune)
-        details = {
-            "method": "keras3 magnitude masks" if keras3 else "tfmot prune_low_magnitude",
-            "target_sparsity": options.sparsity,
-            "schedule": options.schedule,
-            "structure": options.structure,
-            "epochs": options.epochs,
-            **measure_sparsity(pruned, targets),
-            **finetune.parameter_counts(pruned),
-            **scores,
-        }
-        return Artifact(kind="keras", path=path, key=ctx.key, flavour=upstream.flavour, handle=pruned, details=details)
+        return finetune.tune_by_flavour(
+            upstream,
+            options,
+            ctx,
+            keras3=lambda model: _prune_keras3(model, targets, schedule, options, ctx),
+            tf_keras=lambda model, from_logits: _prune_tf_keras(model, targets, schedule, options, ctx, from_logits),
+            methods=("keras3 magnitude masks", "tfmot prune_low_magnitude"),
+            settings={
+                "target_sparsity": options.sparsity,
+                "schedule": options.schedule,
+                "structure": options.structure,
+            },
+            measure=lambda model: measure_sparsity(model, targets),
+        )
 
 
 def _targets(upstream: Artifact, options: PruneOptions) -> list[str]:

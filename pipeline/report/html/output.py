@@ -15,23 +15,24 @@ from pipeline.report.console import (
     first_line,
     gates_of,
     kib,
+    metric_table,
     nonfinite_of,
     nonfinite_text,
     number,
     relation,
-    stage_source,
 )
 from pipeline.report.findings import (
     BASELINE_COLUMNS,
     DIAGNOSIS_COLUMNS,
     FALLBACK_COLUMNS,
     LAYER_COLUMNS,
+    STAGE_COLUMNS,
     baseline_rows,
-    details_text,
     diagnosis_rows,
     fallback_rows,
     fallback_summary,
     layer_rows,
+    stage_rows,
 )
 from pipeline.report.html import svg
 from pipeline.report.html.markup import e, table, td
@@ -114,36 +115,16 @@ def _gates(output: dict[str, Any]) -> str:
 
 
 def _metrics(output: dict[str, Any]) -> str:
-    parity = output.get("parity") or {}
-    overall, tensors = parity.get("metrics") or {}, parity.get("tensors") or {}
-    if not overall:
+    header, rows = metric_table(output)
+    if not rows:
         return ""
-    shown = tensors if len(tensors) > 1 else {}
-    names = list(overall) + [m for values in shown.values() for m in values if m not in overall]
-    rows = [
-        [
-            td(name),
-            td(number(overall.get(name)), "num"),
-            *(td(number(values.get(name)), "num") for values in shown.values()),
-        ]
-        for name in names
-    ]
-    return "<h3>Metrics</h3>\n" + table(["metric", "overall", *shown], rows)
+    cells = [[td(row[0]), *(td(value, "num") for value in row[1:])] for row in rows]
+    return "<h3>Metrics</h3>\n" + table(header, cells)
 
 
 def _stages(output: dict[str, Any]) -> str:
-    rows = [
-        [
-            td(stage.get("label") or stage.get("kind", "?")),
-            td(number(stage.get("seconds")), "num"),
-            td(stage_source(stage)),
-            td(details_text(stage.get("details") or {})),
-            td("; ".join(str(w) for w in stage.get("warnings") or []) or "-"),
-        ]
-        for stage in output.get("stages") or []
-    ]
-    header = ["stage", "seconds", "from", "details", "warnings"]
-    return "<h3>Stages</h3>\n" + table(header, rows) if rows else ""
+    rows = [[td(value, "num" if index == 1 else "") for index, value in enumerate(row)] for row in stage_rows(output)]
+    return "<h3>Stages</h3>\n" + table(STAGE_COLUMNS, rows) if rows else ""
 
 
 def _warnings(output: dict[str, Any]) -> str:

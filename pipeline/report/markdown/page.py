@@ -21,17 +21,13 @@ from pipeline.report.console import (
     gate_name,
     gates_of,
     kib,
+    metric_table,
     nonfinite_of,
     nonfinite_text,
     number,
     relation,
-    stage_source,
 )
-from pipeline.report.findings import (
-    baseline_line,
-    details_text,
-    sections,
-)
+from pipeline.report.findings import STAGE_COLUMNS, baseline_line, sections, stage_rows
 from pipeline.report.markdown.markup import cell, code, longest_backtick_run, table
 
 _STATUS = {"passed": f"{PASS_MARK} passed", "failed": f"{FAIL_MARK} failed", "error": f"{FAIL_MARK} error"}
@@ -154,14 +150,8 @@ def _facts(output: dict[str, Any]) -> str:
 
 
 def _metrics(output: dict[str, Any]) -> str:
-    parity = output.get("parity") or {}
-    overall, tensors = parity.get("metrics") or {}, parity.get("tensors") or {}
-    if not overall:
-        return ""
-    shown = tensors if len(tensors) > 1 else {}
-    names = list(overall) + [m for values in shown.values() for m in values if m not in overall]
-    rows = [[name, number(overall.get(name)), *(number(v.get(name)) for v in shown.values())] for name in names]
-    return "### Metrics\n\n" + table(["metric", "overall", *shown], rows)
+    header, rows = metric_table(output)
+    return "### Metrics\n\n" + table(header, rows) if rows else ""
 
 
 def _findings(output: dict[str, Any]) -> str:
@@ -178,20 +168,8 @@ def _comparisons(output: dict[str, Any]) -> str:
 
 
 def _stages(output: dict[str, Any]) -> str:
-    stages = output.get("stages") or []
-    if not stages:
-        return ""
-    rows = [
-        [
-            stage.get("label") or stage.get("kind", "?"),
-            number(stage.get("seconds")),
-            stage_source(stage),
-            details_text(stage.get("details") or {}),
-            "; ".join(str(w) for w in stage.get("warnings") or []) or "-",
-        ]
-        for stage in stages
-    ]
-    return "### Stages\n\n" + table(["stage", "seconds", "from", "details", "warnings"], rows)
+    rows = stage_rows(output)
+    return "### Stages\n\n" + table(STAGE_COLUMNS, rows) if rows else ""
 
 
 def _warnings(output: dict[str, Any]) -> str:
