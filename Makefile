@@ -35,6 +35,7 @@ fuzz: $(STAMP) ## 10,000 generated recipes per fuzz test: only RecipeError may e
 bench: $(STAMP) ## edgeport against direct library calls: overhead, cache, throughput, memory
 	$(BIN)/python scripts/make_demo_model.py
 	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/architecture.py
 
 lint: $(STAMP) ## ruff over the repository
 	$(BIN)/ruff check .

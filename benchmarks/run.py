@@ -7,8 +7,9 @@ Figures (targets from the performance issue):
          (also with --no-isolation: the worker process that isolates converter crashes costs a
          second TensorFlow import and model load, ~2 s of a ~9 s run on 2 cores)
   warm   re-run of the unchanged recipe with its cache / the cold run                 ≤ 0.25
-  parity samples/s through edgeport's runtimes + metrics / a raw runtime loop         ≥ 1/1.2 (each runtime)
+  parity samples/s through edgeport's runtimes + metrics / a raw runtime loop         ≥ 0.9 (each runtime)
   memory peak RSS of a run on 20k evaluation samples / on 1k                          ≤ 1.20
+         and of a model with a 64×64×16 output a sample, 5,000 samples / 500         ≤ 1.20
 Machines are noisy: the two sides of each ratio alternate, and medians are compared.
 """
 
@@ -63,7 +64,7 @@ def parity_throughput(repeats: int, work: Path) -> dict[str, tuple[float, float]
     from pipeline.stages import STAGES, StageContext
 
     x = np.load(DATA)["x_test"]
-    x = np.concatenate([x] * 50)  # 18,000 samples: long enough to time, session set-up included
+    x = np.concatenate([x] * 200)  # 72,000 samples: long enough to time (~0.2 s a loop), session set-up included
     dataset = Dataset("evaluation", "bench", {"pixels": x})
     source = load_source(MODEL)
     artifacts = {}
@@ -109,8 +110,19 @@ def _raw_onnx(path: Path):
     return loop
 
 
+def _peak_rss(recipe: Path, out: Path) -> float:
+    """Peak RSS in MB of one `edgeport run RECIPE` with the cache off, in a fresh process."""
+    probe = (
+        "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
+    command = [PYTHON, "-c", probe, *edgeport("run", str(recipe), "--out", str(out), "--no-cache")]
+    result = subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT)
+    return int(result.stdout.split()[-1]) / 1024
+
+
 def peak_rss_mb(samples: int, work: Path) -> float:
-    """Peak RSS of one `edgeport run` on `samples` evaluation samples (fresh process, no cache)."""
+    """Peak RSS of one `edgeport run` on `samples` evaluation samples of the digits CNN."""
     rng = np.random.default_rng(0)
     np.savez(work / f"eval{samples}.npz", x=rng.random((samples, 8, 8, 1), dtype=np.float32))
     recipe = work / f"memory{samples}.yaml"
@@ -118,13 +130,7 @@ def peak_rss_mb(samples: int, work: Path) -> float:
         f"name: memory\nsource: {MODEL}\ndata:\n  evaluation: {{npz: eval{samples}.npz, inputs: x}}\n"
         "outputs:\n  fp32: {stages: [tflite]}\n  onnx: {stages: [onnx]}\n"
     )
-    probe = (
-        "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "
-        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
-    )
-    command = [PYTHON, "-c", probe, *edgeport("run", str(recipe), "--out", str(work / "m"), "--no-cache")]
-    result = subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT)
-    return int(result.stdout.split()[-1]) / 1024
+    return _peak_rss(recipe, work / "m")
 
 
 def large_output_model(work: Path) -> Path:
@@ -140,7 +146,7 @@ def large_output_model(work: Path) -> Path:
 
 
 def peak_rss_large_mb(samples: int, work: Path) -> float:
-    """Peak RSS of `edgeport run` (fp32 TFLite, cache off) on `samples` samples of the large-output model."""
+    """Peak RSS of `edgeport run` (fp32 TFLite) on `samples` samples of the large-output model."""
     model = large_output_model(work)
     rng = np.random.default_rng(0)
     np.savez(work / f"images{samples}.npz", x=rng.random((samples, 64, 64, 3), dtype=np.float32))
@@ -149,13 +155,7 @@ def peak_rss_large_mb(samples: int, work: Path) -> float:
         f"name: large\nsource: {model}\ndata:\n  evaluation: {{npz: images{samples}.npz, inputs: x}}\n"
         "outputs:\n  fp32: {stages: [tflite]}\n"
     )
-    probe = (
-        "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "
-        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
-    )
-    command = [PYTHON, "-c", probe, *edgeport("run", str(recipe), "--out", str(work / "l"), "--no-cache")]
-    result = subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT)
-    return int(result.stdout.split()[-1]) / 1024
+    return _peak_rss(recipe, work / "l")
 
 
 def line(name: str, ratio: float, target: str, ok: bool, detail: str) -> str:
@@ -200,8 +200,8 @@ def main() -> int:
                 line(
                     f"parity {kind} samples/s",
                     ours / raw,
-                    ">= 0.833",
-                    ours / raw >= 1 / 1.2,
+                    ">= 0.9",
+                    ours / raw >= 0.9,
                     f"edgeport {ours:,.0f}/s, raw loop {raw:,.0f}/s",
                 )
             )

@@ -81,7 +81,7 @@ def compare(
         accumulator.update(ref, out, None if dataset.labels is None else dataset.labels[start : start + count])
         start += count
     result = accumulator.result()
-    result.plots = plot_data(expected, produced, reference.names)
+    result.plots = plot_data(expected, produced, reference.names, extent=accumulator.extent())
     result.matched = {name: match.to_json() for name, match in matches.items()}
     return result
 

@@ -21,17 +21,16 @@ def plot_data(
     names: Sequence[str],
     pairs: int = SAMPLE_PAIRS,
     bins: int = HISTOGRAM_BINS,
+    extent: tuple[int, float] | None = None,
 ) -> dict[str, object]:
-    """`candidates`' chunks must match `references`' (same samples, matched names). Both are read twice (first
-    the count and the largest error, then the histogram and the sample), one chunk at a time: memory stays
-    bounded by a chunk whatever the number of samples.
+    """`candidates`' chunks must match `references`' (same samples, matched names). They are read one chunk at a
+    time, so memory stays bounded by a chunk whatever the number of samples: once for the histogram and the
+    sample, and once before for the count and the largest finite error unless `extent` gives them (the metrics
+    know both when every value was finite).
 
     Non-finite values are left out of both plots and counted, so the payload stays valid JSON.
     """
-    total, max_abs = 0, 0.0
-    for ref, out in _pairs(references, candidates, names):
-        total += len(ref)
-        max_abs = max(max_abs, _finite_max(np.abs(out - ref)))
+    total, max_abs = extent or _extent(references, candidates, names)
     stride = max(1, math.ceil(total / pairs))
     high = max_abs if max_abs > 0 else 1.0
     counts = np.zeros(bins, dtype=np.int64)
@@ -61,6 +60,16 @@ def plot_data(
             "candidate": _rounded(np.concatenate(sample_out) if sample_out else np.zeros(0)),
         },
     }
+
+
+def _extent(
+    references: Iterable[dict[str, np.ndarray]], candidates: Iterable[dict[str, np.ndarray]], names: Sequence[str]
+) -> tuple[int, float]:
+    total, max_abs = 0, 0.0
+    for ref, out in _pairs(references, candidates, names):
+        total += len(ref)
+        max_abs = max(max_abs, _finite_max(np.abs(out - ref)))
+    return total, max_abs
 
 
 def _pairs(

@@ -1,60 +1,22 @@
 """Exact 95% intervals from counts: Clopper-Pearson for a proportion, and a paired difference of two
-proportions from its discordant pairs. Plain binomial sums in numpy; no scipy.
+proportions from its discordant pairs. Clopper-Pearson bounds are quantiles of beta distributions
+(scipy.special.betaincinv: a well-kept inverse; a bisection over binomial sums took 0.13 s a comparison).
 """
 
 from __future__ import annotations
 
-import numpy as np
+from scipy.special import betaincinv
 
 ALPHA = 0.05  # two-sided: 95% intervals
-_STEPS = 64  # bisection on [0, 1]: 2**-64, far below any digit a report shows
-
-
-def _log_choose(n: int) -> np.ndarray:
-    """log C(n, j) for j = 0..n, by the recurrence C(n, j) = C(n, j-1) (n-j+1) / j (no overflow, no gamma)."""
-    j = np.arange(1, n + 1, dtype=np.float64)
-    return np.concatenate([[0.0], np.cumsum(np.log(n - j + 1) - np.log(j))])
-
-
-def _tail(log_choose: np.ndarray, n: int, p: float, low: int, high: int) -> float:
-    """P(low <= X <= high) for X ~ Binomial(n, p), summed in log space (each tail directly: no 1 - x)."""
-    if p <= 0.0:
-        return 1.0 if low == 0 else 0.0
-    if p >= 1.0:
-        return 1.0 if high == n else 0.0
-    j = np.arange(low, high + 1)
-    terms = log_choose[low : high + 1] + j * np.log(p) + (n - j) * np.log1p(-p)
-    top = terms.max()
-    return float(np.exp(top) * np.exp(terms - top).sum())
-
-
-def _solve(tail_at: object, rising: bool, target: float) -> float:
-    """The p in [0, 1] where a monotone tail probability equals `target`, by bisection."""
-    low, high = 0.0, 1.0
-    for _ in range(_STEPS):
-        middle = (low + high) / 2
-        above = tail_at(middle) > target  # type: ignore[operator]
-        if above == rising:
-            high = middle
-        else:
-            low = middle
-    return (low + high) / 2
 
 
 def clopper_pearson(successes: int, trials: int, alpha: float = ALPHA) -> tuple[float, float]:
     """Exact interval for a binomial proportion: coverage at least 1 - alpha for every true value."""
     if trials == 0:
         return 0.0, 1.0
-    log_choose = _log_choose(trials)
-    lower = upper = None
-    if successes == 0:
-        lower = 0.0
-    if successes == trials:
-        upper = 1.0
-    if lower is None:  # P(X >= k | p) = alpha/2, rising in p
-        lower = _solve(lambda p: _tail(log_choose, trials, p, successes, trials), True, alpha / 2)
-    if upper is None:  # P(X <= k | p) = alpha/2, falling in p
-        upper = _solve(lambda p: _tail(log_choose, trials, p, 0, successes), False, alpha / 2)
+    failures = trials - successes
+    lower = 0.0 if successes == 0 else float(betaincinv(successes, failures + 1, alpha / 2))
+    upper = 1.0 if failures == 0 else float(betaincinv(successes + 1, failures, 1 - alpha / 2))
     return lower, upper
 
 

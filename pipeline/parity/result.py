@@ -80,6 +80,15 @@ class ParityAccumulator:
                 out = _squeeze_to(out, ref.shape, name)
             stats.update(ref, out, labels)
 
+    def extent(self) -> tuple[int, float] | None:
+        """How many values were compared and the largest |error| among them; None when some were not finite
+        (the largest finite error is then unknown)."""
+        if any(stats.nonfinite for stats in self.stats.values()):
+            return None
+        return sum(stats.count for stats in self.stats.values()), max(
+            (s.max_abs for s in self.stats.values()), default=0.0
+        )
+
     def result(self) -> ParityResult:
         tensors = {name: stats.metrics() for name, stats in self.stats.items()}
         samples = next(iter(self.stats.values())).samples if self.stats else 0
