@@ -119,6 +119,9 @@ def _parser() -> argparse.ArgumentParser:
         "--inputs", nargs="+", metavar="KEY", help="npz key of the inputs, or NAME=KEY per model input"
     )
     compare.add_argument("--labels", help="npz key of integer labels (adds accuracy)")
+    compare.add_argument(
+        "--labels-output", metavar="NAME", help="A's output the labels are classes of (where several could be)"
+    )
     compare.add_argument("--limit", type=int, help="use at most this many samples")
     compare.add_argument("--samples", type=int, default=64, help="random samples when no --data (default 64)")
     compare.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
@@ -236,7 +239,10 @@ def _compare_data(args: argparse.Namespace) -> object:
     else:
         keys = args.inputs or []
         inputs: object = dict(k.split("=", 1) for k in keys) if any("=" in k for k in keys) else (keys or [None])[0]
-        document = {"npz": str(args.data), "inputs": inputs, "labels": args.labels, "limit": args.limit}
+        if args.labels_output and not args.labels:
+            raise EdgeportError("--labels-output names the output of --labels KEY: give --labels too")
+        labels = {"key": args.labels, "output": args.labels_output} if args.labels_output else args.labels
+        document = {"npz": str(args.data), "inputs": inputs, "labels": labels, "limit": args.limit}
     try:
         return DataSpec.model_validate(document)
     except ValidationError as error:

@@ -27,6 +27,8 @@ class Dataset:
     origin: str
     inputs: dict[str, np.ndarray]
     labels: np.ndarray | None = None
+    # The reference output the labels are classes of (`labels.output`, else the one output that can hold them).
+    labelled_output: str | None = None
 
     @property
     def samples(self) -> int:
@@ -77,7 +79,34 @@ def load_dataset(section: str, spec: DataSpec | None, base_dir: Path, model_inpu
     inputs = {model_input.name: _fit(place, model_input, inputs[model_input.name]) for model_input in model_inputs}
     dataset = Dataset(section=section, origin=origin, inputs=inputs, labels=labels)
     _check_lengths(place, dataset)
+    dataset.labelled_output = spec.labels_output
     return dataset
+
+
+def label_outputs(dataset: Dataset, outputs: list[tuple[str, tuple[int | None, ...]]], place: str) -> None:
+    """Settle which output the labels are classes of: the one named (it must exist), else the only output of
+    shape [batch, classes] with a column for every label. Several such outputs is bad input: a silent choice
+    could report the accuracy of the wrong head."""
+    if dataset.labels is None:
+        return
+    names = [name for name, _ in outputs]
+    if dataset.labelled_output is not None:
+        if dataset.labelled_output not in names:
+            raise DataError(
+                f"{place}.labels.output: {dataset.labelled_output!r} is no output of the model "
+                f"(it has {', '.join(names)})"
+            )
+        return
+    classes = int(dataset.labels.max(initial=0)) + 1
+    heads = [
+        name for name, shape in outputs if len(shape) == 1 and shape[0] is not None and shape[0] >= max(classes, 2)
+    ]
+    if len(heads) > 1:
+        raise DataError(
+            f"{place}.labels: {len(heads)} outputs can hold these labels ({', '.join(heads)}); name the one they are "
+            f"classes of: labels: {{key: ..., output: {heads[0]}}}"
+        )
+    dataset.labelled_output = heads[0] if heads else None
 
 
 def _from_npz(place: str, file: Path, spec: DataSpec, model_inputs: list[TensorSpec]) -> tuple:
@@ -89,12 +118,12 @@ def _from_npz(place: str, file: Path, spec: DataSpec, model_inputs: list[TensorS
     except Exception as error:  # numpy raises several kinds for a file that is not an npz
         raise DataError(f"{place}.npz: {file} is not a readable .npz ({error})") from None
     with archive:
-        wanted = [*keys.values(), *([spec.labels] if spec.labels else [])]
+        wanted = [*keys.values(), *([spec.labels_key] if spec.labels_key else [])]
         for key in wanted:
             if key not in archive.files:
                 raise DataError(f"{place}: key {key!r} is not in {file.name} (it has {', '.join(archive.files)})")
         inputs = {name: _read(place, file, archive, key) for name, key in keys.items()}
-        labels = _read(place, file, archive, spec.labels) if spec.labels else None
+        labels = _read(place, file, archive, spec.labels_key) if spec.labels_key else None
     return inputs, labels, f"{file.name}[{', '.join(keys.values())}]"
 
 
@@ -130,7 +159,7 @@ def _from_npy(place: str, base_dir: Path, spec: DataSpec, model_inputs: list[Ten
         raise DataError(f"{place}.npy: the model has {len(model_inputs)} inputs; use npz with an inputs mapping")
     assert spec.npy is not None
     inputs = {model_inputs[0].name: _load_npy(f"{place}.npy", (base_dir / spec.npy).resolve())}
-    labels = _load_npy(f"{place}.labels", (base_dir / spec.labels).resolve()) if spec.labels else None
+    labels = _load_npy(f"{place}.labels", (base_dir / spec.labels_key).resolve()) if spec.labels_key else None
     return inputs, labels, Path(spec.npy).name
 
 

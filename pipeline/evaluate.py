@@ -74,7 +74,7 @@ def compare(
     rows = min(reference.outputs.chunk_rows(), candidate.outputs.chunk_rows())
     expected = _Chunks(reference.outputs, rows, {name: name for name in reference.names})
     produced = _Chunks(candidate.outputs, rows, {name: match.candidate for name, match in matches.items()})
-    accumulator = ParityAccumulator(reference.label, reference.names, candidate.label)
+    accumulator = ParityAccumulator(reference.label, reference.names, candidate.label, dataset.labelled_output)
     start = 0
     for ref, out in zip(expected, produced, strict=True):
         count = len(next(iter(ref.values()))) if ref else 0

@@ -92,6 +92,17 @@ class RandomSpec(_Strict):
         return self
 
 
+class LabelsSpec(_Strict):
+    """Labels and the model output they belong to."""
+
+    key: str = Field(description="npz key (or, with npy, an .npy file) of integer class labels.")
+    output: str | None = Field(
+        None,
+        description="The source output the labels are classes of; default: the only output whose columns can "
+        "hold every label (a run with several stops and asks).",
+    )
+
+
 class DataSpec(_Strict):
     """One data section: arrays from an .npz or .npy file, or seeded random inputs."""
 
@@ -101,8 +112,20 @@ class DataSpec(_Strict):
     inputs: str | dict[str, str] | None = Field(
         None, description="npz key of the inputs, or {model input name: npz key} for several inputs."
     )
-    labels: str | None = Field(None, description="npz key (or, with npy, an .npy file) of integer class labels.")
+    labels: str | LabelsSpec | None = Field(
+        None,
+        description="npz key (or, with npy, an .npy file) of integer class labels, or {key: KEY, output: NAME} "
+        "naming the source output they are classes of.",
+    )
     limit: int | None = Field(None, ge=1, description="Use at most this many samples.")
+
+    @property
+    def labels_key(self) -> str | None:
+        return self.labels.key if isinstance(self.labels, LabelsSpec) else self.labels
+
+    @property
+    def labels_output(self) -> str | None:
+        return self.labels.output if isinstance(self.labels, LabelsSpec) else None
 
     @model_validator(mode="after")
     def _one_origin(self) -> DataSpec:
@@ -460,7 +483,7 @@ def _check_data_files(recipe: LoadedRecipe) -> None:
         if spec.npz is not None:
             _check_npz(recipe, place, spec)
         if spec.npy is not None:
-            for key, relative in (("npy", spec.npy), ("labels", spec.labels)):
+            for key, relative in (("npy", spec.npy), ("labels", spec.labels_key)):
                 if relative is not None and not recipe.resolve(relative).is_file():
                     raise RecipeError(f"{recipe.path}: {place}.{key}: {recipe.resolve(relative)} does not exist")
 
@@ -476,7 +499,7 @@ def _check_npz(recipe: LoadedRecipe, place: str, spec: DataSpec) -> None:
     except Exception as error:  # numpy raises several types for a file that is not an npz
         raise RecipeError(f"{recipe.path}: {place}.npz: {file} is not a readable .npz ({error})") from None
     wanted = [spec.inputs] if isinstance(spec.inputs, str) else list((spec.inputs or {}).values())
-    wanted += [spec.labels] if spec.labels else []
+    wanted += [spec.labels_key] if spec.labels_key else []
     for key in wanted:
         if key not in keys:
             raise RecipeError(
@@ -538,7 +561,8 @@ def _explain(problem: dict[str, Any], loc: list[Any]) -> str:
 @cache
 def _known_keys() -> set[str]:
     keys: set[str] = set()
-    models: list[type[BaseModel]] = [Recipe, SourceSpec, RandomSpec, DataSpec, DataSection, Gates, OutputSpec]
+    models: list[type[BaseModel]] = [Recipe, SourceSpec, RandomSpec, DataSpec, LabelsSpec, DataSection, Gates]
+    models += [OutputSpec]
     models += [RuntimeSpec, BenchmarkSpec]
     models += [stage.Options for stage in STAGES.values()]
     for model in models:

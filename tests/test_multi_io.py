@@ -97,3 +97,57 @@ def test_a_single_npz_key_for_two_inputs_is_bad_input(two_headed: Path) -> None:
     result = edgeport("run", write_recipe(two_headed, text, "bad2.yaml"), "--out", two_headed / "bad2")
     assert result.returncode == 2
     assert "the model has 2 inputs (image, meta)" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def two_classifiers(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """digits → `coarse` and `fine`, both 10 classes: labels could belong to either head."""
+    from pipeline.frameworks import captured_native_output, import_tensorflow
+
+    import_tensorflow()
+    import keras
+
+    root = tmp_path_factory.mktemp("two_classifiers")
+    with captured_native_output():
+        keras.utils.set_random_seed(0)
+        image = keras.Input((8, 8, 1), name="image")
+        features = keras.layers.Flatten()(image)
+        heads = [keras.layers.Dense(10, name=name)(features) for name in ("coarse", "fine")]
+        model = keras.Model(image, heads)
+        model.save(root / "two_classifiers.keras")
+    rng = np.random.default_rng(1)
+    pixels = rng.random((120, 8, 8, 1), dtype=np.float32)
+    labels = np.argmax(model.predict(pixels, verbose=0)[1], axis=1)  # the fine head is right on every sample
+    np.savez(root / "data.npz", pixels=pixels, labels=labels)
+    return root
+
+
+def _labelled_recipe(labels: object) -> str:
+    return (
+        "name: two-classifiers\nsource: two_classifiers.keras\n"
+        f"data:\n  evaluation: {{npz: data.npz, inputs: pixels, labels: {labels}}}\n"
+        "outputs:\n  fp32: {stages: [tflite], gates: {accuracy: 0.99}}\n"
+    )
+
+
+def test_labels_that_two_heads_could_hold_must_name_their_output(two_classifiers: Path) -> None:
+    recipe = write_recipe(two_classifiers, _labelled_recipe("labels"), "ambiguous.yaml")
+    result = edgeport("run", recipe, "--out", two_classifiers / "ambiguous")
+    assert result.returncode == 2, result.stderr
+    assert "data.evaluation.labels: 2 outputs can hold these labels (coarse, fine)" in result.stderr
+    assert "output: coarse" in result.stderr and "Traceback" not in result.stderr
+    assert not (two_classifiers / "ambiguous" / "report.json").exists()
+    unknown = write_recipe(two_classifiers, _labelled_recipe("{key: labels, output: medium}"), "unknown.yaml")
+    result = edgeport("run", unknown, "--out", two_classifiers / "unknown")
+    assert result.returncode == 2
+    assert "data.evaluation.labels.output: 'medium' is no output of the model (it has coarse, fine)" in result.stderr
+
+
+def test_named_labels_measure_the_accuracy_of_their_head_only(two_classifiers: Path) -> None:
+    recipe = write_recipe(two_classifiers, _labelled_recipe("{key: labels, output: fine}"), "fine.yaml")
+    out = two_classifiers / "fine"
+    result = edgeport("run", recipe, "--out", out)
+    assert result.returncode == 0, result.stderr + result.stdout
+    parity = json.loads((out / "report.json").read_text())["outputs"][0]["parity"]
+    assert parity["metrics"]["accuracy"] == parity["tensors"]["fine"]["accuracy"] == 1.0
+    assert "accuracy" not in parity["tensors"]["coarse"]  # today's first head would have stood for the model

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from pipeline.artifacts import gzip_size_of, sha256_of, size_of
 from pipeline.core.artifact import Artifact
-from pipeline.data import load_dataset
+from pipeline.data import label_outputs, load_dataset
 from pipeline.errors import EdgeportError, ModelError, RecipeError, first_line
 from pipeline.evaluate import compare, predict_dataset
 from pipeline.parity import gate_result
@@ -85,6 +85,7 @@ def compare_artifacts(
     inputs = _open(reference).inputs
     dataset = load_dataset("evaluation", data, Path.cwd(), inputs)
     expected = _run(reference, "A", dataset, batch_size, delegate)
+    label_outputs(dataset, expected.shapes(), "--labels")
     produced = _run(candidate, "B", dataset, batch_size, delegate)
     try:
         parity = compare(expected, produced, dataset, tensor_map)

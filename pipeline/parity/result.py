@@ -67,9 +67,12 @@ def nonfinite_message(where: list[dict[str, Any]], total: int) -> str:
 class ParityAccumulator:
     """Compare a candidate's outputs with a reference's, batch by batch, tensor by tensor."""
 
-    def __init__(self, reference: str, tensor_names: list[str], candidate: str = "output") -> None:
+    def __init__(
+        self, reference: str, tensor_names: list[str], candidate: str = "output", labelled: str | None = None
+    ) -> None:
         self.reference, self.candidate = reference, candidate
         self.stats = {name: TensorStats() for name in tensor_names}
+        self.labelled = labelled  # the tensor labels are classes of; None: each tensor whose columns hold them
 
     def update(
         self, reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], labels: np.ndarray | None = None
@@ -78,7 +81,7 @@ class ParityAccumulator:
             ref, out = reference[name], candidate[name]
             if ref.shape != out.shape:
                 out = _squeeze_to(out, ref.shape, name)
-            stats.update(ref, out, labels)
+            stats.update(ref, out, labels if self.labelled in (None, name) else None)
 
     def extent(self) -> tuple[int, float] | None:
         """How many values were compared and the largest |error| among them; None when some were not finite

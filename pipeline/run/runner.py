@@ -18,7 +18,7 @@ from pipeline.core.artifact import Artifact
 from pipeline.core.cpu import cpu_info, describe_cpu
 from pipeline.core.leftovers import sweep_work_dirs, work_prefix
 from pipeline.core.tensors import TensorSpec
-from pipeline.data import Dataset, hygiene_warnings, load_dataset
+from pipeline.data import Dataset, hygiene_warnings, label_outputs, load_dataset
 from pipeline.errors import first_line
 from pipeline.recipe import LoadedRecipe
 from pipeline.report import REPORT_FILES, write_reports
@@ -28,6 +28,7 @@ from pipeline.run.checker import Check, OutputChecker
 from pipeline.run.executor import ChainExecutor, ExecutorSettings
 from pipeline.run.plan import OutputPlan, check_tensor_gates, plan_recipe
 from pipeline.run.publish import clear_published, latency_text, publish, verdict
+from pipeline.run.remote import WorkerSource, needs_source_here
 from pipeline.run.reproduce import verify_reproducible
 from pipeline.run.result import OutputResult
 from pipeline.run.worker import StageWorker
@@ -69,10 +70,14 @@ def run_recipe(recipe: LoadedRecipe, options: RunOptions, log: Log = stderr_log)
     cache = Cache(options.cache_dir or default_cache_dir(), options.use_cache)
     source = SourceHandle(recipe, recipe.spec.source.trusted or options.trust_model, cache)
     worker = StageWorker() if options.isolate else None
+    remote = None
+    if worker is not None and not needs_source_here(recipe, options.only):
+        remote = WorkerSource(worker, recipe, source)  # the worker loads the model: this process imports no TF
+        source.describer = remote.describe
     if worker is not None and not source.described_from_cache:
-        worker.start()  # a cold run: the worker's TensorFlow import overlaps this process's own
+        worker.start()  # a cold run: the worker's TensorFlow import overlaps this process's own work
     try:
-        described, datasets, results, warnings = _run_outputs(recipe, source, cache, worker, options, log)
+        described, datasets, results, warnings = _run_outputs(recipe, source, cache, (worker, remote), options, log)
     finally:
         if worker is not None:
             worker.close()
@@ -96,16 +101,22 @@ def run_recipe(recipe: LoadedRecipe, options: RunOptions, log: Log = stderr_log)
 
 
 def _run_outputs(
-    recipe: LoadedRecipe, source: SourceHandle, cache: Cache, worker: StageWorker | None, options: RunOptions, log: Log
+    recipe: LoadedRecipe,
+    source: SourceHandle,
+    cache: Cache,
+    workers: tuple[StageWorker | None, WorkerSource | None],
+    options: RunOptions,
+    log: Log,
 ) -> tuple[dict[str, Any], dict[str, Dataset], list[dict[str, Any]], list[str]]:
     """Preflight (source tensors, data, plan), then every output in turn; also the run's data warnings."""
+    worker, remote = workers
     described = source.describe()
     log(
         f"  source    {source.path.name} ({described['format']}, {described.get('flavour') or source.signature}): "
         f"{', '.join(s.describe() for s in source.inputs)} → {', '.join(s.describe() for s in source.outputs)}"
     )
     log(f"  cpu       {describe_cpu(cpu_info())}")
-    datasets = _load_data(recipe, source.inputs)
+    datasets = _load_data(recipe, source.inputs, source.outputs)
     digests = {section: dataset.digest() for section, dataset in datasets.items()}
     plans = plan_recipe(recipe, source.key, options.only, digests)
     check_tensor_gates(recipe, plans, [spec.name for spec in source.outputs])
@@ -124,7 +135,8 @@ def _run_outputs(
         executor = ChainExecutor(recipe, source, datasets, Path(work), cache, worker, settings, log)
         executor.warm_up(plans)  # the worker's TensorFlow import overlaps the reference predictions below
         selection = datasets.get("validation") or datasets.get("calibration")
-        checker = OutputChecker(source, datasets["evaluation"], cache, options.batch_size, log, selection)
+        recorder = remote.recorder(Path(work)) if remote is not None else None
+        checker = OutputChecker(source, datasets["evaluation"], cache, options.batch_size, log, selection, recorder)
         results = [
             _output(plan, f"  [{n}/{len(plans)}] {plan.name}", executor, checker, options.out_dir, log)
             for n, plan in enumerate(plans, 1)
@@ -198,11 +210,15 @@ def _remove_stale_reports(out_dir: Path) -> None:
         (out_dir / name).unlink(missing_ok=True)
 
 
-def _load_data(recipe: LoadedRecipe, inputs: list[TensorSpec]) -> dict[str, Dataset]:
+def _load_data(recipe: LoadedRecipe, inputs: list[TensorSpec], outputs: list[TensorSpec]) -> dict[str, Dataset]:
     data = recipe.spec.data
     datasets = {"evaluation": load_dataset("evaluation", data.evaluation, recipe.base_dir, inputs)}
     for section in ("calibration", "fine_tune", "validation"):
         spec = getattr(data, section)
         if spec is not None:
             datasets[section] = load_dataset(section, spec, recipe.base_dir, inputs)
+    shapes = [(spec.name, tuple(spec.shape[1:])) for spec in outputs]
+    for section in ("evaluation", "validation"):  # the data parity measures accuracy on
+        if section in datasets:
+            label_outputs(datasets[section], shapes, f"data.{section}")
     return datasets
