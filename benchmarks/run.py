@@ -4,8 +4,8 @@
 
 Figures (targets from the performance issue):
   cold   `edgeport run benchmarks/bench.yaml --no-cache` / benchmarks/direct.py      ≤ 1.15
-         (also with --no-isolation: the worker process that isolates converter crashes costs a
-         second TensorFlow import and model load, ~2 s of a ~9 s run on 2 cores)
+         (also with --no-isolation; with the worker, the recipe needing no TensorFlow of the run's own,
+         the worker alone imports TensorFlow and loads the model: pipeline/run/remote.py)
   warm   re-run of the unchanged recipe with its cache / the cold run                 ≤ 0.25
   parity samples/s through edgeport's runtimes + metrics / a raw runtime loop         ≥ 0.9 (each runtime)
   memory peak RSS of a run on 20k evaluation samples / on 1k                          ≤ 1.20

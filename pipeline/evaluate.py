@@ -5,8 +5,9 @@ The glue between runtimes and parity, shared by `run` and `compare`; knows no re
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -46,9 +47,22 @@ def predict_dataset(
     artifact: Artifact, label: str, dataset: Dataset, batch_size: int, threads: int | None = None, **settings: str
 ) -> Predictions:
     """Run `artifact` over the dataset in its runtime, under the given runtime settings (a delegate, ...)."""
+    return predict_batches(artifact, label, dataset.batches(batch_size), threads, **settings)
+
+
+def predict_batches(
+    artifact: Artifact,
+    label: str,
+    batches: Iterable[dict[str, np.ndarray]],
+    threads: int | None = None,
+    directory: Path | None = None,
+    **settings: str,
+) -> Predictions:
+    """Run `artifact` over input batches, recording its outputs (into `directory` when given, which the caller
+    keeps; else a temporary folder that goes with the Predictions)."""
     with runtime_for(artifact, threads, **settings) as runtime:
         names = [spec.name for spec in runtime.outputs]
-        recording = OutputRecording.record(runtime.predict(dataset.batches(batch_size)), names)
+        recording = OutputRecording.record(runtime.predict(batches), names, directory)
         return Predictions(f"{label} ({runtime.label()})", runtime.name, recording, ORDERS.get(artifact.kind))
 
 

@@ -46,17 +46,23 @@ class OutputRecording:
             weakref.finalize(self, shutil.rmtree, str(directory), True)
 
     @classmethod
-    def record(cls, batches: Iterable[dict[str, np.ndarray]], names: list[str]) -> OutputRecording:
-        """Write each batch's tensors as it arrives; nothing but the current batch is held in memory."""
-        directory = Path(tempfile.mkdtemp(prefix=f"{work_prefix()}outputs-"))
+    def record(
+        cls, batches: Iterable[dict[str, np.ndarray]], names: list[str], directory: Path | None = None
+    ) -> OutputRecording:
+        """Write each batch's tensors as it arrives; nothing but the current batch is held in memory. Into a
+        temporary folder of its own (removed with the recording), or into `directory`, which the caller keeps."""
+        owned = directory is None
+        directory = Path(tempfile.mkdtemp(prefix=f"{work_prefix()}outputs-")) if directory is None else directory
+        directory.mkdir(parents=True, exist_ok=True)
         try:
             tensors, samples = _write(directory, batches, names)
         except BaseException:
-            shutil.rmtree(directory, ignore_errors=True)
+            if owned:
+                shutil.rmtree(directory, ignore_errors=True)
             raise
         index = {"names": names, "samples": samples, "tensors": {n: t.__dict__ for n, t in tensors.items()}}
-        (directory / INDEX).write_text(json.dumps(index, default=list))
-        return cls(directory, names, samples, tensors, owned=True)
+        (directory / INDEX).write_text(json.dumps(index, default=list))  # last: a folder without it is incomplete
+        return cls(directory, names, samples, tensors, owned=owned)
 
     @classmethod
     def open(cls, directory: Path) -> OutputRecording | None:

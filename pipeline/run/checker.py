@@ -73,8 +73,12 @@ class OutputChecker:
         batch_size: int,
         log: Log,
         selection: Dataset | None = None,
+        recorder: Callable[[Dataset, int], Predictions] | None = None,
     ) -> None:
         self.source, self.evaluation, self.cache, self.batch_size, self.log = source, evaluation, cache, batch_size, log
+        # Where the source's outputs on the evaluation data come from when not from this process's Keras (the
+        # conversion worker, pipeline.run.remote): this process then need not load the model.
+        self.recorder = recorder
         # What a stage that needs verdicts (int8 fallback) chooses on: never the evaluation data.
         self.selection = selection
         self._selection_reference: Predictions | None = None
@@ -204,7 +208,10 @@ def reference_predictions(checker: OutputChecker) -> Predictions:
         predictions = Predictions("source (cached)", "cache", cached, order)
     else:
         try:
-            predictions = checker.predictions(checker.source.artifact, "source")
+            if checker.recorder is not None:
+                predictions = checker.recorder(evaluation, checker.batch_size)
+            else:
+                predictions = checker.predictions(checker.source.artifact, "source")
         except EdgeportError:
             raise
         except Exception as error:  # a source that cannot run its own data is bad input

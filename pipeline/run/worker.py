@@ -4,15 +4,22 @@ The TFLite converter and tf2onnx can abort or segfault inside C++. A worker proc
 shares no TensorFlow state with the parent) loads the source model itself and runs the stages it is
 sent, one at a time. When it dies, the stage it was running becomes a StageError naming the signal, and
 the next stage gets a fresh worker. A stage that runs past its timeout (a converter that hangs) has its
-worker killed the same way. Knows stages and sources (models load through pipeline.sources.keras);
-nothing of parity or reports.
+worker killed the same way.
+
+For a run that needs no TensorFlow of its own (pipeline.run.remote), the worker also describes the source and
+records its outputs on the evaluation data (SourceRequest): the parent then never imports TensorFlow. That work
+is no stage: stage_timeout does not apply (in process it has no timeout either), only the start-up limit; a
+crash is a StageError saying what the worker was doing. Knows stages and sources (models load through
+pipeline.sources.keras); of parity and reports nothing, of runtimes only evaluate.predict_dataset.
 """
 
 from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
 import signal
+import sys
 import time
 import traceback
 from dataclasses import dataclass
@@ -23,11 +30,12 @@ from typing import Any
 import numpy as np
 
 from pipeline.core.artifact import Artifact
+from pipeline.core.recording import OutputRecording
 from pipeline.data import Dataset
-from pipeline.errors import StageError, first_line
+from pipeline.errors import DataError, EdgeportError, ModelError, RecipeError, StageError, first_line
 from pipeline.frameworks import import_tensorflow
 from pipeline.recipe import SourceSpec
-from pipeline.sources import load_source_spec
+from pipeline.sources import Source, describe_source, load_source_spec
 from pipeline.sources.keras import load_keras_model
 from pipeline.stages import STAGES, StageContext
 from pipeline.stages.finetune import import_tfmot
@@ -36,6 +44,7 @@ _POLL_SECONDS = 0.2
 # A worker that has not yet answered may still be importing TensorFlow: that wait is not the stage's time,
 # but a worker that never gets that far is hung too.
 _START_SECONDS = 300.0
+_REFUSALS = {error.__name__: error for error in (EdgeportError, RecipeError, ModelError, DataError)}
 
 
 @dataclass
@@ -52,6 +61,23 @@ class StageRequest:
     data_files: dict[str, str]  # section → .npz with inputs (by name) and optional __labels__
     batch_size: int
     upstream: dict[str, Any] | None = None  # a Keras model file an earlier stage wrote; None: the source
+
+
+@dataclass
+class SourceRequest:
+    """Work on the source itself: describe it (`evaluation` None: describe_source's dict), or record its outputs
+    on the evaluation inputs (`evaluation`: a recording of them) into `directory` (an OutputRecording)."""
+
+    source_spec: dict[str, Any]
+    base_dir: str
+    trusted: bool
+    evaluation: str | None = None
+    directory: str | None = None
+    batch_size: int = 64
+
+
+class SourceFailed(Exception):
+    """The source model raised on the evaluation data in the worker; its message is the error's first line."""
 
 
 class StageWorker:
@@ -72,6 +98,25 @@ class StageWorker:
 
     def run(self, request: StageRequest, log: Any, timeout: float | None = None) -> Artifact:
         """Run one stage in the worker; past `timeout` seconds of the stage's own time the worker is killed."""
+        return _reply(self._exchange(request, log, timeout, None))
+
+    def source_work(self, request: SourceRequest) -> dict[str, Any]:
+        """Describe the source, or record its outputs, in the worker. Refusals (an untrusted or corrupt model) are
+        raised as the error the parent would have raised; a model that fails on the data as SourceFailed."""
+        doing = "running the source model on data.evaluation" if request.evaluation else "loading the source model"
+        message = self._exchange(request, lambda _: None, None, doing)
+        if message[0] == "refused":
+            raise _REFUSALS.get(message[1], EdgeportError)(message[2])
+        if message[0] == "failed":
+            raise SourceFailed(message[1])
+        if message[0] == "error":
+            raise StageError(message[1])
+        return message[1]
+
+    def _exchange(
+        self, request: StageRequest | SourceRequest, log: Any, timeout: float | None, doing: str | None
+    ) -> tuple[Any, ...]:
+        """Send one request and wait for its answer; `doing` (None: a stage) words a crash or a missed start."""
         self.start()
         assert self._connection is not None
         try:
@@ -81,13 +126,14 @@ class StageWorker:
             self.start()
             self._connection.send(request)
         limit = timeout or float("inf")
-        started, deadline = self._answered, time.monotonic() + (limit if self._answered else max(limit, _START_SECONDS))
+        first = limit if self._answered else max(timeout or 0.0, _START_SECONDS)  # the start-up limit, at least
+        started, deadline = self._answered, time.monotonic() + first
         while True:
             try:
                 ready = self._connection.poll(_POLL_SECONDS)
                 message = self._connection.recv() if ready else None
             except (EOFError, OSError):  # the pipe broke: the worker is gone
-                raise self._crashed() from None
+                raise self._crashed(doing) from None
             if ready:
                 assert message is not None
                 if message[0] == "started":
@@ -96,11 +142,11 @@ class StageWorker:
                 elif message[0] == "log":
                     log(message[1])
                 else:
-                    return _reply(message)
+                    return message
             elif not self._process.is_alive():
-                raise self._crashed()
+                raise self._crashed(doing)
             if time.monotonic() > deadline:
-                raise self._timed_out(timeout if started else None)
+                raise self._timed_out(timeout if started else None, doing)
 
     def close(self) -> None:
         if self._process is not None and self._process.is_alive():
@@ -112,17 +158,19 @@ class StageWorker:
                 self._process.kill()
         self._process = None
 
-    def _timed_out(self, timeout: float | None) -> StageError:
+    def _timed_out(self, timeout: float | None, doing: str | None) -> StageError:
         self._process.kill()
         self._process.join(timeout=10)
         self._process = None
         if timeout is None:
-            what = f"the worker process did not take the stage within {_START_SECONDS:g} s of starting"
+            what = f"the worker process did not take the {'stage' if doing is None else 'source model'} within "
+            what += f"{_START_SECONDS:g} s of starting"
         else:
             what = f"the stage ran past its timeout of {timeout:g} s (stage_timeout / --stage-timeout)"
-        return StageError(f"{what}; its worker process was killed and the other outputs went on")
+        went_on = " and the other outputs went on" if doing is None else "; no output was built"
+        return StageError(f"{what}; its worker process was killed{went_on}")
 
-    def _crashed(self) -> StageError:
+    def _crashed(self, doing: str | None) -> StageError:
         self._process.join(timeout=10)
         code = self._process.exitcode
         self._process = None
@@ -130,6 +178,8 @@ class StageWorker:
             cause = f"killed by {signal.Signals(-code).name}"
         else:
             cause = f"exited with status {code}"
+        if doing is not None:
+            return StageError(f"the conversion worker process crashed while {doing} ({cause}); no output was built")
         return StageError(f"the stage crashed its worker process ({cause}); the other outputs went on")
 
 
@@ -165,9 +215,15 @@ def _serve(connection: Connection) -> None:
     sources: dict[str, Any] = {}
     while True:
         request = connection.recv()
-        if request is None:
-            return
+        if request is None:  # done: everything it made is in files the parent holds
+            # TensorFlow's teardown at interpreter exit costs most of a second on 2 cores, and the parent waits.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
         connection.send(("started",))
+        if isinstance(request, SourceRequest):
+            connection.send(_source_reply(request, sources))
+            continue
         try:
             artifact = _run(request, sources, lambda text: connection.send(("log", text)))
             connection.send(("ok", _fields(artifact)))
@@ -178,15 +234,55 @@ def _serve(connection: Connection) -> None:
             traceback.clear_frames(error.__traceback__)
 
 
+def _source(source_spec: dict[str, Any], base_dir: str, trusted: bool, sources: dict[str, Any]) -> Source:
+    """The source model, loaded once per worker."""
+    cache_key = f"{source_spec}|{base_dir}|{trusted}"
+    if cache_key not in sources:
+        sources[cache_key] = load_source_spec(SourceSpec.model_validate(source_spec), Path(base_dir), trusted)
+    return sources[cache_key]
+
+
+def _source_reply(request: SourceRequest, sources: dict[str, Any]) -> tuple[Any, ...]:
+    try:
+        source = _source(request.source_spec, request.base_dir, request.trusted, sources)
+        return ("ok", describe_source(source) if request.evaluation is None else _record(source, request))
+    except SourceFailed as error:
+        return ("failed", str(error))
+    except StageError as error:
+        return ("error", str(error))
+    except EdgeportError as error:  # bad input: the parent raises it as its own, exit 2 with this message
+        return ("refused", type(error).__name__, str(error))
+    except Exception as error:
+        traceback.clear_frames(error.__traceback__)
+        if request.evaluation is not None:  # as in process: whatever fails while running the data is the model's
+            return ("failed", first_line(error))
+        return ("error", f"{type(error).__name__}: {first_line(error)}")
+
+
+def _record(source: Source, request: SourceRequest) -> dict[str, Any]:
+    """The source's outputs on the evaluation inputs, as the parent's reference_predictions would make them: both
+    read and written a batch at a time (the parent recorded the inputs), so memory does not grow with samples."""
+    from pipeline.evaluate import predict_batches
+
+    assert request.evaluation is not None and request.directory is not None
+    inputs = OutputRecording.open(Path(request.evaluation))
+    if inputs is None:
+        raise StageError(f"the evaluation inputs in {request.evaluation} are incomplete")
+    batches = inputs.chunks(request.batch_size)
+    try:
+        predictions = predict_batches(source.artifact, "source", batches, directory=Path(request.directory))
+    except EdgeportError:
+        raise
+    except Exception as error:
+        raise SourceFailed(first_line(error)) from None
+    return {"label": predictions.label, "runtime": predictions.runtime}
+
+
 def _run(request: StageRequest, sources: dict[str, Any], log: Any) -> Artifact:
     if request.upstream is not None:
         upstream = _saved_model(request.upstream, request.trusted, sources)
     else:
-        cache_key = f"{request.source_spec}|{request.base_dir}|{request.trusted}"
-        if cache_key not in sources:
-            spec = SourceSpec.model_validate(request.source_spec)
-            sources[cache_key] = load_source_spec(spec, Path(request.base_dir), request.trusted).artifact
-        upstream = sources[cache_key]
+        upstream = _source(request.source_spec, request.base_dir, request.trusted, sources).artifact
     datasets = {}
     for section, file in request.data_files.items():
         with np.load(file, allow_pickle=False) as archive:

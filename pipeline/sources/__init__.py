@@ -8,7 +8,7 @@ is loaded, and nothing of recipes, stages, runtimes, runs or reports.
 
 from pipeline.sources.checks import check_source_files
 from pipeline.sources.files import load_source
-from pipeline.sources.lazy import SourceHandle
+from pipeline.sources.lazy import SourceHandle, describe_source
 from pipeline.sources.model import Source, keras_tensor_specs, signature_tensor_specs
 from pipeline.sources.section import load_source_spec, source_key
 
@@ -16,6 +16,7 @@ __all__ = [
     "Source",
     "SourceHandle",
     "check_source_files",
+    "describe_source",
     "keras_tensor_specs",
     "load_source",
     "load_source_spec",

@@ -6,6 +6,7 @@ and the cache through small protocols: knows neither the recipe schema nor the r
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -50,6 +51,10 @@ class SourceHandle:
         self._source: Source | None = None
         self._cache = cache
         self._cached_description = cache.get_json("sources", self.key)
+        # Set by a run whose conversion worker loads the model for it: the description then comes from there
+        # (describe_source's dict), and this process need not import TensorFlow.
+        self.describer: Callable[[], dict[str, Any]] | None = None
+        self.loaded_elsewhere = False  # the worker loaded the model on this run's behalf
 
     @property
     def kind(self) -> str:
@@ -63,7 +68,7 @@ class SourceHandle:
     @property
     def _description(self) -> dict[str, Any]:
         if self._cached_description is None:
-            self._cached_description = self._describe(self.load())
+            self._cached_description = self.describer() if self.describer is not None else describe_source(self.load())
             self._cache.put_json("sources", self.key, self._cached_description)
         return self._cached_description
 
@@ -75,7 +80,7 @@ class SourceHandle:
 
     @property
     def loaded(self) -> bool:
-        return self._source is not None
+        return self._source is not None or self.loaded_elsewhere
 
     @property
     def artifact(self) -> Artifact:
@@ -92,12 +97,14 @@ class SourceHandle:
     def describe(self) -> dict[str, Any]:
         return {key: value for key, value in self._description.items() if key != "tensors"}
 
-    @staticmethod
-    def _describe(source: Source) -> dict[str, Any]:
-        def tensors(specs: list[TensorSpec]) -> list[dict[str, Any]]:
-            return [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in specs]
 
-        return {**source.describe(), "tensors": {"inputs": tensors(source.inputs), "outputs": tensors(source.outputs)}}
+def describe_source(source: Source) -> dict[str, Any]:
+    """What a SourceHandle keeps of a loaded source (and caches): its description and its tensors, as JSON."""
+
+    def tensors(specs: list[TensorSpec]) -> list[dict[str, Any]]:
+        return [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in specs]
+
+    return {**source.describe(), "tensors": {"inputs": tensors(source.inputs), "outputs": tensors(source.outputs)}}
 
 
 def _tensor_spec(entry: dict[str, Any]) -> TensorSpec:
