@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,23 +15,34 @@ from .conftest import write_recipe
 from .test_cli import edgeport
 
 
-@pytest.fixture(scope="module")
-def two_headed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """image + meta → logits (10) and score (1); meta is scaled up so its quantization range matters."""
+def _saved_model(root: Path, build: Callable[[Any], Any]) -> Any:
+    """`build(keras)` → a Keras 3 model, built seeded and quietly, saved as root/<root's name>.keras."""
     from pipeline.frameworks import captured_native_output, import_tensorflow
 
     import_tensorflow()
     import keras
 
-    root = tmp_path_factory.mktemp("two_headed")
     with captured_native_output():
         keras.utils.set_random_seed(0)
-        image, meta = keras.Input((8, 8, 1), name="image"), keras.Input((4,), name="meta")
-        features = keras.layers.Flatten()(keras.layers.Conv2D(4, 3, activation="relu")(image))
-        joined = keras.layers.Concatenate()([features, keras.layers.Dense(4)(meta)])
-        logits = keras.layers.Dense(10, name="logits")(joined)
-        score = keras.layers.Dense(1, name="score")(joined)
-        keras.Model([image, meta], [logits, score]).save(root / "two_headed.keras")
+        model = build(keras)
+        model.save(root / f"{root.name}.keras")
+    return model
+
+
+def _two_headed(keras: Any) -> Any:
+    image, meta = keras.Input((8, 8, 1), name="image"), keras.Input((4,), name="meta")
+    features = keras.layers.Flatten()(keras.layers.Conv2D(4, 3, activation="relu")(image))
+    joined = keras.layers.Concatenate()([features, keras.layers.Dense(4)(meta)])
+    logits = keras.layers.Dense(10, name="logits")(joined)
+    score = keras.layers.Dense(1, name="score")(joined)
+    return keras.Model([image, meta], [logits, score])
+
+
+@pytest.fixture(scope="module")
+def two_headed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """image + meta → logits (10) and score (1); meta is scaled up so its quantization range matters."""
+    root = tmp_path_factory.mktemp("two_headed", numbered=False)
+    _saved_model(root, _two_headed)
     rng = np.random.default_rng(0)
     np.savez(
         root / "data.npz",
@@ -99,22 +112,17 @@ def test_a_single_npz_key_for_two_inputs_is_bad_input(two_headed: Path) -> None:
     assert "the model has 2 inputs (image, meta)" in result.stderr
 
 
+def _two_classifiers(keras: Any) -> Any:
+    image = keras.Input((8, 8, 1), name="image")
+    features = keras.layers.Flatten()(image)
+    return keras.Model(image, [keras.layers.Dense(10, name=name)(features) for name in ("coarse", "fine")])
+
+
 @pytest.fixture(scope="module")
 def two_classifiers(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """digits → `coarse` and `fine`, both 10 classes: labels could belong to either head."""
-    from pipeline.frameworks import captured_native_output, import_tensorflow
-
-    import_tensorflow()
-    import keras
-
-    root = tmp_path_factory.mktemp("two_classifiers")
-    with captured_native_output():
-        keras.utils.set_random_seed(0)
-        image = keras.Input((8, 8, 1), name="image")
-        features = keras.layers.Flatten()(image)
-        heads = [keras.layers.Dense(10, name=name)(features) for name in ("coarse", "fine")]
-        model = keras.Model(image, heads)
-        model.save(root / "two_classifiers.keras")
+    root = tmp_path_factory.mktemp("two_classifiers", numbered=False)
+    model = _saved_model(root, _two_classifiers)
     rng = np.random.default_rng(1)
     pixels = rng.random((120, 8, 8, 1), dtype=np.float32)
     labels = np.argmax(model.predict(pixels, verbose=0)[1], axis=1)  # the fine head is right on every sample
