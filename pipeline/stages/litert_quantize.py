@@ -168,7 +168,8 @@ class LiteRTQuantizeStage(Stage):
         write_bytes_atomic(path, quantized)
         details: dict[str, Any] = {"mode": options.mode, "block_size": options.block_size, "io": options.io}
         details["size"] = {"float_bytes": len(float_bytes), "quantized_bytes": len(quantized)}
-        details.update(plan.weight_summary(ops, fb.read_model(quantized)))
+        quantized_model = fb.read_model(quantized)
+        details.update(plan.weight_summary(ops, quantized_model))
         if recipe.channelwise_instead:
             details["channelwise_instead_of_blockwise"] = recipe.channelwise_instead[:8]
         details["rules"] = [
@@ -176,4 +177,5 @@ class LiteRTQuantizeStage(Stage):
             for r, m in zip(options.rules, recipe.matched, strict=True)
         ]
         details["validation"] = validation
-        return Artifact(kind="tflite", path=path, key=ctx.key, details=details, warnings=plan.notable(log))
+        warnings = [*plan.unhonoured_rules(recipe, quantized_model), *plan.notable(log)]
+        return Artifact(kind="tflite", path=path, key=ctx.key, details=details, warnings=warnings)

@@ -57,6 +57,8 @@ class QuantizerRecipe:
     entries: list[dict[str, Any]] = field(default_factory=list)
     channelwise_instead: list[str] = field(default_factory=list)  # asked blockwise, not possible there
     matched: list[list[str]] = field(default_factory=list)  # per scope rule, the weights / scopes it matched
+    # weight → (rule index, its setting, the op's kind): what the last rule that reached the weight asked for
+    requested: dict[str, tuple[int, Setting, str]] = field(default_factory=dict)
 
 
 def ops_of(model: Any) -> list[Op]:
@@ -98,11 +100,41 @@ def build_recipe(
         for op in ops:
             if op.kind in BLOCKWISE_OPS and op.weight is not None:
                 recipe.entries.append(_per_op(op, base, recipe))
-    for scope, kind, setting in rules:
+    for index, (scope, kind, setting) in enumerate(rules):
         hits = [op for op in ops if (kind is None or op.kind == kind) and any(re.search(scope, n) for n in op.names)]
         recipe.matched.append([op.weight or op.scope.rstrip(";") for op in hits])
         recipe.entries += [_per_op(op, setting, recipe) for op in hits]
+        recipe.requested.update({op.weight: (index, setting, op.kind) for op in hits if op.weight is not None})
     return recipe
+
+
+def unhonoured_rules(recipe: QuantizerRecipe, quantized: Any) -> list[str]:
+    """Warnings for weights a scope rule reached that did not come out as it asked: the quantizer keeps the base
+    setting, silently, where an op has no kernel for the rule's (int4 on DEPTHWISE_CONV_2D)."""
+    types = _weight_types(quantized)
+    found = []
+    for weight, (index, setting, kind) in recipe.requested.items():
+        wanted = "float32" if setting.mode == "none" else f"int{setting.mode[-1]}"
+        got = types.get(weight, "float32").split("/")[0]
+        if got != wanted:
+            found.append(
+                f"rules[{index}] asked {setting.mode} for {weight} ({kind}), but the quantizer left it {got}: "
+                "it has no such kernel for that op"
+            )
+    return found
+
+
+def _weight_types(quantized: Any) -> dict[str, str]:
+    """Each tensor's type in the quantized file, `int4/block32` for blockwise ones."""
+    from litert_quantizer.utils import tfl_flatbuffer_utils as fb
+
+    types: dict[str, str] = {}
+    for subgraph in quantized.subgraphs:
+        for tensor in subgraph.tensors:
+            kind = fb.TENSOR_CODE_TO_TYPE.get(tensor.type, "?").lower()
+            block = getattr(getattr(tensor.quantization, "details", None), "blockSize", 0)
+            types[fb.get_tensor_name(tensor)] = f"{kind}/block{block}" if block else kind
+    return types
 
 
 def _per_op(op: Op, setting: Setting, recipe: QuantizerRecipe) -> dict[str, Any]:
@@ -157,14 +189,7 @@ def quantized_tensors(model: Any) -> list[str]:
 
 def weight_summary(ops: list[Op], quantized: Any) -> dict[str, Any]:
     """How each weight of the float file came out: counts per type and the weights left in float."""
-    from litert_quantizer.utils import tfl_flatbuffer_utils as fb
-
-    types: dict[str, str] = {}
-    for subgraph in quantized.subgraphs:
-        for tensor in subgraph.tensors:
-            kind = fb.TENSOR_CODE_TO_TYPE.get(tensor.type, "?").lower()
-            block = getattr(getattr(tensor.quantization, "details", None), "blockSize", 0)
-            types[fb.get_tensor_name(tensor)] = f"{kind}/block{block}" if block else kind
+    types = _weight_types(quantized)
     weights = [(op.weight, types.get(op.weight, "float32")) for op in ops if op.weight is not None]
     counts: dict[str, int] = {}
     for _, kind in weights:

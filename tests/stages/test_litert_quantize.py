@@ -172,3 +172,25 @@ def test_recipe_run_default_gates_pass_and_a_strict_gate_fails(zoo, tmp_path: Pa
     assert {g["metric"] for g in weights["parity"]["gates"]} == {"cosine", "min_cosine"}
     assert blocks["stages"][0]["reused"] is True and blocks["stages"][1]["details"]["weights"]["int4/block32"] == 2
     assert weights["stages"][1]["details"]["size"]["quantized_bytes"] == weights["size_bytes"]
+
+
+def test_a_rule_the_quantizer_cannot_honour_is_a_warning_not_silence(zoo, tmp_path: Path) -> None:
+    """int4 asked for a depthwise convolution: LiteRT has no such kernel and the quantizer keeps int8, unasked."""
+    import keras
+
+    from pipeline.frameworks import captured_native_output
+
+    with captured_native_output():
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((8, 8, 1), name="pixels")
+        h = keras.layers.Conv2D(8, 3, padding="same", name="conv")(inputs)
+        h = keras.layers.DepthwiseConv2D(3, padding="same", name="depthwise")(h)
+        h = keras.layers.GlobalAveragePooling2D()(h)
+        keras.Model(inputs, keras.layers.Dense(10, name="logits")(h)).save(tmp_path / "dw.keras")
+    fp32 = run_stage("tflite", load_source(tmp_path / "dw.keras").artifact, tmp_path / "fp32")
+    rules = [{"scope": "depthwise", "mode": "weight_only_int4"}]
+    artifact = quantize(fp32, tmp_path / "q", zoo, rules=rules)
+    assert artifact.details["weights"] == {"int8": 3}  # the depthwise kernel stayed int8
+    [warning] = artifact.warnings
+    assert warning.startswith("rules[0] asked weight_only_int4 for ") and "DEPTHWISE_CONV_2D" in warning
+    assert "left it int8" in warning
