@@ -53,7 +53,10 @@ def _parser() -> argparse.ArgumentParser:
         "--out", type=Path, help="output directory (default: artifacts/<recipe name>/; several: artifacts/batch/)"
     )
     run.add_argument(
-        "--jobs", type=int, default=1, help="with several recipes: run this many at once (processes, dask workers)"
+        "--jobs",
+        type=int,
+        default=1,
+        help="run this many recipes at once (processes, dask workers); with one recipe, this many of its outputs",
     )
     run.add_argument(
         "--executor",
@@ -178,17 +181,19 @@ def _run_one(args: argparse.Namespace, path: Path) -> int:
     from pipeline.run import run_recipe
 
     out_dir = args.out or Path("artifacts") / recipe.spec.name
-    report = run_recipe(recipe, _run_options(args, out_dir))
+    report = run_recipe(recipe, _run_options(args, out_dir, args.jobs))
     print(summary(report))
     print("reports: " + "  ".join(str(out_dir / filename) for filename in REPORT_FILES))
     return int(report["exit_code"])
 
 
-def _run_options(args: argparse.Namespace, out_dir: Path) -> RunOptions:
+def _run_options(args: argparse.Namespace, out_dir: Path, jobs: int = 1) -> RunOptions:
+    """`jobs`: outputs of the one recipe at once (a batch runs recipes at once instead)."""
     from pipeline.run import RunOptions
 
     return RunOptions(
         out_dir=out_dir,
+        jobs=jobs,
         only=args.only,
         trust_model=args.trust_model,
         batch_size=args.batch_size,

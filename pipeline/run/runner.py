@@ -26,6 +26,7 @@ from pipeline.report.document import build_report, settle_verdict
 from pipeline.run.cache import Cache, default_cache_dir
 from pipeline.run.checker import Check, OutputChecker
 from pipeline.run.executor import ChainExecutor, ExecutorSettings
+from pipeline.run.lanes import lanes_of, run_in_lanes, why_not_in_lanes
 from pipeline.run.plan import OutputPlan, check_tensor_gates, plan_recipe
 from pipeline.run.publish import clear_published, latency_text, publish, verdict
 from pipeline.run.remote import WorkerSource, needs_source_here
@@ -48,6 +49,7 @@ class RunOptions:
     isolate: bool = True  # conversions from the source run in a worker process (crash isolation)
     verify_reproducible: bool = False  # build every output a second time, cache bypassed, and compare
     stage_timeout: float | None = None  # seconds; overrides the recipe's stage_timeout
+    jobs: int = 1  # outputs built at once, each lane with its own conversion worker (pipeline.run.lanes)
 
 
 Log = Callable[[str], None]
@@ -137,16 +139,59 @@ def _run_outputs(
         selection = datasets.get("validation") or datasets.get("calibration")
         recorder = remote.recorder(Path(work)) if remote is not None else None
         checker = OutputChecker(source, datasets["evaluation"], cache, options.batch_size, log, selection, recorder)
-        results = [
-            _output(plan, f"  [{n}/{len(plans)}] {plan.name}", executor, checker, options.out_dir, log)
-            for n, plan in enumerate(plans, 1)
-        ]
+        lanes = _Lanes(recipe, source, datasets, Path(work), cache, settings, log)
+        results = lanes.run(plans, options, executor, checker)
         if options.verify_reproducible or any(plan.reproducible_gate for plan in plans):
             rebuild = ChainExecutor(
                 recipe, source, datasets, Path(work) / "rebuild", Cache(None, False), worker, settings, log
             )
             verify_reproducible(plans, results, rebuild, checker.acceptor, options.verify_reproducible)
     return described, datasets, results, warnings
+
+
+@dataclass
+class _Lanes:
+    """What another lane's executor is made of; runs the outputs in lanes when `--jobs` and the recipe allow."""
+
+    recipe: LoadedRecipe
+    source: SourceHandle
+    datasets: dict[str, Dataset]
+    work: Path
+    cache: Cache
+    settings: ExecutorSettings
+    log: Log
+
+    def run(
+        self, plans: list[OutputPlan], options: RunOptions, executor: ChainExecutor, checker: OutputChecker
+    ) -> list[dict[str, Any]]:
+        def output(numbered: tuple[int, OutputPlan], lane: ChainExecutor) -> dict[str, Any]:
+            number, plan = numbered
+            return _output(plan, f"  [{number}/{len(plans)}] {plan.name}", lane, checker, options.out_dir, self.log)
+
+        refusal = "--no-isolation" if executor.worker is None else why_not_in_lanes(plans)
+        if options.jobs == 1 or len(lanes_of(plans)) == 1 or refusal is not None:
+            if options.jobs > 1:
+                self.log(f"  jobs      outputs one at a time: {refusal or 'they share their first stage'}")
+            return [output(numbered, executor) for numbered in enumerate(plans, 1)]
+        started: list[StageWorker] = []
+
+        def make_executor(index: int) -> ChainExecutor:
+            if index == 0:
+                return executor
+            worker = StageWorker()
+            started.append(worker)
+            worker.start()
+            work = self.work / f"lane{index}"
+            return ChainExecutor(
+                self.recipe, self.source, self.datasets, work, self.cache, worker, self.settings, self.log
+            )
+
+        self.log(f"  jobs      {min(options.jobs, len(lanes_of(plans)))} lanes, each with its conversion worker")
+        try:
+            return run_in_lanes(plans, options.jobs, make_executor, output)
+        finally:
+            for worker in started:
+                worker.close()
 
 
 def _output(
