@@ -121,16 +121,25 @@ def _peak_rss(recipe: Path, out: Path) -> float:
     return int(result.stdout.split()[-1]) / 1024
 
 
+def _peak_rss_on(
+    name: str, model: Path, sample_shape: tuple[int, ...], samples: int, work: Path, outputs: str
+) -> float:
+    """Peak RSS of `edgeport run` on `samples` seeded random samples of `model`, building `outputs` (YAML)."""
+    rng = np.random.default_rng(0)
+    np.savez(work / f"{name}{samples}.npz", x=rng.random((samples, *sample_shape), dtype=np.float32))
+    recipe = work / f"{name}{samples}.yaml"
+    recipe.write_text(
+        f"name: {name}\nsource: {model}\ndata:\n  evaluation: {{npz: {name}{samples}.npz, inputs: x}}\n"
+        f"outputs:\n{outputs}"
+    )
+    return _peak_rss(recipe, work / name)
+
+
 def peak_rss_mb(samples: int, work: Path) -> float:
     """Peak RSS of one `edgeport run` on `samples` evaluation samples of the digits CNN."""
-    rng = np.random.default_rng(0)
-    np.savez(work / f"eval{samples}.npz", x=rng.random((samples, 8, 8, 1), dtype=np.float32))
-    recipe = work / f"memory{samples}.yaml"
-    recipe.write_text(
-        f"name: memory\nsource: {MODEL}\ndata:\n  evaluation: {{npz: eval{samples}.npz, inputs: x}}\n"
-        "outputs:\n  fp32: {stages: [tflite]}\n  onnx: {stages: [onnx]}\n"
+    return _peak_rss_on(
+        "memory", MODEL, (8, 8, 1), samples, work, "  fp32: {stages: [tflite]}\n  onnx: {stages: [onnx]}\n"
     )
-    return _peak_rss(recipe, work / "m")
 
 
 def large_output_model(work: Path) -> Path:
@@ -147,15 +156,7 @@ def large_output_model(work: Path) -> Path:
 
 def peak_rss_large_mb(samples: int, work: Path) -> float:
     """Peak RSS of `edgeport run` (fp32 TFLite) on `samples` samples of the large-output model."""
-    model = large_output_model(work)
-    rng = np.random.default_rng(0)
-    np.savez(work / f"images{samples}.npz", x=rng.random((samples, 64, 64, 3), dtype=np.float32))
-    recipe = work / f"large{samples}.yaml"
-    recipe.write_text(
-        f"name: large\nsource: {model}\ndata:\n  evaluation: {{npz: images{samples}.npz, inputs: x}}\n"
-        "outputs:\n  fp32: {stages: [tflite]}\n"
-    )
-    return _peak_rss(recipe, work / "l")
+    return _peak_rss_on("large", large_output_model(work), (64, 64, 3), samples, work, "  fp32: {stages: [tflite]}\n")
 
 
 def line(name: str, ratio: float, target: str, ok: bool, detail: str) -> str:
