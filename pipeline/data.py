@@ -38,10 +38,6 @@ class Dataset:
         for start in range(0, self.samples, size):
             yield {name: array[start : start + size] for name, array in self.inputs.items()}
 
-    def label_batches(self, size: int = 64) -> Iterator[np.ndarray | None]:
-        for start in range(0, self.samples, size):
-            yield None if self.labels is None else self.labels[start : start + size]
-
     def digest(self) -> str:
         """Content hash of the arrays (and labels): part of the cache key of whatever they feed."""
         digest = hashlib.sha256()
