@@ -65,14 +65,16 @@ class LiteRTRuntime(Runtime):
         self.interpreter = None  # type: ignore[assignment]
 
     def predict_batch(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        quantized = {name: _quantize(feed[name], self.input_details[name]) for name in self.input_details}
+        quantized = {name: quantize_input(feed[name], self.input_details[name]) for name in self.input_details}
         if self._first_call:  # the first run applies the XNNPACK delegate, which announces itself on stderr
             self._first_call = False
             with captured_native_output():
                 raw = self._invoke(quantized)
         else:
             raw = self._invoke(quantized)
-        return {name: _dequantize(np.asarray(raw[name]), self.output_details[name]) for name in self.output_details}
+        return {
+            name: dequantize_output(np.asarray(raw[name]), self.output_details[name]) for name in self.output_details
+        }
 
     def _invoke(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
@@ -110,7 +112,9 @@ def _scale_and_zero_point(detail: dict[str, Any]) -> tuple[float, int] | None:
     return (float(scale), int(zero_point)) if scale else None
 
 
-def _quantize(array: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+def quantize_input(array: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    """A float input as an integer tensor of `detail` takes it (as is for float tensors). TFLite Micro's runtime
+    (pipeline.targets.micro) feeds the same files, so it shares these two."""
     dtype = np.dtype(detail["dtype"])
     params = _scale_and_zero_point(detail)
     if params is None or not np.issubdtype(dtype, np.integer) or np.issubdtype(array.dtype, np.integer):
@@ -120,7 +124,8 @@ def _quantize(array: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
     return np.clip(np.round(array / scale + zero_point), info.min, info.max).astype(dtype)
 
 
-def _dequantize(array: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+def dequantize_output(array: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    """An integer output as float: (q - zero_point) * scale."""
     params = _scale_and_zero_point(detail)
     if params is None or not np.issubdtype(array.dtype, np.integer):
         return array

@@ -22,7 +22,7 @@ from pipeline.core.recording import OutputRecording
 from pipeline.evaluate import Predictions, compare
 from pipeline.frameworks import captured_native_output
 from pipeline.runtimes.base import Runtime
-from pipeline.runtimes.litert import LiteRTRuntime, _dequantize, _quantize
+from pipeline.runtimes.litert import LiteRTRuntime, dequantize_output, quantize_input
 from pipeline.targets.base import Target, TargetContext, TargetReport, Unsupported, litert_operators
 
 INTEGER_TYPES = {"int8", "int16", "int32"}
@@ -80,10 +80,10 @@ class MicroRuntime(Runtime):
         produced: list[list[np.ndarray]] = [[] for _ in self._output_names]
         for sample in range(samples):
             for index, (name, detail) in enumerate(zip(self._input_names, self._in, strict=True)):
-                self.interpreter.set_input(_quantize(feed[name][sample : sample + 1], detail), index)
+                self.interpreter.set_input(quantize_input(feed[name][sample : sample + 1], detail), index)
             self.interpreter.invoke()
             for index, detail in enumerate(self._out):
-                produced[index].append(_dequantize(np.asarray(self.interpreter.get_output(index)), detail))
+                produced[index].append(dequantize_output(np.asarray(self.interpreter.get_output(index)), detail))
         return {name: np.concatenate(parts) for name, parts in zip(self._output_names, produced, strict=True)}
 
     def arena_bytes(self) -> int | None:

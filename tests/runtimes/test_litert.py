@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.runtimes import runtime_for
-from pipeline.runtimes.litert import _dequantize, _quantize
+from pipeline.runtimes.litert import dequantize_output, quantize_input
 from pipeline.sources import load_source
 
 from ..helpers import predict, run_stage
@@ -16,9 +16,9 @@ from ..helpers import predict, run_stage
 def test_quantize_round_trip_follows_scale_and_zero_point() -> None:
     detail = {"dtype": np.int8, "quantization": (0.5, -3)}
     x = np.array([[-1.0, 0.0, 0.74, 1000.0]], np.float32)
-    q = _quantize(x, detail)
+    q = quantize_input(x, detail)
     assert q.dtype == np.int8 and q.tolist() == [[-5, -3, -2, 127]]  # clipped at the int8 maximum
-    assert _dequantize(q, detail).tolist() == [[-1.0, 0.0, 0.5, 65.0]]
+    assert dequantize_output(q, detail).tolist() == [[-1.0, 0.0, 0.5, 65.0]]
 
 
 def test_any_batch_size_runs_and_matches(zoo, tmp_path: Path) -> None:
