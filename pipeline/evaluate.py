@@ -35,7 +35,7 @@ class Predictions:
 
     def shapes(self) -> list[tuple[str, tuple[int | None, ...]]]:
         """Each output's per-sample shape, as the runtime produced it (free dimensions resolved)."""
-        return list(self.outputs.shapes())
+        return self.outputs.shapes()
 
 
 # A SavedModel runtime lists a signature's outputs sorted by key, a Keras one in model order; other files number

@@ -48,14 +48,14 @@ def lanes_of(plans: list[OutputPlan]) -> list[list[Numbered]]:
 
 
 def run_in_lanes(
-    plans: list[OutputPlan],
+    lanes: list[list[Numbered]],
     jobs: int,
     make_executor: Callable[[int], Executor],
     run_output: Callable[[Numbered, Executor], dict[str, Any]],
 ) -> list[dict[str, Any]]:
-    """Every output's report entry, in the plans' order; `make_executor(i)` gives thread i its own executor."""
+    """Every output's report entry, in the run's order; `make_executor(i)` gives thread i its own executor."""
     waiting: SimpleQueue[list[Numbered]] = SimpleQueue()
-    for lane in lanes_of(plans):
+    for lane in lanes:
         waiting.put(lane)
     results: dict[int, dict[str, Any]] = {}
     lock = threading.Lock()
@@ -72,8 +72,8 @@ def run_in_lanes(
                 with lock:
                     results[numbered[0]] = entry
 
-    threads = min(jobs, len(lanes_of(plans)))
+    threads = min(jobs, len(lanes))
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="edgeport-lane") as pool:
         for future in [pool.submit(work, index) for index in range(threads)]:
             future.result()  # a bug in a lane is raised here, as it would be in a run one output at a time
-    return [results[number] for number in range(1, len(plans) + 1)]
+    return [results[number] for number in sorted(results)]

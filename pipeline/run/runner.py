@@ -169,7 +169,8 @@ class _Lanes:
             return _output(plan, f"  [{number}/{len(plans)}] {plan.name}", lane, checker, options.out_dir, self.log)
 
         refusal = "--no-isolation" if executor.worker is None else why_not_in_lanes(plans)
-        if options.jobs == 1 or len(lanes_of(plans)) == 1 or refusal is not None:
+        lanes = lanes_of(plans)
+        if options.jobs == 1 or len(lanes) == 1 or refusal is not None:
             if options.jobs > 1:
                 self.log(f"  jobs      outputs one at a time: {refusal or 'they share their first stage'}")
             return [output(numbered, executor) for numbered in enumerate(plans, 1)]
@@ -186,9 +187,9 @@ class _Lanes:
                 self.recipe, self.source, self.datasets, work, self.cache, worker, self.settings, self.log
             )
 
-        self.log(f"  jobs      {min(options.jobs, len(lanes_of(plans)))} lanes, each with its conversion worker")
+        self.log(f"  jobs      {min(options.jobs, len(lanes))} lanes, each with its conversion worker")
         try:
-            return run_in_lanes(plans, options.jobs, make_executor, output)
+            return run_in_lanes(lanes, options.jobs, make_executor, output)
         finally:
             for worker in started:
                 worker.close()
