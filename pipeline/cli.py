@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline import __version__
+from pipeline.core.heap import keep_heap_steady
 from pipeline.errors import EdgeportError, first_line
 
 if TYPE_CHECKING:
@@ -24,6 +25,7 @@ EXIT_INTERRUPTED = 130
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    keep_heap_steady()  # before any batch is allocated: memory then stays flat in the number of samples
     try:
         return int(args.command(args) or 0)
     except EdgeportError as error:

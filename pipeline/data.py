@@ -1,17 +1,20 @@
 """Calibration / evaluation / fine-tune data: npz, npy or seeded random arrays, checked against the model.
 
-Knows the model only through its input TensorSpecs; imports no framework.
+Knows the model only through its input TensorSpecs; imports no framework. Arrays from files stay in their files
+and are read a batch at a time (pipeline.core.stored): a run's memory does not grow with the data. Labels, one
+integer a sample, are read whole.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from pipeline.core.stored import ArrayLike, StoredArray, open_npy, open_npz, row_chunks
 from pipeline.core.tensors import TensorSpec
 from pipeline.errors import DataError
 from pipeline.recipe import DataSpec, RandomSpec
@@ -25,7 +28,7 @@ class Dataset:
 
     section: str
     origin: str
-    inputs: dict[str, np.ndarray]
+    inputs: dict[str, ArrayLike]  # in memory (random data) or read from the file a slice at a time
     labels: np.ndarray | None = None
     # The reference output the labels are classes of (`labels.output`, else the one output that can hold them).
     labelled_output: str | None = None
@@ -44,7 +47,8 @@ class Dataset:
         for name, array in [*self.inputs.items(), ("__labels__", self.labels)]:
             if array is not None:
                 digest.update(f"{name}|{array.dtype}|{array.shape}".encode())
-                digest.update(np.ascontiguousarray(array).tobytes())
+                for chunk in row_chunks(array):
+                    digest.update(chunk.data)
         return digest.hexdigest()
 
     def describe(self) -> dict[str, object]:
@@ -70,7 +74,7 @@ def load_dataset(section: str, spec: DataSpec | None, base_dir: Path, model_inpu
         assert spec.npy is not None
         inputs, labels, origin = _from_npy(place, base_dir, spec, model_inputs)
     if spec.limit is not None:
-        inputs = {name: array[: spec.limit] for name, array in inputs.items()}
+        inputs = {name: _head(array, spec.limit) for name, array in inputs.items()}
         labels = None if labels is None else labels[: spec.limit]
     inputs = {model_input.name: _fit(place, model_input, inputs[model_input.name]) for model_input in model_inputs}
     dataset = Dataset(section=section, origin=origin, inputs=inputs, labels=labels)
@@ -108,25 +112,24 @@ def label_outputs(dataset: Dataset, outputs: list[tuple[str, tuple[int | None, .
 def _from_npz(place: str, file: Path, spec: DataSpec, model_inputs: list[TensorSpec]) -> tuple:
     keys = _input_keys(place, spec, model_inputs)
     try:
-        archive = np.load(file, allow_pickle=False)
+        members = open_npz(file)
     except FileNotFoundError:
         raise DataError(f"{place}.npz: {file} not found") from None
-    except Exception as error:  # numpy raises several kinds for a file that is not an npz
+    except Exception as error:  # zipfile and the OS raise several kinds for a file that is not an npz
         raise DataError(f"{place}.npz: {file} is not a readable .npz ({error})") from None
-    with archive:
-        wanted = [*keys.values(), *([spec.labels_key] if spec.labels_key else [])]
-        for key in wanted:
-            if key not in archive.files:
-                raise DataError(f"{place}: key {key!r} is not in {file.name} (it has {', '.join(archive.files)})")
-        inputs = {name: _read(place, file, archive, key) for name, key in keys.items()}
-        labels = _read(place, file, archive, spec.labels_key) if spec.labels_key else None
+    wanted = [*keys.values(), *([spec.labels_key] if spec.labels_key else [])]
+    for key in wanted:
+        if key not in members:
+            raise DataError(f"{place}: key {key!r} is not in {file.name} (it has {', '.join(members)})")
+    inputs = {name: _read(place, file, members[key], key) for name, key in keys.items()}
+    labels = np.asarray(_read(place, file, members[spec.labels_key], spec.labels_key)) if spec.labels_key else None
     return inputs, labels, f"{file.name}[{', '.join(keys.values())}]"
 
 
-def _read(place: str, file: Path, archive: np.lib.npyio.NpzFile, key: str) -> np.ndarray:
+def _read(place: str, file: Path, member: Callable[[], ArrayLike], key: str) -> ArrayLike:
     try:
-        return archive[key]
-    except Exception as error:  # corrupt member, object arrays (pickle refused)...
+        return member()
+    except Exception as error:  # corrupt member, truncated data, object arrays (pickle refused)...
         raise DataError(f"{place}: cannot read {key!r} from {file.name} ({error})") from None
 
 
@@ -155,20 +158,22 @@ def _from_npy(place: str, base_dir: Path, spec: DataSpec, model_inputs: list[Ten
         raise DataError(f"{place}.npy: the model has {len(model_inputs)} inputs; use npz with an inputs mapping")
     assert spec.npy is not None
     inputs = {model_inputs[0].name: _load_npy(f"{place}.npy", (base_dir / spec.npy).resolve())}
-    labels = _load_npy(f"{place}.labels", (base_dir / spec.labels_key).resolve()) if spec.labels_key else None
+    labels = (
+        np.asarray(_load_npy(f"{place}.labels", (base_dir / spec.labels_key).resolve())) if spec.labels_key else None
+    )
     return inputs, labels, Path(spec.npy).name
 
 
-def _load_npy(place: str, file: Path) -> np.ndarray:
+def _load_npy(place: str, file: Path) -> ArrayLike:
     try:
-        return np.load(file, allow_pickle=False)
+        return open_npy(file)
     except FileNotFoundError:
         raise DataError(f"{place}: {file} not found") from None
     except Exception as error:  # numpy raises several kinds for a file that is not an npy
         raise DataError(f"{place}: {file} is not a readable .npy ({error})") from None
 
 
-def _fit(place: str, spec: TensorSpec, array: np.ndarray) -> np.ndarray:
+def _fit(place: str, spec: TensorSpec, array: ArrayLike) -> ArrayLike:
     """Check rank, fixed dimensions and dtype kind; cast to the model's dtype where that loses nothing."""
     dims = ["N", *("?" if d is None else str(d) for d in spec.shape[1:])] if spec.shape else []
     expected = f"expected shape [{', '.join(dims)}]"
@@ -185,13 +190,20 @@ def _fit(place: str, spec: TensorSpec, array: np.ndarray) -> np.ndarray:
         raise DataError(f"{place}: input {spec.name!r} has dtype {array.dtype}; expected numbers ({spec.dtype})")
     if np.issubdtype(target, np.integer) and not np.issubdtype(array.dtype, np.integer):
         raise DataError(f"{place}: input {spec.name!r} has dtype {array.dtype}; the model wants {spec.dtype}")
-    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
-        bad = int((~np.isfinite(array)).sum())
-        raise DataError(
-            f"{place}: input {spec.name!r} holds {bad} NaN/Inf values; parity on such inputs "
-            "is meaningless, so they are refused"
-        )
+    if np.issubdtype(array.dtype, np.floating):
+        bad = sum(int((~np.isfinite(chunk)).sum()) for chunk in row_chunks(array))
+        if bad:
+            raise DataError(
+                f"{place}: input {spec.name!r} holds {bad} NaN/Inf values; parity on such inputs "
+                "is meaningless, so they are refused"
+            )
+    if isinstance(array, StoredArray):
+        return array.cast(target)
     return np.ascontiguousarray(array, dtype=target)
+
+
+def _head(array: ArrayLike, rows: int) -> ArrayLike:
+    return array.head(rows) if isinstance(array, StoredArray) else array[:rows]
 
 
 def _check_lengths(place: str, dataset: Dataset) -> None:
@@ -259,11 +271,12 @@ def hygiene_warnings(datasets: dict[str, Dataset], quantized_outputs: list[str])
 
 def _sample_hashes(dataset: Dataset) -> set[bytes]:
     """One digest per sample over all its inputs (memory: 16 bytes a sample)."""
-    arrays = list(dataset.inputs.values())
     hashes = set()
-    for index in range(dataset.samples):
-        digest = hashlib.blake2b(digest_size=16)
-        for array in arrays:
-            digest.update(np.ascontiguousarray(array[index]).tobytes())
-        hashes.add(digest.digest())
+    for batch in dataset.batches(1024):
+        arrays = [np.ascontiguousarray(array) for array in batch.values()]
+        for index in range(len(arrays[0])):
+            digest = hashlib.blake2b(digest_size=16)
+            for array in arrays:
+                digest.update(array[index].data)
+            hashes.add(digest.digest())
     return hashes

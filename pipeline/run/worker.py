@@ -30,7 +30,9 @@ from typing import Any
 import numpy as np
 
 from pipeline.core.artifact import Artifact
+from pipeline.core.heap import keep_heap_steady
 from pipeline.core.recording import OutputRecording
+from pipeline.core.stored import open_npz, save_npz
 from pipeline.data import Dataset
 from pipeline.errors import DataError, EdgeportError, ModelError, RecipeError, StageError, first_line
 from pipeline.frameworks import import_tensorflow
@@ -202,7 +204,7 @@ def save_dataset(dataset: Any, path: Path) -> str:
     arrays = dict(dataset.inputs)
     if dataset.labels is not None:
         arrays["__labels__"] = dataset.labels
-    np.savez(path, **arrays)
+    save_npz(path, arrays)
     return str(path)
 
 
@@ -211,6 +213,7 @@ def save_dataset(dataset: Any, path: Path) -> str:
 
 def _serve(connection: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    keep_heap_steady()
     import_tensorflow()  # while the parent loads the source and data: the two imports overlap
     sources: dict[str, Any] = {}
     while True:
@@ -285,10 +288,9 @@ def _run(request: StageRequest, sources: dict[str, Any], log: Any) -> Artifact:
         upstream = _source(request.source_spec, request.base_dir, request.trusted, sources).artifact
     datasets = {}
     for section, file in request.data_files.items():
-        with np.load(file, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
+        arrays = {name: member() for name, member in open_npz(Path(file)).items()}  # read a batch at a time
         labels = arrays.pop("__labels__", None)
-        datasets[section] = Dataset(section, file, arrays, labels)
+        datasets[section] = Dataset(section, file, arrays, None if labels is None else np.asarray(labels))
     calibration = datasets.get("calibration")
     stage = STAGES[request.kind]
     context = StageContext(

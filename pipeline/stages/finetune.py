@@ -190,7 +190,8 @@ def training_data(ctx: StageContext) -> tuple[Any, np.ndarray]:
     dataset = ctx.fine_tune
     if dataset is None or dataset.labels is None:
         raise StageError("this stage fine-tunes the model: add data.fine_tune with inputs and labels to the recipe")
-    arrays = list(dataset.inputs.values())
+    # Keras trains on whole arrays (it shuffles across them): the one place data is read into memory whole.
+    arrays = [np.asarray(array) for array in dataset.inputs.values()]
     return (arrays[0] if len(arrays) == 1 else arrays), dataset.labels
 
 
