@@ -5,8 +5,10 @@ The glue between runtimes and parity, shared by `run` and `compare`; knows no re
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,7 @@ from pipeline.core.recording import OutputRecording
 from pipeline.core.tensors import Order, match_outputs
 from pipeline.data import Dataset
 from pipeline.parity import ParityAccumulator, ParityResult
-from pipeline.plotdata import plot_data
+from pipeline.plotdata import PlotData
 from pipeline.runtimes import runtime_for
 
 
@@ -75,9 +77,9 @@ def compare(
     """Parity of two runs over the same samples; tensors matched by `match_outputs`' rules, the rule recorded.
 
     The result carries plot data (a bounded sample and an |error| histogram) for the reports to draw. Both runs
-    are read back in chunks of the same samples (up to CHUNK_SAMPLES, fewer for large outputs): metrics then
-    cost a few numpy calls a chunk, which matters when inference itself takes microseconds, and memory stays
-    bounded whatever the number of samples.
+    are read back once, in chunks of the same samples (up to CHUNK_SAMPLES, fewer for large outputs), for the
+    metrics and the plot data together: metrics then cost a few numpy calls a chunk, which matters when
+    inference itself takes microseconds, and memory stays bounded whatever the number of samples.
     """
     what = f"{candidate.label} outputs"
     matches = match_outputs(reference.shapes(), candidate.shapes(), what, reference.order, tensor_map)
@@ -89,13 +91,16 @@ def compare(
     expected = _Chunks(reference.outputs, rows, {name: name for name in reference.names})
     produced = _Chunks(candidate.outputs, rows, {name: match.candidate for name, match in matches.items()})
     accumulator = ParityAccumulator(reference.label, reference.names, candidate.label, dataset.labelled_output)
+    values = reference.outputs.samples * sum(math.prod(shape) for _, shape in reference.shapes())
+    plots = PlotData(reference.names, values)
     start = 0
     for ref, out in zip(expected, produced, strict=True):
         count = len(next(iter(ref.values()))) if ref else 0
-        accumulator.update(ref, out, None if dataset.labels is None else dataset.labels[start : start + count])
+        labels = None if dataset.labels is None else dataset.labels[start : start + count]
+        accumulator.update(ref, out, labels, observe=plots.add)
         start += count
     result = accumulator.result()
-    result.plots = plot_data(expected, produced, reference.names, extent=accumulator.extent())
+    result.plots = plots.finish(again=partial(_segment, expected, produced, reference.names))
     result.matched = {name: match.to_json() for name, match in matches.items()}
     return result
 
@@ -103,11 +108,23 @@ def compare(
 @dataclass
 class _Chunks:
     """A recording's tensors in chunks of `rows` samples, keyed by reference names; iterable more than once
-    (the metrics and the plot data each read it)."""
+    (the plot data may read some chunks again). Each chunk's arrays are overwritten by the next: the metrics and
+    the plot data keep none of them."""
 
     outputs: OutputRecording
     rows: int
     names: dict[str, str]
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-        return self.outputs.chunks(self.rows, self.names)
+        return self.outputs.chunks(self.rows, self.names, reuse=True)
+
+    def read(self, chunk: int, key: str) -> np.ndarray:
+        """One tensor of one chunk, in an array of its own."""
+        start = chunk * self.rows
+        return self.outputs.read(self.names[key], start, min(self.rows, self.outputs.samples - start))
+
+
+def _segment(expected: _Chunks, produced: _Chunks, names: list[str], segment: int) -> tuple[np.ndarray, np.ndarray]:
+    """A PlotData segment (one tensor's chunk, as compare adds them) of both runs, read again."""
+    chunk, tensor = divmod(segment, len(names))
+    return expected.read(chunk, names[tensor]), produced.read(chunk, names[tensor])

@@ -4,7 +4,12 @@ glibc raises its mmap threshold each time a mapped block is freed, up to 32 MiB.
 large model, blocks of a batch's size then come from the heap, where the arenas of TensorFlow's threads fragment
 and keep what was freed. Measured on a model with a 64×64×16 output (256 KiB a sample), recording its outputs in
 batches of 64 raised peak RSS by 324 MB on 5,000 samples against 153 MB on 500; with the threshold fixed at
-1 MiB, by 65 MB on either. Blocks under 1 MiB (every batch of a small model) are served as before.
+1 MiB, by 65 MB on either.
+
+Fixing it also fixes the trim threshold, at 128 KiB unless set: the heap's free top would then go back to the
+system after nearly every chunk of metrics, and come back as fresh pages the kernel zeroes on first touch. A
+loop of three 640 KB numpy operations (a metrics chunk of 8,192 samples × 10 logits) took 0.76 ms by default,
+0.87 ms with the mmap threshold alone, 0.25 ms with both set. So up to 32 MiB of free heap is kept.
 """
 
 from __future__ import annotations
@@ -12,8 +17,9 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 
-_M_MMAP_THRESHOLD = -3  # glibc's malloc.h; setting it also turns off the dynamic adjustment
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h; setting either turns off the dynamic adjustment
 MMAP_THRESHOLD = 2**20
+TRIM_THRESHOLD = 32 * 2**20
 
 
 def keep_heap_steady() -> bool:
@@ -28,4 +34,4 @@ def keep_heap_steady() -> bool:
     gnu = getattr(libc, "gnu_get_libc_version", None)
     if mallopt is None or gnu is None:  # musl has no mallopt; only glibc's is known to mean this
         return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))

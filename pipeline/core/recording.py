@@ -7,6 +7,7 @@ shape) and one raw file per tensor, samples back to back. The cache keeps such d
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
@@ -14,7 +15,7 @@ import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -88,19 +89,39 @@ class OutputRecording:
         sample_bytes = sum(tensor.sample_bytes for tensor in self._tensors.values())
         return max(1, min(CHUNK_SAMPLES, CHUNK_BYTES // max(sample_bytes, 1)))
 
-    def chunks(self, rows: int, names: dict[str, str] | None = None) -> Iterator[dict[str, np.ndarray]]:
-        """`rows` samples at a time; `names` ({key: tensor}) chooses and renames tensors (default: all)."""
+    def chunks(
+        self, rows: int, names: dict[str, str] | None = None, reuse: bool = False
+    ) -> Iterator[dict[str, np.ndarray]]:
+        """`rows` samples at a time; `names` ({key: tensor}) chooses and renames tensors (default: all). With
+        `reuse`, each chunk is read into the arrays of the one before: for a reader that keeps none of them."""
         wanted = names or {name: name for name in self.names}
+        if reuse:
+            yield from self._reused_chunks(rows, wanted)
+            return
         for start in range(0, self.samples, rows):
             count = min(rows, self.samples - start)
-            yield {key: self._read(tensor, start, count) for key, tensor in wanted.items()}
+            yield {key: self.read(tensor, start, count) for key, tensor in wanted.items()}
 
     def copy_to(self, target: Path) -> None:
         for tensor in self._tensors.values():
             shutil.copyfile(self.directory / tensor.file, target / tensor.file)
         shutil.copyfile(self.directory / INDEX, target / INDEX)
 
-    def _read(self, name: str, start: int, count: int) -> np.ndarray:
+    def _reused_chunks(self, rows: int, wanted: dict[str, str]) -> Iterator[dict[str, np.ndarray]]:
+        # One open file a tensor, read in order into one array each: a fresh array a chunk costs more in page
+        # faults than its read (pipeline.parity.scratch says why).
+        tensors = {key: self._tensors[name] for key, name in wanted.items()}
+        with contextlib.ExitStack() as files:
+            opened = {
+                key: files.enter_context(open(self.directory / t.file, "rb", buffering=0)) for key, t in tensors.items()
+            }
+            arrays = {key: np.empty((min(rows, self.samples), *t.shape), t.dtype) for key, t in tensors.items()}
+            for start in range(0, self.samples, rows):
+                count = min(rows, self.samples - start)
+                yield {key: _read_into(opened[key], arrays[key][:count]) for key in tensors}
+
+    def read(self, name: str, start: int, count: int) -> np.ndarray:
+        """Samples start .. start + count of one tensor."""
         tensor = self._tensors[name]
         # Plain reads, not a memory map: mapped pages would count in the process's memory as they are touched.
         flat = np.fromfile(
@@ -110,6 +131,17 @@ class OutputRecording:
             offset=start * tensor.sample_bytes,
         )
         return flat.reshape((count, *tensor.shape))
+
+
+def _read_into(file: BinaryIO, array: np.ndarray) -> np.ndarray:
+    view = memoryview(array).cast("B")
+    done = 0
+    while done < len(view):
+        read = file.readinto(view[done:])
+        if not read:
+            raise ValueError(f"{file.name}: the recording ends {len(view) - done} bytes short")
+        done += read
+    return array
 
 
 def _write(

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipeline.parity.intervals import clopper_pearson, paired_difference
+from pipeline.parity.scratch import Scratch
 from pipeline.parity.tail import ErrorHistogram
 
 ERROR_METRICS = ("max_abs", "mean_abs", "rmse", "nrmse", "p99_abs", "cosine", "min_cosine", "snr_db")
@@ -25,12 +26,14 @@ class Moments:
     m2_out: float = 0.0
     co: float = 0.0
 
-    def update(self, ref: np.ndarray, out: np.ndarray) -> None:
+    def update(self, ref: np.ndarray, out: np.ndarray, in_place: bool = False) -> None:
+        """Add a chunk of values; `in_place`: `ref` and `out` are the caller's to lose (they end centred)."""
         if not ref.size:
             return
         with np.errstate(invalid="ignore", over="ignore"):  # inf - inf: the counts of non-finite values fail it
             part = Moments(ref.size, float(ref.mean()), float(out.mean()))
-            dref, dout = ref - part.mean_ref, out - part.mean_out
+            dref = np.subtract(ref, part.mean_ref, out=ref if in_place else None)
+            dout = np.subtract(out, part.mean_out, out=out if in_place else None)
             # einsum, not `@` or np.dot: OpenBLAS wakes its threads for each dot product, which cost 20 ms a call
             # between other work on a 2-core machine; einsum's own loop takes 0.1 ms for 82k values.
             part.m2_ref, part.m2_out, part.co = (
@@ -93,10 +96,16 @@ class TensorStats:
     def nonfinite(self) -> int:
         return self.nonfinite_ref + self.nonfinite_out
 
-    def update(self, reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray | None) -> None:
-        ref = reference.astype(np.float64).reshape(len(reference), -1)
-        out = candidate.astype(np.float64).reshape(len(candidate), -1)
-        error = np.abs(out - ref)
+    def update(
+        self, reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray | None, scratch: Scratch | None = None
+    ) -> np.ndarray:
+        """Add one chunk of samples; returns its |error|, flat in float64, for the plot data to bin too. `scratch`
+        lends the chunk-sized arrays (pipeline.parity.scratch), that error's too: valid until the next update."""
+        scratch = scratch or Scratch()
+        ref = scratch.copy("reference", reference).reshape(len(reference), -1)
+        out = scratch.copy("candidate", candidate).reshape(len(candidate), -1)
+        error = np.subtract(out, ref, out=scratch.array("error", ref.shape))
+        np.abs(error, out=error)
         error_sum = float(error.sum())
         if not math.isfinite(error_sum):  # a NaN or Inf on either side makes the sum so (float32 values in float64
             self._count_nonfinite(ref, out)  # cannot overflow): only then is each side searched
@@ -111,11 +120,12 @@ class TensorStats:
         self.sum_sq_ref += float(ref_sq.sum())
         self.sum_cosine += float(cosines.sum())
         self.min_cosine = min(self.min_cosine, float(cosines.min(initial=math.inf)))
-        self.moments.update(ref.reshape(-1), out.reshape(-1))
-        self.errors.update(error)
         self.classes = reference.ndim == 2 and reference.shape[1] > 1
         if self.classes:
-            self._count_classes(ref, out, labels)
+            self._count_classes(_exact(reference, ref), _exact(candidate, out), labels, scratch)
+        self.moments.update(ref.reshape(-1), out.reshape(-1), in_place=True)  # last to read ref and out
+        self.errors.update(flat_error, work=(ref, out))
+        return flat_error
 
     def _count_nonfinite(self, ref: np.ndarray, out: np.ndarray) -> None:
         for side, values in (("ref", ref), ("out", out)):
@@ -128,25 +138,14 @@ class TensorStats:
                 first = int(np.flatnonzero(bad.any(axis=1))[0])
                 setattr(self, f"first_nonfinite_{side}", self.samples + first)
 
-    def _count_classes(self, ref: np.ndarray, out: np.ndarray, labels: np.ndarray | None) -> None:
+    def _count_classes(self, ref: np.ndarray, out: np.ndarray, labels: np.ndarray | None, scratch: Scratch) -> None:
         # Dequantized scores tie often (int8 has 256 levels). argmax would break a tie by index order and credit
         # a candidate that could not decide; a sample agrees only when both sides pick the same set of classes.
-        ref_top, out_top = ref == ref.max(axis=1, keepdims=True), out == out.max(axis=1, keepdims=True)
-        self.top1_agree += int((ref_top == out_top).all(axis=1).sum())
-        if labels is None:
-            return
-        labels = np.asarray(labels).reshape(-1)
-        fits = (labels >= 0) & (labels < ref.shape[1])
-        # Labels that are no column of this output (class 7 of a 4-column box head): it is not the classifier.
-        self.unfit_labels += int((~fits).sum())
-        rows, columns = np.arange(len(labels)), np.where(fits, labels, 0)
-        out_right = fits & out_top[rows, columns] & (out_top.sum(axis=1) == 1)
-        ref_right = fits & ref_top[rows, columns] & (ref_top.sum(axis=1) == 1)
-        self.correct += int(out_right.sum())
-        self.reference_correct += int(ref_right.sum())
-        self.lost += int((ref_right & ~out_right).sum())
-        self.gained += int((out_right & ~ref_right).sum())
-        self.labelled += len(labels)
+        ref_top, out_top = _top_classes(ref, scratch), _top_classes(out, scratch)
+        self.top1_agree += int((ref_top == out_top).all(axis=0).sum())
+        if labels is not None:
+            for name, value in _label_counts(ref_top, out_top, np.asarray(labels).reshape(-1)).items():
+                setattr(self, name, getattr(self, name) + value)
 
     def metrics(self) -> dict[str, float]:
         result = self._error_metrics()
@@ -183,6 +182,36 @@ class TensorStats:
         }
 
 
+def _exact(values: np.ndarray, as_float64: np.ndarray) -> np.ndarray:
+    """`values` as they came when float64 holds each exactly (so ties and maxima stay), else the float64 copy:
+    float32 halves the memory the class counts walk."""
+    return values if values.dtype.kind == "f" and values.dtype.itemsize <= 8 else as_float64
+
+
+def _label_counts(ref_top: np.ndarray, out_top: np.ndarray, labels: np.ndarray) -> dict[str, int]:
+    """What a chunk adds to the accuracy counts, from each side's top classes (classes, samples) and the labels."""
+    fits = (labels >= 0) & (labels < ref_top.shape[0])
+    rows, columns = np.arange(len(labels)), np.where(fits, labels, 0)
+    out_right = fits & out_top[columns, rows] & (out_top.sum(axis=0) == 1)
+    ref_right = fits & ref_top[columns, rows] & (ref_top.sum(axis=0) == 1)
+    return {
+        # Labels that are no column of this output (class 7 of a 4-column box head): it is not the classifier.
+        "unfit_labels": int((~fits).sum()),
+        "correct": int(out_right.sum()),
+        "reference_correct": int(ref_right.sum()),
+        "lost": int((ref_right & ~out_right).sum()),
+        "gained": int((out_right & ~ref_right).sum()),
+        "labelled": len(labels),
+    }
+
+
+def _top_classes(scores: np.ndarray, scratch: Scratch) -> np.ndarray:
+    """(classes, samples): whether each class ties for its sample's top score. Class-major, because numpy
+    reduces a (samples, 10) array along its short rows one row at a time, ten times slower than across them."""
+    columns = scratch.copy("classes", scores.T, scores.dtype)
+    return columns == columns.max(axis=0)
+
+
 def _ratio(error: float, scale: float) -> float:
     if scale > 0:
         return error / scale
@@ -194,10 +223,10 @@ def _row_cosines(ref: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, np.ndarr
     ref_sq, out_sq = np.einsum("ij,ij->i", ref, ref), np.einsum("ij,ij->i", out, out)
     norms = np.sqrt(ref_sq * out_sq)
     dots = np.einsum("ij,ij->i", ref, out)
-    both_zero = (ref_sq == 0) & (out_sq == 0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        cosines = np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), 0.0)
-    return np.where(both_zero, 1.0, cosines), ref_sq
+    with np.errstate(invalid="ignore"):  # inf / inf: the non-finite counts fail the output
+        cosines = np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
+    np.copyto(cosines, 1.0, where=(ref_sq == 0) & (out_sq == 0))  # both zero: the same
+    return cosines, ref_sq
 
 
 def snr_db(signal: float, noise: float) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,8 +11,10 @@ import numpy as np
 
 from pipeline.parity.gates import GateResult, evaluate_gates, json_number
 from pipeline.parity.metrics import TensorStats, pooled_metrics
+from pipeline.parity.scratch import Scratch
 
 SIDES = ("reference", "candidate")
+Observer = Callable[[np.ndarray, np.ndarray, np.ndarray], None]
 
 
 @dataclass
@@ -73,24 +76,24 @@ class ParityAccumulator:
         self.reference, self.candidate = reference, candidate
         self.stats = {name: TensorStats() for name in tensor_names}
         self.labelled = labelled  # the tensor labels are classes of; None: each tensor whose columns hold them
+        self.scratch = Scratch()  # one set of chunk-sized arrays for every tensor, as they are done in turn
 
     def update(
-        self, reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], labels: np.ndarray | None = None
+        self,
+        reference: dict[str, np.ndarray],
+        candidate: dict[str, np.ndarray],
+        labels: np.ndarray | None = None,
+        observe: Observer | None = None,
     ) -> None:
+        """Add one chunk of samples. `observe` sees each tensor's (reference, candidate, |error|) in turn, the
+        error flat in float64 and valid during the call only: the plot data bins it without computing it again."""
         for name, stats in self.stats.items():
             ref, out = reference[name], candidate[name]
             if ref.shape != out.shape:
                 out = _squeeze_to(out, ref.shape, name)
-            stats.update(ref, out, labels if self.labelled in (None, name) else None)
-
-    def extent(self) -> tuple[int, float] | None:
-        """How many values were compared and the largest |error| among them; None when some were not finite
-        (the largest finite error is then unknown)."""
-        if any(stats.nonfinite for stats in self.stats.values()):
-            return None
-        return sum(stats.count for stats in self.stats.values()), max(
-            (s.max_abs for s in self.stats.values()), default=0.0
-        )
+            error = stats.update(ref, out, labels if self.labelled in (None, name) else None, self.scratch)
+            if observe is not None:
+                observe(ref, out, error)
 
     def result(self) -> ParityResult:
         tensors = {name: stats.metrics() for name, stats in self.stats.items()}
