@@ -7,7 +7,6 @@ shape) and one raw file per tensor, samples back to back. The cache keeps such d
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 import tempfile
@@ -15,11 +14,12 @@ import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 
 from pipeline.core.leftovers import work_prefix
+from pipeline.core.stored import StoredArray
 
 INDEX = "index.json"
 CHUNK_SAMPLES = 8192  # metrics cost a few numpy calls a chunk: large chunks when samples are small
@@ -95,53 +95,31 @@ class OutputRecording:
         """`rows` samples at a time; `names` ({key: tensor}) chooses and renames tensors (default: all). With
         `reuse`, each chunk is read into the arrays of the one before: for a reader that keeps none of them."""
         wanted = names or {name: name for name in self.names}
-        if reuse:
-            yield from self._reused_chunks(rows, wanted)
-            return
+        stored = {key: self._stored(name) for key, name in wanted.items()}
+        # With reuse, one array a tensor is filled chunk after chunk: a fresh array a chunk costs more in page
+        # faults than its read (pipeline.parity.scratch says why).
+        shapes = {key: (min(rows, self.samples), *array.shape[1:]) for key, array in stored.items()}
+        arrays = {key: np.empty(shapes[key], stored[key].dtype) for key in stored} if reuse else {}
         for start in range(0, self.samples, rows):
             count = min(rows, self.samples - start)
-            yield {key: self.read(tensor, start, count) for key, tensor in wanted.items()}
+            if reuse:
+                yield {key: array.read_into(start, arrays[key][:count]) for key, array in stored.items()}
+            else:
+                yield {key: array[start : start + count] for key, array in stored.items()}
 
     def copy_to(self, target: Path) -> None:
         for tensor in self._tensors.values():
             shutil.copyfile(self.directory / tensor.file, target / tensor.file)
         shutil.copyfile(self.directory / INDEX, target / INDEX)
 
-    def _reused_chunks(self, rows: int, wanted: dict[str, str]) -> Iterator[dict[str, np.ndarray]]:
-        # One open file a tensor, read in order into one array each: a fresh array a chunk costs more in page
-        # faults than its read (pipeline.parity.scratch says why).
-        tensors = {key: self._tensors[name] for key, name in wanted.items()}
-        with contextlib.ExitStack() as files:
-            opened = {
-                key: files.enter_context(open(self.directory / t.file, "rb", buffering=0)) for key, t in tensors.items()
-            }
-            arrays = {key: np.empty((min(rows, self.samples), *t.shape), t.dtype) for key, t in tensors.items()}
-            for start in range(0, self.samples, rows):
-                count = min(rows, self.samples - start)
-                yield {key: _read_into(opened[key], arrays[key][:count]) for key in tensors}
-
     def read(self, name: str, start: int, count: int) -> np.ndarray:
         """Samples start .. start + count of one tensor."""
-        tensor = self._tensors[name]
+        return self._stored(name)[start : start + count]
+
+    def _stored(self, name: str) -> StoredArray:
         # Plain reads, not a memory map: mapped pages would count in the process's memory as they are touched.
-        flat = np.fromfile(
-            self.directory / tensor.file,
-            dtype=tensor.dtype,
-            count=count * int(np.prod(tensor.shape, dtype=np.int64)),
-            offset=start * tensor.sample_bytes,
-        )
-        return flat.reshape((count, *tensor.shape))
-
-
-def _read_into(file: BinaryIO, array: np.ndarray) -> np.ndarray:
-    view = memoryview(array).cast("B")
-    done = 0
-    while done < len(view):
-        read = file.readinto(view[done:])
-        if not read:
-            raise ValueError(f"{file.name}: the recording ends {len(view) - done} bytes short")
-        done += read
-    return array
+        tensor = self._tensors[name]
+        return StoredArray.raw(self.directory / tensor.file, (self.samples, *tensor.shape), np.dtype(tensor.dtype))
 
 
 def _write(

@@ -60,20 +60,28 @@ class StoredArray:
     def __len__(self) -> int:
         return self.shape[0]
 
+    @classmethod
+    def raw(cls, path: Path, shape: tuple[int, ...], dtype: np.dtype) -> StoredArray:
+        """A headerless file of `shape` and `dtype`, rows back to back (an output recording's tensor)."""
+        return cls(_File.open(path), 0, shape, dtype, dtype)
+
     def __getitem__(self, rows: slice) -> np.ndarray:
         if not isinstance(rows, slice) or rows.step not in (None, 1):
             raise TypeError(f"a StoredArray reads contiguous rows (array[start:stop]), not [{rows!r}]")
         start, stop, _ = rows.indices(len(self))
-        count = max(0, stop - start)
-        flat = np.empty(count * self._row_bytes, dtype=np.uint8)
-        view, position = memoryview(flat), self._offset + start * self._row_bytes
+        rows_read = self.read_into(start, np.empty((max(0, stop - start), *self.shape[1:]), self._stored))
+        return rows_read if self._stored == self.dtype else rows_read.astype(self.dtype)
+
+    def read_into(self, start: int, out: np.ndarray) -> np.ndarray:
+        """Rows start .. start + len(out), as stored (no cast), into `out`, a C-ordered array of the stored dtype:
+        for a reader that fills one array chunk after chunk (a fresh array costs more in page faults)."""
+        view, position = memoryview(out).cast("B"), self._offset + start * self._row_bytes
         while view.nbytes:  # a read may return fewer bytes than asked
             got = os.preadv(self._file.fd, [view], position)
             if got == 0:
-                raise OSError(f"{self._file.name}: the file ends before row {stop} of {list(self.shape)}")
+                raise OSError(f"{self._file.name}: the file ends before row {start + len(out)} of {list(self.shape)}")
             view, position = view[got:], position + got
-        rows_read = flat.view(self._stored).reshape((count, *self.shape[1:]))
-        return rows_read if self._stored == self.dtype else rows_read.astype(self.dtype)
+        return out
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         whole = self[:]
