@@ -1,12 +1,13 @@
 """Bounded plot data for one comparison: an even sample of (reference, candidate) pairs and an |error| histogram.
 
-Takes plain arrays keyed by tensor name; never imports a runtime and draws nothing (the report does).
+Fed one tensor's chunk at a time (pipeline.evaluate.compare); never imports a runtime and draws nothing (the
+report does).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -16,28 +17,6 @@ SAMPLE_PAIRS = 1000  # enough to see structure in a scatter; keeps report.json s
 HISTOGRAM_BINS = 30
 _DIGITS = 5  # significant digits kept in the JSON: plots need no more
 Again = Callable[[int], tuple[np.ndarray, np.ndarray]]  # segment number -> its (reference, candidate), read again
-
-
-def plot_data(
-    references: Iterable[dict[str, np.ndarray]],
-    candidates: Iterable[dict[str, np.ndarray]],
-    names: Sequence[str],
-    pairs: int = SAMPLE_PAIRS,
-    bins: int = HISTOGRAM_BINS,
-    extent: tuple[int, float] | None = None,
-) -> dict[str, object]:
-    """`candidates`' chunks must match `references`' (same samples, matched names). They are read one chunk at a
-    time, so memory stays bounded by a chunk whatever the number of samples: once for the histogram and the
-    sample, and once before for the count and the largest finite error unless `extent` gives them (the metrics
-    know both when every value was finite).
-
-    Non-finite values are left out of both plots and counted, so the payload stays valid JSON.
-    """
-    total, max_abs = extent or _extent(references, candidates, names)
-    plots = PlotData(names, total, pairs, bins, max_abs)
-    for ref, out in _pairs(references, candidates, names):
-        plots.add(ref, out, np.abs(out - ref))
-    return plots.finish()
 
 
 class PlotData:
@@ -134,32 +113,8 @@ def _high(max_abs: float) -> float:
     return max_abs if max_abs > 0 else 1.0
 
 
-def _extent(
-    references: Iterable[dict[str, np.ndarray]], candidates: Iterable[dict[str, np.ndarray]], names: Sequence[str]
-) -> tuple[int, float]:
-    total, max_abs = 0, 0.0
-    for ref, out in _pairs(references, candidates, names):
-        total += len(ref)
-        max_abs = max(max_abs, _finite_max(np.abs(out - ref)))
-    return total, max_abs
-
-
-def _pairs(
-    references: Iterable[dict[str, np.ndarray]], candidates: Iterable[dict[str, np.ndarray]], names: Sequence[str]
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Each chunk's tensors, flat and in float64, one pair at a time."""
-    for ref, out in zip(references, candidates, strict=True):
-        for name in names:
-            yield _flat(ref[name]), _flat(out[name])
-
-
 def _flat(array: np.ndarray) -> np.ndarray:
     return np.asarray(array, dtype=np.float64).reshape(-1)
-
-
-def _finite_max(values: np.ndarray) -> float:
-    finite = values[np.isfinite(values)]
-    return float(finite.max()) if finite.size else 0.0
 
 
 def _round(value: float) -> float:

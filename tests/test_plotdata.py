@@ -6,7 +6,16 @@ import json
 
 import numpy as np
 
-from pipeline.plotdata import plot_data
+from pipeline.plotdata import PlotData
+
+
+def plot_data(references: list[dict], candidates: list[dict], names: list[str], pairs: int = 1000) -> dict:
+    """PlotData fed as compare feeds it: each chunk's tensors in turn, segments read again from memory."""
+    segments = [(ref[name], out[name]) for ref, out in zip(references, candidates, strict=True) for name in names]
+    plots = PlotData(names, sum(ref.size for ref, _ in segments), pairs)
+    for ref, out in segments:
+        plots.add(ref, out, np.abs(out.astype(np.float64) - ref).reshape(-1))
+    return plots.finish(again=lambda segment: segments[segment])
 
 
 def test_sample_is_bounded_even_and_histogram_counts_every_value() -> None:
