@@ -45,16 +45,18 @@ class PlotData:
         self.segments: list[tuple[float, float, np.ndarray]] = []  # each one's range, largest error and counts
         self.scratch = Scratch()
 
-    def add(self, reference: np.ndarray, candidate: np.ndarray, error: np.ndarray) -> None:
+    def add(
+        self, reference: np.ndarray, candidate: np.ndarray, error: np.ndarray, largest: float | None = None
+    ) -> None:
         """One segment: its values (any shape, in the same order) and their |error|, flat in float64 (read during
-        the call only)."""
+        the call only); `largest`, the errors' max (NaN if any is), where the caller has it."""
         # Every `stride`-th value of the whole stream: even across batches and tensors, and deterministic.
         picked = np.arange((-self.offset) % self.stride, error.size, self.stride)
         picked = picked[np.isfinite(error[picked])]
         self.sample_ref.append(reference.reshape(-1)[picked].astype(np.float64))
         self.sample_out.append(candidate.reshape(-1)[picked].astype(np.float64))
         self.offset += error.size
-        largest = float(error.max(initial=0.0))  # NaN if any is
+        largest = float(error.max(initial=0.0)) if largest is None else largest  # NaN if any is
         if not math.isfinite(largest):
             finite = np.isfinite(error)
             self.skipped += int((~finite).sum())

@@ -72,3 +72,21 @@ def test_regression_outputs_have_no_top1() -> None:
     metrics = _compare(reference, reference).metrics
     assert "top1_agreement" not in metrics
     assert metrics["max_abs"] == 0.0 and metrics["snr_db"] == math.inf
+
+
+def test_moments_of_the_reference_alone_give_its_spread_to_the_bit() -> None:
+    # Outputs of several values a sample keep the reference side only (nrmse's scale): the same bits as the
+    # paired sums, and a correlation asked of them is an error, not a made-up number.
+    from pipeline.parity.metrics import Moments
+
+    rng = np.random.default_rng(1)
+    reference = rng.normal(loc=50.0, size=9000)
+    paired, alone = Moments(), Moments()
+    for start in range(0, len(reference), 2048):
+        chunk = reference[start : start + 2048]
+        paired.update(chunk.copy(), chunk * 1.01)
+        alone.update(chunk.copy(), None)
+    assert alone.reference_std() == paired.reference_std()
+    assert alone.reference_std() == pytest.approx(reference.std(), rel=1e-12)
+    with pytest.raises(ValueError, match="reference side only"):
+        alone.correlation()

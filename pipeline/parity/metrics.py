@@ -25,20 +25,25 @@ class Moments:
     m2_ref: float = 0.0
     m2_out: float = 0.0
     co: float = 0.0
+    paired: bool = True  # the candidate's sums too: false once a chunk came without them
 
-    def update(self, ref: np.ndarray, out: np.ndarray, in_place: bool = False) -> None:
-        """Add a chunk of values; `in_place`: `ref` and `out` are the caller's to lose (they end centred)."""
+    def update(self, ref: np.ndarray, out: np.ndarray | None, in_place: bool = False) -> None:
+        """Add a chunk of values; `in_place`: `ref` and `out` are the caller's to lose (they end centred). Without
+        `out`, the reference side only: its spread is all nrmse needs, and the candidate's sums are half the work.
+        """
         if not ref.size:
             return
+        if out is None:
+            self.paired = False
         with np.errstate(invalid="ignore", over="ignore"):  # inf - inf: the counts of non-finite values fail it
-            part = Moments(ref.size, float(ref.mean()), float(out.mean()))
+            part = Moments(ref.size, float(ref.mean()), 0.0 if out is None else float(out.mean()))
             dref = np.subtract(ref, part.mean_ref, out=ref if in_place else None)
-            dout = np.subtract(out, part.mean_out, out=out if in_place else None)
             # einsum, not `@` or np.dot: OpenBLAS wakes its threads for each dot product, which cost 20 ms a call
             # between other work on a 2-core machine; einsum's own loop takes 0.1 ms for 82k values.
-            part.m2_ref, part.m2_out, part.co = (
-                float(np.einsum("i,i->", a, b)) for a, b in ((dref, dref), (dout, dout), (dref, dout))
-            )
+            part.m2_ref = float(np.einsum("i,i->", dref, dref))
+            if out is not None:
+                dout = np.subtract(out, part.mean_out, out=out if in_place else None)
+                part.m2_out, part.co = (float(np.einsum("i,i->", a, b)) for a, b in ((dout, dout), (dref, dout)))
         self.merge(part)
 
     def merge(self, other: Moments) -> None:
@@ -57,6 +62,8 @@ class Moments:
     def correlation(self) -> float:
         """Pearson's r: the cosine of the centred values. A constant side carries no information: 0, unless
         both sides are the same constant."""
+        if not self.paired:
+            raise ValueError("correlation of moments kept for the reference side only")
         if self.m2_ref == 0 or self.m2_out == 0:
             return 1.0 if self.m2_ref == self.m2_out == 0 and self.mean_ref == self.mean_out else 0.0
         return max(-1.0, min(1.0, self.co / math.sqrt(self.m2_ref * self.m2_out)))
@@ -98,9 +105,10 @@ class TensorStats:
 
     def update(
         self, reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray | None, scratch: Scratch | None = None
-    ) -> np.ndarray:
-        """Add one chunk of samples; returns its |error|, flat in float64, for the plot data to bin too. `scratch`
-        lends the chunk-sized arrays (pipeline.parity.scratch), that error's too: valid until the next update."""
+    ) -> tuple[np.ndarray, float]:
+        """Add one chunk of samples; returns its |error|, flat in float64, and its largest (NaN if any is), for
+        the plot data to bin too. `scratch` lends the chunk-sized arrays (pipeline.parity.scratch), that error's
+        too: valid until the next update."""
         scratch = scratch or Scratch()
         ref = scratch.copy("reference", reference).reshape(len(reference), -1)
         out = scratch.copy("candidate", candidate).reshape(len(candidate), -1)
@@ -112,7 +120,8 @@ class TensorStats:
         self.count += ref.size
         self.samples += len(ref)
         # np.nanmax would hide a NaN; the non-finite counts above already fail the output.
-        self.max_abs = max(self.max_abs, float(error.max(initial=0.0)))
+        largest = float(error.max(initial=0.0))  # NaN if any is
+        self.max_abs = max(self.max_abs, largest)
         self.sum_abs += error_sum
         flat_error = error.reshape(-1)
         self.sum_sq_err += float(np.einsum("i,i->", flat_error, flat_error))
@@ -123,9 +132,12 @@ class TensorStats:
         self.classes = reference.ndim == 2 and reference.shape[1] > 1
         if self.classes:
             self._count_classes(_exact(reference, ref), _exact(candidate, out), labels, scratch)
-        self.moments.update(ref.reshape(-1), out.reshape(-1), in_place=True)  # last to read ref and out
-        self.errors.update(flat_error, work=(ref, out))
-        return flat_error
+        # The correlation stands for cosine only where a sample is one value; elsewhere nrmse needs the reference's
+        # spread alone.
+        one_value = ref.shape[1] == 1
+        self.moments.update(ref.reshape(-1), out.reshape(-1) if one_value else None, in_place=True)
+        self.errors.update(flat_error, work=(ref, out), largest=largest)  # last to read ref and out
+        return flat_error, largest
 
     def _count_nonfinite(self, ref: np.ndarray, out: np.ndarray) -> None:
         for side, values in (("ref", ref), ("out", out)):

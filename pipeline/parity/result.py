@@ -14,7 +14,7 @@ from pipeline.parity.metrics import TensorStats, pooled_metrics
 from pipeline.parity.scratch import Scratch
 
 SIDES = ("reference", "candidate")
-Observer = Callable[[np.ndarray, np.ndarray, np.ndarray], None]
+Observer = Callable[[np.ndarray, np.ndarray, np.ndarray, float], None]
 
 
 @dataclass
@@ -85,15 +85,16 @@ class ParityAccumulator:
         labels: np.ndarray | None = None,
         observe: Observer | None = None,
     ) -> None:
-        """Add one chunk of samples. `observe` sees each tensor's (reference, candidate, |error|) in turn, the
-        error flat in float64 and valid during the call only: the plot data bins it without computing it again."""
+        """Add one chunk of samples. `observe` sees each tensor's (reference, candidate, |error|, its max) in turn,
+        the error flat in float64 and valid during the call only: the plot data bins it without computing it
+        again."""
         for name, stats in self.stats.items():
             ref, out = reference[name], candidate[name]
             if ref.shape != out.shape:
                 out = _squeeze_to(out, ref.shape, name)
-            error = stats.update(ref, out, labels if self.labelled in (None, name) else None, self.scratch)
+            error, largest = stats.update(ref, out, labels if self.labelled in (None, name) else None, self.scratch)
             if observe is not None:
-                observe(ref, out, error)
+                observe(ref, out, error, largest)
 
     def result(self) -> ParityResult:
         tensors = {name: stats.metrics() for name, stats in self.stats.items()}

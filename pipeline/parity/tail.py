@@ -30,14 +30,19 @@ class ErrorHistogram:
     def __init__(self) -> None:
         self.counts = np.zeros(BINS, dtype=np.int64)
 
-    def update(self, error: np.ndarray, work: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+    def update(
+        self, error: np.ndarray, work: tuple[np.ndarray, np.ndarray] | None = None, largest: float | None = None
+    ) -> None:
         """Count |errors|. `work`: two arrays of error's size and itemsize that the look-up may overwrite (the
-        caller's spent chunk copies: a fresh array costs more than the look-up, pipeline.parity.scratch)."""
+        caller's spent chunk copies: a fresh array costs more than the look-up, pipeline.parity.scratch).
+        `largest`: the errors' max, where the caller has it (NaN if any is)."""
         error = np.ascontiguousarray(error).reshape(-1)
         if error.dtype != np.float64:
             self.counts += np.bincount(_formula_bins(error), minlength=BINS)
             return
-        if error.max(initial=0.0) < LOW:  # identical outputs, most often (a NaN is not below: it takes the look-up)
+        if (
+            error.max(initial=0.0) if largest is None else largest
+        ) < LOW:  # identical outputs, most often (a NaN is not below: it takes the look-up)
             self.counts[0] += error.size
             return
         table = _table()
