@@ -84,9 +84,7 @@ class OnnxRuntime(Runtime):
             part = {name: array[start : start + size] for name, array in typed.items()}
             missing = size - len(next(iter(part.values())))
             if missing:
-                part = {
-                    name: np.concatenate([a, np.zeros((missing, *a.shape[1:]), a.dtype)]) for name, a in part.items()
-                }
+                part = {name: _pad(array, missing) for name, array in part.items()}
             chunks.append({name: value[: size - missing] for name, value in self._run(part).items()})
         return {name: np.concatenate([chunk[name] for chunk in chunks]) for name in chunks[0]}
 
@@ -96,6 +94,7 @@ class OnnxRuntime(Runtime):
 
 
 def _pad(array: np.ndarray, missing: int) -> np.ndarray:
+    """`missing` rows of zeros after the array's own."""
     return np.concatenate([array, np.zeros((missing, *array.shape[1:]), array.dtype)])
 
 
