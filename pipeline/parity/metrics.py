@@ -135,8 +135,9 @@ class TensorStats:
         # The correlation stands for cosine only where a sample is one value; elsewhere nrmse needs the reference's
         # spread alone.
         one_value = ref.shape[1] == 1
+        # Moments centre ref and out in place: the last to read their values; the look-up then overwrites them.
         self.moments.update(ref.reshape(-1), out.reshape(-1) if one_value else None, in_place=True)
-        self.errors.update(flat_error, work=(ref, out), largest=largest)  # last to read ref and out
+        self.errors.update(flat_error, work=(ref, out), largest=largest)
         return flat_error, largest
 
     def _count_nonfinite(self, ref: np.ndarray, out: np.ndarray) -> None:
