@@ -40,9 +40,8 @@ class ErrorHistogram:
         if error.dtype != np.float64:
             self.counts += np.bincount(_formula_bins(error), minlength=BINS)
             return
-        if (
-            error.max(initial=0.0) if largest is None else largest
-        ) < LOW:  # identical outputs, most often (a NaN is not below: it takes the look-up)
+        top = error.max(initial=0.0) if largest is None else largest
+        if top < LOW:  # identical outputs, most often (a NaN is not below: it takes the look-up)
             self.counts[0] += error.size
             return
         table = _table()
