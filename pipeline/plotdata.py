@@ -23,10 +23,10 @@ class PlotData:
     """The plot data of a stream of values, chunk by chunk and tensors in order, built as it goes by: one `add`
     a tensor's chunk (a segment), so that a comparison reads its recordings once, for its metrics and this.
 
-    The histogram's range is the largest finite |error| of the whole stream. Unless `max_abs` gives it, each
-    segment is binned on the range so far, and `finish` bins again, from values read again, the segments whose
-    range was narrower than the final one and whose bins it changes: none when the largest error comes first,
-    as it does in a stream of similar chunks (and never those whose errors all fall in the first bin)."""
+    The histogram's range is the largest finite |error| of the whole stream. Each segment is binned on the range
+    so far, and `finish` bins again, from values read again, the segments whose range was narrower than the final
+    one and whose bins it changes: none when the largest error comes first, as it does in a stream of similar
+    chunks (and never those whose errors all fall in the first bin)."""
 
     def __init__(
         self,
@@ -34,11 +34,9 @@ class PlotData:
         total: int,
         pairs: int = SAMPLE_PAIRS,
         bins: int = HISTOGRAM_BINS,
-        max_abs: float | None = None,
     ) -> None:
         self.names, self.total, self.bins = list(names), total, bins
         self.stride = max(1, math.ceil(total / pairs))
-        self.high = None if max_abs is None else _high(max_abs)
         self.largest, self.offset, self.skipped = 0.0, 0, 0
         self.sample_ref: list[np.ndarray] = []
         self.sample_out: list[np.ndarray] = []
@@ -63,12 +61,12 @@ class PlotData:
             error = error[finite]
             largest = float(error.max(initial=0.0))
         self.largest = max(self.largest, largest)
-        high = _high(self.largest) if self.high is None else self.high
+        high = _high(self.largest)
         self.segments.append((high, largest, self._binned(error, high, largest)))
 
     def finish(self, again: Again | None = None) -> dict[str, object]:
         """The payload. `again` reads a segment's values again, for those binned on a range that grew since."""
-        high = _high(self.largest) if self.high is None else self.high
+        high = _high(self.largest)
         counts = np.zeros(self.bins, dtype=np.int64)
         for segment, (used, largest, binned) in enumerate(self.segments):
             if used == high or largest * (self.bins / used) < 1:  # all in the first bin on a wider range too
@@ -103,10 +101,9 @@ class PlotData:
             return counts
         scaled = np.multiply(error, scale, out=self.scratch.array("scaled", error.shape))
         index = self.scratch.copy("index", scaled, np.int64)
-        if largest > high:  # a given range narrower than the errors
-            np.minimum(index, self.bins - 1, out=index)
         counts = np.bincount(index, minlength=self.bins)
-        # Else only an error equal to the range reaches index `bins`: it belongs in the last bin.
+        # The range is never below the largest error: only an error equal to it reaches index `bins`, and it
+        # belongs in the last bin.
         counts[self.bins - 1] += counts[self.bins :].sum()
         return counts[: self.bins]
 
