@@ -118,6 +118,11 @@ class DataSpec(_Strict):
         "naming the source output they are classes of.",
     )
     limit: int | None = Field(None, ge=1, description="Use at most this many samples.")
+    cast: bool = Field(
+        False,
+        description="Allow casting inputs to the model's dtype where that loses precision (int64 above 2**24 to "
+        "float32, float64 to float32, ...); by default such a cast is refused, naming the first lossy value.",
+    )
 
     @property
     def labels_key(self) -> str | None:
