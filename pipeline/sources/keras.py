@@ -7,7 +7,6 @@ Imports TensorFlow only when it loads; knows nothing of recipes, stages or runti
 from __future__ import annotations
 
 import contextlib
-import json
 import warnings
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -15,8 +14,7 @@ from typing import Any
 
 from pipeline.errors import ModelError, first_line
 from pipeline.frameworks import captured_native_output, import_tensorflow
-
-_TRUST_HINT = "set `source.trusted: true` in the recipe or pass --trust-model if you trust this file"
+from pipeline.sources.trust import TRUST_HINT, check_model_config
 
 
 def load_keras_model(
@@ -42,20 +40,15 @@ def load_keras_model(
 def load_keras_file(path: Path, trusted: bool) -> tuple[Any, str]:
     """A `.keras` file (Keras 3) or an `.h5` file (Keras 3, else tf_keras for legacy files), and its flavour.
 
-    Every failure is a ModelError naming the file; a model whose loading runs code is refused unless trusted.
+    Every failure is a ModelError naming the file. The config is read as JSON first, within size bounds; untrusted,
+    a model that carries Python code is refused before either Keras deserializes anything (tf_keras has no safe mode).
     """
+    check_model_config(path, trusted)
     if path.suffix.lower() == ".keras":
         try:
             return load_keras_model(path, "keras3", trusted), "keras3"
         except Exception as error:  # Keras raises ValueError, TypeError, OSError, zip errors...
             raise _keras_load_error(path, error) from None
-    if not trusted:
-        code_layers = _h5_code_layers(path)
-        if code_layers:
-            raise ModelError(
-                f"{path}: refused: the model runs arbitrary Python code when loaded "
-                f"({', '.join(code_layers)}); {_TRUST_HINT}"
-            )
     try:
         return load_keras_model(path, "keras3", trusted), "keras3"
     except Exception as keras3_error:  # fall back to tf_keras for legacy files Keras 3 cannot read
@@ -66,39 +59,12 @@ def load_keras_file(path: Path, trusted: bool) -> tuple[Any, str]:
         raise _keras_load_error(path, first) from None
 
 
-def _h5_code_layers(path: Path) -> list[str]:
-    """Names of layers whose config carries Python code (Lambda), read without building the model."""
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as handle:
-            config = handle.attrs.get("model_config")
-    except OSError as error:
-        raise ModelError(f"{path}: not a readable HDF5 model ({error})") from None
-    if config is None:
-        raise ModelError(f"{path}: HDF5 file without a model config (weights only?); expected a full model")
-    found: list[str] = []
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            if node.get("class_name") == "Lambda":
-                found.append(f"Lambda layer {node.get('config', {}).get('name', '?')!r}")
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(json.loads(config if isinstance(config, str) else config.decode()))
-    return found
-
-
 def _keras_load_error(path: Path, error: BaseException) -> ModelError:
     text = str(error)
     if "safe_mode" in text or "arbitrary code" in text:
         return ModelError(
             f"{path}: refused: the model runs arbitrary Python code when loaded "
-            f"(Lambda layer or pickled function); {_TRUST_HINT}"
+            f"(Lambda layer or pickled function); {TRUST_HINT}"
         )
     if "Could not locate" in text or "Unknown layer" in text or "custom_objects" in text:
         return ModelError(f"{path}: the model needs custom classes edgeport cannot import: {first_line(error, 300)}")

@@ -1,0 +1,136 @@
+"""Serialized Python in a Keras model file, found by reading its config as JSON — before Keras or tf_keras
+deserializes anything, since deserializing is what runs the code.
+
+Carriers seen: Lambda layers (both Keras), Keras 3 `__lambda__` functions, and tf_keras `func_dump` triples
+(`residual_fn` of a ResidualWrapper, `dropout_state_filter_visitor` of a DropoutWrapper, a Lambda's `function`),
+each marked by a sibling `<key>_type: "lambda"`, and any string that is base64 of a marshalled code object.
+A leaf: the standard library and h5py only; knows nothing of recipes or runs.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ModelError
+
+TRUST_HINT = "set `source.trusted: true` in the recipe or pass --trust-model if you trust this file"
+# A transformer's config.json is well under 1 MiB; a bigger one is a bomb, not a model.
+MAX_CONFIG_BYTES = 64 << 20
+_CONFIG_MEMBERS = ("config.json", "metadata.json")
+_CODE_OBJECT_TAGS = (0x63, 0xE3)  # marshal's TYPE_CODE, without and with its FLAG_REF bit
+_SHOWN = 5
+
+
+def check_model_config(path: Path, trusted: bool) -> None:
+    """Read `path`'s config within bounds (trusted or not); untrusted, raise a ModelError naming each place that
+    carries Python code."""
+    documents = read_model_config(path)
+    carriers = [] if trusted else [carrier for document in documents for carrier in code_carriers(document)]
+    if carriers:
+        more = f" and {len(carriers) - _SHOWN} more" if len(carriers) > _SHOWN else ""
+        raise ModelError(
+            f"{path}: refused: the model runs arbitrary Python code when loaded "
+            f"({'; '.join(carriers[:_SHOWN])}{more}); {TRUST_HINT}"
+        )
+
+
+def read_model_config(path: Path) -> list[Any]:
+    """The JSON documents of a `.keras` zip (config, metadata) or an `.h5` file (model and training config)."""
+    if path.suffix.lower() == ".keras":
+        return _keras_documents(path)
+    return _h5_documents(path)
+
+
+def _keras_documents(path: Path) -> list[Any]:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            documents = []
+            for member in archive.infolist():
+                if member.filename not in _CONFIG_MEMBERS:
+                    continue
+                if member.file_size > MAX_CONFIG_BYTES:
+                    raise ModelError(
+                        f"{path}: {member.filename} inflates to {member.file_size:,} bytes "
+                        f"(from {member.compress_size:,}); a model config is at most {MAX_CONFIG_BYTES:,}"
+                    )
+                # zipfile stops at the declared size, so a member that lies about it cannot read more.
+                documents.append(json.loads(archive.read(member)))
+            return documents
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:
+        raise ModelError(f"{path}: cannot load the model: not a readable .keras archive ({error})") from None
+
+
+def _h5_documents(path: Path) -> list[Any]:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as handle:
+            texts = [handle.attrs.get(name) for name in ("model_config", "training_config")]
+    except OSError as error:
+        raise ModelError(f"{path}: not a readable HDF5 model ({error})") from None
+    if texts[0] is None:
+        raise ModelError(f"{path}: HDF5 file without a model config (weights only?); expected a full model")
+    documents = []
+    for text in texts:
+        if text is None:
+            continue
+        raw = text if isinstance(text, str) else bytes(text).decode("utf-8", "replace")
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ModelError(f"{path}: its model config is {len(raw):,} bytes; at most {MAX_CONFIG_BYTES:,}")
+        try:
+            documents.append(json.loads(raw))
+        except ValueError as error:
+            raise ModelError(f"{path}: its model config is not JSON ({error})") from None
+    return documents
+
+
+def code_carriers(document: Any) -> list[str]:
+    """Where `document` (parsed JSON) carries code: one phrase each, with the layer it sits in."""
+    found: list[tuple[str, str]] = []
+    _walk(document, "the model", found)
+    # One phrase a layer: a Lambda layer's function, and the code string inside it, are that one carrier.
+    first: dict[str, str] = {}
+    for layer, phrase in sorted(found, key=lambda item: not item[1]):  # named carriers before bare bytecode
+        first.setdefault(layer, phrase or f"marshalled bytecode in {layer}")
+    return list(first.values())
+
+
+def _walk(node: Any, layer: str, found: list[tuple[str, str]]) -> None:
+    """Every value is visited: a carrier may hide under any key, and the `_type` tags are only hints."""
+    if isinstance(node, list):
+        for value in node:
+            _walk(value, layer, found)
+        return
+    if not isinstance(node, dict):
+        if isinstance(node, str) and _is_bytecode(node):
+            found.append((layer, ""))
+        return
+    config = node.get("config")
+    name = config.get("name") if isinstance(config, dict) else None
+    layer = f"layer {name!r}" if isinstance(name, str) else layer
+    class_name = node.get("class_name")
+    if class_name == "Lambda":
+        found.append((layer, f"Lambda layer {name!r}"))
+    elif class_name == "__lambda__":
+        found.append((layer, f"a lambda function in {layer}"))
+    for key, value in node.items():
+        if isinstance(key, str) and key.endswith("_type") and value == "lambda":
+            found.append((layer, f"a lambda as {key.removesuffix('_type')} of {layer}"))
+    for value in node.values():
+        _walk(value, layer, found)
+
+
+def _is_bytecode(text: str) -> bool:
+    """Base64 whose first byte is a marshalled code object: what both Keras's function serializers write."""
+    if len(text) < 16 or text[:2] not in ("4w", "Yw"):
+        return False
+    try:
+        head = base64.b64decode(text[:16].replace("\n", ""), validate=False)
+    except (binascii.Error, ValueError):
+        return False
+    return bool(head) and head[0] in _CODE_OBJECT_TAGS
