@@ -3,18 +3,32 @@
 Knows the model only through its input TensorSpecs; imports no framework. Arrays from files stay in their files
 and are read a batch at a time (pipeline.core.stored): a run's memory does not grow with the data. Labels, one
 integer a sample, are read whole.
+
+Every check runs before any stage: one streaming pass over each input (a chunk at a time, memory flat) refuses
+NaN/Inf and a cast to the model's dtype that changes a value (int64 2**24 + 1 to float32), unless the section
+says `cast: true`. Checking as batches are consumed instead would fail a run after its conversions, and in
+whichever process (a conversion worker, a runtime) read the batch.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.core.stored import ArrayLike, StoredArray, open_npy, open_npz, row_chunks
+from pipeline.core.stored import (
+    ArrayLike,
+    NotRegularFileError,
+    StoredArray,
+    open_npy,
+    open_npz,
+    regular_file_problem,
+    row_chunks,
+)
 from pipeline.core.tensors import TensorSpec
 from pipeline.errors import DataError
 from pipeline.recipe import DataSpec, RandomSpec
@@ -32,6 +46,7 @@ class Dataset:
     labels: np.ndarray | None = None
     # The reference output the labels are classes of (`labels.output`, else the one output that can hold them).
     labelled_output: str | None = None
+    labels_key: str | None = None  # where the labels came from (npz key or .npy file), for messages
 
     @property
     def samples(self) -> int:
@@ -76,8 +91,10 @@ def load_dataset(section: str, spec: DataSpec | None, base_dir: Path, model_inpu
     if spec.limit is not None:
         inputs = {name: _head(array, spec.limit) for name, array in inputs.items()}
         labels = None if labels is None else labels[: spec.limit]
-    inputs = {model_input.name: _fit(place, model_input, inputs[model_input.name]) for model_input in model_inputs}
-    dataset = Dataset(section=section, origin=origin, inputs=inputs, labels=labels)
+    inputs = {
+        model_input.name: _fit(place, model_input, inputs[model_input.name], spec.cast) for model_input in model_inputs
+    }
+    dataset = Dataset(section=section, origin=origin, inputs=inputs, labels=labels, labels_key=spec.labels_key)
     _check_lengths(place, dataset)
     dataset.labelled_output = spec.labels_output
     return dataset
@@ -86,21 +103,28 @@ def load_dataset(section: str, spec: DataSpec | None, base_dir: Path, model_inpu
 def label_outputs(dataset: Dataset, outputs: list[tuple[str, tuple[int | None, ...]]], place: str) -> None:
     """Settle which output the labels are classes of: the one named (it must exist), else the only output of
     shape [batch, classes] with a column for every label. Several such outputs is bad input: a silent choice
-    could report the accuracy of the wrong head."""
+    could report the accuracy of the wrong head. A label no class column can hold (-1, 99 for 10 classes) is
+    bad input too: it would count as a wrong answer, or leave the run measuring no accuracy at all."""
     if dataset.labels is None:
         return
-    names = [name for name, _ in outputs]
+    shapes = dict(outputs)
     if dataset.labelled_output is not None:
-        if dataset.labelled_output not in names:
+        if dataset.labelled_output not in shapes:
             raise DataError(
                 f"{place}.labels.output: {dataset.labelled_output!r} is no output of the model "
-                f"(it has {', '.join(names)})"
+                f"(it has {', '.join(shapes)})"
             )
+        classes = _classes(shapes[dataset.labelled_output])
+        if classes is not None:
+            _check_labels(dataset, place, {dataset.labelled_output: classes})
         return
-    classes = int(dataset.labels.max(initial=0)) + 1
-    heads = [
-        name for name, shape in outputs if len(shape) == 1 and shape[0] is not None and shape[0] >= max(classes, 2)
-    ]
+    classifiers = {name: classes for name, shape in outputs if (classes := _classes(shape)) is not None}
+    if classifiers and int(dataset.labels.min(initial=0)) < 0:
+        _check_labels(dataset, place, classifiers)
+    top = int(dataset.labels.max(initial=0))
+    heads = [name for name, classes in classifiers.items() if classes > top]
+    if classifiers and not heads:
+        _check_labels(dataset, place, classifiers)
     if len(heads) > 1:
         raise DataError(
             f"{place}.labels: {len(heads)} outputs can hold these labels ({', '.join(heads)}); name the one they are "
@@ -109,12 +133,34 @@ def label_outputs(dataset: Dataset, outputs: list[tuple[str, tuple[int | None, .
     dataset.labelled_output = heads[0] if heads else None
 
 
+def _classes(shape: tuple[int | None, ...]) -> int | None:
+    """The classes of an output shaped [batch, classes] (at least two), None for any other shape."""
+    return shape[0] if len(shape) == 1 and shape[0] is not None and shape[0] >= 2 else None
+
+
+def _check_labels(dataset: Dataset, place: str, classifiers: dict[str, int]) -> None:
+    """Refuse the first label outside every classifier's columns, naming where it is and what was allowed."""
+    assert dataset.labels is not None
+    widest = max(classifiers.values())
+    bad = np.flatnonzero((dataset.labels < 0) | (dataset.labels >= widest))
+    if not len(bad):
+        return
+    allowed = ", ".join(f"{name!r} has classes 0..{classes - 1}" for name, classes in classifiers.items())
+    raise DataError(
+        f"{place}.labels: {dataset.labels_key!r} holds {int(dataset.labels[bad[0]])} at sample {int(bad[0])} "
+        f"({len(bad)} labels out of range); expected class ids an output can hold: {allowed}"
+    )
+
+
 def _from_npz(place: str, file: Path, spec: DataSpec, model_inputs: list[TensorSpec]) -> tuple:
     keys = _input_keys(place, spec, model_inputs)
+    _check_regular(f"{place}.npz", file)
     try:
         members = open_npz(file)
     except FileNotFoundError:
         raise DataError(f"{place}.npz: {file} not found") from None
+    except NotRegularFileError as error:  # swapped for a FIFO after the check above
+        raise DataError(f"{place}.npz: {error}") from None
     except Exception as error:  # zipfile and the OS raise several kinds for a file that is not an npz
         raise DataError(f"{place}.npz: {file} is not a readable .npz ({error})") from None
     wanted = [*keys.values(), *([spec.labels_key] if spec.labels_key else [])]
@@ -165,16 +211,27 @@ def _from_npy(place: str, base_dir: Path, spec: DataSpec, model_inputs: list[Ten
 
 
 def _load_npy(place: str, file: Path) -> ArrayLike:
+    _check_regular(place, file)
     try:
         return open_npy(file)
     except FileNotFoundError:
         raise DataError(f"{place}: {file} not found") from None
+    except NotRegularFileError as error:  # swapped for a FIFO after the check above
+        raise DataError(f"{place}: {error}") from None
     except Exception as error:  # numpy raises several kinds for a file that is not an npy
         raise DataError(f"{place}: {file} is not a readable .npy ({error})") from None
 
 
-def _fit(place: str, spec: TensorSpec, array: ArrayLike) -> ArrayLike:
-    """Check rank, fixed dimensions and dtype kind; cast to the model's dtype where that loses nothing."""
+def _check_regular(place: str, file: Path) -> None:
+    """A FIFO or a device as a data file would block the run, or read forever: refused before it is opened."""
+    problem = regular_file_problem(file)
+    if problem is not None:
+        raise DataError(f"{place}: {file} is {problem}; data files must be regular files")
+
+
+def _fit(place: str, spec: TensorSpec, array: ArrayLike, cast: bool = False) -> ArrayLike:
+    """Check rank, fixed dimensions and dtype kind; cast to the model's dtype where that loses nothing (or,
+    with `cast`, wherever asked)."""
     dims = ["N", *("?" if d is None else str(d) for d in spec.shape[1:])] if spec.shape else []
     expected = f"expected shape [{', '.join(dims)}]"
     if array.ndim != len(spec.shape):
@@ -190,16 +247,61 @@ def _fit(place: str, spec: TensorSpec, array: ArrayLike) -> ArrayLike:
         raise DataError(f"{place}: input {spec.name!r} has dtype {array.dtype}; expected numbers ({spec.dtype})")
     if np.issubdtype(target, np.integer) and not np.issubdtype(array.dtype, np.integer):
         raise DataError(f"{place}: input {spec.name!r} has dtype {array.dtype}; the model wants {spec.dtype}")
-    if np.issubdtype(array.dtype, np.floating):
-        bad = sum(int((~np.isfinite(chunk)).sum()) for chunk in row_chunks(array))
-        if bad:
-            raise DataError(
-                f"{place}: input {spec.name!r} holds {bad} NaN/Inf values; parity on such inputs "
-                "is meaningless, so they are refused"
-            )
+    _scan(place, spec.name, array, target, cast)
     if isinstance(array, StoredArray):
         return array.cast(target)
     return np.ascontiguousarray(array, dtype=target)
+
+
+def _scan(place: str, name: str, array: ArrayLike, target: np.dtype, cast: bool) -> None:
+    """One pass over the input, a chunk at a time: refuse NaN/Inf, and a cast that changes a value unless asked."""
+    floating = np.issubdtype(array.dtype, np.floating)
+    exact = np.can_cast(array.dtype, target, "safe")
+    if not floating and exact:
+        return
+    nonfinite, start = 0, 0
+    for chunk in row_chunks(array):
+        if floating:
+            nonfinite += int((~np.isfinite(chunk)).sum())
+        if not exact and not nonfinite:
+            _check_cast(place, name, chunk, target, start, cast)
+        start += len(chunk)
+    if nonfinite:
+        raise DataError(
+            f"{place}: input {name!r} holds {nonfinite} NaN/Inf values; parity on such inputs "
+            "is meaningless, so they are refused"
+        )
+
+
+def _check_cast(place: str, name: str, chunk: np.ndarray, target: np.dtype, start: int, cast: bool) -> None:
+    """Refuse the first value of `chunk` (rows from sample `start`) that the model's dtype cannot hold. Between
+    floats only leaving the range (to Inf, or to 0) counts: rounding float64 to float32's precision is what any
+    float32 model does to its inputs. Anything else must come back as it was (int64 2**24 + 1 in float32 does not).
+    `cast` accepts all of it but an Inf, which would make parity as meaningless as an Inf in the file."""
+    floating = np.issubdtype(target, np.floating)
+    if cast and not floating:
+        return
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+        converted = chunk.astype(target)
+        if cast:
+            lossy = ~np.isfinite(converted)
+        elif floating and np.issubdtype(chunk.dtype, np.floating):
+            lossy = ~np.isfinite(converted) | ((converted == 0) & (chunk != 0))
+        else:
+            lossy = converted.astype(chunk.dtype) != chunk
+    if not lossy.any():
+        return
+    index = int(np.argmax(lossy.reshape(-1)))
+    sample = start + index // max(1, math.prod(lossy.shape[1:]))
+    value, read = chunk.reshape(-1)[index].item(), converted.reshape(-1)[index].item()
+    if floating and not math.isfinite(read):
+        fix = "out of its range, which no cast accepts"
+    else:
+        fix = f"give {target} data, or accept the loss with cast: true in {place} (compare: --cast)"
+    raise DataError(
+        f"{place}: input {name!r} is {chunk.dtype} and sample {sample} holds {value}, which {target} (the model's "
+        f"dtype) reads as {read}: {fix}"
+    )
 
 
 def _head(array: ArrayLike, rows: int) -> ArrayLike:
