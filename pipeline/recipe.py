@@ -120,8 +120,9 @@ class DataSpec(_Strict):
     limit: int | None = Field(None, ge=1, description="Use at most this many samples.")
     cast: bool = Field(
         False,
-        description="Allow casting inputs to the model's dtype where that loses precision (int64 above 2**24 to "
-        "float32, float64 to float32, ...); by default such a cast is refused, naming the first lossy value.",
+        description="Accept a cast of inputs to the model's dtype that changes values (int64 above 2**24 to "
+        "float32, int64 beyond int32, float64 too small for float32 to 0); by default the first such value is "
+        "refused. Rounding float64 to float32's precision is not refused; values out of range (to Inf) always are.",
     )
 
     @property
