@@ -7,7 +7,9 @@ Thin on purpose; heavy modules are imported inside the commands that need them, 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,20 +22,33 @@ if TYPE_CHECKING:
     from pipeline.run import RunOptions
 
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a CI job cancelled, `kill`), raised where the run is so that it unwinds as from Ctrl-C: every
+    finally block runs, and the conversion worker is stopped with the run instead of outliving it."""
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise Terminated
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     keep_heap_steady()  # before any batch is allocated: memory then stays flat in the number of samples
+    with contextlib.suppress(ValueError):  # main() called from a thread other than the main one: left as it is
+        signal.signal(signal.SIGTERM, _terminated)
     try:
         return int(args.command(args) or 0)
     except EdgeportError as error:
         print(f"edgeport: error: {error}", file=sys.stderr)
         return error.exit_code
-    except KeyboardInterrupt:
-        print("edgeport: interrupted; outputs not finished were left out, no report was written", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as interrupt:
+        how = "terminated (SIGTERM)" if isinstance(interrupt, Terminated) else "interrupted"
+        print(f"edgeport: {how}; outputs not finished were left out, no report was written", file=sys.stderr)
+        return EXIT_TERMINATED if isinstance(interrupt, Terminated) else EXIT_INTERRUPTED
     except Exception as error:  # a bug: one line and exit 3 (could not produce), never a traceback and exit 1
         print(f"edgeport: internal error: {type(error).__name__}: {first_line(error, 300)}", file=sys.stderr)
         return 3
@@ -128,6 +143,9 @@ def _parser() -> argparse.ArgumentParser:
         "--labels-output", metavar="NAME", help="A's output the labels are classes of (where several could be)"
     )
     compare.add_argument("--limit", type=int, help="use at most this many samples")
+    compare.add_argument(
+        "--cast", action="store_true", help="accept a cast of the data to A's input dtype that changes values"
+    )
     compare.add_argument("--samples", type=int, default=64, help="random samples when no --data (default 64)")
     compare.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
     compare.add_argument("--gate", action="append", default=[], metavar="METRIC=VALUE", help="e.g. max_abs=1e-4")
@@ -242,14 +260,14 @@ def _compare_data(args: argparse.Namespace) -> object:
     if args.data is None:
         document: dict[str, object] = {"random": {"samples": args.samples, "seed": args.seed}}
     elif args.data.suffix == ".npy":
-        document = {"npy": str(args.data), "limit": args.limit}
+        document = {"npy": str(args.data), "limit": args.limit, "cast": args.cast}
     else:
         keys = args.inputs or []
         inputs: object = dict(k.split("=", 1) for k in keys) if any("=" in k for k in keys) else (keys or [None])[0]
         if args.labels_output and not args.labels:
             raise EdgeportError("--labels-output names the output of --labels KEY: give --labels too")
         labels = {"key": args.labels, "output": args.labels_output} if args.labels_output else args.labels
-        document = {"npz": str(args.data), "inputs": inputs, "labels": labels, "limit": args.limit}
+        document = {"npz": str(args.data), "inputs": inputs, "labels": labels, "limit": args.limit, "cast": args.cast}
     try:
         return DataSpec.model_validate(document)
     except ValidationError as error:

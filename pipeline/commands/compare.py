@@ -1,11 +1,15 @@
 """`edgeport compare A B`: ad-hoc parity of any two artifacts (keras, savedmodel, tflite, onnx).
 
-Builds the same report as `run`, with B as the one output and A as its reference.
+Builds the same report as `run`, with B as the one output and A as its reference. Without --gate, B is judged by
+the gates `run` gives an output that ends in the stage making a file like B (each stage's `default_gates`), the
+kind read from B itself: tensor types in a TFLite flatbuffer, quantization nodes in an ONNX graph. A verdict with
+no gates at all would print PASSED for any two models that run on the same inputs.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,15 +22,22 @@ from pipeline.data import label_outputs, load_dataset
 from pipeline.errors import EdgeportError, ModelError, RecipeError, first_line
 from pipeline.evaluate import compare, predict_dataset
 from pipeline.parity import gate_result
+from pipeline.parity.gates import GATE_OPS
 from pipeline.recipe import DataSpec, Gates
 from pipeline.report.document import build_report, settle_verdict
 from pipeline.runtimes import kind_of, runtime_for
+from pipeline.stages import STAGES
+
+# ONNX nodes that compute on quantized integers: QDQ (static) and onnxruntime's dynamic quantization.
+_QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
+_DYNAMIC_OPS = frozenset({"DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "MatMulIntegerToFloat"})
 
 
 def artifact_at(path: Path, trusted: bool = False, signature: str = "serving_default") -> Artifact:
     """Any model file or directory as an artifact its runtime can run."""
-    if not path.exists():
-        raise ModelError(f"{path}: model not found")
+    from pipeline.sources import check_model_path
+
+    check_model_path(path)
     kind = kind_of(path)
     if kind in {"tflite", "onnx"}:  # files runtimes read as they are; model files load as sources
         return Artifact(kind=kind, path=path, key=sha256_of(path))  # type: ignore[arg-type]
@@ -87,6 +98,12 @@ def compare_artifacts(
     expected = _run(reference, "A", dataset, batch_size, delegate)
     label_outputs(dataset, expected.shapes(), "--labels")
     produced = _run(candidate, "B", dataset, batch_size, delegate)
+    thresholds, gates_from, warnings = gates.thresholds(), "command line", []
+    if not thresholds and not gates.tensor_thresholds():
+        thresholds, kind = default_gates(candidate)
+        gates_from = "default"
+        applied = ", ".join(f"{metric} {GATE_OPS[metric]} {value:g}" for metric, value in thresholds.items())
+        warnings.append(f"no --gate given: B is judged by the default gates of its kind, {kind}: {applied}")
     try:
         parity = compare(expected, produced, dataset, tensor_map)
     except EdgeportError:
@@ -94,7 +111,7 @@ def compare_artifacts(
     except Exception as error:  # two runs that cannot be compared (shapes): an error output, exit 3, one line
         parity, failure = None, f"cannot compare the two runs: {first_line(error, 300)}"
     else:
-        parity.gates = gate_result(parity, gates.thresholds(), gates.tensor_thresholds())
+        parity.gates = gate_result(parity, thresholds, gates.tensor_thresholds())
         failure = None
     output = {
         "name": candidate_path.name,
@@ -106,7 +123,7 @@ def compare_artifacts(
         "size_bytes": size_of(candidate_path),
         "gzip_bytes": gzip_size_of(candidate_path),
         "stages": [],
-        "gates_from": "command line",
+        "gates_from": gates_from,
         "parity": None if parity is None else parity.to_dict(),
         "comparisons": [],
         "warnings": [],
@@ -117,7 +134,81 @@ def compare_artifacts(
     report = build_report(
         recipe, source, {"evaluation": dataset.describe()}, [output], started, time.perf_counter() - clock
     )
+    report["warnings"] = warnings
     return settle_verdict(report)
+
+
+def default_gates(artifact: Artifact) -> tuple[dict[str, float], str]:
+    """The gates `run` gives an output whose last stage makes a file like this one, and what kind of file it was
+    taken for (with what in it says so). A Keras or SavedModel candidate computes in float32, as an fp32
+    conversion does."""
+    if artifact.kind == "tflite":
+        quantize, evidence = tflite_quantization(Path(artifact.path))
+        if quantize == "int4":  # only the LiteRT quantizer writes int4 weights
+            stage, options = STAGES["litert_quantize"], STAGES["litert_quantize"].Options(mode="dynamic_int4")
+        else:
+            stage, options = STAGES["tflite"], STAGES["tflite"].Options(quantize=quantize)
+    elif artifact.kind == "onnx":
+        quantize, evidence = onnx_quantization(Path(artifact.path))
+        stage, options = STAGES["onnx"], STAGES["onnx"].Options(quantize=quantize)
+    else:
+        quantize, evidence = "none", "a float32 model"
+        stage, options = STAGES["tflite"], STAGES["tflite"].Options()
+    label = "fp32" if quantize == "none" else quantize
+    return stage.default_gates(options), f"{artifact.kind} {label} ({evidence})"
+
+
+def tflite_quantization(path: Path) -> tuple[str, str]:
+    """What a .tflite file's tensors say it was quantized as: `int4`, `int16x8`, `int8` (integer activations),
+    `dynamic` (integer weights only), `float16` or `none`; and the tensors that said so."""
+    from litert_quantizer.utils import tfl_flatbuffer_utils as fb
+
+    try:
+        model = fb.read_model(path.read_bytes())
+    except Exception as error:  # the flatbuffer reader raises several kinds for a file that is no model
+        raise ModelError(f"{path}: cannot read as a TFLite flatbuffer: {first_line(error, 300)}") from None
+    found: set[tuple[str, bool, bool]] = set()  # (type, constant, has quantization scales)
+    for subgraph in model.subgraphs:
+        for tensor in subgraph.tensors:
+            scales = tensor.quantization is not None and tensor.quantization.scale is not None
+            constant = model.buffers[tensor.buffer].data is not None
+            found.add((str(fb.TENSOR_CODE_TO_TYPE.get(tensor.type, "?")), constant, scales))
+    kinds = [
+        ("int4", "INT4 weights", lambda t, c, q: t == "INT4"),
+        ("int16x8", "quantized INT16 activations", lambda t, c, q: t == "INT16" and q and not c),
+        ("int8", "quantized INT8 activations", lambda t, c, q: t in ("INT8", "UINT8") and q and not c),
+        ("dynamic", "quantized INT8 weights, float activations", lambda t, c, q: t == "INT8" and q),
+        ("float16", "FLOAT16 weights", lambda t, c, q: t == "FLOAT16"),
+    ]
+    for kind, evidence, test in kinds:
+        if any(test(*tensor) for tensor in found):
+            return kind, evidence
+    return "none", "float32 tensors only"
+
+
+def onnx_quantization(path: Path) -> tuple[str, str]:
+    """`static` (QDQ nodes), `dynamic` (onnxruntime's integer nodes) or `none`, and the nodes that said so."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as error:  # protobuf and onnx raise several kinds for a file that is no model
+        raise ModelError(f"{path}: cannot read as an ONNX model: {first_line(error, 300)}") from None
+    ops = set(_op_types(model.graph)) | {node.op_type for function in model.functions for node in function.node}
+    for kind, wanted in (("static", _QDQ_OPS), ("dynamic", _DYNAMIC_OPS)):
+        named = sorted(ops & wanted) + sorted(op for op in ops if op.startswith("QLinear") and kind == "static")
+        if named:
+            return kind, f"{', '.join(named)} nodes"
+    return "none", "no quantization nodes"
+
+
+def _op_types(graph: Any) -> Iterator[str]:
+    """Every node's op type, in subgraphs (If, Loop, Scan bodies) too."""
+    for node in graph.node:
+        yield node.op_type
+        for attribute in node.attribute:
+            for subgraph in [*([attribute.g] if attribute.HasField("g") else []), *attribute.graphs]:
+                yield from _op_types(subgraph)
 
 
 def _open(artifact: Artifact) -> Any:
