@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import difflib
 import re
+import reprlib
+import stat
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -29,6 +31,18 @@ from pipeline.sources.checks import check_source_files
 from pipeline.stages import STAGES, StageOptions
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+# What a run or a batch writes at the top of its output directory: an output or recipe of such a name would be
+# a directory where a report goes. pipeline.report.REPORT_FILES and the batch's files (a test holds them in here;
+# this module must not import the report writers).
+RESERVED_NAMES = frozenset({"report.json", "report.md", "report.html", "junit.xml", "summary.md", "summary.json"})
+MAX_RECIPE_BYTES = 1 << 20  # a recipe is a page of YAML; a bigger file is a mistake or an attack
+MAX_RECIPE_VALUES = 100_000  # values after YAML aliases are expanded: a 459-byte alias bomb expands to billions
+MAX_RECIPE_DEPTH = 64
+MAX_PROBLEMS_SHOWN = 10
+_EXCERPT = reprlib.Repr()  # Python 3.11's Repr takes no keyword arguments
+_EXCERPT.maxstring = _EXCERPT.maxother = 80
+_EXCERPT.maxlist = _EXCERPT.maxdict = 4
+_EXCERPT.maxlevel = 2
 # Deployment targets an output may name: the keys of pipeline.targets.TARGETS (a test holds them equal; this module
 # must not import the targets, which load LiteRT).
 TargetName = Literal["gpu", "xnnpack", "micro"]
@@ -327,13 +341,26 @@ class Recipe(_Strict):
     def _path_shorthand(cls, value: Any) -> Any:
         return {"path": value} if isinstance(value, str) else value
 
+    @field_validator("name")
+    @classmethod
+    def _safe_recipe_name(cls, name: str) -> str:
+        return _directory_name("recipe name", name)
+
     @field_validator("outputs")
     @classmethod
     def _safe_output_names(cls, outputs: dict[str, OutputSpec]) -> dict[str, OutputSpec]:
         for name in outputs:
-            if not re.match(NAME_PATTERN, str(name)) or name in {".", ".."}:
-                raise ValueError(f"output name {name!r} must match {NAME_PATTERN} (it becomes a directory name)")
+            _directory_name("output name", str(name))
         return outputs
+
+
+def _directory_name(what: str, name: str) -> str:
+    """A name that becomes a directory beside the reports: no path parts, no trailing newline, no report's name."""
+    if not re.fullmatch(NAME_PATTERN.strip("^$"), name):
+        raise ValueError(f"{what} {excerpt(name)} must match {NAME_PATTERN} (it becomes a directory name)")
+    if name.lower() in RESERVED_NAMES:
+        raise ValueError(f"{what} {name!r} is the name of a report file edgeport writes beside the outputs")
+    return name
 
 
 @dataclass
@@ -366,16 +393,14 @@ class LoadedRecipe:
 
 def load_recipe(path: Path, check_files: bool = True) -> LoadedRecipe:
     """Read, validate and type-check a recipe file; every problem is a RecipeError naming its place."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise RecipeError(f"{path}: recipe file not found") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise RecipeError(f"{path}: cannot read recipe ({error})") from None
+    text = _read_recipe(path)
     try:
         document = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no tags that build objects
     except yaml.YAMLError as error:
         raise RecipeError(f"{path}: YAML syntax error{_yaml_place(error)}: {_yaml_problem(error)}") from None
+    except RecursionError:
+        raise RecipeError(f"{path}: the YAML nests deeper than Python can read") from None
+    _check_expanded_size(path, document)
     if not isinstance(document, dict):
         raise RecipeError(
             f"{path}: a recipe is a YAML mapping with name, source and outputs (got {type(document).__name__})"
@@ -391,6 +416,53 @@ def load_recipe(path: Path, check_files: bool = True) -> LoadedRecipe:
     return loaded
 
 
+def _read_recipe(path: Path) -> str:
+    """The recipe's text: a regular file of bounded size (a FIFO or a device would block or never end)."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise RecipeError(f"{path}: recipe file not found") from None
+    except OSError as error:
+        raise RecipeError(f"{path}: cannot read recipe ({error})") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise RecipeError(f"{path}: not a regular file; a recipe is a YAML file")
+    if info.st_size > MAX_RECIPE_BYTES:
+        raise RecipeError(f"{path}: {info.st_size:,} bytes; a recipe is at most {MAX_RECIPE_BYTES:,}")
+    try:
+        with path.open("rb") as handle:
+            return handle.read(MAX_RECIPE_BYTES + 1).decode("utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise RecipeError(f"{path}: cannot read recipe ({error})") from None
+
+
+def _check_expanded_size(path: Path, document: Any) -> None:
+    """YAML aliases share one Python object however often they repeat: count values as expanded (each shared
+    object once, by id), and refuse a document past the bound or one that contains itself."""
+    sizes: dict[int, int] = {}
+
+    def size(node: Any, depth: int) -> int:
+        if not isinstance(node, dict | list):
+            return 1
+        if depth > MAX_RECIPE_DEPTH:
+            raise RecipeError(f"{path}: the recipe nests deeper than {MAX_RECIPE_DEPTH} levels")
+        known = sizes.get(id(node))
+        if known == -1:
+            raise RecipeError(f"{path}: a YAML alias refers to a mapping or list that contains it")
+        if known is not None:
+            return known
+        sizes[id(node)] = -1
+        total = 1 + sum(size(child, depth + 1) for child in (node.values() if isinstance(node, dict) else node))
+        if total > MAX_RECIPE_VALUES:
+            raise RecipeError(
+                f"{path}: the recipe expands to over {MAX_RECIPE_VALUES:,} values (YAML aliases repeating "
+                "each other?); a recipe is a page of settings"
+            )
+        sizes[id(node)] = total
+        return total
+
+    size(document, 0)
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
     """SafeLoader that refuses a key given twice in one mapping (plain YAML keeps the last, silently)."""
 
@@ -404,7 +476,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 )
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r} (first at line {seen[key]})", key_node.start_mark
+                    None, None, f"duplicate key {excerpt(key)} (first at line {seen[key]})", key_node.start_mark
                 )
             seen[key] = key_node.start_mark.line + 1
         return super().construct_mapping(node, deep=deep)
@@ -521,9 +593,17 @@ def recipe_schema() -> dict[str, Any]:
 # --- readable errors -------------------------------------------------------------------------------
 
 
+def excerpt(value: Any) -> str:
+    """A bounded repr of user input: an error message never echoes a 50 MB string or an alias bomb whole."""
+    return _EXCERPT.repr(value)
+
+
 def _describe_validation_error(path: Path, text: str, error: ValidationError) -> str:
     lines = [f"{path}: the recipe does not fit the schema:"]
-    for problem in error.errors():
+    problems = error.errors()
+    if len(problems) > MAX_PROBLEMS_SHOWN:
+        lines[0] = f"{path}: the recipe does not fit the schema ({len(problems)} problems, the first shown):"
+    for problem in problems[:MAX_PROBLEMS_SHOWN]:
         loc = _user_loc([part for part in problem["loc"] if not _is_union_tag(part)])
         where = _format_loc(loc) or "(top level)"
         line = _line_of(text, loc)
@@ -555,13 +635,13 @@ def _explain(problem: dict[str, Any], loc: list[Any]) -> str:
         key = str(loc[-1]) if loc else ""
         if (len(loc) >= 4 and loc[-3] == "stages") or (len(loc) >= 2 and loc[-2] == "stages"):
             return f"unknown stage {key!r} (known: {', '.join(STAGES)})"
-        suggestion = difflib.get_close_matches(key, sorted(_known_keys()), n=1)
+        suggestion = difflib.get_close_matches(key, sorted(_known_keys()), n=1) if len(key) <= 64 else []
         hint = f"; did you mean {suggestion[0]!r}?" if suggestion else ""
-        return f"unknown key {key!r}{hint}"
+        return f"unknown key {excerpt(key)}{hint}"
     if kind == "missing":
         return "required key is missing"
     message = problem["msg"].removeprefix("Value error, ")
-    return f"{message} (got {problem['input']!r})" if kind not in {"value_error", "assertion_error"} else message
+    return f"{message} (got {excerpt(problem['input'])})" if kind not in {"value_error", "assertion_error"} else message
 
 
 @cache

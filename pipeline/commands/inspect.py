@@ -13,7 +13,7 @@ from pipeline.core.artifact import Artifact
 from pipeline.errors import ModelError, first_line
 from pipeline.frameworks import captured_native_output, import_tensorflow
 from pipeline.runtimes import runtime_for
-from pipeline.sources import load_source, signature_tensor_specs
+from pipeline.sources import check_model_path, load_source, signature_tensor_specs
 from pipeline.sources.files import is_savedmodel
 from pipeline.sources.weights import (
     H5_SUFFIXES,
@@ -29,8 +29,7 @@ from pipeline.sources.weights import (
 def describe_model(path: Path, trusted: bool = False) -> dict[str, Any]:
     if is_checkpoint_prefix(path):
         return _describe_checkpoint(path)
-    if not path.exists():
-        raise ModelError(f"{path}: model not found")
+    check_model_path(path)
     if path.is_dir() and not is_savedmodel(path):
         return _describe_checkpoint_directory(path)
     description: dict[str, Any] = {"path": str(path), "size_bytes": size_of(path), "sha256": sha256_of(path)}

@@ -1,13 +1,13 @@
 """Source models: a `.keras` / `.h5` file, a SavedModel directory, or a builder plus saved weights.
 
 The package's public API. Modules: model (Source and tensor specs, a leaf), keras (the one Keras loader),
-files (model files), weights (weights files), builders (builder + weights), section (a recipe's source
-section), lazy (the run's SourceHandle), checks (recipe-time file checks). Imports no framework until a model
-is loaded, and nothing of recipes, stages, runtimes, runs or reports.
+trust (serialized code in Keras configs), files (model files), weights (weights files), builders (builder +
+weights), section (a recipe's source section), lazy (the run's SourceHandle), checks (recipe-time file checks).
+Imports no framework until a model is loaded, and nothing of recipes, stages, runtimes, runs or reports.
 """
 
 from pipeline.sources.checks import check_source_files
-from pipeline.sources.files import load_source
+from pipeline.sources.files import check_model_path, load_source
 from pipeline.sources.lazy import SourceHandle, describe_source
 from pipeline.sources.model import Source, keras_tensor_specs, signature_tensor_specs
 from pipeline.sources.section import load_source_spec, source_key
@@ -15,6 +15,7 @@ from pipeline.sources.section import load_source_spec, source_key
 __all__ = [
     "Source",
     "SourceHandle",
+    "check_model_path",
     "check_source_files",
     "describe_source",
     "keras_tensor_specs",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pipeline.errors import ModelError, RecipeError
 from pipeline.sources.builders import find_builder_module
-from pipeline.sources.files import KERAS_SUFFIXES
+from pipeline.sources.files import KERAS_SUFFIXES, check_model_path
 from pipeline.sources.section import SourceSection
 from pipeline.sources.weights import locate_weights
 
@@ -44,6 +44,10 @@ def _check_builder(builder: str, weights: Path, base_dir: Path, recipe_path: Pat
 def _check_model_path(source: Path, recipe_path: Path) -> None:
     if not source.exists():
         raise RecipeError(f"{recipe_path}: source.path: {source} does not exist")
+    try:
+        check_model_path(source)
+    except ModelError as error:
+        raise RecipeError(f"{recipe_path}: source.path: {error}") from None
     if source.is_file() and source.suffix.lower() not in KERAS_SUFFIXES:
         raise RecipeError(
             f"{recipe_path}: source.path: {source.name} is not a .keras/.h5 file or a SavedModel directory"

@@ -6,6 +6,7 @@ ModelError naming the file; TensorFlow is imported only to load.
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,23 @@ def is_savedmodel(path: Path) -> bool:
     return any((path / name).is_file() for name in SAVEDMODEL_FILES)
 
 
+def check_model_path(path: Path) -> None:
+    """A model is a regular file or a directory: a FIFO blocks whoever reads it and a device never ends, so they
+    are refused before anything (hashing included) opens them."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise ModelError(f"{path}: model not found") from None
+    except OSError as error:
+        raise ModelError(f"{path}: cannot read the model ({error})") from None
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise ModelError(
+            f"{path}: not a regular file or a directory; expected a .keras or .h5 file or a SavedModel directory"
+        )
+
+
 def load_source(path: Path, signature: str = "serving_default", trusted: bool = False) -> Source:
-    if not path.exists():
-        raise ModelError(f"{path}: model not found")
+    check_model_path(path)
     if path.is_dir():
         return _load_savedmodel(path, signature)
     if path.stat().st_size == 0:

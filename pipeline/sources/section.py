@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 from pipeline.artifacts import key_of, sha256_of
 from pipeline.sources.builders import builder_key, load_builder_source
-from pipeline.sources.files import load_source
+from pipeline.sources.files import check_model_path, load_source
 from pipeline.sources.model import Source
 
 
@@ -46,7 +46,9 @@ def source_key(spec: SourceSection, base_dir: Path, trusted: bool) -> str:
     """A content key of what `load_source_spec` would load, computed without TensorFlow or the builder."""
     if spec.builder is None:
         assert spec.path is not None, "validated specs give path or builder"
-        return key_of("source", sha256_of((base_dir / spec.path).resolve()), spec.signature, trusted)
+        path = (base_dir / spec.path).resolve()
+        check_model_path(path)  # before hashing: a FIFO would block it
+        return key_of("source", sha256_of(path), spec.signature, trusted)
     assert spec.weights is not None, "validated specs give weights with builder"
     weights = (base_dir / spec.weights).resolve()
     built = builder_key(spec.builder, spec.builder_args, weights, base_dir)

@@ -68,6 +68,9 @@ def _checkpoint(prefix: Path, directory: Path | None) -> WeightsFile:
     weights = WeightsFile(form="checkpoint", path=prefix, picked_from=directory)
     if len(weights.files) < 2:
         raise ModelError(f"{prefix}: checkpoint has an .index but no .data-* shard")
+    odd = [file.name for file in weights.files if not file.is_file()]  # a FIFO shard would block its hashing
+    if odd:
+        raise ModelError(f"{prefix}: checkpoint files that are not regular files: {', '.join(odd)}")
     return weights
 
 
