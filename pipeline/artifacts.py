@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
+
+from pipeline.core.leftovers import partial_pattern, partial_prefix, sweep
 
 _CHUNK = 1 << 20
 
@@ -57,19 +61,14 @@ def ordinary_mode(directory: bool = False) -> int:
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary name beside `path`, then rename: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    try:
-        os.fchmod(fd, ordinary_mode())
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+    """Write to a temporary name beside `path`, then rename: a reader never sees half a file, and a failed write
+    (a full disk) leaves nothing behind."""
+    with _partial_file(path) as (handle, tmp):
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+        handle.close()
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -77,15 +76,61 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 def copy_atomic(source: Path, target: Path) -> None:
-    """Copy a file or directory into place under a temporary name, then rename."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.partial"
-    if tmp.exists():
-        shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+    """Copy a file or directory into place under a temporary name of this process's own, then rename: two runs
+    into one folder never share a temporary name, and a failed copy removes its own."""
     if source.is_dir():
-        shutil.copytree(source, tmp)
-    else:
+        _copy_dir_atomic(source, target)
+        return
+    with _partial_file(target) as (handle, tmp):
+        handle.close()
         shutil.copy2(source, tmp)
-    if target.is_dir():
-        shutil.rmtree(target)
-    os.replace(tmp, target)
+        if target.is_dir():  # a saved_model folder an earlier run published under this name
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+
+
+def copy_hashed(source: Path, target: Path) -> str:
+    """Copy one file and return its sha256, in one pass over its bytes."""
+    digest = hashlib.sha256()
+    with source.open("rb") as reader, target.open("wb") as writer:
+        while chunk := reader.read(_CHUNK):
+            digest.update(chunk)
+            writer.write(chunk)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def _partial_file(path: Path) -> Iterator[tuple[BinaryIO, str]]:
+    """A new file beside `path` named after it and this process (core.leftovers sweeps a killed run's), with the
+    ordinary mode; removed when the block fails, or when it ends without renaming it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sweep(path.parent, partial_pattern(path.name))
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=partial_prefix(path.name), suffix=".partial")
+    handle = os.fdopen(fd, "wb")  # owns the descriptor from here: closing twice is harmless, unlike os.close
+    try:
+        os.fchmod(handle.fileno(), ordinary_mode())
+        yield handle, tmp
+    finally:
+        with contextlib.suppress(OSError):  # a full disk fails the close's flush too: the file goes regardless
+            handle.close()
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _copy_dir_atomic(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    sweep(target.parent, partial_pattern(target.name))
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=partial_prefix(target.name), suffix=".partial"))
+    try:
+        staging.chmod(ordinary_mode(directory=True))
+        shutil.copytree(source, staging, dirs_exist_ok=True)
+        for attempt in range(3):  # a directory cannot replace a non-empty one: remove it, again if another run won
+            if target.is_dir():
+                shutil.rmtree(target, ignore_errors=True)
+            try:
+                os.replace(staging, target)
+                return
+            except OSError:
+                if attempt == 2:
+                    raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -7,12 +7,11 @@ Thin on purpose; heavy modules are imported inside the commands that need them, 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pipeline import __version__
 from pipeline.core.heap import keep_heap_steady
@@ -31,6 +30,7 @@ class Terminated(KeyboardInterrupt):
 
 
 def _terminated(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the unwinding short (SIGKILL still can)
     raise Terminated
 
 
@@ -38,8 +38,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     keep_heap_steady()  # before any batch is allocated: memory then stays flat in the number of samples
-    with contextlib.suppress(ValueError):  # main() called from a thread other than the main one: left as it is
-        signal.signal(signal.SIGTERM, _terminated)
+    try:
+        previous: Any = signal.signal(signal.SIGTERM, _terminated)
+    except ValueError:  # main() called from a thread other than the main one: SIGTERM left as it is
+        return _command(args)
+    try:
+        return _command(args)
+    finally:  # a caller that runs main() in its own process gets its handler back
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def _command(args: argparse.Namespace) -> int:
+    """The command's exit code; every error is one line on stderr, never a traceback."""
     try:
         return int(args.command(args) or 0)
     except EdgeportError as error:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.core.leftovers import work_prefix
+from pipeline.core.leftovers import make_work_dir
 from pipeline.core.stored import StoredArray
 
 INDEX = "index.json"
@@ -53,7 +52,7 @@ class OutputRecording:
         """Write each batch's tensors as it arrives; nothing but the current batch is held in memory. Into a
         temporary folder of its own (removed with the recording), or into `directory`, which the caller keeps."""
         owned = directory is None
-        directory = Path(tempfile.mkdtemp(prefix=f"{work_prefix()}outputs-")) if directory is None else directory
+        directory = make_work_dir("outputs-") if directory is None else directory
         directory.mkdir(parents=True, exist_ok=True)
         try:
             tensors, samples = _write(directory, batches, names)
@@ -107,10 +106,13 @@ class OutputRecording:
             else:
                 yield {key: array[start : start + count] for key, array in stored.items()}
 
+    def files(self) -> list[str]:
+        """The names of the files the recording is made of, in its directory: each tensor's, then the index."""
+        return [*(tensor.file for tensor in self._tensors.values()), INDEX]
+
     def copy_to(self, target: Path) -> None:
-        for tensor in self._tensors.values():
-            shutil.copyfile(self.directory / tensor.file, target / tensor.file)
-        shutil.copyfile(self.directory / INDEX, target / INDEX)
+        for name in self.files():
+            shutil.copyfile(self.directory / name, target / name)
 
     def read(self, name: str, start: int, count: int) -> np.ndarray:
         """Samples start .. start + count of one tensor."""

@@ -1,27 +1,34 @@
 """Content-addressed cache of stage artifacts, source descriptions and reference outputs.
 
 A key is derived from content (source hash, stage options, upstream key, data digests, package
-versions), never chosen by hand. Entries are written under a temporary name and renamed whole; an
-entry whose files no longer match their recorded hash is deleted and rebuilt, never used.
+versions), never chosen by hand. Every entry carries the sha256 of what it holds, checked on each use: a stage
+entry's `entry.json` and a description are sealed JSON (the document beside its own hash, which also covers the
+artifact file's hash), a recording has a `seal.json` with each of its files' hashes. An entry that does not match
+is deleted with a note and rebuilt, never used. Entries are written under a temporary name and renamed whole. A
+cache that cannot be written (read-only, full) is read as it is and no longer written to, with one note.
 Knows nothing of recipes, runtimes or reports.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import shutil
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.artifacts import ordinary_mode, sha256_of, write_bytes_atomic
+from pipeline.artifacts import copy_hashed, ordinary_mode, sha256_of, write_bytes_atomic
 from pipeline.core.artifact import Artifact
 from pipeline.core.leftovers import sweep
 from pipeline.core.recording import OutputRecording
 
-CACHE_LAYOUT = 2  # bump when the entry format changes; old entries are then ignored
+CACHE_LAYOUT = 3  # bump when the entry format changes; old entries are then ignored (3: every entry sealed)
+SEAL = "seal.json"  # a recording's file hashes
 
 
 def default_cache_dir() -> Path:
@@ -38,18 +45,70 @@ class CacheHit:
     seconds: float  # what building it cost when it was made
 
 
-class Cache:
-    """Stage artifacts under `stages/<key>/`, small JSON under `meta/`, recorded outputs under `recordings/`."""
+class _Entries:
+    """The entries' life: written whole or not at all, checked against their seal, dropped with a note."""
 
     def __init__(self, root: Path | None, enabled: bool = True) -> None:
         self.enabled = enabled and root is not None
+        self.writable = self.enabled  # False after the first write that failed: the run goes on without storing
         self.root = (root or Path()) / f"v{CACHE_LAYOUT}"
         self.notes: list[str] = []
+        self._lock = threading.Lock()  # lanes store from several threads; the cache warns once
         if self.enabled:
             partial = r"\.[0-9a-f]*-(\d+)-.*\.partial"
             left = sweep(self.root / "stages", partial) + sweep(self.root / "recordings", partial)
             if left:
                 self.notes.append(f"removed {len(left)} half-built entries a stopped run left")
+
+    def _publish_dir(self, target: Path, fill: Any) -> bool:
+        # The process id in the name lets a later run remove what a killed one left (core.leftovers).
+        prefix = f".{target.name[:12]}-{os.getpid()}-"
+        staging = None
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=prefix, suffix=".partial"))
+            staging.chmod(ordinary_mode(directory=True))
+            fill(staging)
+            if target.exists():  # another run built the same key first: same content, and it may be reading it
+                return True
+            os.replace(staging, target)
+            return True
+        except OSError as error:  # a full or read-only cache must not fail the run
+            self._unwritable(error)
+            return False
+        finally:
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
+
+    def _unwritable(self, error: OSError) -> None:
+        with self._lock:
+            if self.writable:
+                self.writable = False
+                self.notes.append(f"could not write the cache ({error}); the run went on without storing to it")
+
+    def _unsealed(self, path: Path, what: str, then: str, entry: Path) -> dict[str, Any] | None:
+        """A sealed JSON document; None when absent, or dropped (`entry`) with a note when it does not match."""
+        if not path.exists():
+            return None
+        sealed = _read_json(path)
+        document = sealed.get("document") if isinstance(sealed, dict) else None
+        if not isinstance(document, dict) or _digest(document) != sealed.get("sha256"):
+            self._drop(entry, f"{what} did not match its hash; {then}")
+            return None
+        return document
+
+    def _drop(self, entry: Path, note: str) -> None:
+        with self._lock:
+            self.notes.append(note)
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):  # a read-only cache: it stays, and the next run checks it again
+                entry.unlink(missing_ok=True)
+
+
+class Cache(_Entries):
+    """Stage artifacts under `stages/<key>/`, small JSON under `meta/`, recorded outputs under `recordings/`."""
 
     # --- stage artifacts ---------------------------------------------------------------------------
 
@@ -57,33 +116,31 @@ class Cache:
         if not self.enabled:
             return None
         entry_dir = self.root / "stages" / key
-        entry = _read_json(entry_dir / "entry.json")
+        entry = self._unsealed(entry_dir / "entry.json", f"cache entry {key[:12]}", "rebuilt", entry_dir)
         if entry is None:
             return None
         path = entry_dir / entry["filename"]
         if not path.exists() or sha256_of(path) != entry["sha256"]:
-            self.notes.append(f"cache entry {key[:12]} did not match its hash; rebuilt")
-            shutil.rmtree(entry_dir, ignore_errors=True)
+            self._drop(entry_dir, f"cache entry {key[:12]} did not match its hash; rebuilt")
             return None
         artifact = Artifact.from_json(entry["artifact"], path=path, key=key)
         return CacheHit(artifact, float(entry.get("seconds", 0.0)))
 
     def put_artifact(self, key: str, artifact: Artifact, seconds: float) -> Artifact:
         """Store a finished artifact; returns it pointing into the cache (the work copy may go)."""
-        if not self.enabled:
+        if not self.writable:
             return artifact
         target = self.root / "stages" / key
-        entry = {
-            "artifact": artifact.to_json(),
-            "filename": artifact.path.name,
-            "sha256": sha256_of(artifact.path),
-            "seconds": seconds,
-        }
 
         def fill(staging: Path) -> None:
-            copy = shutil.copytree if artifact.path.is_dir() else shutil.copy2
-            copy(artifact.path, staging / artifact.path.name)
-            (staging / "entry.json").write_text(json.dumps(entry, default=str))
+            copied = staging / artifact.path.name
+            if artifact.path.is_dir():
+                shutil.copytree(artifact.path, copied)
+                digest = sha256_of(copied)  # of the copy: what the entry holds is what its hash says
+            else:
+                digest = copy_hashed(artifact.path, copied)
+            entry = {"artifact": artifact.to_json(), "filename": artifact.path.name, "sha256": digest}
+            (staging / "entry.json").write_bytes(_seal({**entry, "seconds": seconds}))
 
         if not self._publish_dir(target, fill):
             return artifact
@@ -93,52 +150,63 @@ class Cache:
     # --- small JSON documents and recorded outputs ---------------------------------------------------------
 
     def get_json(self, kind: str, key: str) -> dict[str, Any] | None:
-        return _read_json(self.root / "meta" / kind / f"{key}.json") if self.enabled else None
+        if not self.enabled:
+            return None
+        path = self.root / "meta" / kind / f"{key}.json"
+        return self._unsealed(path, f"cached {kind} entry {key[:12]}", "made afresh", path)
 
     def put_json(self, kind: str, key: str, document: dict[str, Any]) -> None:
-        if self.enabled:
-            write_bytes_atomic(self.root / "meta" / kind / f"{key}.json", json.dumps(document).encode())
+        if not self.writable:
+            return
+        try:
+            write_bytes_atomic(self.root / "meta" / kind / f"{key}.json", _seal(document))
+        except OSError as error:
+            self._unwritable(error)
 
     def get_recording(self, key: str) -> OutputRecording | None:
-        """Recorded outputs (the source's on an evaluation set), read in place; None when absent or incomplete."""
+        """Recorded outputs (the source's on an evaluation set), read in place once their hashes are checked; None
+        when absent, incomplete or changed (then dropped, with a note)."""
         if not self.enabled:
             return None
         directory = self.root / "recordings" / key
         if not directory.exists():
             return None
-        recording = OutputRecording.open(directory)
+        seal = _read_json(directory / SEAL)
+        recording = OutputRecording.open(directory) if seal is not None else None
         if recording is None:  # a truncated or corrupt entry: drop it and recompute
-            self.notes.append(f"cached outputs {key[:12]} were unreadable; recomputed")
-            shutil.rmtree(directory, ignore_errors=True)
+            self._drop(directory, f"cached outputs {key[:12]} were unreadable; recomputed")
+            return None
+        if sorted(seal) != sorted(recording.files()) or any(
+            sha256_of(directory / name) != digest for name, digest in seal.items()
+        ):
+            self._drop(directory, f"cached outputs {key[:12]} did not match their hash; recomputed")
+            return None
         return recording
 
     def put_recording(self, key: str, recording: OutputRecording) -> OutputRecording:
         """Keep a recording; returns it read from the cache (the temporary one may go)."""
         target = self.root / "recordings" / key
-        if not self.enabled or not self._publish_dir(target, recording.copy_to):
+
+        def fill(staging: Path) -> None:
+            seal = {name: copy_hashed(recording.directory / name, staging / name) for name in recording.files()}
+            (staging / SEAL).write_text(json.dumps(seal))
+
+        if not self.writable or not self._publish_dir(target, fill):
             return recording
         return OutputRecording.open(target) or recording
 
-    def _publish_dir(self, target: Path, fill: Any) -> bool:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # The process id in the name lets a later run remove what a killed one left (core.leftovers).
-        prefix = f".{target.name[:12]}-{os.getpid()}-"
-        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=prefix, suffix=".partial"))
-        try:
-            staging.chmod(ordinary_mode(directory=True))
-            fill(staging)
-            if target.exists():  # another run built the same key first: same content, and it may be reading it
-                shutil.rmtree(staging, ignore_errors=True)
-                return True
-            os.replace(staging, target)
-            return True
-        except OSError as error:  # a full or read-only cache must not fail the run
-            self.notes.append(f"could not write the cache ({error}); continuing without it")
-            shutil.rmtree(staging, ignore_errors=True)
-            return False
+
+def _digest(document: dict[str, Any]) -> str:
+    # The document as json.dumps writes it: a round trip through json.loads gives back the same text.
+    return hashlib.sha256(json.dumps(document, default=str).encode()).hexdigest()
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def _seal(document: dict[str, Any]) -> bytes:
+    plain = json.loads(json.dumps(document, default=str))  # what a reader will load: Paths as their text
+    return json.dumps({"sha256": _digest(plain), "document": plain}).encode()
+
+
+def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
     except (FileNotFoundError, NotADirectoryError):

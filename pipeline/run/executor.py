@@ -35,7 +35,7 @@ class NodeResult:
     seconds: float
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
-    cache: str = "off"  # off | hit | stored | not cacheable
+    cache: str = "off"  # off | hit | stored | not stored (the cache could not be written) | not cacheable
     built_seconds: float | None = None  # on a cache hit: what building it cost the first time
 
 
@@ -124,7 +124,7 @@ class ChainExecutor:
             result = self._run_node(node, upstream, label, accept)
             if result.artifact is not None and cacheable and self.cache.enabled:
                 result.artifact = self.cache.put_artifact(node.key, result.artifact, result.seconds)
-                result.cache = "stored"
+                result.cache = "stored" if self.cache.writable else "not stored"
             elif self.cache.enabled:
                 result.cache = "not cacheable" if not cacheable else "off"
         if result.artifact is not None and result.warnings and self.settings.fail_on_warnings:

@@ -9,17 +9,26 @@ worker killed the same way.
 For a run that needs no TensorFlow of its own (pipeline.run.remote), the worker also describes the source and
 records its outputs on the evaluation data (SourceRequest): the parent then never imports TensorFlow. That work
 is no stage: stage_timeout does not apply (in process it has no timeout either), only the start-up limit; a
-crash is a StageError saying what the worker was doing. Knows stages and sources (models load through
+crash is a StageError saying what the worker was doing.
+
+The worker does not outlive the run: a parent that stops mid-request (Ctrl-C, SIGTERM) kills it at once, and one
+killed outright (SIGKILL) takes it along (PR_SET_PDEATHSIG on Linux, and the worker watching its parent id). Its
+temporary files (TensorFlow autograph's generated modules among them) go to a work folder of its own, removed
+when it ends. Knows stages and sources (models load through
 pipeline.sources.keras); of parity and reports nothing, of runtimes only evaluate.predict_dataset.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
+import tempfile
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -31,6 +40,7 @@ import numpy as np
 
 from pipeline.core.artifact import Artifact
 from pipeline.core.heap import keep_heap_steady
+from pipeline.core.leftovers import make_work_dir, remove_work_dirs_of
 from pipeline.core.recording import OutputRecording
 from pipeline.core.stored import open_npz, save_npz
 from pipeline.data import Dataset
@@ -47,6 +57,8 @@ _POLL_SECONDS = 0.2
 # but a worker that never gets that far is hung too.
 _START_SECONDS = 300.0
 _REFUSALS = {error.__name__: error for error in (EdgeportError, RecipeError, ModelError, DataError)}
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_WORK_KIND = "worker-"
 
 
 @dataclass
@@ -88,12 +100,15 @@ class StageWorker:
         self._process: Any = None
         self._connection: Connection | None = None
         self._answered = False  # past its start-up: it has taken a request before
+        self._busy = False  # a request sent and not yet answered: the worker will not read a goodbye
 
     def start(self) -> None:
         """Start early: the child's TensorFlow import then overlaps the parent's own work."""
         if self._process is None or not self._process.is_alive():
             parent, child = self._context.Pipe()
-            self._process = self._context.Process(target=_serve, args=(child,), daemon=True, name="edgeport-stage")
+            from_main = threading.current_thread() is threading.main_thread()
+            arguments = (child, os.getpid(), from_main)
+            self._process = self._context.Process(target=_serve, args=arguments, daemon=True, name="edgeport-stage")
             self._process.start()
             child.close()
             self._connection, self._answered = parent, False
@@ -127,6 +142,13 @@ class StageWorker:
             self._process = None
             self.start()
             self._connection.send(request)
+        self._busy = True
+        message = self._answer(timeout, log, doing)
+        self._busy = False
+        return message
+
+    def _answer(self, timeout: float | None, log: Any, doing: str | None) -> tuple[Any, ...]:
+        assert self._connection is not None
         limit = timeout or float("inf")
         first = limit if self._answered else max(timeout or 0.0, _START_SECONDS)  # the start-up limit, at least
         started, deadline = self._answered, time.monotonic() + first
@@ -151,19 +173,26 @@ class StageWorker:
                 raise self._timed_out(timeout if started else None, doing)
 
     def close(self) -> None:
+        """Let the worker exit; one still busy with a request (the run was interrupted in it) is killed."""
         if self._process is not None and self._process.is_alive():
             assert self._connection is not None
-            with contextlib.suppress(OSError):
-                self._connection.send(None)
-            self._process.join(timeout=5)
+            if not self._busy:
+                with contextlib.suppress(OSError):
+                    self._connection.send(None)
+                self._process.join(timeout=5)
             if self._process.is_alive():
-                self._process.kill()
-        self._process = None
+                self._kill()
+        self._process, self._busy = None, False
 
-    def _timed_out(self, timeout: float | None, doing: str | None) -> StageError:
+    def _kill(self) -> None:
+        """Kill the worker and remove the work folder it had no chance to."""
         self._process.kill()
         self._process.join(timeout=10)
-        self._process = None
+        remove_work_dirs_of(self._process.pid, _WORK_KIND)
+
+    def _timed_out(self, timeout: float | None, doing: str | None) -> StageError:
+        self._kill()
+        self._process, self._busy = None, False
         if timeout is None:
             what = f"the worker process did not take the {'stage' if doing is None else 'source model'} within "
             what += f"{_START_SECONDS:g} s of starting"
@@ -175,7 +204,8 @@ class StageWorker:
     def _crashed(self, doing: str | None) -> StageError:
         self._process.join(timeout=10)
         code = self._process.exitcode
-        self._process = None
+        remove_work_dirs_of(self._process.pid, _WORK_KIND)
+        self._process, self._busy = None, False
         if code is not None and code < 0:
             cause = f"killed by {signal.Signals(-code).name}"
         else:
@@ -211,15 +241,19 @@ def save_dataset(dataset: Any, path: Path) -> str:
 # --- the child side ---------------------------------------------------------------------------------
 
 
-def _serve(connection: Connection) -> None:
+def _serve(connection: Connection, parent: int, from_main_thread: bool) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    _die_with_parent(parent, from_main_thread)
+    work = _own_temp_dir()
     keep_heap_steady()
     import_tensorflow()  # while the parent loads the source and data: the two imports overlap
     sources: dict[str, Any] = {}
     while True:
         request = connection.recv()
         if request is None:  # done: everything it made is in files the parent holds
-            # TensorFlow's teardown at interpreter exit costs most of a second on 2 cores, and the parent waits.
+            # TensorFlow's teardown at interpreter exit costs most of a second on 2 cores, and the parent waits;
+            # os._exit skips the atexit hooks too, autograph's removal of its files among them: the folder goes.
+            shutil.rmtree(work, ignore_errors=True)
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(0)
@@ -235,6 +269,34 @@ def _serve(connection: Connection) -> None:
         except Exception as error:  # a bug or an unexpected library failure: reported, the worker lives on
             connection.send(("error", f"{type(error).__name__}: {first_line(error)}"))
             traceback.clear_frames(error.__traceback__)
+
+
+def _die_with_parent(parent: int, from_main_thread: bool) -> None:
+    """A parent killed outright runs no finally block: the worker must not convert on, for no one, for minutes."""
+    if sys.platform == "linux" and from_main_thread:
+        # The signal comes when the parent *thread* that started this process ends: the main thread's end is the
+        # parent's, a lane thread's is not (the watch below covers those workers).
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # gone already, before the line above took effect
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True, name="edgeport-parent-watch").start()
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
+
+
+def _own_temp_dir() -> Path:
+    """Temporary files in a marked folder of this worker's: removed at its exit, swept by a later run if it is
+    killed. Autograph writes a module a converted function into the temp directory and removes them at
+    interpreter exit, which this process skips."""
+    work = make_work_dir(_WORK_KIND)
+    tempfile.tempdir = str(work)
+    os.environ["TMPDIR"] = str(work)  # for native code and child processes too
+    return work
 
 
 def _source(source_spec: dict[str, Any], base_dir: str, trusted: bool, sources: dict[str, Any]) -> Source:
