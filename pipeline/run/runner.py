@@ -16,7 +16,7 @@ from typing import Any
 
 from pipeline.core.artifact import Artifact
 from pipeline.core.cpu import cpu_info, describe_cpu
-from pipeline.core.leftovers import sweep_work_dirs, work_prefix
+from pipeline.core.leftovers import sweep_work_dirs, work_directory
 from pipeline.core.tensors import TensorSpec
 from pipeline.data import Dataset, hygiene_warnings, label_outputs, load_dataset
 from pipeline.errors import first_line
@@ -131,7 +131,7 @@ def _run_outputs(
     left = sweep_work_dirs(Path(tempfile.gettempdir()))  # from runs that were killed (SIGKILL, power loss)
     if left:
         log(f"  removed   {len(left)} work folders stopped runs left in {tempfile.gettempdir()}")
-    with tempfile.TemporaryDirectory(prefix=work_prefix()) as work:
+    with work_directory() as work:  # marked as edgeport's: a later run's sweep may remove it, a user's it may not
         timeout = options.stage_timeout or recipe.spec.stage_timeout or DEFAULT_STAGE_TIMEOUT
         settings = ExecutorSettings(options.batch_size, recipe.spec.fail_on_converter_warnings, timeout)
         executor = ChainExecutor(recipe, source, datasets, Path(work), cache, worker, settings, log)
