@@ -3,29 +3,28 @@ one-line verdicts the run prints. Knows no runtime and no stage internals."""
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
 from typing import Any
 
 from pipeline.artifacts import copy_atomic, gzip_size_of, sha256_of, size_of
 from pipeline.core.artifact import Artifact
 from pipeline.parity import GateResult, ParityResult
+from pipeline.run.outdir import PUBLISHED_NAMES, Manifest
 from pipeline.runtimes import RUNTIMES
 
 
-def clear_published(output_dir: Path) -> None:
-    """An artifact left by an earlier run must not pass for this run's."""
-    if not output_dir.is_dir():
-        return  # nothing published there (publishing into something else fails later, with its own message)
-    for target in [*output_dir.glob("model.*"), output_dir / "saved_model"]:
-        shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+def clear_published(manifest: Manifest, name: str) -> None:
+    """An artifact an earlier run left must not pass for this run's: removed, if the manifest proves it ours."""
+    for filename in PUBLISHED_NAMES:
+        manifest.remove(manifest.out_dir / name / filename)
 
 
-def publish(artifact: Artifact, out_dir: Path, name: str) -> dict[str, Any]:
+def publish(artifact: Artifact, manifest: Manifest, name: str) -> dict[str, Any]:
     # model.tflite, model.onnx, model.keras or model.h5 (tf_keras), or a saved_model directory
     filename = "saved_model" if artifact.path.is_dir() else f"model{artifact.path.suffix}"
+    out_dir = manifest.out_dir
     published = out_dir / name / filename
     copy_atomic(artifact.path, published)
+    manifest.record(published)
     return {
         "artifact": published.relative_to(out_dir).as_posix(),
         "sha256": sha256_of(published),

@@ -27,6 +27,7 @@ from pipeline.run.cache import Cache, default_cache_dir
 from pipeline.run.checker import Check, OutputChecker
 from pipeline.run.executor import ChainExecutor, ExecutorSettings
 from pipeline.run.lanes import lanes_of, run_in_lanes, why_not_in_lanes
+from pipeline.run.outdir import Manifest, prepare_out_dir
 from pipeline.run.plan import OutputPlan, check_tensor_gates, plan_recipe
 from pipeline.run.publish import clear_published, latency_text, publish, verdict
 from pipeline.run.remote import WorkerSource, needs_source_here
@@ -63,6 +64,8 @@ def stderr_log(message: str) -> None:
 def run_recipe(recipe: LoadedRecipe, options: RunOptions, log: Log = stderr_log) -> dict[str, Any]:
     """Run every selected output; return the report dict (also written to `options.out_dir`)."""
     started, clock = datetime.now(UTC), time.perf_counter()
+    selected = [name for name in recipe.spec.outputs if options.only is None or name in options.only]
+    manifest = prepare_out_dir(options.out_dir, selected, _files_read(recipe))  # before any work: exit 2 here
     _remove_stale_reports(options.out_dir)
     log(f"edgeport {recipe.spec.name}: {recipe.path.name} → {options.out_dir}")
     if options.baseline is not None:  # a bad baseline is bad input: found before any work, not after
@@ -79,7 +82,9 @@ def run_recipe(recipe: LoadedRecipe, options: RunOptions, log: Log = stderr_log)
     if worker is not None and not source.described_from_cache:
         worker.start()  # a cold run: the worker's TensorFlow import overlaps this process's own work
     try:
-        described, datasets, results, warnings = _run_outputs(recipe, source, cache, (worker, remote), options, log)
+        described, datasets, results, warnings = _run_outputs(
+            recipe, source, cache, (worker, remote), options, manifest, log
+        )
     finally:
         if worker is not None:
             worker.close()
@@ -108,6 +113,7 @@ def _run_outputs(
     cache: Cache,
     workers: tuple[StageWorker | None, WorkerSource | None],
     options: RunOptions,
+    manifest: Manifest,
     log: Log,
 ) -> tuple[dict[str, Any], dict[str, Dataset], list[dict[str, Any]], list[str]]:
     """Preflight (source tensors, data, plan), then every output in turn; also the run's data warnings."""
@@ -139,7 +145,7 @@ def _run_outputs(
         selection = datasets.get("validation") or datasets.get("calibration")
         recorder = remote.recorder(Path(work)) if remote is not None else None
         checker = OutputChecker(source, datasets["evaluation"], cache, options.batch_size, log, selection, recorder)
-        lanes = _Lanes(recipe, source, datasets, Path(work), cache, settings, log)
+        lanes = _Lanes(recipe, source, datasets, Path(work), cache, settings, manifest, log)
         results = lanes.run(plans, options, executor, checker)
         if options.verify_reproducible or any(plan.reproducible_gate for plan in plans):
             rebuild = ChainExecutor(
@@ -159,6 +165,7 @@ class _Lanes:
     work: Path
     cache: Cache
     settings: ExecutorSettings
+    manifest: Manifest
     log: Log
 
     def run(
@@ -166,7 +173,7 @@ class _Lanes:
     ) -> list[dict[str, Any]]:
         def output(numbered: tuple[int, OutputPlan], lane: ChainExecutor) -> dict[str, Any]:
             number, plan = numbered
-            return _output(plan, f"  [{number}/{len(plans)}] {plan.name}", lane, checker, options.out_dir, self.log)
+            return _output(plan, f"  [{number}/{len(plans)}] {plan.name}", lane, checker, self.manifest, self.log)
 
         refusal = "--no-isolation" if executor.worker is None else why_not_in_lanes(plans)
         lanes = lanes_of(plans)
@@ -196,18 +203,18 @@ class _Lanes:
 
 
 def _output(
-    plan: OutputPlan, prefix: str, executor: ChainExecutor, checker: OutputChecker, out_dir: Path, log: Log
+    plan: OutputPlan, prefix: str, executor: ChainExecutor, checker: OutputChecker, manifest: Manifest, log: Log
 ) -> dict[str, Any]:
     """Build one output's chain, publish its file, check it; its report entry."""
     result = OutputResult.for_plan(plan)
-    clear_published(out_dir / plan.name)
+    clear_published(manifest, plan.name)
     chain = executor.run_chain(plan, prefix, checker.acceptor(plan))
     result.stages, result.warnings, result.error = chain.stages, chain.warnings, chain.error
     last = plan.nodes[-1]
     if STAGES[last.kind].needs_verdicts(last.options) and checker.selection is not None and chain.stages:
         chain.stages[-1]["details"] = {**chain.stages[-1]["details"], "selected_on": checker.selection.section}
     if chain.error is None:
-        _publish_and_check(plan, chain.artifacts, result, checker, out_dir)
+        _publish_and_check(plan, chain.artifacts, result, checker, manifest)
     if result.error is not None:
         log(f"{prefix}: error: {result.error}")
         return result.to_dict()
@@ -220,14 +227,14 @@ def _output(
 
 
 def _publish_and_check(
-    plan: OutputPlan, chain: list[Artifact], result: OutputResult, checker: OutputChecker, out_dir: Path
+    plan: OutputPlan, chain: list[Artifact], result: OutputResult, checker: OutputChecker, manifest: Manifest
 ) -> None:
     """Each step's failure makes the output an error (exit 3) with one line, and the other outputs go on."""
     final = chain[-1]
     try:
-        result.published = publish(final, out_dir, plan.name)
+        result.published = publish(final, manifest, plan.name)
     except OSError as failure:
-        result.error = f"could not publish the artifact to {out_dir / plan.name}: {first_line(failure)}"
+        result.error = f"could not publish the artifact to {manifest.out_dir / plan.name}: {first_line(failure)}"
         return
     try:
         result.check = checker.check(plan, chain)
@@ -248,6 +255,18 @@ def _log_check(check: Check, prefix: str, runtime: str, log: Log) -> None:
             log(f"{prefix}{comparison.result.candidate}: {verdict(comparison.result)}")
     for finding in check.findings:
         log(f"{prefix}finding: {finding['message']} Fix: {finding['fix']}.")
+
+
+def _files_read(recipe: LoadedRecipe) -> list[tuple[str, Path]]:
+    """The source and every data file of the recipe: what the run must never write over."""
+    source = recipe.spec.source
+    files = [("source model" if source.builder is None else "source weights", recipe.source_path)]
+    for section in ("calibration", "evaluation", "fine_tune", "validation"):
+        spec = getattr(recipe.spec.data, section)
+        for relative in (spec.npz, spec.npy, spec.labels_key if spec.npy else None) if spec is not None else ():
+            if relative is not None:
+                files.append((f"data.{section} file", recipe.resolve(relative)))
+    return files
 
 
 def _remove_stale_reports(out_dir: Path) -> None:
