@@ -1,5 +1,6 @@
-"""Faults: a run killed mid-stage leaves nothing that looks complete, and the next run finishes the job;
-Ctrl-C stops cleanly with exit 130."""
+"""Faults: a run killed mid-stage leaves nothing that looks complete, its conversion worker does not outlive it,
+and the next run finishes the job and clears what it left in the temp directory; Ctrl-C stops cleanly with exit 130,
+SIGTERM with 143; no run leaves TensorFlow autograph's generated modules behind."""
 
 from __future__ import annotations
 
@@ -28,8 +29,16 @@ def _recipe(zoo, tmp_path: Path) -> Path:
     return recipe_file(tmp_path, name="faults", source=zoo.keras3, data=digits_data(zoo, limit=64), outputs=outputs)
 
 
-def _start(recipe: Path, out: Path, cache: Path, *options: str) -> subprocess.Popen[str]:
+def _env(cache: Path, temp: Path | None = None) -> dict[str, str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "EDGEPORT_CACHE_DIR": str(cache)}
+    if temp is not None:  # the run's own temp directory, to see what it leaves there
+        temp.mkdir(exist_ok=True)
+        env["TMPDIR"] = str(temp)
+    return env
+
+
+def _start(recipe: Path, out: Path, cache: Path, *options: str, temp: Path | None = None) -> subprocess.Popen[str]:
+    env = _env(cache, temp)
     command = [sys.executable, "-m", "pipeline", "run", str(recipe), "--out", str(out), *options]
     return subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
 
@@ -47,13 +56,30 @@ def _wait_for(process: subprocess.Popen[str], marker: str, timeout: float = 120)
     raise AssertionError(f"never saw {marker!r}: {''.join(seen)}")
 
 
+def _gone(pids: list[int], timeout: float = 15) -> bool:
+    deadline = time.monotonic() + timeout
+    while any(Path(f"/proc/{pid}").exists() for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not any(Path(f"/proc/{pid}").exists() for pid in pids)
+
+
+def _litter(temp: Path) -> list[str]:
+    """What a run left in its temp directory: work folders, autograph's generated modules."""
+    return sorted(p.name for p in temp.iterdir() if p.name.startswith(("edgeport-", "__autograph_generated_file")))
+
+
 def test_sigkill_mid_stage_leaves_nothing_complete_and_the_next_run_resumes(zoo, tmp_path: Path) -> None:
-    recipe, out, cache = _recipe(zoo, tmp_path), tmp_path / "out", tmp_path / "cache"
-    process = _start(recipe, out, cache)
+    recipe, out, cache, temp = _recipe(zoo, tmp_path), tmp_path / "out", tmp_path / "cache", tmp_path / "tmp"
+    process = _start(recipe, out, cache, temp=temp)
     _wait_for(process, "[3/4] int8: tflite int8 ...")
+    workers = _children(process.pid)
+    assert workers, "the conversion runs in a worker process"
     process.kill()
     process.wait(timeout=30)
+    # No finally block ran in the parent: the worker goes by itself (PR_SET_PDEATHSIG), not 20 s of converting later
+    assert _gone(workers, timeout=5), "the worker outlived its killed parent"
     assert not (out / "report.json").exists() and not (out / "junit.xml").exists()
+    assert any(name.startswith(f"edgeport-{process.pid}-") for name in _litter(temp))  # the run's work folder
     for model in out.glob("*/model.*"):  # whatever was published must be whole: it opens and runs
         kind = "tflite" if model.suffix == ".tflite" else "onnx"
         runtime = runtime_for(Artifact(kind=kind, path=model, key="check"))  # type: ignore[arg-type]
@@ -62,10 +88,12 @@ def test_sigkill_mid_stage_leaves_nothing_complete_and_the_next_run_resumes(zoo,
         [sys.executable, "-m", "pipeline", "run", str(recipe), "--out", str(out)],
         capture_output=True,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "EDGEPORT_CACHE_DIR": str(cache)},
+        env=_env(cache, temp),
         check=False,
     )
     assert rerun.returncode == 0, rerun.stderr
+    assert "removed   2 work folders stopped runs left" in rerun.stderr  # the killed run's and its worker's
+    assert _litter(temp) == []  # nor did the rerun's own conversions leave autograph modules there
     report = json.loads((out / "report.json").read_text())
     caches = {output["name"]: output["stages"][0]["cache"] for output in report["outputs"]}
     assert caches["fp32"] == "hit" and caches["onnx"] == "hit"  # finished before the kill: reused
@@ -82,6 +110,23 @@ def test_ctrl_c_stops_with_130_and_one_line(zoo, tmp_path: Path) -> None:
     assert process.returncode == 130
     assert "edgeport: interrupted" in stderr and "Traceback" not in stderr
     assert not (out / "report.json").exists()
+
+
+def test_sigterm_stops_with_143_one_line_and_the_worker_gone(zoo, tmp_path: Path) -> None:
+    recipe, out, temp = _recipe(zoo, tmp_path), tmp_path / "out", tmp_path / "tmp"
+    process = _start(recipe, out, tmp_path / "cache", temp=temp)
+    _wait_for(process, "[2/4] onnx")
+    workers = [pid for pid in _children(process.pid) if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert workers, "the conversion runs in a worker process"
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr
+    lines = [line for line in stderr.splitlines() if line.startswith("edgeport:")]
+    assert lines == ["edgeport: terminated (SIGTERM); outputs not finished were left out, no report was written"]
+    assert "Traceback" not in stderr
+    assert _gone(workers, timeout=1), "the worker outlived the run"
+    assert not (out / "report.json").exists()
+    assert _litter(temp) == []  # the run's work folder, the worker's and autograph's modules in it: all removed
 
 
 def _children(pid: int) -> list[int]:
