@@ -8,7 +8,6 @@ from __future__ import annotations
 import difflib
 import re
 import reprlib
-import stat
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -26,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from pipeline.core.stored import regular_file_problem
 from pipeline.errors import RecipeError
 from pipeline.sources.checks import check_source_files
 from pipeline.stages import STAGES, StageOptions
@@ -424,8 +424,9 @@ def _read_recipe(path: Path) -> str:
         raise RecipeError(f"{path}: recipe file not found") from None
     except OSError as error:
         raise RecipeError(f"{path}: cannot read recipe ({error})") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise RecipeError(f"{path}: not a regular file; a recipe is a YAML file")
+    problem = regular_file_problem(path)
+    if problem is not None:
+        raise RecipeError(f"{path} is {problem}; a recipe is a YAML file")
     if info.st_size > MAX_RECIPE_BYTES:
         raise RecipeError(f"{path}: {info.st_size:,} bytes; a recipe is at most {MAX_RECIPE_BYTES:,}")
     try:
@@ -553,7 +554,7 @@ def _check_files(recipe: LoadedRecipe) -> None:
 
 
 def _check_data_files(recipe: LoadedRecipe) -> None:
-    for section in ("calibration", "evaluation", "fine_tune"):
+    for section in ("calibration", "evaluation", "fine_tune", "validation"):
         spec = getattr(recipe.spec.data, section)
         if spec is None:
             continue
@@ -562,15 +563,23 @@ def _check_data_files(recipe: LoadedRecipe) -> None:
             _check_npz(recipe, place, spec)
         if spec.npy is not None:
             for key, relative in (("npy", spec.npy), ("labels", spec.labels_key)):
-                if relative is not None and not recipe.resolve(relative).is_file():
-                    raise RecipeError(f"{recipe.path}: {place}.{key}: {recipe.resolve(relative)} does not exist")
+                if relative is not None:
+                    _check_data_file(recipe, f"{place}.{key}", recipe.resolve(relative))
+
+
+def _check_data_file(recipe: LoadedRecipe, place: str, file: Path) -> None:
+    """The file exists and is a regular file: a FIFO would block the check itself, a device never end."""
+    if not file.exists():
+        raise RecipeError(f"{recipe.path}: {place}: {file} does not exist")
+    problem = regular_file_problem(file)
+    if problem is not None:
+        raise RecipeError(f"{recipe.path}: {place}: {file} is {problem}; data files must be regular files")
 
 
 def _check_npz(recipe: LoadedRecipe, place: str, spec: DataSpec) -> None:
     assert spec.npz is not None
     file = recipe.resolve(spec.npz)
-    if not file.is_file():
-        raise RecipeError(f"{recipe.path}: {place}.npz: {file} does not exist")
+    _check_data_file(recipe, f"{place}.npz", file)
     try:
         with np.load(file, allow_pickle=False) as archive:
             keys = set(archive.files)

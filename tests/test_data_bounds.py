@@ -207,11 +207,6 @@ def test_a_fifo_or_a_device_as_data_is_refused_before_it_is_opened(zoo, tmp_path
     assert result.returncode == 2 and f"data.evaluation.npz: {path} is {what}" in result.stderr, result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="validate's file checks are pipeline/recipe.py's (_check_data_files): it says 'does not exist' for a FIFO "
-    "and skips data.validation; pipeline.core.stored.regular_file_problem is there for it to call",
-)
 def test_validate_names_a_fifo_as_a_fifo(zoo, tmp_path: Path, capsys) -> None:
     os.mkfifo(tmp_path / "pipe.npz")
     recipe = _recipe(zoo, tmp_path, {"npz": tmp_path / "pipe.npz", "inputs": "x"})

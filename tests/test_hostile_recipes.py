@@ -65,7 +65,7 @@ def test_a_recipe_over_the_size_limit_is_refused_unread(tmp_path: Path, capsys) 
 def test_a_fifo_as_recipe_or_model_is_refused_without_blocking(zoo, tmp_path: Path, capsys) -> None:
     fifo = tmp_path / "recipe.yaml"
     os.mkfifo(fifo)
-    assert "not a regular file" in _refused(capsys, "validate", fifo)
+    assert "recipe.yaml is a FIFO; a recipe is a YAML file" in _refused(capsys, "validate", fifo)
     os.mkfifo(tmp_path / "model.keras")
     recipe = write_recipe(tmp_path, "name: x\nsource: model.keras\noutputs: {fp32: {stages: [tflite]}}\n", "r.yaml")
     for command in (
@@ -79,8 +79,8 @@ def test_a_fifo_as_recipe_or_model_is_refused_without_blocking(zoo, tmp_path: Pa
 
 def test_a_device_as_model_is_refused(tmp_path: Path, capsys) -> None:
     recipe = write_recipe(tmp_path, "name: x\nsource: /dev/zero\noutputs: {fp32: {stages: [tflite]}}\n")
-    assert "source.path: /dev/zero: not a regular file or a directory" in _refused(capsys, "validate", recipe)
-    assert "/dev/zero: not a regular file" in _refused(capsys, "compare", "/dev/zero", "/dev/zero")
+    assert "source.path: /dev/zero is a character device" in _refused(capsys, "validate", recipe)
+    assert "/dev/zero is a character device" in _refused(capsys, "compare", "/dev/zero", "/dev/zero")
 
 
 @pytest.mark.parametrize(

@@ -6,12 +6,12 @@ ModelError naming the file; TensorFlow is imported only to load.
 
 from __future__ import annotations
 
-import stat
 from pathlib import Path
 from typing import Any
 
 from pipeline.artifacts import sha256_of
 from pipeline.core.artifact import Artifact
+from pipeline.core.stored import regular_file_problem
 from pipeline.errors import ModelError, first_line
 from pipeline.frameworks import captured_native_output, import_tensorflow
 from pipeline.sources.keras import load_keras_file
@@ -29,16 +29,11 @@ def is_savedmodel(path: Path) -> bool:
 def check_model_path(path: Path) -> None:
     """A model is a regular file or a directory: a FIFO blocks whoever reads it and a device never ends, so they
     are refused before anything (hashing included) opens them."""
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        raise ModelError(f"{path}: model not found") from None
-    except OSError as error:
-        raise ModelError(f"{path}: cannot read the model ({error})") from None
-    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-        raise ModelError(
-            f"{path}: not a regular file or a directory; expected a .keras or .h5 file or a SavedModel directory"
-        )
+    if not path.exists():
+        raise ModelError(f"{path}: model not found")
+    problem = regular_file_problem(path)
+    if problem is not None and problem != "a folder":
+        raise ModelError(f"{path} is {problem}; expected a .keras or .h5 file or a SavedModel directory")
 
 
 def load_source(path: Path, signature: str = "serving_default", trusted: bool = False) -> Source:
