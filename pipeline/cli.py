@@ -69,7 +69,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="edgeport",
         description="Take a Keras or SavedModel through a recipe to TFLite and ONNX, and gate it on parity.",
         epilog="exit codes of run: 0 all gates passed, 1 a gate failed, 2 bad input (nothing ran), "
-        "3 a stage could not produce its artifact (report still written)",
+        "3 a stage could not produce its artifact (report still written) or the reports could not be written (none "
+        "was), 130 Ctrl-C, 143 SIGTERM",
     )
     parser.add_argument("--version", action="version", version=f"edgeport {__version__}")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
