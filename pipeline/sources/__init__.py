@@ -9,7 +9,7 @@ Imports no framework until a model is loaded, and nothing of recipes, stages, ru
 from pipeline.sources.checks import check_source_files
 from pipeline.sources.files import check_model_path, load_source
 from pipeline.sources.lazy import SourceHandle, describe_source
-from pipeline.sources.model import Source, keras_tensor_specs, signature_tensor_specs
+from pipeline.sources.model import Source, keras_call_inputs, keras_tensor_specs, signature_tensor_specs
 from pipeline.sources.section import load_source_spec, source_key
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "check_model_path",
     "check_source_files",
     "describe_source",
+    "keras_call_inputs",
     "keras_tensor_specs",
     "load_source",
     "load_source_spec",

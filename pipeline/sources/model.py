@@ -41,7 +41,10 @@ class Source:
 
 
 def keras_tensor_specs(model: Any, path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """Named inputs and outputs of a Keras 3 or tf_keras model, in the model's order."""
+    """Named inputs and outputs of a Keras 3 or tf_keras model, in the model's (flattened) order.
+
+    Outputs are named by the keys of a dict-structured output (what the model returns), else by output_names.
+    """
     try:
         symbolic_inputs, symbolic_outputs = list(model.inputs), list(model.outputs)
     except (AttributeError, ValueError):
@@ -49,7 +52,7 @@ def keras_tensor_specs(model: Any, path: Path) -> tuple[list[TensorSpec], list[T
             f"{path}: the model has no defined inputs (a subclassed model never built?); "
             "save a functional or built model"
         ) from None
-    output_names = list(getattr(model, "output_names", None) or [])
+    output_names = _dict_output_names(model, symbolic_outputs) or list(getattr(model, "output_names", None) or [])
     if len(output_names) != len(symbolic_outputs):
         output_names = [f"output_{i}" for i in range(len(symbolic_outputs))]
     inputs = [_symbolic_spec(tensor, tensor.name) for tensor in symbolic_inputs]
@@ -57,10 +60,48 @@ def keras_tensor_specs(model: Any, path: Path) -> tuple[list[TensorSpec], list[T
     return inputs, outputs
 
 
+def _dict_output_names(model: Any, symbolic_outputs: list[Any]) -> list[str] | None:
+    """A model that returns a dict (keras-hub backbones) is read by those keys; matched by identity, since the
+    flattened order is the framework's."""
+    structure = getattr(model, "output", None)
+    if not isinstance(structure, dict):
+        return None
+    by_tensor = {id(tensor): str(key) for key, tensor in structure.items()}
+    names = [by_tensor.get(id(tensor)) for tensor in symbolic_outputs]
+    return None if None in names else names  # type: ignore[return-value]
+
+
+def keras_call_inputs(model: Any, feed: dict[str, Any]) -> Any:
+    """`feed` (input name → array) in the structure the model was built with: a dict keyed as its author keyed it
+    (keras-hub's `token_ids`, `padding_mask`), a list in its order, one array, or nested as Keras allows. The one
+    place that shapes a model call: the Keras runtime, training stages and the tf2onnx signature read it."""
+
+    def fill(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {key: fill(value) for key, value in node.items()}
+        if isinstance(node, list | tuple):
+            return [fill(value) for value in node]
+        return feed[_tensor_name(node)]
+
+    structure = getattr(model, "input", None)
+    if structure is None or (isinstance(structure, list | tuple) and len(structure) == 1):
+        structure = list(model.inputs)
+        return feed[_tensor_name(structure[0])] if len(structure) == 1 else fill(structure)
+    return fill(structure)
+
+
+def _tensor_name(tensor: Any) -> str:
+    return _tensor_name_of(tensor.name)
+
+
+def _tensor_name_of(name: Any) -> str:
+    return str(name).split(":")[0]
+
+
 def _symbolic_spec(tensor: Any, name: str) -> TensorSpec:
     dtype = getattr(tensor.dtype, "name", tensor.dtype)
     shape = tuple(None if d is None else int(d) for d in tensor.shape)
-    return TensorSpec(name=str(name).split(":")[0], shape=shape, dtype=str(dtype))
+    return TensorSpec(name=_tensor_name_of(name), shape=shape, dtype=str(dtype))
 
 
 def signature_tensor_specs(function: Any) -> tuple[list[TensorSpec], list[TensorSpec]]:

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pipeline.core.artifact import Artifact
 from pipeline.errors import StageError
 from pipeline.frameworks import captured_native_output, import_tensorflow
+from pipeline.sources.model import keras_call_inputs
 from pipeline.stages.base import Stage, StageContext, StageOptions
 
 FINE_TUNE_DATA = ["fine_tune", "fine_tune.labels"]
@@ -186,13 +187,19 @@ def import_tfmot() -> ModuleType:
     return tfmot
 
 
-def training_data(ctx: StageContext) -> tuple[Any, np.ndarray]:
+def require_fine_tune_data(ctx: StageContext) -> Any:
     dataset = ctx.fine_tune
     if dataset is None or dataset.labels is None:
         raise StageError("this stage fine-tunes the model: add data.fine_tune with inputs and labels to the recipe")
+    return dataset
+
+
+def training_data(ctx: StageContext, model: Any) -> tuple[Any, np.ndarray]:
+    """The fine-tune inputs in the model's own structure (a dict for dict-input models), and the labels."""
+    dataset = require_fine_tune_data(ctx)
     # Keras trains on whole arrays (it shuffles across them): the one place data is read into memory whole.
-    arrays = [np.asarray(array) for array in dataset.inputs.values()]
-    return (arrays[0] if len(arrays) == 1 else arrays), dataset.labels
+    arrays = {name: np.asarray(array) for name, array in dataset.inputs.items()}
+    return keras_call_inputs(model, arrays), dataset.labels
 
 
 def steps_per_epoch(ctx: StageContext, options: FineTuneOptions) -> int:
@@ -226,14 +233,14 @@ def compile_for(model: Any, api: ModuleType, options: FineTuneOptions, from_logi
 
 
 def fit(model: Any, ctx: StageContext, options: FineTuneOptions, callbacks: list[Any]) -> None:
-    x, y = training_data(ctx)
+    x, y = training_data(ctx, model)
     with captured_native_output():
         model.fit(x, y, epochs=options.epochs, batch_size=options.batch_size, callbacks=callbacks, verbose=0)
 
 
 def evaluate(model: Any, ctx: StageContext, options: FineTuneOptions) -> dict[str, float]:
     """Loss (and accuracy) on the fine-tune data: a cheap check of what the stage cost or regained."""
-    x, y = training_data(ctx)
+    x, y = training_data(ctx, model)
     with captured_native_output():
         values = model.evaluate(x, y, batch_size=max(options.batch_size, 256), verbose=0, return_dict=True)
     return {name: round(float(value), 5) for name, value in values.items() if name in {"loss", "accuracy"}}

@@ -20,6 +20,7 @@ from pipeline.artifacts import write_bytes_atomic
 from pipeline.core.artifact import Artifact
 from pipeline.errors import StageError, first_line
 from pipeline.frameworks import captured_native_output, import_tensorflow, notable_log_lines
+from pipeline.sources.model import keras_call_inputs
 from pipeline.stages.base import ConversionStage, StageContext, StageOptions
 
 
@@ -212,7 +213,11 @@ def _export(tf: Any, upstream: Artifact, options: OnnxOptions) -> Any:
         return proto
     model = upstream.handle
     batch = None if options.dynamic_batch else 1
-    signature = [tf.TensorSpec([batch, *list(t.shape)[1:]], t.dtype, name=_input_name(t)) for t in model.inputs]
+    specs = {
+        _input_name(t): tf.TensorSpec([batch, *t.shape[1:]], t.dtype, name=_input_name(t)) for t in model.inputs
+    }
+    # tf2onnx calls model(*signature): one argument in the model's own structure (a dict for keras-hub models).
+    signature = [keras_call_inputs(model, specs)]
     proto, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=options.opset)
     return proto
 

@@ -48,7 +48,7 @@ class PruneStage(finetune.FineTuningStage):
         return f"prune {options.structure or f'{options.sparsity:g}'} {options.schedule} epochs={options.epochs}"
 
     def run(self, upstream: Artifact, options: PruneOptions, ctx: StageContext) -> Artifact:
-        finetune.training_data(ctx)  # no fine-tune data: say so before any work
+        finetune.require_fine_tune_data(ctx)  # no fine-tune data: say so before any work
         targets = _targets(upstream, options)
         schedule = _schedule(options, finetune.steps_per_epoch(ctx, options))
         return finetune.tune_by_flavour(

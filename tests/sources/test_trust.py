@@ -76,7 +76,8 @@ def _keras3_loss_keras(path: Path) -> Path:
     import keras
 
     inputs = keras.Input((3,), name="v")
-    model = keras.Model(inputs, keras.layers.Dense(2)(inputs), name="scorer")
+    # Named: an auto-named Dense would move the names later tests in this process get (dense → dense_1).
+    model = keras.Model(inputs, keras.layers.Dense(2, name="score")(inputs), name="scorer")
     model.compile(loss=_payload("y, p"))
     model.save(path)
     return path
