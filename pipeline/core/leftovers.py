@@ -7,6 +7,7 @@ user's own `edgeport-123-notes` folder looks the same by name and must survive t
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import re
@@ -37,6 +38,11 @@ def work_directory(kind: str = "") -> Iterator[str]:
     directory = make_work_dir(kind)
     try:
         yield str(directory)
+    except BaseException:
+        # An interrupted run's conversion worker may still write into it (parent folders made anew) until the run
+        # stops it, after this block: removed again at exit.
+        atexit.register(shutil.rmtree, directory, True)
+        raise
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 

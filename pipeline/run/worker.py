@@ -249,7 +249,10 @@ def _serve(connection: Connection, parent: int, from_main_thread: bool) -> None:
     import_tensorflow()  # while the parent loads the source and data: the two imports overlap
     sources: dict[str, Any] = {}
     while True:
-        request = connection.recv()
+        try:
+            request = connection.recv()
+        except (EOFError, OSError):  # the parent is gone (its end of the pipe closed): as good as a goodbye
+            request = None
         if request is None:  # done: everything it made is in files the parent holds
             # TensorFlow's teardown at interpreter exit costs most of a second on 2 cores, and the parent waits;
             # os._exit skips the atexit hooks too, autograph's removal of its files among them: the folder goes.
