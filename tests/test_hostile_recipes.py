@@ -73,7 +73,9 @@ def test_a_fifo_as_recipe_or_model_is_refused_without_blocking(zoo, tmp_path: Pa
         ("run", recipe, "--out", tmp_path / "out"),
         ("inspect", tmp_path / "model.keras"),
     ):
-        assert "not a regular file or a directory" in _refused(capsys, *command)
+        assert "model.keras is a FIFO; expected a .keras or .h5 file or a SavedModel directory" in _refused(
+            capsys, *command
+        )
     assert not (tmp_path / "out" / "report.json").exists()
 
 
