@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -15,7 +15,7 @@ import numpy as np
 
 from pipeline.core.artifact import Artifact
 from pipeline.core.recording import OutputRecording
-from pipeline.core.tensors import Order, match_outputs
+from pipeline.core.tensors import Order, TensorMatch, match_outputs
 from pipeline.data import Dataset
 from pipeline.parity import ParityAccumulator, ParityResult
 from pipeline.plotdata import PlotData
@@ -30,6 +30,7 @@ class Predictions:
     runtime: str
     outputs: OutputRecording
     order: Order = None  # what `names`' order means to a `:N` index (pipeline.core.tensors.match_outputs)
+    inputs_matched: dict[str, TensorMatch] = field(default_factory=dict)  # source input → the file's, and the rule
 
     @property
     def names(self) -> list[str]:
@@ -46,10 +47,16 @@ ORDERS: dict[str, Order] = {"savedmodel": "signature", "keras": "model"}
 
 
 def predict_dataset(
-    artifact: Artifact, label: str, dataset: Dataset, batch_size: int, threads: int | None = None, **settings: str
+    artifact: Artifact,
+    label: str,
+    dataset: Dataset,
+    batch_size: int,
+    threads: int | None = None,
+    input_map: dict[str, str] | None = None,
+    **settings: str,
 ) -> Predictions:
     """Run `artifact` over the dataset in its runtime, under the given runtime settings (a delegate, ...)."""
-    return predict_batches(artifact, label, dataset.batches(batch_size), threads, **settings)
+    return predict_batches(artifact, label, dataset.batches(batch_size), threads, input_map=input_map, **settings)
 
 
 def predict_batches(
@@ -58,14 +65,18 @@ def predict_batches(
     batches: Iterable[dict[str, np.ndarray]],
     threads: int | None = None,
     directory: Path | None = None,
+    input_map: dict[str, str] | None = None,
     **settings: str,
 ) -> Predictions:
     """Run `artifact` over input batches, recording its outputs (into `directory` when given, which the caller
-    keeps; else a temporary folder that goes with the Predictions)."""
+    keeps; else a temporary folder that goes with the Predictions). `input_map` pairs source inputs with the
+    file's where names and shapes cannot (pipeline.core.tensors.match_inputs)."""
     with runtime_for(artifact, threads, **settings) as runtime:
         names = [spec.name for spec in runtime.outputs]
-        recording = OutputRecording.record(runtime.predict(batches), names, directory)
-        return Predictions(f"{label} ({runtime.label()})", runtime.name, recording, ORDERS.get(artifact.kind))
+        recording = OutputRecording.record(runtime.predict(batches, input_map), names, directory)
+        label = f"{label} ({runtime.label()})"
+        matched = runtime.inputs_matched or {}
+        return Predictions(label, runtime.name, recording, ORDERS.get(artifact.kind), matched)
 
 
 def compare(
@@ -102,6 +113,7 @@ def compare(
     result = accumulator.result()
     result.plots = plots.finish(again=partial(_segment, expected, produced, reference.names))
     result.matched = {name: match.to_json() for name, match in matches.items()}
+    result.matched_inputs = {name: match.to_json() for name, match in candidate.inputs_matched.items()}
     return result
 
 

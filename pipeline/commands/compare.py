@@ -66,15 +66,17 @@ def parse_gates(specs: list[str]) -> Gates:
         raise RecipeError(f"--gate: {problems}") from None
 
 
-def parse_map(specs: list[str]) -> dict[str, str]:
-    """`--map output_0=StatefulPartitionedCall:1` (repeatable) → {reference tensor: candidate tensor}."""
+def parse_map(specs: list[str], flag: str = "--map") -> dict[str, str]:
+    """`--map output_0=StatefulPartitionedCall:1` (repeatable) → {reference tensor: candidate tensor}; the same
+    for `--input-map`."""
     mapping: dict[str, str] = {}
+    noun = "input" if flag == "--input-map" else "output"
     for spec in specs:
         reference, separator, candidate = spec.partition("=")
         if not separator or not reference or not candidate:
-            raise RecipeError(f"--map {spec}: expected REF=CANDIDATE (a reference output name = the file's)")
+            raise RecipeError(f"{flag} {spec}: expected REF=CANDIDATE (a reference {noun} name = the file's)")
         if reference in mapping:
-            raise RecipeError(f"--map {spec}: {reference!r} is mapped twice")
+            raise RecipeError(f"{flag} {spec}: {reference!r} is mapped twice")
         mapping[reference] = candidate
     return mapping
 
@@ -89,6 +91,7 @@ def compare_artifacts(
     batch_size: int = 64,
     delegate: str = "xnnpack",
     tensor_map: dict[str, str] | None = None,
+    input_map: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     started, clock = datetime.now(UTC), time.perf_counter()
     reference = artifact_at(reference_path, trusted, signature)
@@ -97,7 +100,7 @@ def compare_artifacts(
     dataset = load_dataset("evaluation", data, Path.cwd(), inputs)
     expected = _run(reference, "A", dataset, batch_size, delegate)
     label_outputs(dataset, expected.shapes(), "--labels")
-    produced = _run(candidate, "B", dataset, batch_size, delegate)
+    produced = _run(candidate, "B", dataset, batch_size, delegate, input_map)
     thresholds, gates_from, warnings = gates.thresholds(), "command line", []
     if not thresholds and not gates.tensor_thresholds():
         thresholds, kind = default_gates(candidate)
@@ -218,9 +221,19 @@ def _open(artifact: Artifact) -> Any:
         raise ModelError(f"{artifact.path}: cannot open as {artifact.kind}: {first_line(error, 300)}") from None
 
 
-def _run(artifact: Artifact, label: str, dataset: Any, batch_size: int, delegate: str) -> Any:
+def _run(
+    artifact: Artifact,
+    label: str,
+    dataset: Any,
+    batch_size: int,
+    delegate: str,
+    input_map: dict[str, str] | None = None,
+) -> Any:
     _open(artifact)
+    label = f"{label} {artifact.path.name}"
     try:
-        return predict_dataset(artifact, f"{label} {artifact.path.name}", dataset, batch_size, delegate=delegate)
+        return predict_dataset(artifact, label, dataset, batch_size, input_map=input_map, delegate=delegate)
+    except EdgeportError:  # inputs no rule pairs: the message names them and the flag that settles it
+        raise
     except Exception as error:  # a model that cannot run these inputs is bad input here
         raise ModelError(f"{artifact.path}: failed to run on the data: {first_line(error, 300)}") from None

@@ -40,18 +40,6 @@ def normalise_name(name: str) -> str:
     return name.removeprefix("serving_default_")
 
 
-def align_names(wanted: list[str], offered: list[str], what: str) -> dict[str, str]:
-    """Map each wanted name to an offered one: exact, then normalised, then by position."""
-    if set(wanted) == set(offered):
-        return {name: name for name in wanted}
-    by_normal = {normalise_name(name): name for name in offered}
-    if all(normalise_name(name) in by_normal for name in wanted) and len(wanted) == len(offered):
-        return {name: by_normal[normalise_name(name)] for name in wanted}
-    if len(wanted) == len(offered):
-        return dict(zip(wanted, offered, strict=True))
-    raise DataError(f"{what}: cannot match tensors {', '.join(wanted)} to {', '.join(offered)}")
-
-
 Shape = tuple[int | None, ...]
 Order = Literal["signature", "model"] | None
 RULES = ("map", "name", "normalised", "index", "shape", "position")
@@ -66,6 +54,38 @@ class TensorMatch:
 
     def to_json(self) -> dict[str, str]:
         return {"candidate": self.candidate, "rule": self.rule}
+
+
+@dataclass(frozen=True)
+class _Side:
+    """What a matching pairs (a model's outputs or inputs) and how a user settles an ambiguity."""
+
+    noun: str
+    flag: str
+    field: str
+
+
+_OUTPUTS = _Side("outputs", "--map", "tensor_map")
+_INPUTS = _Side("inputs", "--input-map", "input_map")
+
+
+def match_inputs(
+    fed: list[tuple[str, Shape]], accepted: list[tuple[str, Shape]], what: str, input_map: dict[str, str] | None = None
+) -> dict[str, TensorMatch]:
+    """Pair each fed input (the source model's name, a sample's shape) with an input of the file, by the rules
+    outputs follow (a map, the exact name, the normalised name, a shape no other tensor fits, the last one left);
+    the file's free dimensions (None) fit any size. Inputs swapped by position would feed the wrong tensor and
+    fail (or pass) for the wrong reason, so two that no rule tells apart are refused, naming the candidates."""
+    return _match(fed, accepted, what, None, input_map, _INPUTS)
+
+
+def match_feed(
+    batch: dict[str, Any], accepted: list[TensorSpec], what: str, input_map: dict[str, str] | None = None
+) -> dict[str, TensorMatch]:
+    """`match_inputs` for a batch (arrays keyed by the source's input names) and a file's input specs, whose
+    first dimension is the batch."""
+    fed = [(name, tuple(array.shape[1:])) for name, array in batch.items()]
+    return match_inputs(fed, [(spec.name, spec.shape[1:]) for spec in accepted], what, input_map)
 
 
 def match_outputs(
@@ -85,18 +105,29 @@ def match_outputs(
     of one shape a position is a guess, and a swapped pair passes or fails for the wrong reason, so it is refused
     with the candidates named, for `--map` / `tensor_map` to settle.
     """
+    return _match(reference, candidate, what, order, tensor_map, _OUTPUTS)
+
+
+def _match(
+    reference: list[tuple[str, Shape]],
+    candidate: list[tuple[str, Shape]],
+    what: str,
+    order: Order,
+    tensor_map: dict[str, str] | None,
+    side: _Side,
+) -> dict[str, TensorMatch]:
     if len(reference) != len(candidate):
         raise DataError(
-            f"{what}: the reference has {len(reference)} outputs ({_names(reference)}), "
+            f"{what}: the reference has {len(reference)} {side.noun} ({_names(reference)}), "
             f"this file {len(candidate)} ({_names(candidate)})"
         )
     ref_shapes, cand_shapes = dict(reference), dict(candidate)
-    matches = _mapped(tensor_map or {}, ref_shapes, cand_shapes, what)
+    matches = _mapped(tensor_map or {}, ref_shapes, cand_shapes, what, side)
     rules: list[tuple[str, Callable[[list[str], list[str]], dict[str, str]]]] = [
         ("name", lambda refs, cands: {name: name for name in refs if name in cands}),
         ("normalised", lambda refs, cands: _unique_pairs(refs, cands, normalise_name)),
         ("index", lambda refs, cands: _by_index(refs, cands, [name for name, _ in reference], order)),
-        ("shape", lambda refs, cands: _unique_pairs(refs, cands, ref_shapes.get, cand_shapes.get)),
+        ("shape", lambda refs, cands: _unique_fits(refs, cands, ref_shapes, cand_shapes)),
     ]
     for rule, pair in rules:
         refs, cands = _left(reference, matches), _left(candidate, matches, taken=True)
@@ -108,29 +139,30 @@ def match_outputs(
     elif refs:
         described = ", ".join(f"{name} {list(cand_shapes[name])}" for name in cands)
         raise DataError(
-            f"{what}: cannot match reference outputs {', '.join(f'{n} {list(ref_shapes[n])}' for n in refs)} "
-            f"to {described} by name, index or a unique shape; say which is which with --map REF=CANDIDATE "
-            "(or tensor_map: {REF: CANDIDATE} in the recipe output)"
+            f"{what}: cannot match reference {side.noun} {', '.join(f'{n} {list(ref_shapes[n])}' for n in refs)} "
+            f"to {described} by name, index or a unique shape; say which is which with {side.flag} REF=CANDIDATE "
+            f"(or {side.field}: {{REF: CANDIDATE}} in the recipe output)"
         )
     return {name: matches[name] for name, _ in reference}
 
 
 def _mapped(
-    tensor_map: dict[str, str], ref_shapes: dict[str, Shape], cand_shapes: dict[str, Shape], what: str
+    tensor_map: dict[str, str], ref_shapes: dict[str, Shape], cand_shapes: dict[str, Shape], what: str, side: _Side
 ) -> dict[str, TensorMatch]:
     for ref, cand in tensor_map.items():
         if ref not in ref_shapes:
             raise DataError(
-                f"{what}: tensor_map names {ref!r}, which the reference lacks (its outputs: {', '.join(ref_shapes)})"
+                f"{what}: {side.field} names {ref!r}, which the reference lacks "
+                f"(its {side.noun}: {', '.join(ref_shapes)})"
             )
         if cand not in cand_shapes:
             raise DataError(
-                f"{what}: tensor_map maps {ref!r} to {cand!r}, which this file lacks "
-                f"(its outputs: {', '.join(cand_shapes)})"
+                f"{what}: {side.field} maps {ref!r} to {cand!r}, which this file lacks "
+                f"(its {side.noun}: {', '.join(cand_shapes)})"
             )
     doubled = [name for name, count in Counter(tensor_map.values()).items() if count > 1]
     if doubled:
-        raise DataError(f"{what}: tensor_map maps several reference outputs to {', '.join(doubled)}")
+        raise DataError(f"{what}: {side.field} maps several reference {side.noun} to {', '.join(doubled)}")
     return {ref: TensorMatch(cand, "map") for ref, cand in tensor_map.items()}
 
 
@@ -147,6 +179,20 @@ def _unique_pairs(
     ref_keys, cand_keys = Counter(map(key, refs)), Counter(map(cand_key, cands))
     by_key = {cand_key(name): name for name in cands}
     return {ref: by_key[key(ref)] for ref in refs if ref_keys[key(ref)] == 1 and cand_keys.get(key(ref)) == 1}
+
+
+def _unique_fits(
+    refs: list[str], cands: list[str], ref_shapes: dict[str, Shape], cand_shapes: dict[str, Shape]
+) -> dict[str, str]:
+    """Pairs where each side's shape fits the other's alone; a free dimension (None) fits any size, so an output's
+    concrete shapes pair only when equal, and a file's free input dimensions take whatever the data has."""
+    fits = {ref: [cand for cand in cands if _fits(ref_shapes[ref], cand_shapes[cand])] for ref in refs}
+    takers = Counter(cand for found in fits.values() for cand in found)
+    return {ref: found[0] for ref, found in fits.items() if len(found) == 1 and takers[found[0]] == 1}
+
+
+def _fits(one: Shape, other: Shape) -> bool:
+    return len(one) == len(other) and all(a is None or b is None or a == b for a, b in zip(one, other, strict=True))
 
 
 def _by_index(refs: list[str], cands: list[str], ordered: list[str], order: Order) -> dict[str, str]:

@@ -31,6 +31,8 @@ class ParityResult:
     nonfinite_where: list[dict[str, Any]] = field(default_factory=list)
     # Reference tensor → {"candidate": its counterpart's name, "rule": what paired them}: a swap shows here.
     matched: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Source input → the candidate's input it was fed as, and the rule: an input swap shows here.
+    matched_inputs: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -53,6 +55,7 @@ class ParityResult:
             "gates": [gate.to_dict() for gate in self.gates],
             "plots": self.plots,
             "matched": self.matched,
+            "matched_inputs": self.matched_inputs,
         }
 
 

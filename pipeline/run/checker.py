@@ -86,22 +86,25 @@ class OutputChecker:
         self.reference = reference_predictions(self)
 
     def predictions(
-        self, artifact: Artifact, label: str, threads: int | None = None, setting: Setting | None = None
+        self, artifact: Artifact, label: str, plan: OutputPlan | None = None, setting: Setting | None = None,
+        data: Dataset | None = None,
     ) -> Predictions:
+        """`artifact` run over `data` (default: the evaluation data), threaded and fed as `plan` (an output's) says."""
         values = setting.values if setting else {}
-        return predict_dataset(artifact, label, self.evaluation, self.batch_size, threads, **values)
+        threads, input_map = (plan.runtime.threads, plan.input_map) if plan else (None, None)
+        return predict_dataset(artifact, label, data or self.evaluation, self.batch_size, threads, input_map, **values)
 
     def check(self, plan: OutputPlan, chain: list[Artifact]) -> Check:
         """The gated parity against the source, and the comparisons that explain it."""
-        final, threads = chain[-1], plan.runtime.threads
+        final = chain[-1]
         runs = runs_of(plan, final)
-        candidate = self.predictions(final, plan.name, threads, runs.main)
+        candidate = self.predictions(final, plan.name, plan, runs.main)
         parity = self._compare(self.reference, candidate, plan)
         comparisons: list[Comparison] = []
         if runs.other is not None:
             # The same file run the other way: LiteRT's reference kernels (LiteRT has had bugs where XNNPACK
             # disagrees), or onnxruntime without graph optimizations (fused int8 kernels can saturate on some CPUs).
-            other = self.predictions(final, plan.name, threads, runs.other)
+            other = self.predictions(final, plan.name, plan, runs.other)
             gated = plan if runs.other_gated else None
             against = self._compare(self.reference, other, gated, other.label, plan.tensor_map)
             comparisons.append(
@@ -130,9 +133,9 @@ class OutputChecker:
             if self.selection is None:
                 raise EdgeportError("fallback: auto chooses on data.validation or data.calibration; add one")
             if self._selection_reference is None:
-                self._selection_reference = self._predict_on(self.selection, self.source.artifact, "source", None)
+                self._selection_reference = self.predictions(self.source.artifact, "source", data=self.selection)
             candidate = Artifact(kind=plan_kind(plan), path=path, key=path.stem)  # type: ignore[arg-type]
-            produced = self._predict_on(self.selection, candidate, plan.name, runs_of(plan, candidate).main)
+            produced = self.predictions(candidate, plan.name, plan, runs_of(plan, candidate).main, self.selection)
             result = compare(self._selection_reference, produced, self.selection, plan.tensor_map)
             gates = gate_result(result, plan.gates, plan.tensor_gates)
             result.gates = [gate for gate in gates if gate.value is not None]
@@ -140,17 +143,13 @@ class OutputChecker:
 
         return accept
 
-    def _predict_on(self, dataset: Dataset, artifact: Artifact, label: str, setting: Setting | None) -> Predictions:
-        values = setting.values if setting else {}
-        return predict_dataset(artifact, label, dataset, self.batch_size, None, **values)
-
     def latency(self, plan: OutputPlan, artifact: Artifact) -> dict[str, Any]:
         """Median/p90 in the output's runtime, beside the source model in Keras on the same batch."""
         spec = plan.benchmark
         assert spec is not None
         batch = next(self.evaluation.batches(spec.batch))
         with runtime_for(artifact, spec.threads, **runs_of(plan, artifact).main.values) as runtime:
-            measured = measure_latency(runtime, feed_for(runtime, batch), spec.runs, spec.warmup)
+            measured = measure_latency(runtime, feed_for(runtime, batch, plan.input_map), spec.runs, spec.warmup)
         size = len(next(iter(batch.values())))
         if size not in self.source_latency:
             with runtime_for(self.source.artifact) as source_runtime:
@@ -231,7 +230,9 @@ def target_reports(checker: OutputChecker, plan: OutputPlan, final: Artifact) ->
     """Each target the output names, analysed on its .tflite file; a target that breaks is reported incompatible."""
     if not plan.targets or final.kind != "tflite":
         return {}
-    context = TargetContext(final, checker.evaluation, checker.reference, checker.batch_size, plan.tensor_map)
+    context = TargetContext(
+        final, checker.evaluation, checker.reference, checker.batch_size, plan.tensor_map, plan.input_map
+    )
     reports = {}
     for name in plan.targets:
         clock = time.perf_counter()

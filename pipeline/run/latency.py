@@ -29,9 +29,11 @@ def measure_latency(runtime: Runtime, feed: dict[str, np.ndarray], runs: int, wa
     }
 
 
-def feed_for(runtime: Runtime, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def feed_for(
+    runtime: Runtime, batch: dict[str, np.ndarray], input_map: dict[str, str] | None = None
+) -> dict[str, np.ndarray]:
     """A batch keyed by the source's input names, re-keyed for this runtime."""
-    from pipeline.core.tensors import align_names
+    from pipeline.core.tensors import match_feed
 
-    mapping = align_names(list(batch), [spec.name for spec in runtime.inputs], f"{runtime.name} inputs")
-    return {mapping[name]: array for name, array in batch.items()}
+    matches = match_feed(batch, runtime.inputs, f"{runtime.name} inputs", input_map)
+    return {matches[name].candidate: array for name, array in batch.items()}

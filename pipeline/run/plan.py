@@ -33,6 +33,7 @@ class OutputPlan:
     benchmark: BenchmarkSpec | None = None
     reproducible_gate: bool = False  # gates: {reproducible: true}
     tensor_map: dict[str, str] = field(default_factory=dict)  # source output → this file's output, as given
+    input_map: dict[str, str] = field(default_factory=dict)  # source input → this file's input, as given
     targets: list[str] = field(default_factory=list)  # deployment targets (pipeline.targets), each a gate
     micro_arena_kib: float | None = None  # gates: {micro_arena_kib: N}
 
@@ -79,19 +80,27 @@ def plan_recipe(
             nodes.append(PlanNode(key=upstream, kind=kind, options=options, label=stage.describe(options)))
         plan = OutputPlan(name, nodes, gates, gates_from, tensor_gates, output.runtime, output.benchmark)
         plan.reproducible_gate = bool(output.gates.reproducible)
-        plan.tensor_map = dict(output.tensor_map)
+        plan.tensor_map, plan.input_map = dict(output.tensor_map), dict(output.input_map)
         plan.targets, plan.micro_arena_kib = list(output.targets), output.gates.micro_arena_kib
         plans.append(plan)
     return plans
 
 
-def check_tensor_gates(recipe: LoadedRecipe, plans: list[OutputPlan], output_names: list[str]) -> None:
-    """Per-tensor gates and tensor_map keys must name outputs the source model has; found once it is loaded."""
+def check_tensor_gates(
+    recipe: LoadedRecipe, plans: list[OutputPlan], output_names: list[str], input_names: list[str]
+) -> None:
+    """Per-tensor gates and tensor_map keys must name outputs the source model has, input_map keys its inputs;
+    found once it is loaded."""
     for plan in plans:
-        for field_name, named in (("gates", plan.tensor_gates), ("tensor_map", plan.tensor_map)):
-            unknown = sorted(set(named) - set(output_names))
+        named_fields = [
+            ("gates", plan.tensor_gates, "output", output_names),
+            ("tensor_map", plan.tensor_map, "output", output_names),
+            ("input_map", plan.input_map, "input", input_names),
+        ]
+        for field_name, named, noun, names in named_fields:
+            unknown = sorted(set(named) - set(names))
             if unknown:
                 raise RecipeError(
-                    f"{recipe.path}: outputs.{plan.name}.{field_name}: the source model has no output "
-                    f"{', '.join(map(repr, unknown))} (its outputs: {', '.join(output_names)})"
+                    f"{recipe.path}: outputs.{plan.name}.{field_name}: the source model has no {noun} "
+                    f"{', '.join(map(repr, unknown))} (its {noun}s: {', '.join(names)})"
                 )

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from pipeline.core.artifact import Artifact
-from pipeline.core.tensors import TensorSpec, align_names
+from pipeline.core.tensors import TensorMatch, TensorSpec, match_feed
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,7 @@ class Runtime(ABC):
     settings: ClassVar[dict[str, tuple[str, ...]]] = {}
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
+    inputs_matched: dict[str, TensorMatch] | None = None  # source input → this runtime's, once predict has run
 
     def __init__(self, artifact: Artifact, threads: int | None = None, **settings: str) -> None:
         unknown = set(settings) - set(self.settings)
@@ -64,13 +65,15 @@ class Runtime(ABC):
     def predict_batch(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run one batch keyed by this runtime's input names; return arrays keyed by its output names."""
 
-    def predict(self, batches: Iterable[dict[str, np.ndarray]]) -> Iterator[dict[str, np.ndarray]]:
-        """Run batches keyed by any compatible names (the source model's); yield float outputs."""
-        mapping: dict[str, str] | None = None
+    def predict(
+        self, batches: Iterable[dict[str, np.ndarray]], input_map: dict[str, str] | None = None
+    ) -> Iterator[dict[str, np.ndarray]]:
+        """Run batches keyed by the source model's input names, paired with this runtime's inputs by
+        `match_feed`'s rules (kept in `inputs_matched`); yield float outputs."""
         for batch in batches:
-            if mapping is None:
-                mapping = align_names(list(batch), [spec.name for spec in self.inputs], f"{self.name} inputs")
-            feed = {mapping[name]: array for name, array in batch.items()}
+            if self.inputs_matched is None:
+                self.inputs_matched = match_feed(batch, self.inputs, f"{self.name} inputs", input_map)
+            feed = {self.inputs_matched[name].candidate: array for name, array in batch.items()}
             yield self.predict_batch(feed)
 
     def label(self) -> str:

@@ -18,6 +18,7 @@ from pydantic import Field, model_validator
 
 from pipeline.artifacts import write_bytes_atomic
 from pipeline.core.artifact import Artifact
+from pipeline.core.tensors import TensorSpec, match_feed
 from pipeline.errors import StageError, first_line
 from pipeline.frameworks import captured_native_output, import_tensorflow, notable_log_lines
 from pipeline.sources.model import keras_call_inputs
@@ -295,16 +296,13 @@ class _CalibrationReader:
     """onnxruntime's CalibrationDataReader protocol over data.calibration, keyed by the ONNX input names."""
 
     def __init__(self, proto: Any, ctx: StageContext, histogram: bool) -> None:
-        from pipeline.core.tensors import align_names
-
         if ctx.calibration is None:
             raise StageError("quantize: static needs representative inputs; add data.calibration")
         # onnxruntime's histogram calibrators (entropy, percentile) stack every batch's outputs into one array,
         # so their batches must all have one size: one sample each.
         size = _fixed_batch(proto) or (1 if histogram else None)
         self.batches: Iterator[dict[str, Any]] = _split(ctx.calibration(), size)
-        self.onnx_names = [graph_input.name for graph_input in proto.graph.input]
-        self.align = align_names
+        self.onnx_inputs = [_input_spec(graph_input) for graph_input in proto.graph.input]
         self.mapping: dict[str, str] | None = None
 
     def get_next(self) -> dict[str, Any] | None:
@@ -312,7 +310,8 @@ class _CalibrationReader:
         if batch is None:
             return None
         if self.mapping is None:
-            self.mapping = self.align(list(batch), self.onnx_names, "ONNX calibration inputs")
+            matches = match_feed(batch, self.onnx_inputs, "ONNX calibration inputs")
+            self.mapping = {name: match.candidate for name, match in matches.items()}
         return {self.mapping[name]: array for name, array in batch.items()}
 
 
@@ -325,6 +324,15 @@ def _split(batches: Iterator[dict[str, Any]], size: int | None) -> Iterator[dict
         count = len(next(iter(batch.values())))
         for start in range(0, count - size + 1, size):
             yield {name: array[start : start + size] for name, array in batch.items()}
+
+
+def _input_spec(graph_input: Any) -> TensorSpec:
+    """An ONNX graph input as a TensorSpec (a symbolic or absent dimension is free)."""
+    from onnx.helper import tensor_dtype_to_np_dtype
+
+    tensor = graph_input.type.tensor_type
+    shape = tuple(d.dim_value if d.dim_value > 0 else None for d in tensor.shape.dim)
+    return TensorSpec(graph_input.name, shape, tensor_dtype_to_np_dtype(tensor.elem_type).name)
 
 
 def _fixed_batch(proto: Any) -> int | None:

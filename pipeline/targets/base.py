@@ -31,6 +31,7 @@ class TargetContext:
     reference: Predictions
     batch_size: int
     tensor_map: dict[str, str] = field(default_factory=dict)
+    input_map: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

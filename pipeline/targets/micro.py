@@ -120,7 +120,8 @@ class MicroTarget(Target):
             return TargetReport(self.name, False, unsupported, {**details, "arena_bytes": None})
         with runtime:
             names = [spec.name for spec in runtime.outputs]
-            outputs = OutputRecording.record(runtime.predict(context.evaluation.batches(context.batch_size)), names)
+            batches = context.evaluation.batches(context.batch_size)
+            outputs = OutputRecording.record(runtime.predict(batches, context.input_map), names)
             recorded = runtime.arena_bytes()
         predictions = Predictions("tflite-micro", runtime.name, outputs)
         parity = compare(context.reference, predictions, context.evaluation, context.tensor_map)

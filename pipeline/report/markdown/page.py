@@ -140,12 +140,14 @@ def _facts(output: dict[str, Any]) -> str:
             f"- parity against {parity.get('reference', '?')} on {number(parity.get('samples'))} "
             f"samples, {number(parity.get('nonfinite'))} non-finite values"
         )
-    matched = parity.get("matched") or {}
-    if any(name != entry.get("candidate") for name, entry in matched.items()):  # worth a line only when renamed
-        pairs = [
-            f"{code(name)} → {code(entry.get('candidate'))} ({entry.get('rule')})" for name, entry in matched.items()
-        ]
-        facts.append(f"- tensors matched: {', '.join(pairs)}")
+    for key, what in (("matched_inputs", "inputs fed"), ("matched", "tensors matched")):
+        matched = parity.get(key) or {}
+        if any(name != entry.get("candidate") for name, entry in matched.items()):  # worth a line only when renamed
+            pairs = [
+                f"{code(name)} → {code(entry.get('candidate'))} ({entry.get('rule')})"
+                for name, entry in matched.items()
+            ]
+            facts.append(f"- {what}: {', '.join(pairs)}")
     return "\n".join(facts)
 
 
