@@ -135,7 +135,7 @@ def _parser() -> argparse.ArgumentParser:
     inspect = commands.add_parser("inspect", help="describe a model: format, signatures, inputs and outputs")
     inspect.add_argument("model", type=Path)
     inspect.add_argument("--json", action="store_true", help="print JSON instead of text")
-    inspect.add_argument("--trust-model", action="store_true", help="allow models that run code when loaded")
+    _trust_options(inspect)
     inspect.set_defaults(command=_inspect)
 
     compare = commands.add_parser(
@@ -160,17 +160,15 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--samples", type=int, default=64, help="random samples when no --data (default 64)")
     compare.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
     compare.add_argument("--gate", action="append", default=[], metavar="METRIC=VALUE", help="e.g. max_abs=1e-4")
-    compare.add_argument(
-        "--map",
-        action="append",
-        default=[],
-        metavar="REF=CAND",
-        help="pair A's output REF with B's CAND where names, :N indices and shapes cannot (repeatable)",
-    )
+    for flag, pairs in (
+        ("--map", "pair A's output REF with B's CAND where names, :N indices and shapes cannot"),
+        ("--input-map", "feed A's input REF to B's input CAND where names and shapes cannot pair them"),
+    ):
+        compare.add_argument(flag, action="append", default=[], metavar="REF=CAND", help=f"{pairs} (repeatable)")
     compare.add_argument("--out", type=Path, help="also write report.json/md/html and junit.xml here")
     compare.add_argument("--signature", default="serving_default", help="SavedModel signature")
     compare.add_argument("--delegate", choices=["xnnpack", "none"], default="xnnpack", help="LiteRT delegate")
-    compare.add_argument("--trust-model", action="store_true", help="allow models that run code when loaded")
+    _trust_options(compare)
     compare.add_argument("--batch-size", type=int, default=64)
     compare.set_defaults(command=_compare)
 
@@ -237,10 +235,35 @@ def _run_options(args: argparse.Namespace, out_dir: Path, jobs: int = 1) -> RunO
     )
 
 
+def _trust_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--trust-model", action="store_true", help="allow models that run code when loaded")
+    command.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first (it registers the model's custom classes; from the current folder, then "
+        "sys.path); needs --trust-model (repeatable)",
+    )
+
+
+def _import_modules(args: argparse.Namespace) -> None:
+    """`--import` runs code, so it goes with --trust-model; modules resolve from the current folder first."""
+    if args.imports and not args.trust_model:
+        raise EdgeportError("--import runs the module's code: pass --trust-model too")
+    from pipeline.sources.imports import import_modules
+
+    import_modules(args.imports, Path.cwd(), "--import")
+
+
 def _compare(args: argparse.Namespace) -> int:
     from pipeline.commands.compare import compare_artifacts, parse_gates, parse_map
 
+    _import_modules(args)
+
     gates, tensor_map = parse_gates(args.gate), parse_map(args.map)
+    input_map = parse_map(args.input_map, "--input-map")
     data = _compare_data(args)
     from pipeline.report import write_reports
     from pipeline.report.console import summary
@@ -255,6 +278,7 @@ def _compare(args: argparse.Namespace) -> int:
         args.batch_size,
         args.delegate,
         tensor_map,
+        input_map,
     )
     print(summary(report))
     if args.out:
@@ -306,6 +330,7 @@ def _schema(args: argparse.Namespace) -> int:
 def _inspect(args: argparse.Namespace) -> int:
     from pipeline.commands.inspect import describe_model, format_description
 
+    _import_modules(args)
     description = describe_model(args.model, trusted=args.trust_model)
     print(json.dumps(description, indent=2) if args.json else format_description(description))
     return 0

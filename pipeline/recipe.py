@@ -11,7 +11,7 @@ import reprlib
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import yaml
@@ -19,6 +19,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StringConstraints,
     ValidationError,
     create_model,
     field_validator,
@@ -47,6 +48,7 @@ _EXCERPT.maxlevel = 2
 # must not import the targets, which load LiteRT).
 TargetName = Literal["gpu", "xnnpack", "micro"]
 BUILDER_PATTERN = r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$"
+MODULE_PATTERN = r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$"
 
 
 class _Strict(BaseModel):
@@ -78,6 +80,12 @@ class SourceSpec(_Strict):
     allow_partial: bool = Field(
         False, description="Accept weights that leave model variables unrestored or have values the model lacks."
     )
+    imports: list[Annotated[str, StringConstraints(pattern=MODULE_PATTERN)]] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Modules to import before loading (dotted names, found beside the recipe first, then on "
+        "sys.path): those that register the model's custom classes. Importing runs code: needs trusted.",
+    )
 
     @model_validator(mode="after")
     def _one_origin(self) -> SourceSpec:
@@ -90,6 +98,8 @@ class SourceSpec(_Strict):
             raise ValueError("builder_args and allow_partial go with builder, not path")
         if self.builder is not None and not self.trusted:
             raise ValueError("the builder is code; set source.trusted: true")
+        if self.imports and not self.trusted:
+            raise ValueError("imports run the modules' code; set source.trusted: true")
         return self
 
 
@@ -303,6 +313,11 @@ class OutputSpec(_Strict):
         default_factory=dict,
         description="{source output: this file's output}: pairs tensors that names, `:N` indices and unique shapes "
         "cannot (same-shaped outputs of a renamed file).",
+    )
+    input_map: dict[str, str] = Field(
+        default_factory=dict,
+        description="{source input: this file's input}: feeds inputs that names and unique shapes cannot pair "
+        "(same-shaped inputs of a renamed file); without it such inputs stop the run.",
     )
     targets: list[TargetName] = Field(
         default_factory=list,

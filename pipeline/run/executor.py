@@ -21,7 +21,7 @@ from pipeline.recipe import LoadedRecipe
 from pipeline.run.cache import Cache
 from pipeline.run.plan import OutputPlan, PlanNode
 from pipeline.run.worker import StageRequest, StageWorker, load_saved_keras, save_dataset
-from pipeline.sources import SourceHandle
+from pipeline.sources import SourceHandle, import_source_modules
 from pipeline.stages import STAGES, StageContext
 
 Log = Callable[[str], None]
@@ -117,6 +117,7 @@ class ChainExecutor:
         if hit is not None:
             self.log(f"{label}: cached (built in {hit.seconds:.1f} s)")
             if hit.artifact.kind == "keras":  # a trained model: later stages and comparisons need it loaded
+                import_source_modules(self.source.spec, self.source.base_dir)  # its custom classes, if any
                 hit.artifact = load_saved_keras(hit.artifact, self.source.trusted)
             warnings = list(hit.artifact.warnings)
             result = NodeResult(node.key, hit.artifact, 0.0, warnings=warnings, cache="hit", built_seconds=hit.seconds)

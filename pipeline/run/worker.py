@@ -47,7 +47,7 @@ from pipeline.data import Dataset
 from pipeline.errors import DataError, EdgeportError, ModelError, RecipeError, StageError, first_line
 from pipeline.frameworks import import_tensorflow
 from pipeline.recipe import SourceSpec
-from pipeline.sources import Source, describe_source, load_source_spec
+from pipeline.sources import Source, describe_source, import_source_modules, load_source_spec
 from pipeline.sources.keras import load_keras_model
 from pipeline.stages import STAGES, StageContext
 from pipeline.stages.finetune import import_tfmot
@@ -348,6 +348,8 @@ def _record(source: Source, request: SourceRequest) -> dict[str, Any]:
 
 def _run(request: StageRequest, sources: dict[str, Any], log: Any) -> Artifact:
     if request.upstream is not None:
+        # A model a stage made of the source has the source's custom classes: their modules first.
+        import_source_modules(SourceSpec.model_validate(request.source_spec), Path(request.base_dir))
         upstream = _saved_model(request.upstream, request.trusted, sources)
     else:
         upstream = _source(request.source_spec, request.base_dir, request.trusted, sources).artifact

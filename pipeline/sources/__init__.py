@@ -1,8 +1,9 @@
 """Source models: a `.keras` / `.h5` file, a SavedModel directory, or a builder plus saved weights.
 
 The package's public API. Modules: model (Source and tensor specs, a leaf), keras (the one Keras loader),
-trust (serialized code in Keras configs), files (model files), weights (weights files), builders (builder +
-weights), section (a recipe's source section), lazy (the run's SourceHandle), checks (recipe-time file checks).
+trust (serialized code in Keras configs), imports (the modules of custom classes), files (model files), weights
+(weights files), builders (builder + weights), section (a recipe's source section), lazy (the run's SourceHandle),
+checks (recipe-time file checks).
 Imports no framework until a model is loaded, and nothing of recipes, stages, runtimes, runs or reports.
 """
 
@@ -10,7 +11,7 @@ from pipeline.sources.checks import check_source_files
 from pipeline.sources.files import check_model_path, load_source
 from pipeline.sources.lazy import SourceHandle, describe_source
 from pipeline.sources.model import Source, keras_call_inputs, keras_tensor_specs, signature_tensor_specs
-from pipeline.sources.section import load_source_spec, source_key
+from pipeline.sources.section import import_source_modules, load_source_spec, source_key
 
 __all__ = [
     "Source",
@@ -18,6 +19,7 @@ __all__ = [
     "check_model_path",
     "check_source_files",
     "describe_source",
+    "import_source_modules",
     "keras_call_inputs",
     "keras_tensor_specs",
     "load_source",

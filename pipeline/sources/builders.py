@@ -22,6 +22,7 @@ from pipeline.artifacts import key_of, sha256_of
 from pipeline.core.artifact import Artifact
 from pipeline.errors import ModelError, first_line
 from pipeline.frameworks import captured_native_output, import_tensorflow
+from pipeline.sources.imports import import_failure, import_from
 from pipeline.sources.model import Source, keras_tensor_specs
 from pipeline.sources.weights import (
     WeightsFile,
@@ -168,17 +169,12 @@ def load_builder_source(
 
 
 def import_builder(pattern: str, base_dir: Path) -> Callable[..., Any]:
-    """`module.path:function`, imported with the recipe's directory first on sys.path."""
+    """`module.path:function`, imported with the recipe's directory first on sys.path (for the import alone)."""
     module_name, _, function_name = pattern.partition(":")
-    if str(base_dir) not in sys.path:
-        sys.path.insert(0, str(base_dir))
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            module = importlib.import_module(module_name)
+        module = import_from(module_name, base_dir)
     except Exception as error:  # anything the module runs at import time
-        reason = str(error) if isinstance(error, ImportError) else f"{type(error).__name__}: {first_line(error, 300)}"
-        raise ModelError(f"source.builder: cannot import {module_name} ({reason})") from None
+        raise ModelError(f"source.builder: cannot import {module_name} ({import_failure(error)})") from None
     function = getattr(module, function_name, None)
     if not callable(function):
         raise ModelError(f"source.builder: {module_name} has no function {function_name!r}")

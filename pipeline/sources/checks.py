@@ -18,6 +18,8 @@ from pipeline.sources.weights import locate_weights
 
 def check_source_files(source: SourceSection, base_dir: Path, recipe_path: Path) -> None:
     """Raise a RecipeError for a source whose files are missing or of the wrong kind."""
+    for module in source.imports:
+        _check_module(module, "source.imports", base_dir, recipe_path)
     if source.builder is not None:
         assert source.weights is not None, "validated specs give weights with builder"
         _check_builder(source.builder, (base_dir / source.weights).resolve(), base_dir, recipe_path)
@@ -28,17 +30,21 @@ def check_source_files(source: SourceSection, base_dir: Path, recipe_path: Path)
 
 def _check_builder(builder: str, weights: Path, base_dir: Path, recipe_path: Path) -> None:
     """The weights exist and the builder's module file can be found: nothing is imported."""
-    module = builder.partition(":")[0]
-    if find_builder_module(module, base_dir) is None:
-        relative = module.replace(".", "/")
-        raise RecipeError(
-            f"{recipe_path}: source.builder: cannot find module {module} ({relative}.py or {relative}/__init__.py "
-            f"under {base_dir} or on sys.path)"
-        )
+    _check_module(builder.partition(":")[0], "source.builder", base_dir, recipe_path)
     try:
         locate_weights(weights)
     except ModelError as error:
         raise RecipeError(f"{recipe_path}: source.weights: {error}") from None
+
+
+def _check_module(module: str, field: str, base_dir: Path, recipe_path: Path) -> None:
+    """The module's file can be found beside the recipe or on sys.path; nothing is imported."""
+    if find_builder_module(module, base_dir) is None:
+        relative = module.replace(".", "/")
+        raise RecipeError(
+            f"{recipe_path}: {field}: cannot find module {module} ({relative}.py or {relative}/__init__.py "
+            f"under {base_dir} or on sys.path)"
+        )
 
 
 def _check_model_path(source: Path, recipe_path: Path) -> None:

@@ -36,7 +36,11 @@ def check_model_path(path: Path) -> None:
         raise ModelError(f"{path} is {problem}; expected a .keras or .h5 file or a SavedModel directory")
 
 
-def load_source(path: Path, signature: str = "serving_default", trusted: bool = False) -> Source:
+def load_source(
+    path: Path, signature: str = "serving_default", trusted: bool = False, base_dir: Path | None = None
+) -> Source:
+    """A model file or SavedModel directory; a trusted Keras file's custom-class modules are looked up in
+    `base_dir` (the recipe's folder) first."""
     check_model_path(path)
     if path.is_dir():
         return _load_savedmodel(path, signature)
@@ -44,7 +48,7 @@ def load_source(path: Path, signature: str = "serving_default", trusted: bool = 
         raise ModelError(f"{path}: the file is empty; expected a .keras or .h5 model")
     suffix = path.suffix.lower()
     if suffix in KERAS_SUFFIXES:
-        model, flavour = load_keras_file(path, trusted)
+        model, flavour = load_keras_file(path, trusted, base_dir)
         return _keras_source(path, "keras" if suffix == ".keras" else "h5", model, flavour)
     raise ModelError(f"{path}: unknown model format; expected a .keras or .h5 file or a SavedModel directory")
 

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from pipeline.artifacts import key_of, sha256_of
-from pipeline.sources.builders import builder_key, load_builder_source
+from pipeline.sources.builders import builder_files, builder_key, load_builder_source
 from pipeline.sources.files import check_model_path, load_source
+from pipeline.sources.imports import import_modules
 from pipeline.sources.model import Source
 
 
@@ -30,26 +31,39 @@ class SourceSection(Protocol):
     def weights(self) -> str | None: ...
     @property
     def allow_partial(self) -> bool: ...
+    @property
+    def imports(self) -> list[str]: ...
 
 
 def load_source_spec(spec: SourceSection, base_dir: Path, trusted: bool) -> Source:
-    """A recipe's source: a model file or directory, or a builder plus weights (paths relative to `base_dir`)."""
+    """A recipe's source: a model file or directory, or a builder plus weights (paths relative to `base_dir`),
+    after the modules `imports` names (validated: only with trust)."""
+    import_source_modules(spec, base_dir)
     if spec.builder is None:
         assert spec.path is not None, "validated specs give path or builder"
-        return load_source((base_dir / spec.path).resolve(), spec.signature, trusted)
+        return load_source((base_dir / spec.path).resolve(), spec.signature, trusted, base_dir)
     assert spec.weights is not None, "validated specs give weights with builder"
     weights = (base_dir / spec.weights).resolve()
     return load_builder_source(spec.builder, spec.builder_args, weights, base_dir, spec.allow_partial, trusted)
 
 
+def import_source_modules(spec: SourceSection, base_dir: Path) -> None:
+    """The modules `source.imports` names (custom classes register on import), beside the recipe first. Every
+    process that loads the source or a model a stage made of it calls this first: the conversion worker too."""
+    import_modules(spec.imports, base_dir, "source.imports")
+
+
 def source_key(spec: SourceSection, base_dir: Path, trusted: bool) -> str:
-    """A content key of what `load_source_spec` would load, computed without TensorFlow or the builder."""
+    """A content key of what `load_source_spec` would load, computed without TensorFlow or the builder: an edit
+    to a module `imports` names (found beside the recipe) changes the classes, so the key."""
+    imported = {module: [sha256_of(path) for path in builder_files(module, base_dir)] for module in spec.imports}
+    extra = [imported] if imported else []  # the keys of sources without imports stay as they were
     if spec.builder is None:
         assert spec.path is not None, "validated specs give path or builder"
         path = (base_dir / spec.path).resolve()
         check_model_path(path)  # before hashing: a FIFO would block it
-        return key_of("source", sha256_of(path), spec.signature, trusted)
+        return key_of("source", sha256_of(path), spec.signature, trusted, *extra)
     assert spec.weights is not None, "validated specs give weights with builder"
     weights = (base_dir / spec.weights).resolve()
     built = builder_key(spec.builder, spec.builder_args, weights, base_dir)
-    return key_of("source", built, spec.allow_partial, trusted)
+    return key_of("source", built, spec.allow_partial, trusted, *extra)

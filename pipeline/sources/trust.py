@@ -4,7 +4,8 @@ deserializes anything, since deserializing is what runs the code.
 Carriers seen: Lambda layers (both Keras), Keras 3 `__lambda__` functions, and tf_keras `func_dump` triples
 (`residual_fn` of a ResidualWrapper, `dropout_state_filter_visitor` of a DropoutWrapper, a Lambda's `function`),
 each marked by a sibling `<key>_type: "lambda"`, and any string that is base64 of a marshalled code object.
-A leaf: the standard library and h5py only; knows nothing of recipes or runs.
+Untrusted, custom classes are refused too (pipeline.sources.imports): loading them imports modules the file names.
+A leaf: the standard library, h5py and that module; knows nothing of recipes or runs.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ModelError
+from pipeline.sources.imports import IMPORTS_HINT, custom_classes
 
 TRUST_HINT = "set `source.trusted: true` in the recipe or pass --trust-model if you trust this file"
 # A transformer's config.json is well under 1 MiB; a bigger one is a bomb, not a model.
@@ -26,17 +28,27 @@ _CODE_OBJECT_TAGS = (0x63, 0xE3)  # marshal's TYPE_CODE, without and with its FL
 _SHOWN = 5
 
 
-def check_model_config(path: Path, trusted: bool) -> None:
-    """Read `path`'s config within bounds (trusted or not); untrusted, raise a ModelError naming each place that
-    carries Python code."""
+def check_model_config(path: Path, trusted: bool) -> list[Any]:
+    """Read `path`'s config within bounds (trusted or not) and return its documents; untrusted, raise a ModelError
+    naming each place that carries Python code, else each custom class and the module it would import."""
     documents = read_model_config(path)
-    carriers = [] if trusted else [carrier for document in documents for carrier in code_carriers(document)]
+    if trusted:
+        return documents
+    carriers = [carrier for document in documents for carrier in code_carriers(document)]
     if carriers:
         more = f" and {len(carriers) - _SHOWN} more" if len(carriers) > _SHOWN else ""
         raise ModelError(
             f"{path}: refused: the model runs arbitrary Python code when loaded "
             f"({'; '.join(carriers[:_SHOWN])}{more}); {TRUST_HINT}"
         )
+    classes = custom_classes(documents)
+    if classes:
+        more = f" and {len(classes) - _SHOWN} more" if len(classes) > _SHOWN else ""
+        raise ModelError(
+            f"{path}: refused: the model needs custom classes, and loading them imports their modules, which runs "
+            f"code: {', '.join(custom.describe() for custom in classes[:_SHOWN])}{more}; {IMPORTS_HINT}"
+        )
+    return documents
 
 
 def read_model_config(path: Path) -> list[Any]:
