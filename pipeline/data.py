@@ -56,6 +56,10 @@ class Dataset:
         for start in range(0, self.samples, size):
             yield {name: array[start : start + size] for name, array in self.inputs.items()}
 
+    def sample_shapes(self) -> dict[str, list[int]]:
+        """Each input's shape without the sample axis: the sizes a fixed-shape conversion gives free dimensions."""
+        return {name: [int(d) for d in array.shape[1:]] for name, array in self.inputs.items()}
+
     def digest(self) -> str:
         """Content hash of the arrays (and labels): part of the cache key of whatever they feed."""
         digest = hashlib.sha256()

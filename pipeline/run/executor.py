@@ -143,6 +143,7 @@ class ChainExecutor:
             calibration=_batches_of(self.datasets.get("calibration"), self.settings.batch_size),
             fine_tune=self.datasets.get("fine_tune"),
             accept=accept,
+            sample_shapes=self.datasets["evaluation"].sample_shapes(),
         )
         self.log(f"{label} ...")
         clock = time.perf_counter()
@@ -192,6 +193,7 @@ def _worker_request(executor: ChainExecutor, node: PlanNode, upstream: Artifact 
         data_files=executor.data_files or {},
         batch_size=executor.settings.batch_size,
         upstream=None if upstream is None else saved_fields(upstream),
+        sample_shapes=executor.datasets["evaluation"].sample_shapes(),
     )
 
 

@@ -13,13 +13,14 @@ from pipeline.runtimes.base import Runtime
 
 
 def measure_latency(runtime: Runtime, feed: dict[str, np.ndarray], runs: int, warmup: int) -> dict[str, float]:
-    """Milliseconds per `predict_batch` call on `feed` (already keyed by the runtime's input names)."""
+    """Milliseconds per call on `feed` (already keyed by the runtime's input names; a fixed-batch file in its
+    chunks)."""
     for _ in range(warmup):
-        runtime.predict_batch(feed)
+        runtime.predict_fixed(feed)
     timings = []
     for _ in range(runs):
         start = time.perf_counter()
-        runtime.predict_batch(feed)
+        runtime.predict_fixed(feed)
         timings.append((time.perf_counter() - start) * 1000.0)
     values = np.array(timings)
     return {

@@ -43,6 +43,7 @@ def plan_recipe(
     source_key: str,
     only: list[str] | None = None,
     data_digests: dict[str, str] | None = None,
+    sample_shapes: dict[str, list[int]] | None = None,
 ) -> list[OutputPlan]:
     """Per output, its chain of nodes. A node's key covers everything its artifact depends on: the
     upstream key, the stage and its options, the data it reads, and the versions of the tool chain."""
@@ -73,6 +74,8 @@ def plan_recipe(
             data: dict[str, object] = {
                 section: digests.get(section.split(".")[0]) for section in stage.required_data(options)
             }
+            if stage.shape_bound and sample_shapes:
+                data["sample_shapes"] = sample_shapes
             if stage.needs_verdicts(options):
                 # The artifact depends on the verdict: gates and evaluation data are part of its key.
                 data["verdict"] = {"gates": gates, "tensors": tensor_gates, "evaluation": digests.get("evaluation")}

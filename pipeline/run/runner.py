@@ -126,7 +126,7 @@ def _run_outputs(
     log(f"  cpu       {describe_cpu(cpu_info())}")
     datasets = _load_data(recipe, source.inputs, source.outputs)
     digests = {section: dataset.digest() for section, dataset in datasets.items()}
-    plans = plan_recipe(recipe, source.key, options.only, digests)
+    plans = plan_recipe(recipe, source.key, options.only, digests, datasets["evaluation"].sample_shapes())
     check_tensor_gates(recipe, plans, [spec.name for spec in source.outputs], [spec.name for spec in source.inputs])
     calibrated = [
         plan.name for plan in plans if any("calibration" in STAGES[n.kind].required_data(n.options) for n in plan.nodes)

@@ -31,7 +31,7 @@ import tempfile
 import threading
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -75,6 +75,7 @@ class StageRequest:
     data_files: dict[str, str]  # section → .npz with inputs (by name) and optional __labels__
     batch_size: int
     upstream: dict[str, Any] | None = None  # a Keras model file an earlier stage wrote; None: the source
+    sample_shapes: dict[str, list[int]] = field(default_factory=dict)  # the evaluation data's, per input
 
 
 @dataclass
@@ -366,6 +367,7 @@ def _run(request: StageRequest, sources: dict[str, Any], log: Any) -> Artifact:
         log=log,
         fine_tune=datasets.get("fine_tune"),
         calibration=(lambda: calibration.batches(request.batch_size)) if calibration is not None else None,
+        sample_shapes=request.sample_shapes,
     )
     return stage().run(upstream, stage.Options.model_validate(request.options), context)
 

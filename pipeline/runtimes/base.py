@@ -74,7 +74,28 @@ class Runtime(ABC):
             if self.inputs_matched is None:
                 self.inputs_matched = match_feed(batch, self.inputs, f"{self.name} inputs", input_map)
             feed = {self.inputs_matched[name].candidate: array for name, array in batch.items()}
-            yield self.predict_batch(feed)
+            yield self.predict_fixed(feed)
+
+    @property
+    def fixed_batch(self) -> int | None:
+        """The batch size a file was converted for (a fixed-shape rescue, an export at batch 1), if it has one."""
+        first = self.inputs[0].shape if self.inputs else ()
+        return first[0] if first and first[0] else None
+
+    def predict_fixed(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """`predict_batch`, in chunks of the file's fixed batch when it has one (the last chunk padded with zeros,
+        its padding cut from the outputs)."""
+        size, count = self.fixed_batch, len(next(iter(feed.values())))
+        if not size or size == count:
+            return self.predict_batch(feed)
+        chunks = []
+        for start in range(0, count, size):
+            part = {name: array[start : start + size] for name, array in feed.items()}
+            missing = size - len(next(iter(part.values())))
+            if missing:
+                part = {name: _pad(array, missing) for name, array in part.items()}
+            chunks.append({name: value[: size - missing] for name, value in self.predict_batch(part).items()})
+        return {name: np.concatenate([chunk[name] for chunk in chunks]) for name in chunks[0]}
 
     def label(self) -> str:
         """`litert, xnnpack delegate`: the runtime and any setting that differs from what a reader assumes."""
@@ -96,3 +117,8 @@ class Runtime(ABC):
             "inputs": [s.describe() for s in self.inputs],
             "outputs": [s.describe() for s in self.outputs],
         }
+
+
+def _pad(array: np.ndarray, missing: int) -> np.ndarray:
+    """`missing` rows of zeros after the array's own."""
+    return np.concatenate([array, np.zeros((missing, *array.shape[1:]), array.dtype)])

@@ -50,7 +50,6 @@ class OnnxRuntime(Runtime):
         )
         self.inputs = [_spec(node) for node in self.session.get_inputs()]
         self.outputs = [_spec(node) for node in self.session.get_outputs()]
-        self.fixed_batch = self.inputs[0].shape[0] if self.inputs and self.inputs[0].shape else None
 
     @classmethod
     def runs_for(cls, requested: dict[str, str], artifact: Artifact) -> Runs:
@@ -73,29 +72,11 @@ class OnnxRuntime(Runtime):
         self.session = None  # type: ignore[assignment]
 
     def predict_batch(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        typed = {spec.name: np.ascontiguousarray(feed[spec.name], dtype=spec.dtype) for spec in self.inputs}
-        count = len(next(iter(typed.values())))
-        if not self.fixed_batch or self.fixed_batch == count:
-            return self._run(typed)
-        # A file exported with a fixed batch runs in chunks of that size; the last chunk is padded.
-        size = self.fixed_batch
-        chunks = []
-        for start in range(0, count, size):
-            part = {name: array[start : start + size] for name, array in typed.items()}
-            missing = size - len(next(iter(part.values())))
-            if missing:
-                part = {name: _pad(array, missing) for name, array in part.items()}
-            chunks.append({name: value[: size - missing] for name, value in self._run(part).items()})
-        return {name: np.concatenate([chunk[name] for chunk in chunks]) for name in chunks[0]}
+        return self._run({spec.name: np.ascontiguousarray(feed[spec.name], dtype=spec.dtype) for spec in self.inputs})
 
     def _run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         values = self.session.run([spec.name for spec in self.outputs], feed)
         return {spec.name: value for spec, value in zip(self.outputs, values, strict=True)}
-
-
-def _pad(array: np.ndarray, missing: int) -> np.ndarray:
-    """`missing` rows of zeros after the array's own."""
-    return np.concatenate([array, np.zeros((missing, *array.shape[1:]), array.dtype)])
 
 
 def _spec(node: object) -> TensorSpec:

@@ -37,6 +37,9 @@ class StageContext:
     # Set by the runner for an output's last stage: runs a candidate file through parity and says whether
     # the output's gates pass. Lets a stage search (e.g. int8 fallback) without knowing gates or runtimes.
     accept: Callable[[Path], bool] | None = None
+    # Per model input, the evaluation data's shape without the sample axis: what a fixed-shape rescue gives the
+    # dimensions a model leaves free (sequence lengths). In the node's key for stages that are `shape_bound`.
+    sample_shapes: dict[str, list[int]] = field(default_factory=dict)
 
 
 class Stage(ABC):
@@ -52,6 +55,8 @@ class Stage(ABC):
     cacheable: ClassVar[bool] = False
     # Can run in the conversion worker process, from the source or from a model file an earlier stage saved.
     isolatable: ClassVar[bool] = False
+    # May fix free input dimensions at the evaluation data's sizes (a rescue): those sizes are part of its key.
+    shape_bound: ClassVar[bool] = False
 
     @classmethod
     def required_data(cls, options: StageOptions) -> list[str]:
