@@ -227,6 +227,23 @@ def _line(row: list[str], columns: list[str], widths: list[int]) -> str:
     return "  ".join(cells).rstrip()
 
 
+def rescue_lines(output: dict[str, Any]) -> list[str]:
+    """`fixed_shapes: converted at fixed input shapes x [1, 20, 8] (after: Lowering tensor list ops is failed…)`:
+    each retry that got the output past a converter's failure, what it did and what it got past."""
+    return [
+        f"{rescue.get('name')}: {rescue.get('action')} (after: {_first_sentence(rescue.get('raw_error'))})"
+        for rescue in output.get("rescues") or []
+    ]
+
+
+def _first_sentence(text: Any, limit: int = 160) -> str:
+    """A converter's message up to its first full stop: the advice after it is for the converter's user."""
+    line = first_line(text)
+    sentence = line.split(". ", 1)[0].rstrip(".")
+    return sentence if len(sentence) <= limit else sentence[: limit - 1] + "…"
+
+
+
 def _checks(outputs: Sequence[dict[str, Any]]) -> list[str]:
     """One line a check: a tick or a cross, the output, the metric, its value against the threshold."""
     checks = [check for output in outputs for check in _checks_of(output)]
@@ -247,6 +264,7 @@ def _checks_of(output: dict[str, Any]) -> list[tuple[str, str, str]]:
         checks.append((mark, name, f"{gate_name(gate)} {relation(gate)}{note}"))
     if not checks:
         checks.append(("-", name, "no gates"))
+    checks.extend(("↻", name, f"rescue {line}") for line in rescue_lines(output))
     for finding in output.get("findings") or []:  # beyond the gates: a warning a reader must not miss
         kind = str(finding.get("kind", "finding")).replace("_", " ")
         checks.append(("!", name, f"{kind}: {first_line(finding.get('message'))} Fix: {finding.get('fix')}."))

@@ -89,7 +89,14 @@ def baseline_rows(output: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-_SHOWN_ELSEWHERE = {"layer_errors", "fallback_steps", "float_layers", "latency_ms_batch1", "size_bytes_int8"}
+_SHOWN_ELSEWHERE = {
+    "layer_errors",
+    "fallback_steps",
+    "float_layers",
+    "latency_ms_batch1",
+    "size_bytes_int8",
+    "rescues",
+}
 
 
 def details_text(details: dict[str, Any]) -> str:

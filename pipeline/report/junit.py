@@ -11,7 +11,16 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.report.console import as_float, gate_name, gates_of, nonfinite_of, nonfinite_text, number, verdict
+from pipeline.report.console import (
+    as_float,
+    gate_name,
+    gates_of,
+    nonfinite_of,
+    nonfinite_text,
+    number,
+    rescue_lines,
+    verdict,
+)
 
 
 @dataclass
@@ -84,6 +93,11 @@ def _properties(report: dict[str, Any]) -> ET.Element:
         "source.sha256": source.get("sha256"),
         **{f"package.{k}": v for k, v in ((report.get("environment") or {}).get("packages") or {}).items()},
         **_cpu_properties((report.get("environment") or {}).get("cpu") or {}),
+        **{
+            f"rescue.{output.get('name')}.{index}": line
+            for output in report.get("outputs") or []
+            for index, line in enumerate(rescue_lines(output))
+        },
     }
     properties = ET.Element("properties")
     for name, value in pairs.items():

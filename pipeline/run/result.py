@@ -48,6 +48,7 @@ class OutputResult:
             "comparisons": [comparison.to_dict() for comparison in self.check.comparisons] if self.check else [],
             "findings": self.check.findings if self.check else [],
             "warnings": self.warnings,
+            "rescues": [rescue for stage in self.stages for rescue in (stage.get("details") or {}).get("rescues", [])],
             "error": self.error,
         }
         if self.check is not None and self.check.targets:

@@ -21,7 +21,7 @@ from pipeline.core.artifact import Artifact
 from pipeline.core.tensors import TensorSpec, match_feed
 from pipeline.errors import StageError, first_line
 from pipeline.frameworks import captured_native_output, import_tensorflow, notable_log_lines
-from pipeline.sources.model import keras_call_inputs
+from pipeline.sources.model import keras_call_inputs, keras_tensor_specs
 from pipeline.stages.base import ConversionStage, StageContext, StageOptions
 
 
@@ -40,6 +40,11 @@ class OnnxOptions(StageOptions):
     weight_type: Literal["int8", "uint8"] = Field("int8", description="weight integer type (static and dynamic)")
     calibration_method: Literal["minmax", "entropy", "percentile"] = Field(
         "minmax", description="static only: how activation ranges are chosen from data.calibration"
+    )
+    rescue: bool = Field(
+        True,
+        description="when onnx.checker rejects tf2onnx's Erfc nodes (exact GELU; ONNX has no Erfc), rewrite each as "
+        "1 - Erf and check again; recorded in the output's rescues. false keeps the checker's error.",
     )
 
     @model_validator(mode="after")
@@ -101,7 +106,7 @@ class OnnxStage(ConversionStage):
             except Exception as error:  # tf2onnx raises many types; all mean "no artifact"
                 raise StageError(f"tf2onnx export failed: {first_line(error)}") from error
         canonical_names(proto)
-        _check(onnx, proto, "the exported model")
+        rescues = _checked_or_rescued(onnx, proto, options.rescue)
         warnings = [*logged, *notable_log_lines(native)]
         path = ctx.work_dir / "model.onnx"
         if options.quantize == "none":
@@ -118,7 +123,46 @@ class OnnxStage(ConversionStage):
             "nodes": len(proto.graph.node),
             "ops": dict(ops.most_common()),
         }
+        if rescues:
+            details["rescues"] = rescues
         return Artifact(kind="onnx", path=path, key=ctx.key, warnings=warnings, details=details)
+
+
+def _checked_or_rescued(onnx: Any, proto: Any, rescue: bool) -> list[dict[str, str]]:
+    """onnx.checker on the export; where it fails on Erfc only, the nodes rewritten as 1 - Erf and checked again.
+    The rescues taken, as the report lists them."""
+    try:
+        _check(onnx, proto, "the exported model")
+        return []
+    except StageError as error:
+        if not (rescue and "Erfc" in str(error)):
+            raise
+        count = erfc_as_erf(onnx, proto)
+        _check(onnx, proto, f"the exported model with {count} Erfc nodes as 1 - Erf")
+        action = f"rewrote {count} Erfc nodes as 1 - Erf (erfc(x) = 1 - erf(x); Erf is an ONNX op since opset 9)"
+        return [{"name": "erfc_as_erf", "raw_error": str(error), "action": action}]
+
+
+def erfc_as_erf(onnx: Any, proto: Any) -> int:
+    """Rewrite every Erfc node (what tf2onnx emits for exact GELU, and ONNX lacks) as Sub(1, Erf(x)), in place and
+    in order; the count rewritten. Names follow the node's own, so equal graphs keep giving equal bytes."""
+    graph, helper = proto.graph, onnx.helper
+    nodes, count, one = [], 0, "erfc_as_erf__one"
+    for original in graph.node:
+        node = onnx.NodeProto()
+        node.CopyFrom(original)  # the graph's own list is cleared below
+        if node.op_type != "Erfc":
+            nodes.append(node)
+            continue
+        erf = f"{node.name or node.output[0]}__erf"
+        nodes.append(helper.make_node("Erf", [node.input[0]], [erf], name=erf))
+        nodes.append(helper.make_node("Sub", [one, erf], [node.output[0]], name=f"{erf}__one_minus"))
+        count += 1
+    if count:
+        graph.initializer.append(helper.make_tensor(one, onnx.TensorProto.FLOAT, [], [1.0]))
+        del graph.node[:]
+        graph.node.extend(nodes)
+    return count
 
 
 def canonical_names(proto: Any) -> None:
@@ -220,7 +264,31 @@ def _export(tf: Any, upstream: Artifact, options: OnnxOptions) -> Any:
     # tf2onnx calls model(*signature): one argument in the model's own structure (a dict for keras-hub models).
     signature = [keras_call_inputs(model, specs)]
     proto, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=options.opset)
+    _name_outputs_as_the_model(proto, model)
     return proto
+
+
+def _name_outputs_as_the_model(proto: Any, model: Any) -> None:
+    """tf2onnx names a graph output after the Keras tensor (its layer: `encoder_layer_norm`); a model returning a
+    dict names it by its key (`encoder_sequence_output`), as the reference does. Renamed by name, never by order;
+    a name the graph already uses elsewhere is left alone."""
+    _, specs = keras_tensor_specs(model, Path(getattr(model, "name", "model")))
+    layer_names = list(getattr(model, "output_names", None) or [])
+    if len(layer_names) != len(specs):
+        return
+    graph = proto.graph
+    used = {name for node in graph.node for name in node.output} | {value.name for value in graph.input}
+    outputs = {value.name for value in graph.output}
+    renames = {
+        old: spec.name
+        for old, spec in zip(layer_names, specs, strict=True)
+        if old != spec.name and old in outputs and spec.name not in used
+    }
+    for value in graph.output:
+        value.name = renames.get(value.name, value.name)
+    for node in graph.node:
+        node.output[:] = [renames.get(name, name) for name in node.output]
+        node.input[:] = [renames.get(name, name) for name in node.input]
 
 
 def _graph_input_shape(graph: Any, tensor_name: str) -> list[int]:

@@ -20,6 +20,7 @@ from pipeline.report.console import (
     nonfinite_text,
     number,
     relation,
+    rescue_lines,
 )
 from pipeline.report.findings import (
     BASELINE_COLUMNS,
@@ -53,6 +54,7 @@ def section(index: int, output: dict[str, Any]) -> str:
         _fallback(output),
         _comparisons(output),
         _stages(output),
+        _rescues(output),
         _warnings(output),
         _error(output),
     ]
@@ -125,6 +127,11 @@ def _metrics(output: dict[str, Any]) -> str:
 def _stages(output: dict[str, Any]) -> str:
     rows = [[td(value, "num" if index == 1 else "") for index, value in enumerate(row)] for row in stage_rows(output)]
     return "<h3>Stages</h3>\n" + table(STAGE_COLUMNS, rows) if rows else ""
+
+
+def _rescues(output: dict[str, Any]) -> str:
+    items = "".join(f"<li>{e(line)}</li>" for line in rescue_lines(output))
+    return f"<h3>Rescues</h3>\n<ul>{items}</ul>" if items else ""
 
 
 def _warnings(output: dict[str, Any]) -> str:

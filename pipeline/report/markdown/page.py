@@ -26,6 +26,7 @@ from pipeline.report.console import (
     nonfinite_text,
     number,
     relation,
+    rescue_lines,
 )
 from pipeline.report.findings import STAGE_COLUMNS, baseline_line, sections, stage_rows
 from pipeline.report.markdown.markup import cell, code, longest_backtick_run, table
@@ -122,6 +123,7 @@ def _output_section(output: dict[str, Any]) -> str:
         _findings(output),
         _comparisons(output),
         _stages(output),
+        _rescues(output),
         _warnings(output),
         _error(output),
     ]
@@ -172,6 +174,11 @@ def _comparisons(output: dict[str, Any]) -> str:
 def _stages(output: dict[str, Any]) -> str:
     rows = stage_rows(output)
     return "### Stages\n\n" + table(STAGE_COLUMNS, rows) if rows else ""
+
+
+def _rescues(output: dict[str, Any]) -> str:
+    lines = rescue_lines(output)
+    return "### Rescues\n\n" + "\n".join(f"- {cell(line)}" for line in lines) if lines else ""
 
 
 def _warnings(output: dict[str, Any]) -> str:
