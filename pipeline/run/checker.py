@@ -6,15 +6,19 @@ Knows runtimes (through evaluate), parity and the deployment targets; nothing of
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from pipeline.artifacts import key_of
 from pipeline.core.artifact import Artifact
 from pipeline.core.cpu import cpu_info
+from pipeline.core.tensors import match_feed
 from pipeline.core.toolchain import package_versions
 from pipeline.data import Dataset
 from pipeline.errors import EdgeportError, first_line
@@ -27,6 +31,7 @@ from pipeline.run.plan import OutputPlan
 from pipeline.runtimes import RUNTIMES, Runs, Setting, runtime_for
 from pipeline.sources import SourceHandle
 from pipeline.stages import STAGES
+from pipeline.stages.onnx_optimizers import file_inputs, optimizer_finding
 from pipeline.targets import TARGETS, TargetContext, TargetReport
 
 Log = Callable[[str], None]
@@ -100,7 +105,7 @@ class OutputChecker:
         runs = runs_of(plan, final)
         candidate = self.predictions(final, plan.name, plan, runs.main)
         parity = self._compare(self.reference, candidate, plan)
-        comparisons: list[Comparison] = []
+        runs, comparisons = with_diagnostic_run(runs, final, parity), []
         if runs.other is not None:
             # The same file run the other way: LiteRT's reference kernels (LiteRT has had bugs where XNNPACK
             # disagrees), or onnxruntime without graph optimizations (fused int8 kernels can saturate on some CPUs).
@@ -122,7 +127,7 @@ class OutputChecker:
             comparisons.append(Comparison(compared, "before_final_stage", roles))
         targets = target_reports(self, plan, final)
         parity.gates += target_gates(plan, targets)
-        return Check(parity, comparisons, _findings(final, comparisons), targets)
+        return Check(parity, comparisons, _findings(self, plan, final, comparisons), targets)
 
     def acceptor(self, plan: OutputPlan) -> Callable[[Path], bool]:
         """For a stage that needs verdicts (`fallback: auto`): does a candidate file pass this output's gates on
@@ -268,10 +273,36 @@ def plan_kind(plan: OutputPlan) -> str:
     return STAGES[plan.nodes[-1].kind].gives
 
 
-def _findings(final: Artifact, comparisons: list[Comparison]) -> list[dict[str, Any]]:
-    """What the comparisons reveal beyond the gates: for quantized ONNX, kernels that break the QDQ arithmetic."""
+def with_diagnostic_run(runs: Runs, final: Artifact, parity: ParityResult) -> Runs:
+    """An fp32 ONNX file that fails its gates with onnxruntime's graph optimizations also runs without them
+    (ungated), as quantized ones always do: whether the file or the optimizations are at fault is then known."""
+    if runs.other is not None or final.kind != "onnx" or parity.passed or _quantized(final):
+        return runs
+    return replace(runs, other=Setting({"graph_optimization": "disabled"}, "unoptimized"))
+
+
+def _quantized(final: Artifact) -> bool:
+    return (final.details or {}).get("quantize", "none") != "none"
+
+
+def _findings(
+    checker: OutputChecker, plan: OutputPlan, final: Artifact, comparisons: list[Comparison]
+) -> list[dict[str, Any]]:
+    """What the comparisons reveal beyond the gates: for quantized ONNX, kernels that break the QDQ arithmetic;
+    for fp32 ONNX that passes only unoptimized, the onnxruntime optimizer that changes its results."""
     by_kind = {comparison.kind: comparison for comparison in comparisons}
     if final.kind != "onnx" or "setting_gap" not in by_kind or "runtime_setting" not in by_kind:
         return []
-    finding = graph_optimization_finding(by_kind["runtime_setting"].result, by_kind["setting_gap"].result, cpu_info())
+    unoptimized, gap = by_kind["runtime_setting"].result, by_kind["setting_gap"].result
+    if not _quantized(final):
+        if not all(gate.passed for gate in gate_result(unoptimized, plan.gates, plan.tensor_gates)):
+            return []  # the file itself is off: no optimizer to blame
+        batch = next(checker.evaluation.batches(checker.batch_size))
+        inputs = file_inputs(final.path)
+        matches = match_feed(batch, inputs, f"{plan.name} inputs", plan.input_map)
+        by_file = {matches[name].candidate: array for name, array in batch.items()}
+        feed = {spec.name: np.ascontiguousarray(by_file[spec.name], spec.dtype) for spec in inputs}
+        measured = unoptimized.metrics.get("max_abs", math.nan), gap.metrics.get("max_abs", math.nan)
+        return [optimizer_finding(final.path, feed, *measured)]
+    finding = graph_optimization_finding(unoptimized, gap, cpu_info())
     return [finding] if finding else []

@@ -67,3 +67,4 @@ def graph_optimization_finding(
             "unoptimized_cosine": unoptimized.metrics.get("cosine"),
         },
     }
+

@@ -45,8 +45,16 @@ class OnnxRuntime(Runtime):
         options.graph_optimization_level = levels[self.graph_optimization]
         if threads:
             options.intra_op_num_threads = threads
+        # A file the onnx stage rescued runs as it found it runs (pipeline.stages.onnx_optimizers): without the
+        # optimizer that breaks it, or without graph optimizations.
+        mended = (artifact.details or {}).get("onnxruntime") or {}
+        if mended.get("graph_optimization") == "disabled":
+            options.graph_optimization_level = levels["disabled"]
         self.session = onnxruntime.InferenceSession(
-            str(artifact.path), sess_options=options, providers=["CPUExecutionProvider"]
+            str(artifact.path),
+            sess_options=options,
+            providers=["CPUExecutionProvider"],
+            disabled_optimizers=list(mended.get("disabled_optimizers") or []),
         )
         self.inputs = [_spec(node) for node in self.session.get_inputs()]
         self.outputs = [_spec(node) for node in self.session.get_outputs()]

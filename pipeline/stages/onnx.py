@@ -18,11 +18,12 @@ from pydantic import Field, model_validator
 
 from pipeline.artifacts import write_bytes_atomic
 from pipeline.core.artifact import Artifact
-from pipeline.core.tensors import TensorSpec, match_feed
+from pipeline.core.tensors import match_feed
 from pipeline.errors import StageError, first_line
 from pipeline.frameworks import captured_native_output, import_tensorflow, notable_log_lines
 from pipeline.sources.model import keras_call_inputs, keras_tensor_specs
 from pipeline.stages.base import ConversionStage, StageContext, StageOptions
+from pipeline.stages.onnx_optimizers import find_culprit, onnx_input_spec, run_file, smoke_feed
 
 
 class OnnxOptions(StageOptions):
@@ -100,14 +101,15 @@ class OnnxStage(ConversionStage):
         tf = import_tensorflow()
         import onnx
 
-        with _logged_warnings("tf2onnx") as logged, captured_native_output() as native:
-            try:
-                proto = _export(tf, upstream, options)
-            except Exception as error:  # tf2onnx raises many types; all mean "no artifact"
-                raise StageError(f"tf2onnx export failed: {first_line(error)}") from error
-        canonical_names(proto)
-        rescues = _checked_or_rescued(onnx, proto, options.rescue)
-        warnings = [*logged, *notable_log_lines(native)]
+        proto, warnings, rescues = _exported(tf, onnx, upstream, options)
+        smoke = _smoke_run(proto) if options.rescue else None  # (level it fails at, error) or None: it runs
+        if smoke is not None and smoke[0] == "disabled" and options.dynamic_batch:
+            # tf2onnx baked a size into the graph (keras-hub MiT): exported at batch 1, the file runs in chunks.
+            at_one = options.model_copy(update={"dynamic_batch": False})
+            proto, warnings, rescues = _exported(tf, onnx, upstream, at_one)
+            action = "exported again at batch 1 (dynamic_batch: false); the file runs a sample at a time"
+            rescues.append({"name": "fixed_batch", "raw_error": _cannot_run(smoke[1]), "action": action})
+            smoke = _smoke_run(proto)
         path = ctx.work_dir / "model.onnx"
         if options.quantize == "none":
             write_bytes_atomic(path, proto.SerializeToString())
@@ -123,9 +125,49 @@ class OnnxStage(ConversionStage):
             "nodes": len(proto.graph.node),
             "ops": dict(ops.most_common()),
         }
+        if smoke is not None and options.quantize != "none":
+            smoke = _smoke_run(proto)  # the quantized graph is another
+        if smoke is not None and smoke[0] == "all":
+            details["onnxruntime"], rescue = _optimizer_rescue(path, proto, smoke[1])
+            rescues.append(rescue)
         if rescues:
             details["rescues"] = rescues
         return Artifact(kind="onnx", path=path, key=ctx.key, warnings=warnings, details=details)
+
+
+def _exported(tf: Any, onnx: Any, upstream: Artifact, options: OnnxOptions) -> tuple[Any, list[str], list[Any]]:
+    """tf2onnx's export, its names made canonical and checked (Erfc rescued); with the warnings it logged and the
+    rescues it took."""
+    with _logged_warnings("tf2onnx") as logged, captured_native_output() as native:
+        try:
+            proto = _export(tf, upstream, options)
+        except Exception as error:  # tf2onnx raises many types; all mean "no artifact"
+            raise StageError(f"tf2onnx export failed: {first_line(error)}") from error
+    canonical_names(proto)
+    rescues = _checked_or_rescued(onnx, proto, options.rescue)
+    return proto, [*logged, *notable_log_lines(native)], rescues
+
+
+def _smoke_run(proto: Any) -> tuple[str, str] | None:
+    """Two samples through onnxruntime with every graph optimization, as deployments run it: None when they run,
+    else the level that fails ("all", or "disabled" when it fails without optimizations too) and the error."""
+    model, feed = proto.SerializeToString(), smoke_feed(proto, None)
+    error = _error_of(model, feed, "all")
+    if error is None:
+        return None
+    return ("all", error) if _error_of(model, feed, "disabled") is None else ("disabled", error)
+
+
+def _error_of(model: bytes | Path, feed: dict[str, Any], level: str) -> str | None:
+    try:
+        run_file(model, feed, level)
+        return None
+    except Exception as error:  # onnxruntime raises its own kinds for a file it cannot run
+        return first_line(error, 500)
+
+
+def _cannot_run(error: str) -> str:
+    return f"onnxruntime could not run it: {error}"
 
 
 def _checked_or_rescued(onnx: Any, proto: Any, rescue: bool) -> list[dict[str, str]]:
@@ -141,6 +183,20 @@ def _checked_or_rescued(onnx: Any, proto: Any, rescue: bool) -> list[dict[str, s
         _check(onnx, proto, f"the exported model with {count} Erfc nodes as 1 - Erf")
         action = f"rewrote {count} Erfc nodes as 1 - Erf (erfc(x) = 1 - erf(x); Erf is an ONNX op since opset 9)"
         return [{"name": "erfc_as_erf", "raw_error": str(error), "action": action}]
+
+
+def _optimizer_rescue(path: Path, proto: Any, error: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """A file that runs without graph optimizations but not with them: the optimizer that breaks it, found by
+    bisection, and the onnxruntime settings that avoid it (which the ONNX runtime then runs it with), with the
+    rescue as the report lists it."""
+    culprit = find_culprit(path, smoke_feed(proto, None), lambda outputs: outputs is not None)
+    disabled = culprit.disabled if culprit is not None else ()
+    settings: dict[str, Any] = {"disabled_optimizers": list(disabled)}
+    if not disabled:
+        settings = {"graph_optimization": "disabled"}
+    described = culprit.describe() if culprit is not None else "onnxruntime's graph optimizations"
+    action = f"runs without {described}; deploy with the same onnxruntime session settings: {settings}"
+    return settings, {"name": "onnxruntime_optimizer", "raw_error": _cannot_run(error), "action": action}
 
 
 def erfc_as_erf(onnx: Any, proto: Any) -> int:
@@ -370,7 +426,7 @@ class _CalibrationReader:
         # so their batches must all have one size: one sample each.
         size = _fixed_batch(proto) or (1 if histogram else None)
         self.batches: Iterator[dict[str, Any]] = _split(ctx.calibration(), size)
-        self.onnx_inputs = [_input_spec(graph_input) for graph_input in proto.graph.input]
+        self.onnx_inputs = [onnx_input_spec(graph_input) for graph_input in proto.graph.input]
         self.mapping: dict[str, str] | None = None
 
     def get_next(self) -> dict[str, Any] | None:
@@ -392,15 +448,6 @@ def _split(batches: Iterator[dict[str, Any]], size: int | None) -> Iterator[dict
         count = len(next(iter(batch.values())))
         for start in range(0, count - size + 1, size):
             yield {name: array[start : start + size] for name, array in batch.items()}
-
-
-def _input_spec(graph_input: Any) -> TensorSpec:
-    """An ONNX graph input as a TensorSpec (a symbolic or absent dimension is free)."""
-    from onnx.helper import tensor_dtype_to_np_dtype
-
-    tensor = graph_input.type.tensor_type
-    shape = tuple(d.dim_value if d.dim_value > 0 else None for d in tensor.shape.dim)
-    return TensorSpec(graph_input.name, shape, tensor_dtype_to_np_dtype(tensor.elem_type).name)
 
 
 def _fixed_batch(proto: Any) -> int | None:
