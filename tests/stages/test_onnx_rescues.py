@@ -1,0 +1,112 @@
+"""ONNX files tf2onnx writes and onnxruntime rejects or computes differently, got through or explained.
+
+- Exact GELU: tf2onnx emits Erfc, which ONNX lacks; rewritten as 1 - Erf, the file passes the checker and computes
+  erfc (checked against scipy here; keras-hub ViT and Whisper in tests/test_keras_hub.py).
+- keras-hub MiT: the dynamic-batch export fails in onnxruntime even unoptimized; exported again at batch 1.
+- Keras Applications ResNet50V2 (random weights, batch-norm statistics randomised): the file is right unoptimized
+  and onnxruntime's level-1 rewrite rules move it by ~1e-2; the finding names them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.special import erfc
+
+from pipeline.stages.onnx import erfc_as_erf
+
+from ..recipes import recipe_file
+from ..test_cli import run_report
+
+
+def test_erfc_nodes_become_one_minus_erf_and_compute_erfc() -> None:
+    import onnx
+    import onnxruntime
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 5])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 5])
+    nodes = [helper.make_node("Erfc", ["x"], ["e"], name="gelu/Erfc"), helper.make_node("Relu", ["e"], ["y"])]
+    proto = helper.make_model(
+        helper.make_graph(nodes, "exact_gelu", [x], [y]), opset_imports=[helper.make_opsetid("", 17)], ir_version=8
+    )
+    with pytest.raises(onnx.checker.ValidationError, match="No Op registered for Erfc"):
+        onnx.checker.check_model(proto)
+    assert erfc_as_erf(onnx, proto) == 1
+    onnx.checker.check_model(proto)
+    assert [node.op_type for node in proto.graph.node] == ["Erf", "Sub", "Relu"]
+    values = np.linspace(-3, 3, 20, dtype=np.float32).reshape(4, 5)
+    session = onnxruntime.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    [out] = session.run(None, {"x": values})
+    np.testing.assert_allclose(out, erfc(values.astype(np.float64)), atol=1e-6)
+    again = onnx.ModelProto()
+    again.CopyFrom(proto)
+    assert erfc_as_erf(onnx, again) == 0 and again == proto  # nothing left to rewrite
+
+
+@pytest.mark.slow
+def test_an_export_onnxruntime_cannot_run_is_exported_again_at_batch_one(tmp_path: Path) -> None:
+    keras_hub = pytest.importorskip("keras_hub")
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = keras_hub.models.MiTBackbone(
+        layerwise_depths=[1, 1],
+        num_layers=2,
+        layerwise_num_heads=[1, 2],
+        layerwise_sr_ratios=[2, 1],
+        max_drop_path_rate=0.0,
+        layerwise_patch_sizes=[7, 3],
+        layerwise_strides=[4, 2],
+        hidden_dims=[8, 16],
+        image_shape=(32, 32, 3),
+    )
+    model.predict_on_batch(np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32))
+    model.save(tmp_path / "mit.keras")
+    np.savez(tmp_path / "data.npz", x=np.random.default_rng(1).random((12, 32, 32, 3), dtype=np.float32))
+    data = {"evaluation": {"npz": tmp_path / "data.npz", "inputs": "x"}}
+    source = {"path": tmp_path / "mit.keras", "trusted": True}
+    outputs = {"onnx": {"stages": ["onnx"], "gates": {"max_abs": 1e-4}}}
+    report = run_report(recipe_file(tmp_path, name="mit", source=source, data=data, outputs=outputs), tmp_path / "o", 0)
+    [output] = report["outputs"]
+    assert output["status"] == "passed" and output["parity"]["samples"] == 12
+    [rescue] = output["rescues"]
+    assert rescue["name"] == "fixed_batch" and "onnxruntime could not run it" in rescue["raw_error"]
+    assert output["stages"][-1]["details"]["nodes"] > 0
+
+
+@pytest.mark.slow
+def test_a_file_right_only_unoptimized_gets_a_finding_naming_the_optimizer(tmp_path: Path) -> None:
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.applications.ResNet50V2(weights=None, input_shape=(32, 32, 3), classes=10, classifier_activation=None)
+    rng = np.random.default_rng(0)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            shape = layer.get_weights()[0].shape
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 1.5, shape).astype("float32"),
+                    rng.normal(0, 0.1, shape).astype("float32"),
+                    rng.normal(0, 0.1, shape).astype("float32"),
+                    rng.uniform(0.5, 1.5, shape).astype("float32"),
+                ]
+            )
+    model.save(tmp_path / "resnet.keras")
+    np.savez(tmp_path / "data.npz", x=rng.random((16, 32, 32, 3), dtype=np.float32))
+    data = {"evaluation": {"npz": tmp_path / "data.npz", "inputs": "x"}}
+    outputs = {"onnx": {"stages": ["onnx"], "gates": {"max_abs": 1e-4}}}
+    recipe = recipe_file(tmp_path, name="resnet", source=tmp_path / "resnet.keras", data=data, outputs=outputs)
+    report = run_report(recipe, tmp_path / "o", 1)
+    [output] = report["outputs"]
+    assert output["status"] == "failed" and output["parity"]["metrics"]["max_abs"] > 1e-3
+    [finding] = output["findings"]
+    assert finding["kind"] == "onnxruntime_optimization_changes_results"
+    assert finding["measured"]["unoptimized_max_abs"] < 1e-5
+    assert finding["measured"]["disabled_optimizers"] == ["Level1_RuleBasedTransformer"]
+    assert "disabled_optimizers=['Level1_RuleBasedTransformer']" in finding["fix"]
+    [unoptimized] = [c for c in output["comparisons"] if c["kind"] == "runtime_setting"]
+    assert unoptimized["roles"]["candidate"] == "unoptimized" and unoptimized["gates"] == []
