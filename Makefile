@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test test-fast fuzz bench lint clean
+.PHONY: help venv demo test test-fast fuzz bench zoo lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-6s %s\n", $$1, $$2}'
@@ -36,6 +36,9 @@ bench: $(STAMP) ## edgeport against direct library calls: overhead, cache, throu
 	$(BIN)/python scripts/make_demo_model.py
 	$(BIN)/python benchmarks/run.py
 	$(BIN)/python benchmarks/architecture.py
+
+zoo: $(STAMP) ## the zoo (Keras Applications, keras-hub backbones) through edgeport and the raw calls: docs/zoo.md
+	$(BIN)/python scripts/zoo.py
 
 lint: $(STAMP) ## ruff over the repository
 	$(BIN)/ruff check .

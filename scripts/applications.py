@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 
-def build_application(name: str, path: Path) -> None:
+def build_application(name: str, path: Path, size: int = 32) -> None:
     """A Keras Application with random weights whose batch-norm statistics come from one batch, so activations
     keep a unit scale (freshly initialised moving statistics shrink them to ~1e-12)."""
     from pipeline.frameworks import captured_native_output, import_tensorflow
@@ -22,12 +22,12 @@ def build_application(name: str, path: Path) -> None:
     extra = {"include_preprocessing": False} if name == "MobileNetV3Small" else {}
     with captured_native_output():
         model = getattr(keras.applications, name)(
-            input_shape=(32, 32, 3), weights=None, classes=10, classifier_activation=None, **extra
+            input_shape=(size, size, 3), weights=None, classes=10, classifier_activation=None, **extra
         )
         norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
         for layer in norms:
             layer.momentum = 0.0
-        model(np.random.default_rng(0).random((64, 32, 32, 3), dtype=np.float32), training=True)
+        model(np.random.default_rng(0).random((64, size, size, 3), dtype=np.float32), training=True)
         for layer in norms:
             layer.momentum = 0.99
         model.save(path)
