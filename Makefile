@@ -36,6 +36,7 @@ bench: $(STAMP) ## edgeport against direct library calls: overhead, cache, throu
 	$(BIN)/python scripts/make_demo_model.py
 	$(BIN)/python benchmarks/run.py
 	$(BIN)/python benchmarks/architecture.py
+	$(BIN)/python benchmarks/multi_output.py
 
 zoo: $(STAMP) ## the zoo (Keras Applications, keras-hub backbones) through edgeport and the raw calls: docs/zoo.md
 	$(BIN)/python scripts/zoo.py
