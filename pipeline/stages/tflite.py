@@ -5,11 +5,7 @@ Knows the TFLite converter only; nothing of recipes, runtimes or reports.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,6 +18,7 @@ from pipeline.frameworks import captured_native_output, import_tensorflow, notab
 from pipeline.sources.model import keras_call_inputs
 from pipeline.stages.base import ConversionStage, StageContext, StageOptions
 from pipeline.stages.tflite_fallback import debug_and_fall_back
+from pipeline.stages.trace import traced_export
 
 # Ops a converted SavedModel keeps when its variables were not frozen: such a file runs and outputs NaN.
 _UNFROZEN_VARIABLE_OPS = {"VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE"}
@@ -177,22 +174,6 @@ def _converter_for(tf: Any, upstream: Artifact, work_dir: Path) -> Any:
         return lite.from_keras_model(upstream.handle)
     # Keras 3: export a serving SavedModel first; it converts quietly and keeps its signature.
     return lite.from_saved_model(str(traced_export(upstream, work_dir)), signature_keys=["serving_default"])
-
-
-def traced_export(upstream: Artifact, work_dir: Path) -> Path:
-    """The Keras 3 model exported as a serving SavedModel once per run, beside the stages' work folders (`work_dir`'s
-    parent, the run's): every tflite output of that model converts from it, the layer debugger's converter too.
-    Tracing is most of a conversion's time (MobileNetV2: export 9.4 s, convert 7.6 s). Two lanes that export at
-    once each write a folder of their own; the first rename wins and the other's copy is dropped."""
-    target = work_dir.parent / f"traced-{upstream.key[:16]}"
-    if not (target / "saved_model.pb").exists():
-        temporary = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=work_dir.parent))
-        with captured_native_output():
-            upstream.handle.export(str(temporary / "saved_model"), format="tf_saved_model", verbose=False)
-        with contextlib.suppress(OSError):  # another lane's export is in place: it is the same model
-            os.rename(temporary / "saved_model", target)
-        shutil.rmtree(temporary, ignore_errors=True)
-    return target
 
 
 def _fails_at_free_shapes(raw: str) -> bool:
