@@ -28,8 +28,6 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 SAMPLES, SEQUENCE, VOCABULARY = 16, 16, 100
 FP32_MAX_ABS = 1e-4
@@ -74,8 +72,9 @@ def _text(rng: np.random.Generator, samples: int, segments: bool = False) -> dic
     return inputs
 
 
-def _hub() -> dict[str, tuple[Callable[[], Any], Callable[[np.random.Generator, int], dict[str, np.ndarray]]]]:
-    """keras-hub backbones, tiny, and their inputs."""
+def hub_backbones() -> dict[str, tuple[Callable[[], Any], Callable[[np.random.Generator, int], dict[str, np.ndarray]]]]:
+    """keras-hub backbones, tiny, and their inputs: name → (build, inputs(rng, samples)). tests/test_keras_hub.py and
+    tests/stages/test_onnx_rescues.py build theirs here too."""
     import keras_hub
 
     models = keras_hub.models
@@ -151,7 +150,7 @@ def build(name: str, folder: Path) -> list[str]:
     else:
         import keras
 
-        builder, make = _hub()[name]
+        builder, make = hub_backbones()[name]
         keras.utils.set_random_seed(0)
         model = builder()
         model.predict_on_batch(make(np.random.default_rng(0), 2))
@@ -360,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.raw:
         print(json.dumps(raw_calls(args.raw)))
         return 0
-    names = args.only or [*APPLICATIONS, *_hub()]
+    names = args.only or [*APPLICATIONS, *hub_backbones()]
     results_path = args.work / "results.json"
     rows = json.loads(results_path.read_text()) if results_path.exists() else {}
     for index, name in enumerate(names, 1):
@@ -389,4 +388,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))  # run as a script: the package and scripts/ from this checkout
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.exit(main())

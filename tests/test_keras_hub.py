@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from scripts.zoo import hub_backbones
+
 from .recipes import recipe_file
 from .test_cli import run_report
 
@@ -42,24 +44,8 @@ def _text_inputs(rng: np.random.Generator, samples: int) -> dict[str, np.ndarray
 
 
 def _builders() -> dict[str, Any]:
-    text = {"vocabulary_size": VOCABULARY, "num_layers": 2, "num_heads": 2, "max_sequence_length": SEQUENCE}
-    return {
-        "bert": lambda: keras_hub.models.BertBackbone(hidden_dim=32, intermediate_dim=64, **text),
-        "gpt2": lambda: keras_hub.models.GPT2Backbone(hidden_dim=32, intermediate_dim=64, **text),
-        "vit": lambda: keras_hub.models.ViTBackbone(
-            image_shape=(32, 32, 3), patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32
-        ),
-        "whisper": lambda: keras_hub.models.WhisperBackbone(
-            vocabulary_size=VOCABULARY,
-            num_layers=2,
-            num_heads=2,
-            hidden_dim=16,
-            intermediate_dim=32,
-            num_mels=8,
-            max_encoder_sequence_length=32,
-            max_decoder_sequence_length=SEQUENCE,
-        ),
-    }
+    """The zoo's tiny backbones (scripts/zoo.py), the four these tests take through every format."""
+    return {name: hub_backbones()[name][0] for name in ("bert", "gpt2", "vit", "whisper")}
 
 
 def _inputs_for(name: str, rng: np.random.Generator, samples: int) -> dict[str, np.ndarray]:

@@ -16,6 +16,7 @@ import pytest
 from scipy.special import erfc
 
 from pipeline.stages.onnx import erfc_as_erf
+from scripts.zoo import hub_backbones
 
 from ..recipes import recipe_file
 from ..test_cli import run_report
@@ -48,21 +49,11 @@ def test_erfc_nodes_become_one_minus_erf_and_compute_erfc() -> None:
 
 @pytest.mark.slow
 def test_an_export_onnxruntime_cannot_run_is_exported_again_at_batch_one(tmp_path: Path) -> None:
-    keras_hub = pytest.importorskip("keras_hub")
+    pytest.importorskip("keras_hub")
     import keras
 
     keras.utils.set_random_seed(0)
-    model = keras_hub.models.MiTBackbone(
-        layerwise_depths=[1, 1],
-        num_layers=2,
-        layerwise_num_heads=[1, 2],
-        layerwise_sr_ratios=[2, 1],
-        max_drop_path_rate=0.0,
-        layerwise_patch_sizes=[7, 3],
-        layerwise_strides=[4, 2],
-        hidden_dims=[8, 16],
-        image_shape=(32, 32, 3),
-    )
+    model = hub_backbones()["mit"][0]()
     model.predict_on_batch(np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32))
     model.save(tmp_path / "mit.keras")
     np.savez(tmp_path / "data.npz", x=np.random.default_rng(1).random((12, 32, 32, 3), dtype=np.float32))
