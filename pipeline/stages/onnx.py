@@ -44,8 +44,9 @@ class OnnxOptions(StageOptions):
     )
     rescue: bool = Field(
         True,
-        description="when onnx.checker rejects tf2onnx's Erfc nodes (exact GELU; ONNX has no Erfc), rewrite each as "
-        "1 - Erf and check again; recorded in the output's rescues. false keeps the checker's error.",
+        description="get past what tf2onnx's file fails on: Erfc nodes onnx.checker rejects (exact GELU) rewritten as "
+        "1 - Erf; a file onnxruntime cannot run at a free batch exported at batch 1; one it cannot run optimized run "
+        "without the optimizer that breaks it. Each is recorded in the output's rescues; false keeps the raw error.",
     )
 
     @model_validator(mode="after")
@@ -125,7 +126,7 @@ class OnnxStage(ConversionStage):
             "nodes": len(proto.graph.node),
             "ops": dict(ops.most_common()),
         }
-        if smoke is not None and options.quantize != "none":
+        if options.rescue and options.quantize != "none":
             smoke = _smoke_run(proto)  # the quantized graph is another
         if smoke is not None and smoke[0] == "all":
             details["onnxruntime"], rescue = _optimizer_rescue(path, proto, smoke[1])
