@@ -63,10 +63,15 @@ OUTPUTS = {
 RAW = ("from_keras_model", "tf2onnx.from_keras", "export litert", "export onnx")
 
 
-def _text(rng: np.random.Generator, samples: int, segments: bool = False) -> dict[str, np.ndarray]:
-    mask = np.ones((samples, SEQUENCE), np.int32)
-    mask[:, SEQUENCE // 2 :] = np.sort(rng.integers(0, 2, (samples, SEQUENCE // 2)), axis=1)[:, ::-1]
-    inputs = {"token_ids": rng.integers(1, VOCABULARY, (samples, SEQUENCE)).astype(np.int32), "padding_mask": mask}
+def _text(
+    rng: np.random.Generator, samples: int, segments: bool = False, mask: bool = True
+) -> dict[str, np.ndarray]:
+    """Token ids (padding at the end, as tokenizers leave it), with a padding mask and segment ids as asked."""
+    padding = np.ones((samples, SEQUENCE), np.int32)
+    padding[:, SEQUENCE // 2 :] = np.sort(rng.integers(0, 2, (samples, SEQUENCE // 2)), axis=1)[:, ::-1]
+    inputs = {"token_ids": rng.integers(1, VOCABULARY, (samples, SEQUENCE)).astype(np.int32)}
+    if mask:
+        inputs["padding_mask"] = padding
     if segments:
         inputs["segment_ids"] = np.zeros((samples, SEQUENCE), np.int32)
     return inputs
@@ -92,7 +97,7 @@ def hub_backbones() -> dict[str, tuple[Callable[[], Any], Callable[[np.random.Ge
         ),
         "f_net": (
             lambda: models.FNetBackbone(**text, max_sequence_length=SEQUENCE),
-            lambda rng, n: _text(rng, n, segments=True),
+            lambda rng, n: _text(rng, n, segments=True, mask=False),  # FNet mixes with Fourier transforms: no mask
         ),
         "gpt2": (lambda: models.GPT2Backbone(**text, **heads), _text),
         "llama": (lambda: models.LlamaBackbone(**text, **decoder), _text),
@@ -138,8 +143,8 @@ def hub_backbones() -> dict[str, tuple[Callable[[], Any], Callable[[np.random.Ge
 
 
 def build(name: str, folder: Path) -> list[str]:
-    """Save the model as folder/model.keras with data.npz (evaluation) and calibration.npz (other samples); its
-    input names."""
+    """Save the model as folder/model.keras with data.npz (evaluation) and calibration.npz (other samples); the
+    npz keys (`x` for a model of one array input, else its input names)."""
     from scripts.applications import build_application
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -150,28 +155,25 @@ def build(name: str, folder: Path) -> list[str]:
     else:
         import keras
 
-        builder, make = hub_backbones()[name]
+        builder, made = hub_backbones()[name]
         keras.utils.set_random_seed(0)
         model = builder()
-        model.predict_on_batch(make(np.random.default_rng(0), 2))
+        if isinstance(model.input, dict):
+            make = made
+            model.predict_on_batch(make(np.random.default_rng(0), 2))
+        else:  # one array (MiT's images): fed as one, keyed `x` in the files
+            make = lambda rng, n: {"x": next(iter(made(rng, n).values()))}  # noqa: E731
+            model.predict_on_batch(make(np.random.default_rng(0), 2)["x"])
         model.save(folder / "model.keras")
     evaluation = make(np.random.default_rng(1), SAMPLES)
-    if name in APPLICATIONS:
-        import keras
-
-        key = keras.saving.load_model(folder / "model.keras").inputs[0].name.split(":")[0]
-        evaluation = {key: evaluation["x"]}
-        calibration = {key: make(np.random.default_rng(2), SAMPLES)["x"]}
-    else:
-        calibration = make(np.random.default_rng(2), SAMPLES)
     np.savez(folder / "data.npz", **evaluation)
-    np.savez(folder / "calibration.npz", **calibration)
+    np.savez(folder / "calibration.npz", **make(np.random.default_rng(2), SAMPLES))
     return sorted(evaluation)
 
 
 def run_edgeport(name: str, folder: Path, inputs: list[str]) -> dict[str, Any]:
     """edgeport's own run, as a user runs it (a recipe, the CLI): per output, its status, max_abs and rescues."""
-    keys = {input_name: input_name for input_name in inputs}
+    keys: str | dict[str, str] = "x" if inputs == ["x"] else {input_name: input_name for input_name in inputs}
     recipe = {
         "name": name,
         "source": {"path": "model.keras", "trusted": True},
@@ -216,9 +218,7 @@ def raw_calls(folder: Path) -> dict[str, Any]:
 
     model = keras.saving.load_model(folder / "model.keras")
     data = dict(np.load(folder / "data.npz"))
-    structured = data if isinstance(model.input, dict) else [data[t.name.split(":")[0]] for t in model.inputs]
-    if not isinstance(model.input, dict) and len(structured) == 1:
-        structured = structured[0]
+    structured: Any = data if isinstance(model.input, dict) else next(iter(data.values()))  # one array: `x`
     reference = [np.asarray(value) for value in keras.tree.flatten(model.predict_on_batch(structured))]
     results: dict[str, Any] = {}
     for name, make in (
