@@ -152,7 +152,7 @@ def _exported(tf: Any, onnx: Any, upstream: Artifact, options: OnnxOptions) -> t
 def _smoke_run(proto: Any) -> tuple[str, str] | None:
     """Two samples through onnxruntime with every graph optimization, as deployments run it: None when they run,
     else the level that fails ("all", or "disabled" when it fails without optimizations too) and the error."""
-    model, feed = proto.SerializeToString(), smoke_feed(proto, None)
+    model, feed = proto.SerializeToString(), smoke_feed(proto)
     error = _error_of(model, feed, "all")
     if error is None:
         return None
@@ -190,7 +190,7 @@ def _optimizer_rescue(path: Path, proto: Any, error: str) -> tuple[dict[str, Any
     """A file that runs without graph optimizations but not with them: the optimizer that breaks it, found by
     bisection, and the onnxruntime settings that avoid it (which the ONNX runtime then runs it with), with the
     rescue as the report lists it."""
-    culprit = find_culprit(path, smoke_feed(proto, None), lambda outputs: outputs is not None)
+    culprit = find_culprit(path, smoke_feed(proto), lambda outputs: outputs is not None)
     disabled = culprit.disabled if culprit is not None else ()
     settings: dict[str, Any] = {"disabled_optimizers": list(disabled)}
     if not disabled:

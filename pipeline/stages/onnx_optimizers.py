@@ -137,20 +137,13 @@ def close_to(expected: list[np.ndarray], tolerance: float) -> Callable[[list[np.
     return good
 
 
-def smoke_feed(proto: Any, batch: dict[str, np.ndarray] | None) -> Feed:
-    """Two samples for each graph input (a batch of one hides broadcasting faults of fused kernels): from `batch`
-    (keyed by the graph's input names) where given, else zeros of the input's shape and dtype, a free batch 2 and
-    other free dimensions 1."""
-    from onnx.helper import tensor_dtype_to_np_dtype
-
+def smoke_feed(proto: Any) -> Feed:
+    """Two samples of zeros for each graph input, in its shape and dtype (a free batch 2, other free dimensions 1):
+    a batch of one hides the broadcasting faults of some fused kernels."""
     feed = {}
-    for graph_input in proto.graph.input:
-        tensor = graph_input.type.tensor_type
-        if batch is not None and graph_input.name in batch:
-            feed[graph_input.name] = np.asarray(batch[graph_input.name][:2], tensor_dtype_to_np_dtype(tensor.elem_type))
-            continue
-        shape = [d.dim_value if d.dim_value > 0 else (2 if axis == 0 else 1) for axis, d in enumerate(tensor.shape.dim)]
-        feed[graph_input.name] = np.zeros(shape, tensor_dtype_to_np_dtype(tensor.elem_type))
+    for spec in map(onnx_input_spec, proto.graph.input):
+        shape = [size or (2 if axis == 0 else 1) for axis, size in enumerate(spec.shape)]
+        feed[spec.name] = np.zeros(shape, spec.dtype)
     return feed
 
 
