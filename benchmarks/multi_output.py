@@ -30,13 +30,8 @@ def prepare(work: Path) -> Path:
     """The model, its data and the recipe, made in a child process (the timed runs import TensorFlow themselves)."""
     model = work / "mobilenetv2.keras"
     build = (
-        "import numpy as np, keras; keras.utils.set_random_seed(0); "
-        "m = keras.applications.MobileNetV2(alpha=0.35, input_shape=(96, 96, 3), weights=None, classes=10, "
-        "classifier_activation=None); "
-        "norms = [l for l in m.layers if isinstance(l, keras.layers.BatchNormalization)]; "
-        "[setattr(l, 'momentum', 0.0) for l in norms]; "
-        "m(np.random.default_rng(0).random((32, 96, 96, 3), dtype='float32'), training=True); "
-        f"m.save({str(model)!r})"
+        "from scripts.applications import build_application; "
+        f"build_application('MobileNetV2', {str(model)!r}, 96, alpha=0.35)"
     )
     subprocess.run([sys.executable, "-c", build], check=True, capture_output=True, cwd=ROOT)
     rng = np.random.default_rng(1)

@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 
 
-def build_application(name: str, path: Path, size: int = 32) -> None:
-    """A Keras Application with random weights whose batch-norm statistics come from one batch, so activations
-    keep a unit scale (freshly initialised moving statistics shrink them to ~1e-12)."""
+def build_application(name: str, path: Path, size: int = 32, **options: object) -> None:
+    """A Keras Application (size×size inputs, `options` for its constructor) with random weights whose batch-norm
+    statistics come from one batch, so activations keep a unit scale (freshly initialised moving statistics shrink
+    them to ~1e-12)."""
     from pipeline.frameworks import captured_native_output, import_tensorflow
 
     import_tensorflow()
@@ -20,6 +21,7 @@ def build_application(name: str, path: Path, size: int = 32) -> None:
 
     keras.utils.set_random_seed(0)
     extra = {"include_preprocessing": False} if name == "MobileNetV3Small" else {}
+    extra |= options  # the constructor's own (MobileNetV2's alpha)
     with captured_native_output():
         model = getattr(keras.applications, name)(
             input_shape=(size, size, 3), weights=None, classes=10, classifier_activation=None, **extra
