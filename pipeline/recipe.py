@@ -55,8 +55,13 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+TensorShape = list[Annotated[int, Field(ge=1)] | None]
+FeedValue = bool | int | float | list[Any]
+
+
 class SourceSpec(_Strict):
-    """A model file or directory (`path`), or a function that builds the model plus saved weights."""
+    """A model file or directory (`path`), a function that builds the model plus saved weights, or a TensorFlow 1
+    frozen graph (`graph`) or Saver checkpoint (`checkpoint`)."""
 
     path: str | None = Field(
         None, description="A .keras or .h5 file, or a SavedModel directory (relative to the recipe)."
@@ -86,21 +91,65 @@ class SourceSpec(_Strict):
         description="Modules to import before loading (dotted names, found beside the recipe first, then on "
         "sys.path): those that register the model's custom classes. Importing runs code: needs trusted.",
     )
+    graph: str | None = Field(None, description="A TensorFlow 1 frozen GraphDef (.pb), relative to the recipe.")
+    checkpoint: str | None = Field(
+        None,
+        description="A TensorFlow 1 Saver checkpoint: its prefix (model.ckpt, beside model.ckpt.meta/.index/"
+        ".data-*) or a directory (its latest checkpoint).",
+    )
+    meta_graph: str | None = Field(None, description="The checkpoint's .meta graph; default: PREFIX.meta.")
+    inputs: list[str] | dict[str, TensorShape | None] | None = Field(
+        None,
+        max_length=64,
+        description="TF1 sources: the tensors to feed (`op` or `op:N`), or {name: shape} giving shapes the graph "
+        "leaves unknown (null for a free dimension). Default: the meta graph's serving signature, else the "
+        "placeholders the outputs need that have no default and no feed.",
+    )
+    outputs: list[str] | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="TF1 sources: the tensors to fetch. Default: the meta graph's serving signature, else the one "
+        "op nothing consumes (validation names the candidates when there are several).",
+    )
+    feeds: dict[str, FeedValue] = Field(
+        default_factory=dict,
+        max_length=64,
+        description="TF1 sources: placeholders fixed to a constant (is_training: false, keep_prob: 1.0); "
+        "placeholders with a default that are not listed keep it.",
+    )
 
     @model_validator(mode="after")
     def _one_origin(self) -> SourceSpec:
-        if self.path is not None and (self.builder is not None or self.weights is not None):
-            raise ValueError("give either path, or builder with weights, not both")
-        if self.path is None and (self.builder is None or self.weights is None):
-            given = "builder without weights" if self.builder else "weights without builder" if self.weights else None
-            raise ValueError(f"give path, or builder with weights (got {given or 'neither'})")
-        if self.path is not None and (self.builder_args or self.allow_partial):
-            raise ValueError("builder_args and allow_partial go with builder, not path")
+        origins = [name for name in ("path", "builder", "graph", "checkpoint") if getattr(self, name) is not None]
+        if len(origins) > 1:
+            raise ValueError(f"give one of path, builder (with weights), graph or checkpoint (got {' and '.join(origins)})")
+        if self.builder is None and self.weights is not None:
+            raise ValueError("weights go with builder (got weights without builder)")
+        if not origins:
+            raise ValueError("give path, builder with weights, graph or checkpoint (got none)")
+        if self.builder is not None and self.weights is None:
+            raise ValueError("give path, or builder with weights (got builder without weights)")
+        if self.builder is None and (self.builder_args or self.allow_partial):
+            raise ValueError("builder_args and allow_partial go with builder")
+        tf1_fields = [name for name in ("meta_graph", "inputs", "outputs", "feeds") if getattr(self, name)]
+        if tf1_fields and self.graph is None and self.checkpoint is None:
+            raise ValueError(f"{', '.join(tf1_fields)} go with graph or checkpoint (TensorFlow 1 sources)")
+        if self.meta_graph is not None and self.checkpoint is None:
+            raise ValueError("meta_graph goes with checkpoint")
+        overlap = set(self.feeds) & set(self.inputs or [])
+        if overlap:
+            raise ValueError(f"{sorted(overlap)[0]} is both an input and fed a constant; give it in one of them")
         if self.builder is not None and not self.trusted:
             raise ValueError("the builder is code; set source.trusted: true")
         if self.imports and not self.trusted:
             raise ValueError("imports run the modules' code; set source.trusted: true")
         return self
+
+    @property
+    def tf1_kind(self) -> str | None:
+        """`graph` or `checkpoint` for a TensorFlow 1 source, else None."""
+        return "graph" if self.graph is not None else "checkpoint" if self.checkpoint is not None else None
 
 
 class RandomSpec(_Strict):
@@ -396,14 +445,22 @@ class LoadedRecipe:
     def source_path(self) -> Path:
         """The model file or directory; for a builder source, the weights as given (file, prefix or directory)."""
         source = self.spec.source
-        relative = source.path if source.builder is None else source.weights
-        assert relative is not None, "validated specs give path or builder with weights"
+        relative = source.path or source.weights or source.graph or source.checkpoint
+        assert relative is not None, "validated specs give path, builder with weights, graph or checkpoint"
         return self.resolve(relative)
 
     def source_kind(self) -> str:
+        """What the source gives the first stage: `keras` or `savedmodel` (TF1 graphs are frozen into one)."""
         if self.spec.source.builder is not None:
             return "keras"
+        if self.spec.source.tf1_kind is not None:
+            return "savedmodel"
         return "savedmodel" if self.source_path.is_dir() else "keras"
+
+    def source_label(self) -> str:
+        """The source's kind as a user names it."""
+        tf1 = {"graph": "TF1 frozen graph", "checkpoint": "TF1 checkpoint"}
+        return tf1.get(self.spec.source.tf1_kind or "", self.source_kind())
 
 
 def load_recipe(path: Path, check_files: bool = True) -> LoadedRecipe:
@@ -503,7 +560,7 @@ def check_chains(recipe: LoadedRecipe) -> None:
     spec = recipe.spec
     source_kind = recipe.source_kind()
     for name, output in spec.outputs.items():
-        given, giver = source_kind, f"the source ({source_kind})"
+        given, giver = source_kind, f"the source ({recipe.source_label()})"
         previous: tuple[str, StageOptions] | None = None
         for index, entry in enumerate(output.stages):
             kind, options = stage_of(entry)

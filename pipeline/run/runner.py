@@ -260,7 +260,8 @@ def _log_check(check: Check, prefix: str, runtime: str, log: Log) -> None:
 def _files_read(recipe: LoadedRecipe) -> list[tuple[str, Path]]:
     """The source and every data file of the recipe: what the run must never write over."""
     source = recipe.spec.source
-    files = [("source model" if source.builder is None else "source weights", recipe.source_path)]
+    role = "source weights" if source.builder is not None else f"source {source.tf1_kind or 'model'}"
+    files = [(role, recipe.source_path)]
     for section in ("calibration", "evaluation", "fine_tune", "validation"):
         spec = getattr(recipe.spec.data, section)
         for relative in (spec.npz, spec.npy, spec.labels_key if spec.npy else None) if spec is not None else ():

@@ -12,15 +12,30 @@ from pathlib import Path
 from pipeline.errors import ModelError, RecipeError
 from pipeline.sources.builders import find_builder_module
 from pipeline.sources.files import KERAS_SUFFIXES, check_model_path
-from pipeline.sources.section import SourceSection
+from pipeline.sources.section import SourceSection, tf1_origin
+from pipeline.sources.tf1 import tf1_files
 from pipeline.sources.weights import locate_weights
+
+
+TF1_HINTS = {
+    ".pb": "looks like a TensorFlow 1 frozen graph; write source: {graph: FILE.pb, inputs: [...], outputs: [...]}",
+    ".meta": "is a TensorFlow 1 meta graph; write source: {checkpoint: PREFIX, inputs: [...], outputs: [...]}",
+    ".index": "is part of a TensorFlow checkpoint; write source: {checkpoint: PREFIX} (TF1 Saver) or a builder "
+    "with weights (Keras)",
+}
 
 
 def check_source_files(source: SourceSection, base_dir: Path, recipe_path: Path) -> None:
     """Raise a RecipeError for a source whose files are missing or of the wrong kind."""
     for module in source.imports:
         _check_module(module, "source.imports", base_dir, recipe_path)
-    if source.builder is not None:
+    origin = tf1_origin(source, base_dir)
+    if origin is not None:
+        try:
+            tf1_files(origin)
+        except ModelError as error:
+            raise RecipeError(f"{recipe_path}: {origin.place}: {error}") from None
+    elif source.builder is not None:
         assert source.weights is not None, "validated specs give weights with builder"
         _check_builder(source.builder, (base_dir / source.weights).resolve(), base_dir, recipe_path)
     else:
@@ -54,6 +69,9 @@ def _check_model_path(source: Path, recipe_path: Path) -> None:
         check_model_path(source)
     except ModelError as error:
         raise RecipeError(f"{recipe_path}: source.path: {error}") from None
+    hint = TF1_HINTS.get(source.suffix.lower()) if source.is_file() else None
+    if hint is not None:
+        raise RecipeError(f"{recipe_path}: source.path: {source.name} {hint}")
     if source.is_file() and source.suffix.lower() not in KERAS_SUFFIXES:
         raise RecipeError(
             f"{recipe_path}: source.path: {source.name} is not a .keras/.h5 file or a SavedModel directory"

@@ -58,7 +58,10 @@ class SourceHandle:
 
     @property
     def kind(self) -> str:
-        """`keras` or `savedmodel`, known without loading the model (a builder always gives Keras)."""
+        """`keras` or `savedmodel`, known without loading the model (a builder always gives Keras, a TF1 graph is
+        frozen into a SavedModel)."""
+        if self.spec.tf1_kind is not None:
+            return "savedmodel"
         return "savedmodel" if self.spec.builder is None and self.path.is_dir() else "keras"
 
     @property

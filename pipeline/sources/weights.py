@@ -17,7 +17,7 @@ from pipeline.frameworks import import_tensorflow
 
 WeightsForm = Literal["h5", "checkpoint"]
 H5_SUFFIXES = (".h5", ".hdf5")
-_CHECKPOINT_RECORD = re.compile(r'^model_checkpoint_path:\s*"(.*)"\s*$', re.MULTILINE)
+CHECKPOINT_RECORD = re.compile(r'^model_checkpoint_path:\s*"(.*)"\s*$', re.MULTILINE)
 _NUMBER = re.compile(r"\d+")
 _TABLE_ROW_LIMIT = 10_000
 
@@ -78,7 +78,7 @@ def _latest_in(directory: Path) -> WeightsFile:
     """As `tf.train.latest_checkpoint`: the `checkpoint` file's record, else the highest-numbered candidate."""
     record = directory / "checkpoint"
     if record.is_file():
-        match = _CHECKPOINT_RECORD.search(record.read_text(encoding="utf-8", errors="replace"))
+        match = CHECKPOINT_RECORD.search(record.read_text(encoding="utf-8", errors="replace"))
         if match:
             named = Path(match.group(1))
             prefix = named if named.is_absolute() else directory / named
@@ -88,13 +88,13 @@ def _latest_in(directory: Path) -> WeightsFile:
     candidates += [file for file in directory.iterdir() if file.is_file() and file.suffix.lower() in H5_SUFFIXES]
     if not candidates:
         raise ModelError(f"{directory}: no checkpoint (*.index) and no .weights.h5/.h5 file in this directory")
-    latest = max(candidates, key=_epoch_order)
+    latest = max(candidates, key=epoch_order)
     if latest.suffix.lower() in H5_SUFFIXES and latest.is_file():
         return WeightsFile(form="h5", path=latest, picked_from=directory)
     return _checkpoint(latest, directory)
 
 
-def _epoch_order(path: Path) -> tuple[int, float, str]:
+def epoch_order(path: Path) -> tuple[int, float, str]:
     """ModelCheckpoint names files `cp-{epoch:04d}...`: the last number in the name, then the newest file."""
     numbers = _NUMBER.findall(path.name.split(".")[0]) or _NUMBER.findall(path.name)
     newest = max((file.stat().st_mtime for file in path.parent.glob(f"{glob_escape(path.name)}*")), default=0.0)
@@ -105,7 +105,7 @@ def checkpoints_in(directory: Path) -> list[Path]:
     """Every checkpoint prefix and weights file in a directory, oldest epoch first."""
     candidates = [index.with_suffix("") for index in directory.glob("*.index")]
     candidates += [file for file in directory.iterdir() if file.is_file() and file.suffix.lower() in H5_SUFFIXES]
-    return sorted(candidates, key=_epoch_order)
+    return sorted(candidates, key=epoch_order)
 
 
 # --- contents --------------------------------------------------------------------------------------

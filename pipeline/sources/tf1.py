@@ -1,0 +1,362 @@
+"""TensorFlow 1 sources: a frozen GraphDef (`.pb`), or a Saver checkpoint with its `.meta` graph.
+
+The source is frozen (variables → constants from the checkpoint), its feeds fixed, pruned to the requested outputs
+and repaired where shipped graphs need it; then written once per process as a SavedModel with one
+`serving_default` signature in a marked work folder. From there it is a SavedModel like any other: the reference
+runs it in TensorFlow, `tflite` and `onnx` convert it, the cache keys it by the files' content, names and feeds.
+
+Knows nothing of recipes (it takes an `Tf1Origin`), stages or runtimes. Every failure is a ModelError naming the
+file and the tensor at fault.
+"""
+
+from __future__ import annotations
+
+import atexit
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pipeline.artifacts import key_of, sha256_of
+from pipeline.core.artifact import Artifact
+from pipeline.core.leftovers import make_work_dir
+from pipeline.errors import ModelError, first_line
+from pipeline.frameworks import captured_native_output, import_tensorflow
+from pipeline.sources import graphdef
+from pipeline.sources.model import Source, signature_tensor_specs
+from pipeline.sources.weights import CHECKPOINT_RECORD, epoch_order, glob_escape, is_checkpoint_prefix
+
+Tf1Kind = Literal["graph", "checkpoint"]
+Shape = tuple[int | None, ...]
+
+
+@dataclass(frozen=True)
+class Tf1Origin:
+    """What a recipe's `source: {graph: …}` or `{checkpoint: …}` names, paths resolved."""
+
+    kind: Tf1Kind
+    path: Path  # the .pb file; or the checkpoint prefix or directory, as given
+    inputs: dict[str, Shape | None] | None = None  # None: the graph decides; a shape where the graph has none
+    outputs: tuple[str, ...] | None = None
+    feeds: dict[str, Any] = field(default_factory=dict)
+    meta_graph: Path | None = None  # default: PREFIX.meta
+
+    @property
+    def place(self) -> str:
+        return f"source.{self.kind}"
+
+
+@dataclass(frozen=True)
+class CheckpointFiles:
+    prefix: Path
+    meta_graph: Path
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def files(self) -> list[Path]:
+        shards = sorted(self.prefix.parent.glob(f"{glob_escape(self.prefix.name)}.data-*"))
+        return [self.meta_graph, self.prefix.with_name(self.prefix.name + ".index"), *shards]
+
+
+def locate_checkpoint(origin: Tf1Origin) -> CheckpointFiles:
+    """The prefix (given, or a directory's latest) and its meta graph. A `checkpoint` record naming a path that is
+    not here (shipped checkpoints keep their author's absolute paths) falls back to this directory, with a warning."""
+    path, warnings = origin.path, []
+    if path.is_dir():
+        path, warning = _latest_prefix(path)
+        warnings += [warning] if warning else []
+    elif path.name.endswith((".index", ".meta")):  # the user named one of the prefix's files
+        path = path.with_suffix("")
+    if not is_checkpoint_prefix(path):
+        raise ModelError(
+            f"{origin.path}: no checkpoint there (expected a prefix with {path.name}.index and .data-* files, "
+            "or a directory holding one)"
+        )
+    meta = origin.meta_graph or path.with_name(path.name + ".meta")
+    if not meta.is_file():
+        raise ModelError(f"{meta}: the checkpoint's meta graph does not exist; set source.meta_graph")
+    located = CheckpointFiles(path, meta, tuple(warnings))
+    missing = [file.name for file in located.files if not file.is_file()]
+    if len(located.files) < 3 or missing:
+        raise ModelError(f"{path}: checkpoint without data shards or with odd files ({', '.join(missing) or 'none'})")
+    return located
+
+
+def _latest_prefix(directory: Path) -> tuple[Path, str | None]:
+    record = directory / "checkpoint"
+    named = None
+    if record.is_file():
+        match = CHECKPOINT_RECORD.search(record.read_text(encoding="utf-8", errors="replace"))
+        named = Path(match.group(1)) if match else None
+    if named is not None:
+        here = named if named.is_absolute() else directory / named
+        if is_checkpoint_prefix(here):
+            return here, None
+        local = directory / named.name
+        if is_checkpoint_prefix(local):
+            return local, f"{record}: names {named}, which is not here; using {local.name} in this directory"
+    candidates = sorted(index.with_suffix("") for index in directory.glob("*.index"))
+    with_meta = [prefix for prefix in candidates if prefix.with_name(prefix.name + ".meta").is_file()]
+    if not with_meta:
+        raise ModelError(f"{directory}: no checkpoint with a .meta graph (*.index + *.meta) in this directory")
+    latest = max(with_meta, key=epoch_order)
+    return latest, (f"{record}: names {named}, which is not here; using {latest.name}" if named else None)
+
+
+def tf1_files(origin: Tf1Origin) -> list[Path]:
+    """The files the source is read from (hashed for the key, checked by validate)."""
+    if origin.kind == "graph":
+        if not origin.path.is_file():
+            raise ModelError(f"{origin.path}: the frozen graph does not exist")
+        return [origin.path]
+    return locate_checkpoint(origin).files
+
+
+def tf1_key(origin: Tf1Origin) -> str:
+    """Content of the files, and every name and feed that changes what is frozen."""
+    inputs = None if origin.inputs is None else {name: shape for name, shape in origin.inputs.items()}
+    hashes = [sha256_of(file) for file in tf1_files(origin)]
+    return key_of("tf1", origin.kind, hashes, inputs, origin.outputs, sorted(origin.feeds.items()))
+
+
+# --- loading ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Frozen:
+    graph_def: Any
+    inputs: list[str]  # tensor names
+    outputs: list[str]
+    notes: list[str]
+
+
+def load_tf1_source(origin: Tf1Origin, trusted: bool) -> Source:
+    """Freeze, prune and repair the graph; write it as a SavedModel in a work folder; load that."""
+    tf = import_tensorflow()
+    with captured_native_output():
+        frozen = _freeze(origin, tf)
+        _check_effects(origin, frozen, trusted)
+        directory = _write_savedmodel(origin, frozen, tf)
+        loaded = tf.saved_model.load(str(directory))
+    inputs, outputs = signature_tensor_specs(loaded.signatures["serving_default"])
+    digest = tf1_key(origin)
+    artifact = Artifact(kind="savedmodel", path=directory, key=digest, signature="serving_default", handle=loaded)
+    extra = {
+        "tensor_names": {_safe(n): n for n in frozen.inputs + frozen.outputs if _safe(n) != n.removesuffix(":0")},
+        "feeds": {name: _plain(value) for name, value in origin.feeds.items()},
+        "repairs": frozen.notes,
+    }
+    return Source(origin.path, origin.kind, digest, inputs, outputs, artifact, extra)
+
+
+def _freeze(origin: Tf1Origin, tf: Any) -> _Frozen:
+    if origin.kind == "graph":
+        graph_def, signature = _read_graph(origin.path, tf), None
+    else:
+        graph_def, signature = _read_meta_graph(locate_checkpoint(origin).meta_graph, tf)
+    # `_output_shapes` are hints every meta graph carries, and some disagree with the graph they describe (then
+    # TensorFlow refuses to import it): dropped always, since TensorFlow infers the shapes again.
+    graph_def = graphdef.without_output_shapes(graph_def)
+    notes: list[str] = []
+    outputs = _resolve_outputs(origin, graph_def, signature)
+    inputs = _resolve_inputs(origin, graph_def, signature, outputs)
+    if origin.kind == "checkpoint":
+        graph_def = _restored_constants(origin, graph_def, outputs, tf)
+    graph_def = tf.compat.v1.graph_util.extract_sub_graph(graph_def, [graphdef.node_name(n) for n in outputs])
+    graph_def, dropped = graphdef.without_assignments(graph_def)
+    if dropped:
+        notes.append(f"dropped {len(dropped)} variable updates ({', '.join(dropped[:3])}…)")
+        graph_def = tf.compat.v1.graph_util.extract_sub_graph(graph_def, [graphdef.node_name(n) for n in outputs])
+    _check_fed(origin, graph_def, inputs, outputs)
+    graph_def = graphdef.with_defaults_inlined(graph_def, {graphdef.node_name(name) for name in inputs})
+    return _Frozen(graph_def, inputs, outputs, notes)
+
+
+def _read_graph(path: Path, tf: Any) -> Any:
+    graph_def = tf.compat.v1.GraphDef()
+    try:
+        graph_def.ParseFromString(path.read_bytes())
+    except Exception as error:  # protobuf's DecodeError
+        raise ModelError(f"{path}: not a frozen GraphDef (binary .pb): {first_line(error, 200)}") from None
+    if not graph_def.node:
+        raise ModelError(f"{path}: the GraphDef has no nodes; expected a frozen TensorFlow 1 graph")
+    return graph_def
+
+
+def _read_meta_graph(path: Path, tf: Any) -> tuple[Any, Any]:
+    meta = tf.compat.v1.MetaGraphDef()
+    try:
+        meta.ParseFromString(path.read_bytes())
+    except Exception as error:
+        raise ModelError(f"{path}: not a MetaGraphDef (.meta): {first_line(error, 200)}") from None
+    if not meta.graph_def.node:
+        raise ModelError(f"{path}: the meta graph has no nodes")
+    return meta.graph_def, meta.signature_def.get("serving_default")
+
+
+def _restored_constants(origin: Tf1Origin, graph_def: Any, outputs: list[str], tf: Any) -> Any:
+    """The checkpoint's values in place of the variables, as `freeze_graph` does."""
+    v1 = tf.compat.v1
+    located = locate_checkpoint(origin)
+    meta = v1.MetaGraphDef()
+    meta.ParseFromString(located.meta_graph.read_bytes())
+    meta.graph_def.CopyFrom(graph_def)  # without the _output_shapes that make import_meta_graph fail
+    graph = tf.Graph()
+    try:
+        with graph.as_default():
+            saver = v1.train.import_meta_graph(meta, clear_devices=True)
+        with v1.Session(graph=graph) as session:
+            if saver is not None:
+                saver.restore(session, str(located.prefix))
+            return v1.graph_util.convert_variables_to_constants(
+                session, graph.as_graph_def(), [graphdef.node_name(name) for name in outputs]
+            )
+    except Exception as error:  # TF raises many kinds for a graph or checkpoint it cannot take
+        raise ModelError(f"{located.prefix}: cannot restore the checkpoint: {first_line(error, 300)}") from None
+
+
+def _resolve_outputs(origin: Tf1Origin, graph_def: Any, signature: Any) -> list[str]:
+    nodes = {node.name: node for node in graph_def.node}
+    if origin.outputs is not None:
+        names = [graphdef.tensor_name(name) for name in origin.outputs]
+    elif signature is not None and signature.outputs:
+        names = [signature.outputs[key].name for key in sorted(signature.outputs)]
+    else:
+        candidates = graphdef.likely_outputs(graph_def)
+        if len(candidates) != 1:
+            shown = ", ".join(candidates[:12]) or "none"
+            raise ModelError(f"{origin.path}: {origin.place}: set outputs; the graph's likely outputs are: {shown}")
+        names = [graphdef.tensor_name(candidates[0])]
+    for name in names:
+        _check_tensor(origin, nodes, name, "outputs")
+    return names
+
+
+def _resolve_inputs(origin: Tf1Origin, graph_def: Any, signature: Any, outputs: list[str]) -> list[str]:
+    nodes = {node.name: node for node in graph_def.node}
+    for name in origin.feeds:
+        node = _check_tensor(origin, nodes, graphdef.tensor_name(name), "feeds")
+        if node.op not in graphdef.PLACEHOLDERS:
+            raise ModelError(f"{origin.path}: {origin.place}: feeds: {name} is a {node.op}, not a placeholder")
+    if origin.inputs is not None:
+        names = [graphdef.tensor_name(name) for name in origin.inputs]
+    elif signature is not None and signature.inputs:
+        names = [signature.inputs[key].name for key in sorted(signature.inputs)]
+        names = [name for name in names if graphdef.node_name(name) not in origin.feeds]
+    else:
+        needed = graphdef.upstream(graph_def, outputs)
+        names = [
+            graphdef.tensor_name(p.name)
+            for p in graphdef.placeholders(graph_def)
+            # A scalar placeholder is a switch (is_training, keep_prob), not data: _check_fed asks for its feed.
+            if p.name in needed and not p.has_default and p.name not in origin.feeds and p.shape != ()
+        ]
+        if not names:
+            raise ModelError(f"{origin.path}: {origin.place}: the outputs depend on no placeholder; set inputs")
+    for name in names:
+        _check_tensor(origin, nodes, name, "inputs")
+    return names
+
+
+def _check_tensor(origin: Tf1Origin, nodes: dict[str, Any], name: str, role: str) -> Any:
+    node = nodes.get(graphdef.node_name(name))
+    if node is None:
+        near = [n for n in nodes if graphdef.node_name(name).split("/")[-1].lower() in n.lower()][:6]
+        hint = f"; names like it: {', '.join(near)}" if near else ""
+        raise ModelError(f"{origin.path}: {origin.place}: {role}: no op named {graphdef.node_name(name)!r}{hint}")
+    return node
+
+
+def _check_fed(origin: Tf1Origin, graph_def: Any, inputs: list[str], outputs: list[str]) -> None:
+    """A placeholder an output needs that is neither an input nor fed would fail every run: name it now."""
+    given = {graphdef.node_name(name) for name in inputs}
+    needed = graphdef.upstream(graph_def, outputs, stop=given)
+    unfed = [
+        p
+        for p in graphdef.placeholders(graph_def)
+        if p.name in needed and p.name not in given and p.name not in origin.feeds and not p.has_default
+    ]
+    if unfed:
+        first = unfed[0]
+        raise ModelError(
+            f"{origin.path}: {origin.place}: output {graphdef.node_name(outputs[0])} depends on placeholder "
+            f"{first.name} ({first.dtype}), which is neither an input nor fed; add it to inputs or to feeds "
+            f"(e.g. feeds: {{{first.name}: false}})"
+        )
+
+
+def _check_effects(origin: Tf1Origin, frozen: _Frozen, trusted: bool) -> None:
+    needed = graphdef.upstream(frozen.graph_def, frozen.outputs)
+    effects = {n: op for n, op in graphdef.ops_of(frozen.graph_def, needed).items() if op in graphdef.EFFECTFUL}
+    if effects and not trusted:
+        shown = ", ".join(f"{name} ({op})" for name, op in sorted(effects.items())[:5])
+        raise ModelError(
+            f"{origin.path}: the outputs run ops that read or write files or run Python: {shown}; "
+            "trust the model (source.trusted: true or --trust-model) to run them"
+        )
+
+
+def _write_savedmodel(origin: Tf1Origin, frozen: _Frozen, tf: Any) -> Path:
+    v1 = tf.compat.v1
+    feeds = _feed_constants(frozen.graph_def, origin.feeds, tf)
+
+    def imported() -> None:
+        tf.graph_util.import_graph_def(frozen.graph_def, input_map=feeds(), name="")
+
+    try:
+        wrapped = v1.wrap_function(imported, [])
+        input_tensors = [wrapped.graph.get_tensor_by_name(name) for name in frozen.inputs]
+        pruned = wrapped.prune(input_tensors, [wrapped.graph.get_tensor_by_name(name) for name in frozen.outputs])
+    except Exception as error:
+        raise ModelError(f"{origin.path}: TensorFlow cannot import the graph: {first_line(error, 300)}") from None
+    specs = [_input_spec(origin, name, tensor, tf) for name, tensor in zip(frozen.inputs, input_tensors, strict=True)]
+    output_keys = [_safe(name) for name in frozen.outputs]
+
+    @tf.function(input_signature=specs)
+    def serve(*arguments: Any) -> dict[str, Any]:
+        return dict(zip(output_keys, pruned(*arguments), strict=True))
+
+    module = tf.Module()
+    module.pruned = pruned  # tracked, so the saved signature finds the function it calls
+    directory = make_work_dir("tf1-")
+    atexit.register(shutil.rmtree, directory, True)
+    target = directory / "saved_model"
+    try:
+        tf.saved_model.save(module, str(target), signatures={"serving_default": serve.get_concrete_function()})
+    except Exception as error:
+        raise ModelError(f"{origin.path}: cannot trace the frozen graph: {first_line(error, 300)}") from None
+    return target
+
+
+def _feed_constants(graph_def: Any, feeds: dict[str, Any], tf: Any) -> Any:
+    dtypes = {p.name: p.dtype for p in graphdef.placeholders(graph_def)}
+    return lambda: {graphdef.tensor_name(n): tf.constant(value, dtype=dtypes[n]) for n, value in feeds.items()}
+
+
+def _input_spec(origin: Tf1Origin, name: str, tensor: Any, tf: Any) -> Any:
+    given = (origin.inputs or {}).get(graphdef.node_name(name)) or (origin.inputs or {}).get(name)
+    shape = tensor.shape
+    if given is not None:
+        if shape.rank is not None and len(given) != shape.rank:
+            raise ModelError(
+                f"{origin.path}: {origin.place}: inputs: {name} has rank {shape.rank} in the graph "
+                f"({shape}); the recipe gives {list(given)}"
+            )
+        shape = tf.TensorShape(list(given))
+    elif shape.rank is None:
+        raise ModelError(
+            f"{origin.path}: {origin.place}: inputs: {name} has no known rank; give its shape "
+            f"(inputs: {{{graphdef.node_name(name)}: [1, …]}})"
+        )
+    return tf.TensorSpec(shape, tensor.dtype, name=_safe(name))
+
+
+def _safe(tensor: str) -> str:
+    """A tensor name every format keeps as it is (signature keys, TFLite and ONNX names): `scope/op:1` →
+    `scope_op_1`, `op:0` → `op`."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", tensor.removesuffix(":0"))
+
+
+def _plain(value: Any) -> Any:
+    return value.tolist() if hasattr(value, "tolist") else value
