@@ -313,7 +313,7 @@ def _validate(args: argparse.Namespace) -> int:
     from pipeline.recipe import load_recipe, stage_of
 
     recipe = load_recipe(args.recipe)
-    print(f"{args.recipe}: valid recipe {recipe.spec.name!r} ({recipe.source_kind()} source)")
+    print(f"{args.recipe}: valid recipe {recipe.spec.name!r} ({recipe.source_label()} source)")
     for name, output in recipe.spec.outputs.items():
         chain = " → ".join(stage_of(entry)[0] for entry in output.stages)
         print(f"  {name}: {chain}")

@@ -123,7 +123,8 @@ class SourceSpec(_Strict):
     def _one_origin(self) -> SourceSpec:
         origins = [name for name in ("path", "builder", "graph", "checkpoint") if getattr(self, name) is not None]
         if len(origins) > 1:
-            raise ValueError(f"give one of path, builder (with weights), graph or checkpoint (got {' and '.join(origins)})")
+            given = " and ".join(origins)
+            raise ValueError(f"give one of path, builder (with weights), graph or checkpoint (got {given})")
         if self.builder is None and self.weights is not None:
             raise ValueError("weights go with builder (got weights without builder)")
         if not origins:

@@ -15,6 +15,7 @@ from pipeline.frameworks import captured_native_output, import_tensorflow
 from pipeline.runtimes import runtime_for
 from pipeline.sources import check_model_path, load_source, signature_tensor_specs
 from pipeline.sources.files import is_savedmodel
+from pipeline.sources.tf1 import describe_tf1_graph
 from pipeline.sources.weights import (
     H5_SUFFIXES,
     checkpoint_variables,
@@ -30,6 +31,8 @@ def describe_model(path: Path, trusted: bool = False) -> dict[str, Any]:
     if is_checkpoint_prefix(path):
         return _describe_checkpoint(path)
     check_model_path(path)
+    if path.is_file() and path.suffix.lower() in {".pb", ".meta"}:
+        return _describe_tf1(path)
     if path.is_dir() and not is_savedmodel(path):
         return _describe_checkpoint_directory(path)
     description: dict[str, Any] = {"path": str(path), "size_bytes": size_of(path), "sha256": sha256_of(path)}
@@ -82,13 +85,28 @@ def _savedmodel_tags(path: Path) -> list[list[str]]:
 
 def _describe_checkpoint(prefix: Path) -> dict[str, Any]:
     weights = locate_weights(prefix)
-    return {
+    description = {
         "path": str(prefix),
         "format": "checkpoint",
         "size_bytes": sum(size_of(file) for file in weights.files),
         "files": weights.hashes(),
         "variables": checkpoint_variables(prefix),
     }
+    meta = prefix.with_name(prefix.name + ".meta")
+    if meta.is_file():  # a TF1 Saver checkpoint: its graph tells what to feed and fetch
+        graph = describe_tf1_graph(meta)
+        description.update({**graph, "format": "tf1 checkpoint", "meta_graph": str(meta)})
+    return description
+
+
+def _describe_tf1(path: Path) -> dict[str, Any]:
+    description = {"path": str(path), "size_bytes": size_of(path), "sha256": sha256_of(path)}
+    description.update(describe_tf1_graph(path))
+    prefix = path.with_suffix("") if path.suffix.lower() == ".meta" else None
+    if prefix is not None and is_checkpoint_prefix(prefix):
+        description["checkpoint"] = str(prefix)
+        description["variables"] = checkpoint_variables(prefix)
+    return description
 
 
 def _describe_checkpoint_directory(directory: Path) -> dict[str, Any]:
@@ -140,6 +158,7 @@ def format_description(description: dict[str, Any]) -> str:
         lines.append(f"  sha256   {description['sha256']}")
     for name, digest in description.get("files", {}).items():
         lines.append(f"  file     {name}  sha256 {digest}")
+    lines += _tf1_lines(description)
     for tags in description.get("tags", []):
         lines.append(f"  tags     {', '.join(tags)}")
     for signature, tensors in description.get("signatures", {}).items():
@@ -155,6 +174,26 @@ def format_description(description: dict[str, Any]) -> str:
         lines.append(f"  variables ({len(rows)})")
         lines += _table(["name", "shape", "dtype", "stored as"], rows, indent=4)
     return "\n".join(lines)
+
+
+def _tf1_lines(description: dict[str, Any]) -> list[str]:
+    if "placeholders" not in description:
+        return []
+    version = description.get("tensorflow_version")
+    lines = [f"  written  TensorFlow {version}"] if version else []
+    rows = [
+        [p["name"], "?" if p["shape"] is None else _shape(p["shape"]), p["dtype"], "default" if p["default"] else ""]
+        for p in description["placeholders"]
+    ]
+    lines.append(f"  placeholders ({len(rows)})")
+    lines += _table(["name", "shape", "dtype", ""], rows, indent=4)
+    signature = description.get("serving_signature")
+    if signature:
+        lines.append("  serving signature")
+        for role in ("inputs", "outputs"):
+            lines += [f"    {role[:-1]:<6} {key} = {name}" for key, name in signature[role].items()]
+    lines.append(f"  likely outputs  {', '.join(description['likely_outputs']) or '(none found)'}")
+    return lines
 
 
 def _variable_row(variable: dict[str, Any]) -> list[str]:

@@ -131,7 +131,7 @@ def _run_outputs(
     calibrated = [
         plan.name for plan in plans if any("calibration" in STAGES[n.kind].required_data(n.options) for n in plan.nodes)
     ]
-    warnings = hygiene_warnings(datasets, calibrated)
+    warnings = [*described.get("warnings", []), *hygiene_warnings(datasets, calibrated)]
     for warning in warnings:
         log(f"  warning   {warning}")
     left = sweep_work_dirs(Path(tempfile.gettempdir()))  # from runs that were killed (SIGKILL, power loss)

@@ -16,7 +16,6 @@ from pipeline.sources.section import SourceSection, tf1_origin
 from pipeline.sources.tf1 import tf1_files
 from pipeline.sources.weights import locate_weights
 
-
 TF1_HINTS = {
     ".pb": "looks like a TensorFlow 1 frozen graph; write source: {graph: FILE.pb, inputs: [...], outputs: [...]}",
     ".meta": "is a TensorFlow 1 meta graph; write source: {checkpoint: PREFIX, inputs: [...], outputs: [...]}",

@@ -147,6 +147,8 @@ def load_tf1_source(origin: Tf1Origin, trusted: bool) -> Source:
         "feeds": {name: _plain(value) for name, value in origin.feeds.items()},
         "repairs": frozen.notes,
     }
+    if origin.kind == "checkpoint" and locate_checkpoint(origin).warnings:
+        extra["warnings"] = list(locate_checkpoint(origin).warnings)
     return Source(origin.path, origin.kind, digest, inputs, outputs, artifact, extra)
 
 
@@ -360,3 +362,36 @@ def _safe(tensor: str) -> str:
 
 def _plain(value: Any) -> Any:
     return value.tolist() if hasattr(value, "tolist") else value
+
+
+# --- inspect ---------------------------------------------------------------------------------------
+
+
+def describe_tf1_graph(path: Path) -> dict[str, Any]:
+    """A frozen `.pb` or a `.meta`: its placeholders (defaults marked), likely outputs, the serving signature and
+    the TensorFlow version that wrote a meta graph. For a `recipe` to start from: nothing is frozen or run."""
+    tf = import_tensorflow()
+    if path.suffix.lower() == ".meta":
+        meta = tf.compat.v1.MetaGraphDef()
+        try:
+            meta.ParseFromString(path.read_bytes())
+        except Exception as error:
+            raise ModelError(f"{path}: not a MetaGraphDef (.meta): {first_line(error, 200)}") from None
+        graph_def, written_by = meta.graph_def, meta.meta_info_def.tensorflow_version or "unknown"
+        signature = meta.signature_def.get("serving_default")
+    else:
+        graph_def, written_by, signature = _read_graph(path, tf), None, None
+    description: dict[str, Any] = {
+        "format": "tf1 meta graph" if written_by else "tf1 frozen graph",
+        "nodes": len(graph_def.node),
+        "placeholders": [p.describe() for p in graphdef.placeholders(graph_def) if not p.name.startswith("save/")],
+        "likely_outputs": graphdef.likely_outputs(graph_def)[:20],
+    }
+    if written_by:
+        description["tensorflow_version"] = written_by
+    if signature is not None:
+        description["serving_signature"] = {
+            "inputs": {key: value.name for key, value in sorted(signature.inputs.items())},
+            "outputs": {key: value.name for key, value in sorted(signature.outputs.items())},
+        }
+    return description

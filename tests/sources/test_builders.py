@@ -235,7 +235,7 @@ def test_validation_needs_trust_and_one_origin(project: Project) -> None:
     with pytest.raises(RecipeError, match=r"source \(line 2\): the builder is code; set source.trusted: true"):
         load_recipe(write_recipe(project.root, untrusted, "untrusted.yaml"))
     both = builder_recipe(project, "k3.weights.h5").read_text().replace("source:\n", "source:\n  path: x.keras\n")
-    with pytest.raises(RecipeError, match="give one of path, builder \(with weights\), graph or checkpoint \(got path and builder\)"):
+    with pytest.raises(RecipeError, match=r"give one of path, builder .* \(got path and builder\)"):
         load_recipe(write_recipe(project.root, both, "both.yaml"))
     with pytest.raises(RecipeError, match=r"source.builder: cannot find module mypkg.nowhere"):
         load_recipe(builder_recipe(project, "k3.weights.h5", "mypkg.nowhere:create"))
