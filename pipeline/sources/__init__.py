@@ -1,9 +1,10 @@
-"""Source models: a `.keras` / `.h5` file, a SavedModel directory, or a builder plus saved weights.
+"""Source models: a `.keras` / `.h5` file, a SavedModel directory, a builder plus saved weights, or a TF1 graph.
 
 The package's public API. Modules: model (Source and tensor specs, a leaf), keras (the one Keras loader),
 trust (serialized code in Keras configs), imports (the modules of custom classes), files (model files), weights
 (weights files), builders (builder + weights), section (a recipe's source section), lazy (the run's SourceHandle),
-checks (recipe-time file checks).
+checks (recipe-time file checks), graphdef (a TF1 GraphDef read and repaired), tf1 (TF1 frozen graphs and
+checkpoints).
 Imports no framework until a model is loaded, and nothing of recipes, stages, runtimes, runs or reports.
 """
 

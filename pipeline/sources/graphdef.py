@@ -16,6 +16,10 @@ PLACEHOLDERS = frozenset({"Placeholder", "PlaceholderWithDefault"})
 ASSIGNMENTS = frozenset(
     {"Assign", "AssignAdd", "AssignSub", "AssignVariableOp", "AssignAddVariableOp", "AssignSubVariableOp"}
 )
+_REF_OPS = {
+    "RefSwitch": "Switch", "RefMerge": "Merge", "RefIdentity": "Identity", "RefEnter": "Enter", "RefExit": "Exit",
+    "RefNextIteration": "NextIteration",
+}  # fmt: skip
 # Ops that touch files or run Python when the graph runs: a graph from elsewhere that has them on the way to its
 # outputs runs them in the reference, so they need trust.
 EFFECTFUL = frozenset(
@@ -31,6 +35,7 @@ _NOT_OUTPUTS = ASSIGNMENTS | EFFECTFUL | PLACEHOLDERS | frozenset(
      "IsVariableInitialized", "ReadVariableOp", "Iterator", "IteratorV2", "IteratorGetNext", "MakeIterator",
      "OneShotIterator", "IteratorToStringHandle", "Shape", "Size", "Rank"}
 )  # fmt: skip
+_VARIABLES = frozenset({"VariableV2", "Variable", "VarHandleOp", "ReadVariableOp"})
 _BOOKKEEPING_SCOPES = ("save/", "gradients/", "report_uninitialized_variables")
 _TRAINING_WORDS = ("loss", "cross_entropy", "optimizer", "train_op")
 
@@ -74,10 +79,12 @@ def placeholders(graph_def: Any) -> list[Placeholder]:
 def likely_outputs(graph_def: Any) -> list[str]:
     """Ops no other op consumes, less training, saving and bookkeeping: what a user most likely wants out."""
     consumed = {node_name(name) for node in graph_def.node for name in node.input}
+    ops = {node.name: node.op for node in graph_def.node}
     return [
         node.name
         for node in graph_def.node
         if node.name not in consumed
+        and not (node.op == "Identity" and ops.get(node_name(node.input[0]) if node.input else "") in _VARIABLES)
         and node.op not in _NOT_OUTPUTS
         and not node.op.startswith(("Apply", "ResourceApply", "Save", "Restore"))
         and not node.name.startswith(_BOOKKEEPING_SCOPES)
@@ -106,9 +113,12 @@ def ops_of(graph_def: Any, names: set[str]) -> dict[str, str]:
 
 
 def without_assignments(graph_def: Any) -> tuple[Any, list[str]]:
-    """A copy without variable updates (and the control inputs on them); the names of the updates dropped."""
-    dropped = {node.name for node in graph_def.node if node.op in ASSIGNMENTS}
-    if not dropped:
+    """A copy without variable updates (control inputs on them dropped, a value read from a ref update read from
+    the variable, now a constant, instead) and with ref-typed control flow (TF 1.x's ref variables) made plain;
+    the names of the updates dropped."""
+    dropped = {node.name: node.input[0] for node in graph_def.node if node.op in ASSIGNMENTS}
+    refs = [node.name for node in graph_def.node if node.op in _REF_OPS]
+    if not dropped and not refs:
         return graph_def, []
     repaired = type(graph_def)()
     repaired.CopyFrom(graph_def)
@@ -118,8 +128,13 @@ def without_assignments(graph_def: Any) -> tuple[Any, list[str]]:
             continue
         kept = repaired.node.add()
         kept.CopyFrom(node)
+        kept.op = _REF_OPS.get(node.op, node.op)
         del kept.input[:]
-        kept.input.extend(name for name in node.input if node_name(name) not in dropped)
+        for name in node.input:
+            if node_name(name) not in dropped:
+                kept.input.append(name)
+            elif not name.startswith("^"):
+                kept.input.append(dropped[node_name(name)])
     return repaired, sorted(dropped)
 
 

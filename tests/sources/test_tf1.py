@@ -27,6 +27,8 @@ TRAIN = """
 import sys, numpy as np, tensorflow as tf
 v1 = tf.compat.v1
 v1.disable_control_flow_v2()  # Switch/Merge, as TF 1.x built tf.cond
+if sys.argv[2:] == ["ref"]:
+    v1.disable_resource_variables()  # VariableV2, Assign and RefSwitch, as TF 1.x built variables
 out = sys.argv[1]
 graph = tf.Graph()
 with graph.as_default():
@@ -83,17 +85,25 @@ class Tf1Files:
     data: Path
 
 
-@pytest.fixture(scope="module")
-def tf1(tmp_path_factory: pytest.TempPathFactory) -> Tf1Files:
-    root = tmp_path_factory.mktemp("tf1")
+def _train(root: Path, *options: str) -> Tf1Files:
     script = root / "train.py"
     script.write_text(TRAIN)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
-        [sys.executable, str(script), str(root)], capture_output=True, text=True, env=env, timeout=600, check=False
+        [sys.executable, str(script), str(root), *options],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     return Tf1Files(root, root / "frozen.pb", root / "run" / "model.ckpt", root / "data.npz")
+
+
+@pytest.fixture(scope="module")
+def tf1(tmp_path_factory: pytest.TempPathFactory) -> Tf1Files:
+    return _train(tmp_path_factory.mktemp("tf1"))
 
 
 RECIPE = """
@@ -156,6 +166,24 @@ def test_the_reference_is_the_checkpoint_s_own_output(tf1: Tf1Files) -> None:
     got = source.artifact.handle.signatures["serving_default"](x=data["evaluation"])["probs"].numpy()
     assert np.abs(got - data["reference"]).max() < 1e-6
     assert [spec.name for spec in source.inputs] == ["x"] and source.inputs[0].shape == (None, 8, 8, 1)
+
+
+def test_ref_variables_as_tf_1x_made_them_freeze_from_graph_and_checkpoint(tmp_path: Path) -> None:
+    """TF 1.x's default variables are refs: `VariableV2`, `Assign` updates and `RefSwitch` in the frozen graph."""
+    import tensorflow as tf
+
+    from pipeline.sources.tf1 import load_tf1_source
+
+    files = _train(tmp_path, "ref")
+    ops = {node.op for node in tf.compat.v1.GraphDef.FromString(files.frozen.read_bytes()).node}
+    assert {"RefSwitch", "Assign"} <= ops
+    data = np.load(files.data)
+    for origin in (
+        Tf1Origin("graph", files.frozen, feeds={"is_training": False}),
+        Tf1Origin("checkpoint", files.prefix.parent, feeds={"is_training": False}),  # outputs: the one likely
+    ):
+        serving = load_tf1_source(origin, trusted=False).artifact.handle.signatures["serving_default"]
+        assert np.abs(serving(x=data["evaluation"])["probs"].numpy() - data["reference"]).max() < 1e-6
 
 
 def test_shapes_the_graph_leaves_open_are_given_by_inputs(tf1: Tf1Files) -> None:
