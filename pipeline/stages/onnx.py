@@ -24,6 +24,7 @@ from pipeline.frameworks import captured_native_output, import_tensorflow, notab
 from pipeline.sources.model import keras_call_inputs, keras_tensor_specs
 from pipeline.stages.base import ConversionStage, StageContext, StageOptions
 from pipeline.stages.onnx_optimizers import find_culprit, onnx_input_spec, run_file, smoke_feed
+from pipeline.stages.trace import traced_export
 
 
 class OnnxOptions(StageOptions):
@@ -102,12 +103,12 @@ class OnnxStage(ConversionStage):
         tf = import_tensorflow()
         import onnx
 
-        proto, warnings, rescues = _exported(tf, onnx, upstream, options)
+        proto, warnings, rescues = _exported(tf, onnx, upstream, options, ctx.work_dir)
         smoke = _smoke_run(proto) if options.rescue else None  # (level it fails at, error) or None: it runs
         if smoke is not None and smoke[0] == "disabled" and options.dynamic_batch:
             # tf2onnx baked a size into the graph (keras-hub MiT): exported at batch 1, the file runs in chunks.
             at_one = options.model_copy(update={"dynamic_batch": False})
-            proto, warnings, rescues = _exported(tf, onnx, upstream, at_one)
+            proto, warnings, rescues = _exported(tf, onnx, upstream, at_one, ctx.work_dir)
             action = "exported again at batch 1 (dynamic_batch: false); the file runs a sample at a time"
             rescues.append({"name": "fixed_batch", "raw_error": _cannot_run(smoke[1]), "action": action})
             smoke = _smoke_run(proto)
@@ -136,17 +137,47 @@ class OnnxStage(ConversionStage):
         return Artifact(kind="onnx", path=path, key=ctx.key, warnings=warnings, details=details)
 
 
-def _exported(tf: Any, onnx: Any, upstream: Artifact, options: OnnxOptions) -> tuple[Any, list[str], list[Any]]:
-    """tf2onnx's export, its names made canonical and checked (Erfc rescued); with the warnings it logged and the
-    rescues it took."""
+FUNCTION_CALLS = frozenset({"StatefulPartitionedCall", "PartitionedCall"})  # TensorFlow ops tf2onnx may leave
+
+
+def _exported(
+    tf: Any, onnx: Any, upstream: Artifact, options: OnnxOptions, work_dir: Path
+) -> tuple[Any, list[str], list[Any]]:
+    """tf2onnx's export, its names made canonical and checked (function calls and Erfc rescued); with the warnings
+    it logged and the rescues it took."""
+    proto, warnings = _logged(lambda: _export(tf, upstream, options))
+    rescues = []
+    calls = sorted({node.op_type for node in proto.graph.node if node.op_type in FUNCTION_CALLS})
+    if calls and options.rescue and (upstream.kind == "savedmodel" or upstream.flavour != "tf_keras"):
+        raw_error = _checker_error(onnx, proto, "the exported model")
+        saved = upstream.path if upstream.kind == "savedmodel" else traced_export(upstream, work_dir)
+        signature = (upstream.signature if upstream.kind == "savedmodel" else None) or "serving_default"
+        proto, warnings = _logged(lambda: _export_saved(saved, signature, options, inline=True))
+        action = (
+            "exported again from the SavedModel with every function inlined (Keras compiles a grouped convolution "
+            "as an XLA function tf2onnx leaves as a call)"
+        )
+        rescues.append({"name": "inline_functions", "raw_error": raw_error, "action": action})
+    canonical_names(proto)
+    rescues += _checked_or_rescued(onnx, proto, options.rescue)
+    return proto, warnings, rescues
+
+
+def _logged(export: Any) -> tuple[Any, list[str]]:
     with _logged_warnings("tf2onnx") as logged, captured_native_output() as native:
         try:
-            proto = _export(tf, upstream, options)
+            proto = export()
         except Exception as error:  # tf2onnx raises many types; all mean "no artifact"
             raise StageError(f"tf2onnx export failed: {first_line(error)}") from error
-    canonical_names(proto)
-    rescues = _checked_or_rescued(onnx, proto, options.rescue)
-    return proto, [*logged, *notable_log_lines(native)], rescues
+    return proto, [*logged, *notable_log_lines(native)]
+
+
+def _checker_error(onnx: Any, proto: Any, what: str) -> str:
+    try:
+        _check(onnx, proto, what)
+    except StageError as error:
+        return str(error)
+    return f"{what} calls TensorFlow functions ONNX cannot run"
 
 
 def _smoke_run(proto: Any) -> tuple[str, str] | None:
@@ -285,44 +316,58 @@ def _quantization_details(options: OnnxOptions) -> dict[str, Any]:
 
 def _export(tf: Any, upstream: Artifact, options: OnnxOptions) -> Any:
     import tf2onnx
-    from tf2onnx import tf_loader
 
+    if upstream.kind == "savedmodel":
+        return _export_saved(upstream.path, upstream.signature or "serving_default", options)
     # tf2onnx names the nodes it inserts from a process-wide counter: start it afresh, so a file does not
     # depend on what this process converted before (the same recipe must give the same bytes).
     tf2onnx.utils.INTERNAL_NAME = 1
-
-    if upstream.kind == "savedmodel":
-        # The saved-model loader freezes the signature's function: fine for every SavedModel kind.
-        graph, inputs, outputs, renames = tf_loader.from_saved_model(
-            str(upstream.path),
-            None,
-            None,
-            tag="serve",
-            signatures=[upstream.signature or "serving_default"],
-            return_tensors_to_rename=True,
-        )
-        shapes = None
-        if not options.dynamic_batch:
-            shapes = {name: [1, *_graph_input_shape(graph, name)[1:]] for name in inputs}
-        proto, _ = tf2onnx.convert.from_graph_def(
-            graph,
-            input_names=inputs,
-            output_names=outputs,
-            opset=options.opset,
-            tensors_to_rename=renames,
-            shape_override=shapes,
-        )
-        return proto
     model = upstream.handle
     batch = None if options.dynamic_batch else 1
-    specs = {
-        _input_name(t): tf.TensorSpec([batch, *t.shape[1:]], t.dtype, name=_input_name(t)) for t in model.inputs
-    }
+    specs = {_input_name(t): tf.TensorSpec([batch, *t.shape[1:]], t.dtype, name=_input_name(t)) for t in model.inputs}
     # tf2onnx calls model(*signature): one argument in the model's own structure (a dict for keras-hub models).
     signature = [keras_call_inputs(model, specs)]
     proto, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=options.opset)
     _name_outputs_as_the_model(proto, model)
     return proto
+
+
+def _export_saved(path: Path, signature: str, options: OnnxOptions, inline: bool = False) -> Any:
+    """A SavedModel's signature through tf2onnx's saved-model loader (which freezes it: fine for every SavedModel
+    kind); with `inline`, functions marked never to inline (XLA-compiled ones) are inlined like any other."""
+    import tf2onnx
+    from tf2onnx import tf_loader
+
+    tf2onnx.utils.INTERNAL_NAME = 1  # as in _export: the same graph gives the same bytes
+    graph, inputs, outputs, renames = tf_loader.from_saved_model(
+        str(path), None, None, tag="serve", signatures=[signature], return_tensors_to_rename=True
+    )
+    if inline:
+        _allow_inlining(graph)
+    shapes = None
+    if not options.dynamic_batch:
+        shapes = {name: [1, *_graph_input_shape(graph, name)[1:]] for name in inputs}
+    proto, _ = tf2onnx.convert.from_graph_def(
+        graph,
+        input_names=inputs,
+        output_names=outputs,
+        opset=options.opset,
+        tensors_to_rename=renames,
+        shape_override=shapes,
+    )
+    return proto
+
+
+def _allow_inlining(graph: Any) -> None:
+    """Keras runs a grouped convolution on CPU as a `jit_compile` function, marked `_noinline` and
+    `_XlaMustCompile`: grappler leaves such a call alone, and tf2onnx has no op for it. Unmarked, it inlines."""
+    for function in graph.library.function:
+        for attribute in ("_noinline", "_XlaMustCompile"):
+            if attribute in function.attr:
+                del function.attr[attribute]
+    for node in graph.node:
+        if "_XlaMustCompile" in node.attr:
+            del node.attr["_XlaMustCompile"]
 
 
 def _name_outputs_as_the_model(proto: Any, model: Any) -> None:

@@ -2,6 +2,8 @@
 
 - Exact GELU: tf2onnx emits Erfc, which ONNX lacks; rewritten as 1 - Erf, the file passes the checker and computes
   erfc (checked against scipy here; keras-hub ViT and Whisper in tests/test_keras_hub.py).
+- A grouped convolution (ConvNeXt's depthwise 7x7): Keras compiles it as an XLA function on CPU, which tf2onnx
+  leaves as a StatefulPartitionedCall; exported again from the SavedModel with functions inlined.
 - keras-hub MiT: the dynamic-batch export fails in onnxruntime even unoptimized; exported again at batch 1.
 - Keras Applications ResNet50V2 (random weights, batch-norm statistics randomised): the file is right unoptimized
   and onnxruntime's level-1 rewrite rules move it by ~1e-2; the finding names them.
@@ -45,6 +47,40 @@ def test_erfc_nodes_become_one_minus_erf_and_compute_erfc() -> None:
     again = onnx.ModelProto()
     again.CopyFrom(proto)
     assert erfc_as_erf(onnx, again) == 0 and again == proto  # nothing left to rewrite
+
+
+def test_a_grouped_convolution_left_as_a_function_call_is_inlined(tmp_path: Path) -> None:
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((12, 12, 8), name="x")
+    hidden = keras.layers.Conv2D(8, 7, padding="same", groups=8, name="depthwise")(inputs)
+    outputs = keras.layers.Dense(4)(keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(16, 1)(hidden)))
+    keras.Model(inputs, outputs).save(tmp_path / "grouped.keras")
+    rng = np.random.default_rng(0)
+    np.savez(
+        tmp_path / "data.npz", x=rng.random((32, 12, 12, 8), np.float32), c=rng.random((32, 12, 12, 8), np.float32)
+    )
+    data = {
+        "evaluation": {"npz": tmp_path / "data.npz", "inputs": "x"},
+        "calibration": {"npz": tmp_path / "data.npz", "inputs": "c"},
+    }
+    outputs = {
+        "onnx": {"stages": ["onnx"]},
+        "int8": {"stages": [{"onnx": {"quantize": "static"}}]},
+        "raw": {"stages": [{"onnx": {"rescue": False}}]},
+    }
+    recipe = recipe_file(tmp_path, name="grouped", source=tmp_path / "grouped.keras", data=data, outputs=outputs)
+    report = run_report(recipe, tmp_path / "o", 3)  # the raw output's conversion error
+    by_name = {output["name"]: output for output in report["outputs"]}
+    assert by_name["onnx"]["status"] == "passed" and by_name["onnx"]["parity"]["metrics"]["max_abs"] < 1e-5
+    assert by_name["int8"]["status"] == "passed"
+    for name in ("onnx", "int8"):
+        [rescue] = by_name[name]["rescues"]
+        assert rescue["name"] == "inline_functions"
+        assert "No Op registered for StatefulPartitionedCall" in rescue["raw_error"]
+    assert by_name["raw"]["status"] == "error"
+    assert "No Op registered for StatefulPartitionedCall" in by_name["raw"]["error"]
 
 
 @pytest.mark.slow
