@@ -25,7 +25,7 @@ from pipeline.errors import EdgeportError, first_line
 from pipeline.evaluate import ORDERS, Predictions, compare, predict_dataset
 from pipeline.parity import GateResult, ParityResult, gate_result
 from pipeline.run.cache import Cache
-from pipeline.run.diagnose import graph_optimization_finding
+from pipeline.run.diagnose import float_noise_finding, graph_optimization_finding
 from pipeline.run.latency import feed_for, measure_latency
 from pipeline.run.plan import OutputPlan
 from pipeline.runtimes import RUNTIMES, Runs, Setting, runtime_for
@@ -38,6 +38,7 @@ Log = Callable[[str], None]
 # An fp32 ONNX file whose optimized run moves this many times further from its unoptimized one than that is from the
 # source has its optimizations to blame, gates or not (ResNet50V2: 1.6e-4 unoptimized, 3.1 optimized).
 OPTIMIZER_BLAME = 10.0
+NOISE_SAMPLES = 32  # samples the source runs twice on to measure its own float32 rounding (see float_noise_finding)
 
 
 @dataclass
@@ -130,7 +131,7 @@ class OutputChecker:
             comparisons.append(Comparison(compared, "before_final_stage", roles))
         targets = target_reports(self, plan, final)
         parity.gates += target_gates(plan, targets)
-        return Check(parity, comparisons, _findings(self, plan, final, comparisons), targets)
+        return Check(parity, comparisons, _findings(self, plan, final, comparisons, parity), targets)
 
     def acceptor(self, plan: OutputPlan) -> Callable[[Path], bool]:
         """For a stage that needs verdicts (`fallback: auto`): does a candidate file pass this output's gates on
@@ -289,10 +290,59 @@ def _quantized(final: Artifact) -> bool:
 
 
 def _findings(
-    checker: OutputChecker, plan: OutputPlan, final: Artifact, comparisons: list[Comparison]
+    checker: OutputChecker, plan: OutputPlan, final: Artifact, comparisons: list[Comparison], parity: ParityResult
 ) -> list[dict[str, Any]]:
     """What the comparisons reveal beyond the gates: for quantized ONNX, kernels that break the QDQ arithmetic;
-    for fp32 ONNX that passes only unoptimized, the onnxruntime optimizer that changes its results."""
+    for fp32 ONNX that passes only unoptimized, the onnxruntime optimizer that changes its results; for an fp32
+    file that misses only max_abs, whether the source's own float32 rounding is as large."""
+    findings = _onnx_findings(checker, plan, final, comparisons)
+    if _misses_only_max_abs(final, parity) and not findings:
+        spreads, scale = source_float_noise(checker)
+        samples = min(NOISE_SAMPLES, checker.evaluation.samples)
+        finding = float_noise_finding(parity.metrics["max_abs"], spreads, scale, samples)
+        findings += [finding] if finding else []
+    return findings
+
+
+def _misses_only_max_abs(final: Artifact, parity: ParityResult) -> bool:
+    failed = [gate for gate in parity.gates if not gate.passed]
+    unquantized = final.kind in {"tflite", "onnx"} and not _quantized(final)
+    return unquantized and bool(failed) and all(g.metric == "max_abs" and g.tensor is None for g in failed)
+
+
+def source_float_noise(checker: OutputChecker) -> tuple[dict[str, float], float]:
+    """What the source's own float32 arithmetic moves its outputs by, on the first NOISE_SAMPLES evaluation
+    samples: run as one batch against a sample at a time (other kernels, other summation orders), and with every
+    floating input moved by one ulp (float32 rounding anywhere is such a nudge, amplified by what follows); the
+    largest |output| too. Over its floating outputs."""
+    batch = next(checker.evaluation.batches(NOISE_SAMPLES))
+    with runtime_for(checker.source.artifact) as runtime:
+        feed = feed_for(runtime, batch)
+        whole = runtime.predict_batch(feed)
+        count = len(next(iter(feed.values())))
+        rows = [runtime.predict_batch({name: array[i : i + 1] for name, array in feed.items()}) for i in range(count)]
+        nudged = runtime.predict_batch({name: _one_ulp_off(array) for name, array in feed.items()})
+    floating = [name for name, array in whole.items() if np.issubdtype(np.asarray(array).dtype, np.floating)]
+
+    def spread(other: dict[str, np.ndarray]) -> float:
+        return max((float(np.abs(whole[n] - other[n]).max()) for n in floating), default=0.0)
+
+    one_by_one = {name: np.concatenate([row[name] for row in rows]) for name in floating}
+    scale = max((float(np.abs(whole[n]).max()) for n in floating), default=0.0)
+    return {"batch_vs_sample": spread(one_by_one), "one_ulp_inputs": spread(nudged)}, scale
+
+
+def _one_ulp_off(array: np.ndarray) -> np.ndarray:
+    """Each value moved one ulp up or down (a seeded coin per value); other dtypes as they are."""
+    if not np.issubdtype(array.dtype, np.floating):
+        return array
+    signs = np.where(np.random.default_rng(0).random(array.shape) < 0.5, -1, 1).astype(array.dtype)
+    return (array + signs * np.spacing(array)).astype(array.dtype)
+
+
+def _onnx_findings(
+    checker: OutputChecker, plan: OutputPlan, final: Artifact, comparisons: list[Comparison]
+) -> list[dict[str, Any]]:
     by_kind = {comparison.kind: comparison for comparison in comparisons}
     if final.kind != "onnx" or "setting_gap" not in by_kind or "runtime_setting" not in by_kind:
         return []
