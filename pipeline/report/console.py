@@ -95,6 +95,11 @@ def gate_name(gate: dict[str, Any]) -> str:
     return f"{name} [{gate['against']}]" if gate.get("against") else name
 
 
+def gate_label(gate: dict[str, Any]) -> str:
+    """`boxes.max_abs [baseline] <= 0.0001`: what a gate checks, as every report's gate table names it."""
+    return f"{gate_name(gate)} {gate.get('op')} {number(gate.get('threshold'))}"
+
+
 def gates_of(output: dict[str, Any]) -> list[dict[str, Any]]:
     """Every gate of an output: its parity's, then those of gated comparisons (another delegate)."""
     gates = list((output.get("parity") or {}).get("gates") or [])

@@ -282,6 +282,23 @@ def test_html_is_self_contained_and_escaped(report: dict[str, Any]) -> None:
     assert "Traceback line 2" in text and "tflite int8 io=int8" in text  # error and stage timings
 
 
+def test_every_report_names_per_tensor_and_other_run_gates_alike(report: dict[str, Any]) -> None:
+    """A whole-output gate, a per-tensor one and one against the baseline on one metric are three rows, each
+    labelled as what it checks, in report.md and report.html alike."""
+    changed = copy.deepcopy(report)
+    gates = changed["outputs"][1]["parity"]["gates"]
+    gates[:] = [
+        _gate("max_abs", "<=", 1e-4, 3e-5, True),
+        {**_gate("max_abs", "<=", 1e-4, 2e-4, False), "tensor": "boxes"},
+        {**_gate("max_abs", "<=", 1e-4, 3e-5, True), "against": "baseline"},
+    ]
+    labels = ["max_abs <= 0.0001", "boxes.max_abs <= 0.0001", "max_abs [baseline] <= 0.0001"]
+    page, text = html.render(changed), markdown.render(changed)
+    for label in labels:
+        assert f"<td>{label.replace('<', '&lt;')}</td>" in page
+        assert f"| {label} |" in text
+
+
 def test_html_write_puts_report_html_in_out_dir(report: dict[str, Any], tmp_path: Path) -> None:
     path = write_report("report.html", report, tmp_path)
     assert path == tmp_path / "report.html"

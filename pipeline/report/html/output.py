@@ -13,6 +13,7 @@ from pipeline.report.console import (
     PASS_MARK,
     comparison_rows,
     first_line,
+    gate_label,
     gates_of,
     kib,
     metric_table,
@@ -107,7 +108,7 @@ def _gates(output: dict[str, Any]) -> str:
             result += f" ({gate['note']})"
         rows.append(
             [
-                td(f"{gate.get('metric')} {gate.get('op')} {number(gate.get('threshold'))}"),
+                td(gate_label(gate)),
                 td(number(gate.get("value")), "num"),
                 td(number(gate.get("threshold")), "num"),
                 td(result, "pass" if passed else "fail"),

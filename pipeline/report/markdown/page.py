@@ -18,7 +18,7 @@ from pipeline.report.console import (
     environment_rows,
     final_line,
     first_line,
-    gate_name,
+    gate_label,
     gates_of,
     kib,
     metric_table,
@@ -105,7 +105,7 @@ def _gate_rows(output: dict[str, Any]) -> list[list[Any]]:
         rows.append(
             [
                 name,
-                f"{gate_name(gate)} {gate.get('op')} {number(gate.get('threshold'))}",
+                gate_label(gate),
                 number(gate.get("value")),
                 number(gate.get("threshold")),
                 result,
