@@ -13,8 +13,11 @@ import os
 import re
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from types import ModuleType
+from typing import Any
 
 # Lines the TF/TFLite tool chain prints on every run; they say nothing about this model.
 _BENIGN_LOG_MARKERS = (
@@ -64,29 +67,74 @@ def import_tensorflow() -> ModuleType:
     return tf
 
 
+@dataclass
+class _Capture:
+    """The process's one redirection of fds 1 and 2: shared by every block that captures at once (lanes capture
+    from several threads), set up by the first and undone by the last."""
+
+    depth: int = 0
+    sink: Any = None  # the temporary file fds 1 and 2 point at
+    saved: dict[int, int] = field(default_factory=dict)  # the fds as they were
+    console: Any = None  # a text stream on the original fd 2: where log lines go while native output is captured
+
+
+_CAPTURE = _Capture()
+_CAPTURE_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
 def captured_native_output() -> Iterator[list[str]]:
     """Redirect file descriptors 1 and 2 (where C++ code writes) to a buffer.
 
-    Yields a list that is filled with the captured lines when the block exits.
+    Yields a list that is filled with the captured lines when the block exits: what fds 1 and 2 received while it
+    ran (from any thread: the descriptors are the process's). Blocks may nest or overlap across threads; the
+    descriptors are restored when the last one exits, and `console_log` keeps log lines out of the buffer.
     """
     lines: list[str] = []
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = {fd: os.dup(fd) for fd in (1, 2)}
-    with tempfile.TemporaryFile(mode="w+b") as sink:
-        try:
-            for fd in saved:
-                os.dup2(sink.fileno(), fd)
-            yield lines
-        finally:
+    with _CAPTURE_LOCK:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        if _CAPTURE.depth == 0:
+            _CAPTURE.sink = tempfile.TemporaryFile(mode="w+b")  # noqa: SIM115 (closed by the last block out)
+            _CAPTURE.saved = {fd: os.dup(fd) for fd in (1, 2)}
+            _CAPTURE.console = os.fdopen(os.dup(_CAPTURE.saved[2]), "w", encoding="utf-8", errors="replace")
+            for fd in _CAPTURE.saved:
+                os.dup2(_CAPTURE.sink.fileno(), fd)
+        _CAPTURE.depth += 1
+        start = os.fstat(_CAPTURE.sink.fileno()).st_size
+    try:
+        yield lines
+    finally:
+        with _CAPTURE_LOCK:
             sys.stdout.flush()
             sys.stderr.flush()
-            for fd, original in saved.items():
-                os.dup2(original, fd)
-                os.close(original)
-            sink.seek(0)
-            lines.extend(sink.read().decode("utf-8", "replace").splitlines())
+            sink = _CAPTURE.sink
+            end = os.fstat(sink.fileno()).st_size
+            lines.extend(os.pread(sink.fileno(), end - start, start).decode("utf-8", "replace").splitlines())
+            _CAPTURE.depth -= 1
+            if _CAPTURE.depth == 0:
+                for fd, original in _CAPTURE.saved.items():
+                    os.dup2(original, fd)
+                    os.close(original)
+                _CAPTURE.console.close()
+                sink.close()
+                _CAPTURE.sink, _CAPTURE.saved, _CAPTURE.console = None, {}, None
+
+
+def console_log(message: str) -> None:
+    """A line for the user on stderr, even while another thread captures native output (it would land in that
+    capture's buffer otherwise, and be filtered away as converter noise)."""
+    with _CAPTURE_LOCK:
+        stream = _CAPTURE.console if _CAPTURE.depth and _writes_to_fd_2(sys.stderr) else sys.stderr
+        print(message, file=stream, flush=True)
+
+
+def _writes_to_fd_2(stream: Any) -> bool:
+    """Whether `stream` ends in fd 2 (and a capture would swallow it); a replaced sys.stderr (a test's) does not."""
+    try:
+        return stream.fileno() == 2
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError and a ValueError
+        return False
 
 
 _NATIVE_PREFIX = re.compile(r"^([IWEF])\d{4} [\d:.]+\s+\d+ ([\w.]+:\d+)\] ")

@@ -5,7 +5,6 @@ The only module that sees every layer; each layer below it knows nothing of the 
 
 from __future__ import annotations
 
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from pipeline.core.leftovers import sweep_work_dirs, work_directory
 from pipeline.core.tensors import TensorSpec
 from pipeline.data import Dataset, hygiene_warnings, label_outputs, load_dataset
 from pipeline.errors import first_line
+from pipeline.frameworks import console_log
 from pipeline.recipe import LoadedRecipe
 from pipeline.report import REPORT_FILES, write_reports
 from pipeline.report.document import build_report, settle_verdict
@@ -58,7 +58,7 @@ DEFAULT_STAGE_TIMEOUT = 1800.0  # seconds: generous; a conversion of a large Ker
 
 
 def stderr_log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    console_log(message)
 
 
 def run_recipe(recipe: LoadedRecipe, options: RunOptions, log: Log = stderr_log) -> dict[str, Any]:
