@@ -16,6 +16,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -119,6 +120,17 @@ def captured_native_output() -> Iterator[list[str]]:
                 _CAPTURE.console.close()
                 sink.close()
                 _CAPTURE.sink, _CAPTURE.saved, _CAPTURE.console = None, {}, None
+
+
+def litert_interpreter(model: Path | bytes, delegate: str = "xnnpack", threads: int | None = None) -> Any:
+    """The one way edgeport builds a LiteRT Interpreter: from a file or its bytes, with XNNPACK (LiteRT's default
+    delegate, applied at allocation) or the reference builtin kernels only (`delegate: none`), on `threads`
+    (None: LiteRT's default)."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    resolver = OpResolverType.AUTO if delegate == "xnnpack" else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    model_source = {"model_path": str(model)} if isinstance(model, Path) else {"model_content": model}
+    return Interpreter(**model_source, num_threads=threads, experimental_op_resolver_type=resolver)
 
 
 def console_log(message: str) -> None:

@@ -44,3 +44,18 @@ def test_overlapping_captures_restore_the_descriptors_and_spare_log_lines(capfd,
     assert "progress from the first" not in captured["first"] + captured["second"]
     assert "progress from the first" in err and "after both" in err  # fd 2 is the test's again
     assert "native from" not in out + err
+
+
+def test_a_litert_interpreter_is_built_in_one_place() -> None:
+    """Delegate, resolver and threads are decided by frameworks.litert_interpreter; a second construction site
+    is where the settings would drift apart."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "pipeline"
+    sites = [
+        f"{path.relative_to(root)}:{number}"
+        for path in sorted(root.rglob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if "Interpreter(" in line and not line.lstrip().startswith("#")
+    ]
+    assert len(sites) == 1 and sites[0].startswith("frameworks.py:"), sites

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
 from pipeline.core.artifact import Artifact
 from pipeline.core.tensors import TensorSpec
-from pipeline.frameworks import captured_native_output
+from pipeline.frameworks import captured_native_output, litert_interpreter
 from pipeline.runtimes.base import Runs, Runtime, Setting
 
 
@@ -22,15 +23,8 @@ class LiteRTRuntime(Runtime):
 
     def __init__(self, artifact: Artifact, threads: int | None = None, **settings: str) -> None:
         super().__init__(artifact, threads, **settings)
-        from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
         self.delegate = self.values["delegate"]
-        resolver = (
-            OpResolverType.AUTO if self.delegate == "xnnpack" else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-        )
-        self.interpreter = Interpreter(
-            model_path=str(artifact.path), num_threads=threads, experimental_op_resolver_type=resolver
-        )
+        self.interpreter = litert_interpreter(Path(artifact.path), self.delegate, threads)
         self._first_call = True
         signatures = self.interpreter.get_signature_list()
         if signatures:

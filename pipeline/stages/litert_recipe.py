@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import StageError, first_line
-from pipeline.frameworks import captured_native_output, notable_log_lines
+from pipeline.frameworks import captured_native_output, litert_interpreter, notable_log_lines
 from pipeline.stages.base import StageContext
 
 # Ops whose input 1 is a weight tensor the quantizer can quantize (filter, kernel, table).
@@ -219,9 +219,7 @@ def _rounded(values: dict[str, float]) -> dict[str, float]:
 
 
 def signature_of(model_bytes: bytes) -> tuple[str, list[str]]:
-    from ai_edge_litert.interpreter import Interpreter
-
-    signatures = Interpreter(model_content=model_bytes).get_signature_list()
+    signatures = litert_interpreter(model_bytes).get_signature_list()
     if not signatures:
         raise StageError("the .tflite has no signature; the LiteRT quantizer feeds and compares by signature")
     key = next(iter(signatures))

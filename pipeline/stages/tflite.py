@@ -14,7 +14,7 @@ from pydantic import Field, model_validator
 from pipeline.artifacts import write_bytes_atomic
 from pipeline.core.artifact import Artifact
 from pipeline.errors import StageError
-from pipeline.frameworks import captured_native_output, import_tensorflow, notable_log_lines
+from pipeline.frameworks import captured_native_output, import_tensorflow, litert_interpreter, notable_log_lines
 from pipeline.sources.model import keras_call_inputs
 from pipeline.stages.base import ConversionStage, StageContext, StageOptions
 from pipeline.stages.tflite_fallback import debug_and_fall_back
@@ -278,9 +278,7 @@ def _convert(converter: Any) -> tuple[bytes, list[str]]:
 
 
 def _unfrozen_variable_ops(model_bytes: bytes) -> set[str]:
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_content=model_bytes)
+    interpreter = litert_interpreter(model_bytes)
     return {op["op_name"] for op in interpreter._get_ops_details()} & _UNFROZEN_VARIABLE_OPS
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.artifacts import write_bytes_atomic
-from pipeline.frameworks import captured_native_output
+from pipeline.frameworks import captured_native_output, litert_interpreter
 from pipeline.stages import tflite_debug
 from pipeline.stages.base import StageContext
 
@@ -60,9 +60,7 @@ def debug_and_fall_back(
 
 
 def _input_tensor_names(model: bytes) -> list[str]:
-    from ai_edge_litert.interpreter import Interpreter
-
-    return [str(detail["name"]) for detail in Interpreter(model_content=model).get_input_details()]
+    return [str(detail["name"]) for detail in litert_interpreter(model).get_input_details()]
 
 
 def float_layer_steps(limit: int) -> list[int]:
@@ -116,10 +114,8 @@ def denylisted_model(tf: Any, debugger: Any, tensor_names: list[str], io_type: s
 
 def median_latency_ms(model: bytes, runs: int = LATENCY_RUNS) -> float:
     """Median LiteRT invoke time on batch 1 (XNNPACK, one thread) over `runs` runs, after one warm-up."""
-    from ai_edge_litert.interpreter import Interpreter
-
     with captured_native_output():
-        interpreter = Interpreter(model_content=model, num_threads=1)
+        interpreter = litert_interpreter(model, threads=1)
         for detail in interpreter.get_input_details():
             shape = [1 if dim < 0 else int(dim) for dim in detail["shape_signature"]]
             if shape:

@@ -17,7 +17,7 @@ import numpy as np
 from pipeline.core.artifact import Artifact
 from pipeline.data import Dataset
 from pipeline.evaluate import Predictions
-from pipeline.frameworks import captured_native_output
+from pipeline.frameworks import captured_native_output, litert_interpreter
 from pipeline.parity import GateResult, ParityResult
 
 
@@ -105,12 +105,8 @@ class Operator:
 
 def litert_operators(path: Path) -> list[Operator]:
     """The file's operators in execution order, read by LiteRT with no delegate."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
     with captured_native_output():
-        interpreter = Interpreter(
-            model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-        )
+        interpreter = litert_interpreter(path, delegate="none")
         details = interpreter._get_ops_details()
     return [operator_of(detail) for detail in details]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pipeline.frameworks import captured_native_output
+from pipeline.frameworks import captured_native_output, litert_interpreter
 from pipeline.targets.base import Operator, Target, TargetContext, TargetReport, Unsupported, operator_of
 
 REASON = "not taken by the XNNPACK delegate: runs on LiteRT's reference kernels"
@@ -21,10 +21,8 @@ REASON = "not taken by the XNNPACK delegate: runs on LiteRT's reference kernels"
 
 def delegated_nodes(path: Path) -> tuple[list[Operator], list[set[int]]]:
     """The file's operators, and per XNNPACK partition the indices of the operators it replaced."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
     with captured_native_output():
-        interpreter = Interpreter(model_path=str(path), experimental_op_resolver_type=OpResolverType.AUTO)
+        interpreter = litert_interpreter(path)
         interpreter.allocate_tensors()  # applies the default delegate
         details: list[dict[str, Any]] = interpreter._get_ops_details()
     operators = [operator_of(detail) for detail in details if detail["op_name"] != "DELEGATE"]
