@@ -26,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from pipeline.core.metric_registry import METRICS, Metric
 from pipeline.core.stored import regular_file_problem
 from pipeline.errors import RecipeError
 from pipeline.sources.checks import check_source_files
@@ -234,32 +235,27 @@ class DataSection(_Strict):
     )
 
 
-class MetricGates(_Strict):
-    """Pass/fail thresholds. Errors must be at most the threshold; similarities at least."""
+def _metric_field(metric: Metric) -> Any:
+    described = f"{metric.direction} {metric.meaning}"
+    return (float | None, Field(None, ge=metric.low, le=metric.high, description=described))
 
-    max_abs: float | None = Field(None, ge=0)
-    mean_abs: float | None = Field(None, ge=0)
-    rmse: float | None = Field(None, ge=0)
-    nrmse: float | None = Field(None, ge=0, description="rmse / the reference's standard deviation")
-    p99_abs: float | None = Field(None, ge=0, description="99th percentile of |error| (from above, within 2.4%)")
-    cosine: float | None = Field(None, ge=-1, le=1)
-    min_cosine: float | None = Field(None, ge=-1, le=1, description="the worst sample's cosine")
-    snr_db: float | None = None
-    top1_agreement: float | None = Field(None, ge=0, le=1)
-    top1_agreement_lower: float | None = Field(
-        None, ge=0, le=1, description="lower end of top1_agreement's exact 95% interval"
-    )
-    accuracy: float | None = Field(None, ge=0, le=1)
-    accuracy_drop: float | None = Field(None, ge=-1, le=1)
-    accuracy_drop_upper: float | None = Field(
-        None, ge=-1, le=1, description="upper end of accuracy_drop's paired 95% interval"
-    )
 
+class _MetricGatesBase(_Strict):
     def thresholds(self) -> dict[str, float]:
         return {name: value for name, value in self.model_dump().items() if value is not None}
 
 
-class Gates(MetricGates):
+# Pass/fail thresholds, one field a gateable metric of the registry: errors at most the threshold, similarities at
+# least (each field's description starts with its direction).
+MetricGates = create_model(  # type: ignore[call-overload]
+    "MetricGates",
+    __base__=_MetricGatesBase,
+    __doc__="Pass/fail thresholds. Errors must be at most the threshold; similarities at least.",
+    **{name: _metric_field(metric) for name, metric in METRICS.items() if metric.gate},
+)
+
+
+class Gates(MetricGates):  # type: ignore[misc,valid-type]
     """Thresholds for the whole output, and per output tensor: `{max_abs: 1e-4, boxes: {max_abs: 1e-3}}`."""
 
     tensors: dict[str, MetricGates] = Field(

@@ -6,22 +6,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-# Direction of each gate: an error must stay at or below its threshold, a similarity at or above.
-GATE_OPS: dict[str, str] = {
-    "max_abs": "<=",
-    "mean_abs": "<=",
-    "rmse": "<=",
-    "nrmse": "<=",
-    "p99_abs": "<=",
-    "accuracy_drop": "<=",
-    "accuracy_drop_upper": "<=",
-    "cosine": ">=",
-    "min_cosine": ">=",
-    "snr_db": ">=",
-    "top1_agreement": ">=",
-    "top1_agreement_lower": ">=",
-    "accuracy": ">=",
-}
+from pipeline.core.metric_registry import GATE_OPS
+
 UNDECIDED = "not enough samples to decide"
 
 

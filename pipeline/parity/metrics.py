@@ -7,11 +7,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pipeline.core.metric_registry import ERROR_METRICS
 from pipeline.parity.intervals import clopper_pearson, paired_difference
 from pipeline.parity.scratch import Scratch
 from pipeline.parity.tail import ErrorHistogram
-
-ERROR_METRICS = ("max_abs", "mean_abs", "rmse", "nrmse", "p99_abs", "cosine", "min_cosine", "snr_db")
 
 
 @dataclass

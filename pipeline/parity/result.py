@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.core.metric_registry import ACCURACY_METRICS, AGREEMENT_METRICS
 from pipeline.parity.gates import GateResult, evaluate_gates, json_number
 from pipeline.parity.metrics import TensorStats, pooled_metrics
 from pipeline.parity.scratch import Scratch
@@ -132,11 +133,10 @@ def _overall(stats: list[TensorStats], tensors: dict[str, dict[str, float]]) -> 
     heads = [values for values in tensors.values() if "top1_agreement" in values]
     if heads:  # the least agreeing head, with its interval
         worst = min(heads, key=lambda values: values["top1_agreement"])
-        result.update({key: worst[key] for key in ("top1_agreement", "top1_agreement_lower", "top1_agreement_upper")})
+        result.update({key: worst[key] for key in AGREEMENT_METRICS})
     labelled = [values for values in tensors.values() if "accuracy" in values]
     if labelled:  # the first classifier head stands for the model's accuracy
-        keys = ("accuracy", "reference_accuracy", "accuracy_drop", "accuracy_drop_lower", "accuracy_drop_upper")
-        result.update({key: labelled[0][key] for key in keys})
+        result.update({key: labelled[0][key] for key in ACCURACY_METRICS})
     return result
 
 

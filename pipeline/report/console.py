@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from pipeline.core.cpu import describe_cpu
+from pipeline.core.metric_registry import TABLE_METRICS
 from pipeline.parity import nonfinite_message
 
-TABLE_METRICS = ("max_abs", "cosine", "top1_agreement", "accuracy")
 PASS_MARK, FAIL_MARK = "✓", "✗"
 _BROKEN = {"<=": ">", ">=": "<"}
 _NUMERIC = {"size KiB", "gzip KiB", *TABLE_METRICS}
@@ -108,7 +108,7 @@ def gates_of(output: dict[str, Any]) -> list[dict[str, Any]]:
     return gates
 
 
-COMPARISON_COLUMNS = ["candidate", "reference", "samples", "max_abs", "cosine", "top1_agreement", "accuracy"]
+COMPARISON_COLUMNS = ["candidate", "reference", "samples", *TABLE_METRICS]
 
 
 def comparison_rows(output: dict[str, Any]) -> list[list[str]]:

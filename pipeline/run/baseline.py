@@ -16,21 +16,14 @@ import math
 from pathlib import Path
 from typing import Any
 
+from pipeline.core.metric_registry import METRICS
 from pipeline.errors import EdgeportError
 from pipeline.parity import GATE_OPS
 from pipeline.report.console import as_float, number
 
-RELATIVE = {"max_abs": 0.10, "mean_abs": 0.10, "rmse": 0.10, "nrmse": 0.10, "p99_abs": 0.10}  # scale with the outputs
-ABSOLUTE = {
-    "cosine": 0.005,
-    "min_cosine": 0.005,
-    "top1_agreement": 0.005,
-    "top1_agreement_lower": 0.005,
-    "accuracy": 0.005,
-    "accuracy_drop": 0.005,
-    "accuracy_drop_upper": 0.005,
-    "snr_db": 0.5,
-}
+# How much worse than the baseline a metric may get, from the registry: errors by a fraction, the rest by a step.
+RELATIVE = {name: m.baseline[1] for name, m in METRICS.items() if m.baseline and m.baseline[0] == "relative"}
+ABSOLUTE = {name: m.baseline[1] for name, m in METRICS.items() if m.baseline and m.baseline[0] == "absolute"}
 _ROUNDING = 1e-12  # a previous error of exactly 0 must not fail on float noise
 
 

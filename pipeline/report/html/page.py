@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipeline.core.metric_registry import METRICS
 from pipeline.report.console import (
     DATA_COLUMNS,
     FAIL_MARK,
@@ -22,20 +23,7 @@ from pipeline.report.findings import baseline_line
 from pipeline.report.html.markup import e, table, td
 from pipeline.report.html.output import section
 
-METRIC_ORDER = (
-    "max_abs",
-    "mean_abs",
-    "rmse",
-    "nrmse",
-    "p99_abs",
-    "cosine",
-    "min_cosine",
-    "snr_db",
-    "top1_agreement",
-    "accuracy",
-    "reference_accuracy",
-    "accuracy_drop",
-)
+METRIC_ORDER = tuple(name for name, metric in METRICS.items() if metric.gate or name == "reference_accuracy")
 _SIGNS = {"<=": "≤", ">=": "≥"}
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;color:#1b1f24}
