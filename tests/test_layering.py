@@ -11,6 +11,9 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "pipeline"
 
+_ALL_PACKAGES = {
+    "core", "stages", "runtimes", "parity", "run", "report", "sources", "recipe", "commands", "cli", "targets"
+}  # fmt: skip
 # layer (a module or package under pipeline/) → the layers it must never import, directly or in a function.
 FORBIDDEN: dict[str, set[str]] = {
     "core": {"stages", "runtimes", "parity", "run", "report", "sources", "recipe", "commands", "cli", "targets"},
@@ -24,7 +27,21 @@ FORBIDDEN: dict[str, set[str]] = {
     # deployment targets analyse a finished file in runtimes, with parity; they know no recipe, stage or run
     "targets": {"stages", "sources", "run", "report", "recipe", "commands", "cli"},
     "run": {"commands", "cli"},
+    # the top-level modules every layer may share, each below what uses it
+    "errors": {"core", "artifacts", "frameworks", "data", "evaluate", "plotdata", *_ALL_PACKAGES},
+    "frameworks": {"core", "artifacts", "errors", "data", "evaluate", "plotdata", *_ALL_PACKAGES},
+    "artifacts": {"frameworks", "data", "evaluate", "plotdata", *(_ALL_PACKAGES - {"core"})},
+    "plotdata": {"data", "evaluate", *(_ALL_PACKAGES - {"core", "parity"})},
+    "data": {"evaluate", "plotdata", *(_ALL_PACKAGES - {"core", "recipe"})},  # the recipe's data section types
+    "evaluate": {"stages", "run", "report", "sources", "recipe", "commands", "cli", "targets"},
+    "commands": {"cli"},  # the commands other than run; the CLI parses arguments and calls them
+    "cli": set(),
 }
+# below every package: what the shared top-level modules compute with may not reach up into them
+for _layer_name in ("core", "cpu", "parity", "sources", "stages", "runtimes", "report"):
+    FORBIDDEN[_layer_name] |= {"evaluate"}
+for _layer_name in ("core", "cpu", "parity", "sources", "stages", "report"):
+    FORBIDDEN[_layer_name] |= {"data", "plotdata"} - ({"plotdata"} if _layer_name == "report" else set())
 LONGEST = 120
 # optional dependencies (extras) → the one module that may import them, inside its functions only: every other
 # module, and the import of that module itself, must work without them installed.
@@ -70,6 +87,11 @@ def _graph() -> dict[str, set[str]]:
 def _layer(module: str) -> str:
     parts = module.split(".")
     return parts[1] if len(parts) > 1 else parts[0]
+
+
+def test_every_module_has_a_layer() -> None:
+    layers = {_layer(module) for module in _modules()} - {"pipeline", "__main__"}
+    assert layers <= set(FORBIDDEN), sorted(layers - set(FORBIDDEN))
 
 
 def test_layers_import_only_what_they_may() -> None:
