@@ -110,3 +110,18 @@ def test_the_kind_is_read_from_the_file_not_its_name(files: dict[str, Path], tmp
         got_gates, got_kind = default_gates(artifact_at(files[name]))
         assert got_gates == gates and got_kind.startswith(kind), (name, got_gates, got_kind)
     assert default_gates(artifact_at(disguised)) == default_gates(artifact_at(files["int8"]))
+
+
+def test_compare_checks_as_run_does_a_quantized_onnx_file_both_ways(
+    zoo, files: dict[str, Path], tmp_path: Path
+) -> None:
+    """compare goes through run's checker: a quantized ONNX file also runs unoptimized (the QDQ graph's own
+    arithmetic), compared, as in `run`; the output entry is run's."""
+    out = tmp_path / "dyn"
+    result = edgeport("compare", files["keras"], files["onnx-dynamic"], "--data", zoo.digits_npz, "--inputs", "x_test",
+                      "--out", out)  # fmt: skip
+    assert result.returncode in (0, 1), result.stderr
+    (output,) = json.loads((out / "report.json").read_text())["outputs"]
+    kinds = {comparison["kind"]: comparison["roles"] for comparison in output["comparisons"]}
+    assert kinds["runtime_setting"] == {"candidate": "unoptimized", "reference": "source"}
+    assert "setting_gap" in kinds and output["findings"] is not None and output["rescues"] == []

@@ -9,7 +9,9 @@ no gates at all would print PASSED for any two models that run on the same input
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,12 +22,14 @@ from pipeline.artifacts import gzip_size_of, sha256_of, size_of
 from pipeline.core.artifact import Artifact
 from pipeline.data import label_outputs, load_dataset
 from pipeline.errors import EdgeportError, ModelError, RecipeError, first_line
-from pipeline.evaluate import compare, predict_dataset
-from pipeline.parity import gate_result
 from pipeline.parity.gates import GATE_OPS
-from pipeline.recipe import DataSpec, Gates
+from pipeline.recipe import DataSpec, Gates, RuntimeSpec
 from pipeline.report.document import build_report, settle_verdict
-from pipeline.runtimes import kind_of, runtime_for
+from pipeline.run.cache import Cache
+from pipeline.run.checker import OutputChecker
+from pipeline.run.plan import OutputPlan
+from pipeline.run.result import OutputResult
+from pipeline.runtimes import RUNTIMES, kind_of, runtime_for
 from pipeline.stages import STAGES
 
 # ONNX nodes that compute on quantized integers: QDQ (static) and onnxruntime's dynamic quantization.
@@ -40,7 +44,9 @@ def artifact_at(path: Path, trusted: bool = False, signature: str = "serving_def
     check_model_path(path)
     kind = kind_of(path)
     if kind in {"tflite", "onnx"}:  # files runtimes read as they are; model files load as sources
-        return Artifact(kind=kind, path=path, key=sha256_of(path))  # type: ignore[arg-type]
+        # An ONNX file's ops, as the onnx stage records them: the runtime runs a quantized one both ways.
+        details = {"ops": dict(Counter(_op_types(_onnx_model(path).graph)))} if kind == "onnx" else {}
+        return Artifact(kind=kind, path=path, key=sha256_of(path), details=details)  # type: ignore[arg-type]
     from pipeline.sources import load_source
 
     return load_source(path, signature, trusted).artifact
@@ -81,6 +87,22 @@ def parse_map(specs: list[str], flag: str = "--map") -> dict[str, str]:
     return mapping
 
 
+@dataclass
+class _Reference:
+    """A as the checker reads a run's source: its artifact, key, kind and path (no recipe, nothing cached)."""
+
+    artifact: Artifact
+    path: Path
+
+    @property
+    def key(self) -> str:
+        return self.artifact.key
+
+    @property
+    def kind(self) -> str:
+        return self.artifact.kind
+
+
 def compare_artifacts(
     reference_path: Path,
     candidate_path: Path,
@@ -93,52 +115,72 @@ def compare_artifacts(
     tensor_map: dict[str, str] | None = None,
     input_map: dict[str, str] | None = None,
 ) -> dict[str, Any]:
+    """B checked against A by the checker `run` uses: the same runs per setting (a quantized ONNX file also
+    unoptimized), comparisons, findings and output entry, in the same report."""
     started, clock = datetime.now(UTC), time.perf_counter()
     reference = artifact_at(reference_path, trusted, signature)
     candidate = artifact_at(candidate_path, trusted, signature)
-    inputs = _open(reference).inputs
+    inputs = _opened(reference).inputs
+    _opened(candidate)  # a file its runtime cannot open is bad input, before any work
     dataset = load_dataset("evaluation", data, Path.cwd(), inputs)
-    expected = _run(reference, "A", dataset, batch_size, delegate)
-    label_outputs(dataset, expected.shapes(), "--labels")
-    produced = _run(candidate, "B", dataset, batch_size, delegate, input_map)
+    checker = OutputChecker(_Reference(reference, reference_path), dataset, Cache(None, False), batch_size, _quiet)
+    label_outputs(dataset, checker.reference.shapes(), "--labels")
+    plan, warnings = _plan(candidate, candidate_path, gates, delegate, tensor_map, input_map)
+    result = OutputResult(name=plan.name, format=candidate.kind, gates_from=plan.gates_from)
+    result.published = {
+        "runtime": RUNTIMES[candidate.kind].name,
+        "artifact": str(candidate_path),
+        "sha256": sha256_of(candidate_path),
+        "size_bytes": size_of(candidate_path),
+        "gzip_bytes": gzip_size_of(candidate_path),
+    }
+    try:
+        result.check = checker.check(plan, [candidate])
+        result.status = "passed" if result.check.passed else "failed"
+    except EdgeportError:  # inputs no rule pairs: the message names them and the flag that settles it
+        raise
+    except Exception as error:  # B that cannot run these inputs, or runs that cannot be compared: exit 3, one line
+        result.error = f"cannot compare the two runs: {first_line(error, 300)}"
+    source = {"path": str(reference_path), "format": reference.kind, "sha256": sha256_of(reference_path)}
+    recipe = {"name": "compare", "path": None}
+    report = build_report(
+        recipe, source, {"evaluation": dataset.describe()}, [result.to_dict()], started, time.perf_counter() - clock
+    )
+    report["warnings"] = warnings
+    return settle_verdict(report)
+
+
+def _plan(
+    candidate: Artifact,
+    path: Path,
+    gates: Gates,
+    delegate: str,
+    tensor_map: dict[str, str] | None,
+    input_map: dict[str, str] | None,
+) -> tuple[OutputPlan, list[str]]:
+    """B as an output of one file: the gates given (else its kind's defaults, with a warning saying so), the
+    delegate, the maps."""
     thresholds, gates_from, warnings = gates.thresholds(), "command line", []
     if not thresholds and not gates.tensor_thresholds():
         thresholds, kind = default_gates(candidate)
         gates_from = "default"
         applied = ", ".join(f"{metric} {GATE_OPS[metric]} {value:g}" for metric, value in thresholds.items())
         warnings.append(f"no --gate given: B is judged by the default gates of its kind, {kind}: {applied}")
-    try:
-        parity = compare(expected, produced, dataset, tensor_map)
-    except EdgeportError:
-        raise
-    except Exception as error:  # two runs that cannot be compared (shapes): an error output, exit 3, one line
-        parity, failure = None, f"cannot compare the two runs: {first_line(error, 300)}"
-    else:
-        parity.gates = gate_result(parity, thresholds, gates.tensor_thresholds())
-        failure = None
-    output = {
-        "name": candidate_path.name,
-        "status": "error" if parity is None else "passed" if parity.passed else "failed",
-        "format": candidate.kind,
-        "runtime": produced.runtime,
-        "artifact": str(candidate_path),
-        "sha256": sha256_of(candidate_path),
-        "size_bytes": size_of(candidate_path),
-        "gzip_bytes": gzip_size_of(candidate_path),
-        "stages": [],
-        "gates_from": gates_from,
-        "parity": None if parity is None else parity.to_dict(),
-        "comparisons": [],
-        "warnings": [],
-        "error": failure,
-    }
-    source = {"path": str(reference_path), "format": reference.kind, "sha256": sha256_of(reference_path)}
-    recipe = {"name": "compare", "path": None}
-    report = build_report(
-        recipe, source, {"evaluation": dataset.describe()}, [output], started, time.perf_counter() - clock
+    plan = OutputPlan(
+        name=path.name,
+        nodes=[],
+        gates=thresholds,
+        gates_from=gates_from,
+        tensor_gates=gates.tensor_thresholds(),
+        runtime=RuntimeSpec(delegate=delegate),  # type: ignore[arg-type]
+        tensor_map=dict(tensor_map or {}),
+        input_map=dict(input_map or {}),
     )
-    report["warnings"] = warnings
-    return settle_verdict(report)
+    return plan, warnings
+
+
+def _quiet(message: str) -> None:
+    """compare prints its report, not a run's progress lines."""
 
 
 def default_gates(artifact: Artifact) -> tuple[dict[str, float], str]:
@@ -191,18 +233,22 @@ def tflite_quantization(path: Path) -> tuple[str, str]:
 
 def onnx_quantization(path: Path) -> tuple[str, str]:
     """`static` (QDQ nodes), `dynamic` (onnxruntime's integer nodes) or `none`, and the nodes that said so."""
-    import onnx
-
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as error:  # protobuf and onnx raise several kinds for a file that is no model
-        raise ModelError(f"{path}: cannot read as an ONNX model: {first_line(error, 300)}") from None
+    model = _onnx_model(path)
     ops = set(_op_types(model.graph)) | {node.op_type for function in model.functions for node in function.node}
     for kind, wanted in (("static", _QDQ_OPS), ("dynamic", _DYNAMIC_OPS)):
         named = sorted(ops & wanted) + sorted(op for op in ops if op.startswith("QLinear") and kind == "static")
         if named:
             return kind, f"{', '.join(named)} nodes"
     return "none", "no quantization nodes"
+
+
+def _onnx_model(path: Path) -> Any:
+    import onnx
+
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except Exception as error:  # protobuf and onnx raise several kinds for a file that is no model
+        raise ModelError(f"{path}: cannot read as an ONNX model: {first_line(error, 300)}") from None
 
 
 def _op_types(graph: Any) -> Iterator[str]:
@@ -214,26 +260,10 @@ def _op_types(graph: Any) -> Iterator[str]:
                 yield from _op_types(subgraph)
 
 
-def _open(artifact: Artifact) -> Any:
+def _opened(artifact: Artifact) -> Any:
+    """The artifact's runtime, opened once to see that it can be and to read its inputs, then closed."""
     try:
-        return runtime_for(artifact)
+        with runtime_for(artifact) as runtime:
+            return runtime
     except Exception as error:  # each runtime raises its own kinds for a file it cannot open
         raise ModelError(f"{artifact.path}: cannot open as {artifact.kind}: {first_line(error, 300)}") from None
-
-
-def _run(
-    artifact: Artifact,
-    label: str,
-    dataset: Any,
-    batch_size: int,
-    delegate: str,
-    input_map: dict[str, str] | None = None,
-) -> Any:
-    _open(artifact)
-    label = f"{label} {artifact.path.name}"
-    try:
-        return predict_dataset(artifact, label, dataset, batch_size, input_map=input_map, delegate=delegate)
-    except EdgeportError:  # inputs no rule pairs: the message names them and the flag that settles it
-        raise
-    except Exception as error:  # a model that cannot run these inputs is bad input here
-        raise ModelError(f"{artifact.path}: failed to run on the data: {first_line(error, 300)}") from None
