@@ -18,7 +18,8 @@ from typing import Any
 
 from pipeline.core.metric_registry import METRICS
 from pipeline.errors import EdgeportError
-from pipeline.parity import GATE_OPS
+from pipeline.parity import GATE_OPS, GateResult
+from pipeline.parity.gates import add_gate
 from pipeline.report.console import as_float, number
 
 # How much worse than the baseline a metric may get, from the registry: errors by a fraction, the rest by a step.
@@ -88,19 +89,8 @@ def _compare_output(output: dict[str, Any], old: dict[str, Any], tolerance: floa
 
 
 def _fail(output: dict[str, Any], metric: str, limit: float, current: float, previous: float) -> None:
-    gate = {
-        "tensor": None,
-        "against": "baseline",
-        "metric": metric,
-        "op": GATE_OPS[metric],
-        "threshold": limit,
-        "value": current if math.isfinite(current) else str(current),
-        "passed": False,
-        "note": f"regressed from {number(previous)}",
-    }
-    output["parity"].setdefault("gates", []).append(gate)
-    if output.get("status") == "passed":
-        output["status"] = "failed"
+    note = f"regressed from {number(previous)}"
+    add_gate(output, GateResult(metric, GATE_OPS[metric], limit, current, False, note, against="baseline"))
 
 
 def read_baseline(path: Path) -> dict[str, Any]:

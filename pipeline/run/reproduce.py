@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.artifacts import sha256_of
+from pipeline.parity import GateResult
+from pipeline.parity.gates import add_gate
 from pipeline.run.executor import ChainExecutor, ChainResult
 from pipeline.run.plan import OutputPlan
 
@@ -53,16 +55,4 @@ def _gate(entry: dict[str, Any]) -> None:
     found = entry["reproducible"]
     passed = bool(found["reproducible"])
     note = None if passed else found.get("error") or f"rebuilt {found['compared']} {str(found['rebuilt'])[:12]}…"
-    gate = {
-        "tensor": None,
-        "against": None,
-        "metric": "reproducible",
-        "op": ">=",
-        "threshold": 1,
-        "value": 1.0 if passed else 0.0,
-        "passed": passed,
-        "note": note,
-    }
-    entry["parity"]["gates"].append(gate)
-    if not passed and entry["status"] == "passed":
-        entry["status"] = "failed"
+    add_gate(entry, GateResult("reproducible", ">=", 1, 1.0 if passed else 0.0, passed, note))
