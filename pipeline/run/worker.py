@@ -116,7 +116,13 @@ class StageWorker:
 
     def run(self, request: StageRequest, log: Any, timeout: float | None = None) -> Artifact:
         """Run one stage in the worker; past `timeout` seconds of the stage's own time the worker is killed."""
-        return _reply(self._exchange(request, log, timeout, None))
+        try:
+            return _reply(self._exchange(request, log, timeout, None))
+        except StageError as error:
+            hint = _crash_hint(request) if "crashed its worker process (killed by SIGSEGV)" in str(error) else None
+            if hint is None:
+                raise
+            raise StageError(f"{error}. {hint}") from None
 
     def source_work(self, request: SourceRequest) -> dict[str, Any]:
         """Describe the source, or record its outputs, in the worker. Refusals (an untrusted or corrupt model) are
@@ -214,6 +220,17 @@ class StageWorker:
         if doing is not None:
             return StageError(f"the conversion worker process crashed while {doing} ({cause}); no output was built")
         return StageError(f"the stage crashed its worker process ({cause}); the other outputs went on")
+
+
+def _crash_hint(request: StageRequest) -> str | None:
+    """A known cause of a stage's crash, where one is known: TensorFlow's calibrator on recurrent layers."""
+    if request.kind == "tflite" and request.options.get("quantize") in {"int8", "int16x8"}:
+        return (
+            "One known cause: TensorFlow's calibrator crashes on GRU and LSTM layers in full-integer quantization "
+            "(tensorflow#87468, #76672); for a recurrent model use quantize: dynamic (int8 weights, float "
+            "activations), which calibrates nothing"
+        )
+    return None
 
 
 def _reply(message: tuple[Any, ...]) -> Artifact:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from ..recipes import recipe_file
-from ..test_cli import run_report
+from ..test_cli import edgeport, run_report
 
 STEPS, FEATURES = 20, 8
 
@@ -87,3 +87,17 @@ def test_without_the_rescue_the_converter_error_stands(rnns: dict[str, Path], tm
     [output] = report["outputs"]
     assert output["status"] == "error" and "tensor list" in output["error"] and output["rescues"] == []
     assert json.loads((tmp_path / "out" / "report.json").read_text())["passed"] is False
+
+
+def test_a_calibrator_crash_on_a_recurrent_model_names_its_known_cause(rnns: dict[str, Path], tmp_path: Path) -> None:
+    """Keras 3's LSTM + GRU in full-integer int8 crashes TensorFlow's calibrator (SIGSEGV; tensorflow#87468): the
+    worker dies, the run goes on, and the error says what is known and what converts."""
+    outputs = {"int8": {"stages": [{"tflite": {"quantize": "int8"}}]}}
+    recipe = recipe_file(tmp_path, name="crash", source=rnns["keras3"], data=_data(rnns), outputs=outputs)
+    result = edgeport("run", recipe, "--out", tmp_path / "out")
+    [output] = json.loads((tmp_path / "out" / "report.json").read_text())["outputs"]
+    if output["status"] != "error":  # a TensorFlow build or CPU where the calibrator holds: nothing to explain
+        assert result.returncode in (0, 1) and "Traceback" not in result.stderr
+        return
+    assert result.returncode == 3 and "killed by SIGSEGV" in output["error"]
+    assert "tensorflow#87468" in output["error"] and "quantize: dynamic" in output["error"]
