@@ -172,6 +172,14 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--batch-size", type=int, default=64)
     compare.set_defaults(command=_compare)
 
+    _init_parser(commands)
+
+    schema = commands.add_parser("schema", help="print the recipe JSON Schema")
+    schema.set_defaults(command=_schema)
+    return parser
+
+
+def _init_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     init = commands.add_parser(
         "init",
         help="write a commented starter recipe for a model, which `edgeport run` takes to a verdict as written",
@@ -193,10 +201,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     _trust_options(init)
     init.set_defaults(command=_init)
-
-    schema = commands.add_parser("schema", help="print the recipe JSON Schema")
-    schema.set_defaults(command=_schema)
-    return parser
 
 
 def _run(args: argparse.Namespace) -> int:

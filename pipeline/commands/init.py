@@ -299,16 +299,21 @@ def npz_sections(file: Path, inputs: list[TensorSpec], outputs: list[TensorSpec]
     absolute = file.resolve()
     evaluation = Section({"npz": absolute, "inputs": _inputs_field(evaluation_keys)}, picked["evaluation"][1])
     calibration = Section({"npz": absolute, "inputs": _inputs_field(calibration_keys)}, picked["calibration"][1])
+    available = samples["calibration"]
     if calibration_keys == evaluation_keys:
-        calibration.note(
-            f"{', '.join(sorted(set(calibration_keys.values())))} is the evaluation data too: the first samples "
-            "calibrate and are also judged, so the verdict is optimistic (the report warns); give held-out samples "
-            "(e.g. x_train / x_test in the npz)"
-        )
-    limit = min(samples["calibration"], CALIBRATION_SAMPLES)
-    if limit < samples["calibration"] or calibration_keys == evaluation_keys:
+        # One set of samples for both: calibrate on its first half at most, so that some judged samples are unseen.
+        limit = max(1, min(CALIBRATION_SAMPLES, available // 2))
         calibration.document["limit"] = limit
+        calibration.note(
+            f"{', '.join(sorted(set(calibration_keys.values())))} is the evaluation data too: its first {limit} "
+            f"of {available} samples calibrate and are also judged, so the verdict is optimistic (the report warns); "
+            "give held-out samples (e.g. x_train / x_test in the npz)"
+        )
+    elif available > CALIBRATION_SAMPLES:
+        calibration.document["limit"] = limit = CALIBRATION_SAMPLES
         calibration.comments.append(f"int8 ranges settle on {limit} samples; more only slows each int8 conversion")
+    else:
+        limit = available
     _check_inputs(file, {"calibration": calibration, "evaluation": evaluation}, inputs)
     label = _label_key(members, samples["evaluation"], set(evaluation_keys.values()))
     if label is not None:
@@ -318,7 +323,7 @@ def npz_sections(file: Path, inputs: list[TensorSpec], outputs: list[TensorSpec]
             "no labels found (an integer key such as y_test, one class id a sample): add `labels: KEY` to measure "
             "accuracy"
         )
-    calibration.summary = _summary(file, calibration_keys, min(limit, samples["calibration"]))
+    calibration.summary = _summary(file, calibration_keys, limit)
     evaluation.summary = _summary(file, evaluation_keys, samples["evaluation"], evaluation.document.get("labels"))
     return {"calibration": calibration, "evaluation": evaluation}
 
@@ -454,11 +459,11 @@ def _add_labels(file: Path, evaluation: Section, key: str, outputs: list[TensorS
         dataset = Dataset(section="evaluation", origin=file.name, inputs={}, labels=labels, labels_key=key)
         label_outputs(dataset, shapes, "data.evaluation")
     except Exception as error:  # numpy's several kinds for a corrupt member; label_outputs' DataError
-        evaluation.note(f"{key} looks like labels but is left out: {first_line(error, 300)}")
+        evaluation.note(f"key {key!r} looks like labels but is left out: {first_line(error, 300)}")
         return
     if dataset.labelled_output is None:
         evaluation.note(
-            f"{key} looks like labels but is left out: no output is shaped [batch, classes] with a column "
+            f"key {key!r} looks like labels but is left out: no output is shaped [batch, classes] with a column "
             "for each of its values"
         )
         return
@@ -513,8 +518,10 @@ def render(request: InitRequest, name: str, inspected: Inspected, sections: dict
     """The recipe as commented YAML: written as text, since a YAML dump loses comments."""
     source = _relative(inspected.source, base)
     lines = [
-        f"# Starter recipe from `{request.command()}` (edgeport {__version__}).",
-        f"# Runs as written: edgeport run {request.out.as_posix()}   (edgeport validate checks an edit in a second)",
+        f"# Starter recipe written by edgeport {__version__}:",
+        f"#   {request.command()}",
+        f"# It runs as written: edgeport run {request.out.as_posix()}",
+        f"# Check an edit in a second (no TensorFlow): edgeport validate {request.out.as_posix()}",
         f"# Model: {inspected.label}",
         *_tensor_lines("input", inspected.inputs),
         *_tensor_lines("output", inspected.outputs),
