@@ -172,9 +172,35 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--batch-size", type=int, default=64)
     compare.set_defaults(command=_compare)
 
+    _init_parser(commands)
+
     schema = commands.add_parser("schema", help="print the recipe JSON Schema")
     schema.set_defaults(command=_schema)
     return parser
+
+
+def _init_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    init = commands.add_parser(
+        "init",
+        help="write a commented starter recipe for a model, which `edgeport run` takes to a verdict as written",
+        description="Inspect MODEL (.keras, .h5, SavedModel directory or TF1 frozen .pb) and write a recipe: its "
+        "inputs mapped to keys of --data (else seeded random data), fp32 / float16 / int8 TFLite, ONNX and static "
+        "int8 ONNX outputs with their default gates, and labels when the npz has them.",
+    )
+    init.add_argument("model", type=Path, help="the model file or SavedModel directory")
+    init.add_argument("--data", type=Path, help="an .npz of inputs (and labels); default: seeded random data")
+    init.add_argument("--out", type=Path, default=Path("recipe.yaml"), help="the recipe to write (recipe.yaml)")
+    init.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    init.add_argument("--signature", default="serving_default", help="SavedModel signature")
+    init.add_argument(
+        "--graph-outputs",
+        nargs="+",
+        default=[],
+        metavar="NAME",
+        help="TF1 frozen graph: the tensors to fetch, where the graph has several likely outputs",
+    )
+    _trust_options(init)
+    init.set_defaults(command=_init)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -317,6 +343,33 @@ def _validate(args: argparse.Namespace) -> int:
     for name, output in recipe.spec.outputs.items():
         chain = " → ".join(stage_of(entry)[0] for entry in output.stages)
         print(f"  {name}: {chain}")
+    return 0
+
+
+def _init(args: argparse.Namespace) -> int:
+    import shlex
+
+    from pipeline.commands.init import InitRequest, init_recipe
+
+    _import_modules(args)
+    request = InitRequest(
+        model=args.model,
+        out=args.out,
+        data=args.data,
+        force=args.force,
+        trusted=args.trust_model,
+        imports=tuple(args.imports),
+        signature=args.signature,
+        graph_outputs=tuple(args.graph_outputs),
+    )
+    written = init_recipe(request)
+    print(f"wrote {written.path}: recipe {written.name!r}, {written.label}")
+    print(f"  outputs: {', '.join(written.outputs)} (default gates written out)")
+    for line in written.data:
+        print(f"  {line}")
+    for note in written.notes:
+        print(f"  {note}")
+    print(f"next: edgeport run {shlex.quote(str(written.path))}")
     return 0
 
 
