@@ -119,10 +119,7 @@ class StageWorker:
         try:
             return _reply(self._exchange(request, log, timeout, None))
         except StageError as error:
-            hint = _crash_hint(request) if "crashed its worker process (killed by SIGSEGV)" in str(error) else None
-            if hint is None:
-                raise
-            raise StageError(f"{error}. {hint}") from None
+            raise _explained(error, request) from None
 
     def source_work(self, request: SourceRequest) -> dict[str, Any]:
         """Describe the source, or record its outputs, in the worker. Refusals (an untrusted or corrupt model) are
@@ -213,13 +210,21 @@ class StageWorker:
         code = self._process.exitcode
         remove_work_dirs_of(self._process.pid, _WORK_KIND)
         self._process, self._busy = None, False
-        if code is not None and code < 0:
-            cause = f"killed by {signal.Signals(-code).name}"
-        else:
-            cause = f"exited with status {code}"
-        if doing is not None:
-            return StageError(f"the conversion worker process crashed while {doing} ({cause}); no output was built")
-        return StageError(f"the stage crashed its worker process ({cause}); the other outputs went on")
+        return _crash_error(code, doing)
+
+
+def _crash_error(code: int | None, doing: str | None) -> StageError:
+    """What a worker that died with `code` while doing `doing` (None: a stage) means for the run."""
+    cause = f"killed by {signal.Signals(-code).name}" if code is not None and code < 0 else f"exited with status {code}"
+    if doing is not None:
+        return StageError(f"the conversion worker process crashed while {doing} ({cause}); no output was built")
+    return StageError(f"the stage crashed its worker process ({cause}); the other outputs went on")
+
+
+def _explained(error: StageError, request: StageRequest) -> StageError:
+    """A crash of the stage with its known cause added, where one is known; other errors as they are."""
+    hint = _crash_hint(request) if "crashed its worker process (killed by SIGSEGV)" in str(error) else None
+    return error if hint is None else StageError(f"{error}. {hint}")
 
 
 def _crash_hint(request: StageRequest) -> str | None:
