@@ -50,6 +50,7 @@ _EXCERPT.maxlevel = 2
 TargetName = Literal["gpu", "xnnpack", "micro"]
 BUILDER_PATTERN = r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$"
 MODULE_PATTERN = r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$"
+VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$"  # semantic versions with their pre-release and build parts
 
 
 class _Strict(BaseModel):
@@ -384,6 +385,12 @@ class Recipe(_Strict):
     """An edgeport recipe: a source model, data, and named outputs each made by a chain of stages."""
 
     name: str = Field(pattern=NAME_PATTERN, description="Names the run; default output dir artifacts/<name>/.")
+    version: str | None = Field(
+        None,
+        pattern=VERSION_PATTERN,
+        description="The model's release version (1.4.0, 2024.06-rc1), stamped into every .tflite and .onnx file as "
+        "edgeport.model_version and recorded in report.json. Text: quote a number (version: \"1.10\").",
+    )
     source: SourceSpec
     data: DataSection = Field(default_factory=DataSection)
     outputs: dict[str, OutputSpec] = Field(min_length=1)
@@ -401,6 +408,17 @@ class Recipe(_Strict):
     @classmethod
     def _path_shorthand(cls, value: Any) -> Any:
         return {"path": value} if isinstance(value, str) else value
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_is_text(cls, value: Any) -> Any:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            # YAML reads 1.10 as the number 1.1: converting it back would stamp the wrong version
+            raise ValueError(
+                f"version was read as the number {value!r}: quote it as written (version: \"1.10\"; unquoted, "
+                "YAML reads 1.10 as 1.1)"
+            )
+        return value
 
     @field_validator("name")
     @classmethod

@@ -34,9 +34,13 @@ FORBIDDEN: dict[str, set[str]] = {
     "plotdata": {"data", "evaluate", *(_ALL_PACKAGES - {"core", "parity"})},
     "data": {"evaluate", "plotdata", *(_ALL_PACKAGES - {"core", "recipe"})},  # the recipe's data section types
     "evaluate": {"stages", "run", "report", "sources", "recipe", "commands", "cli", "targets"},
+    # what made a shipped file: the run stamps it, inspect and verify read it; it knows files, not how they were made
+    "provenance": {"frameworks", "data", "evaluate", "plotdata", *(_ALL_PACKAGES - {"core"})},
     "commands": {"cli"},  # the commands other than run; the CLI parses arguments and calls them
     "cli": set(),
 }
+for _layer_name in ("core", "cpu", "errors", "frameworks", "artifacts", "plotdata", "data", "evaluate"):
+    FORBIDDEN[_layer_name] |= {"provenance"}  # below it: it imports artifacts, errors and core
 # below every package: what the shared top-level modules compute with may not reach up into them
 for _layer_name in ("core", "cpu", "parity", "sources", "stages", "runtimes", "report"):
     FORBIDDEN[_layer_name] |= {"evaluate"}
