@@ -77,7 +77,11 @@ def test_run_writes_gated_reports_and_shares_prefixes(zoo, tmp_path: Path) -> No
     assert fp32["parity"]["samples"] == len(zoo.x_test)
     assert again["stages"][0]["reused"] is True and fp32["stages"][0]["reused"] is False
     assert again["gates_from"] == "default" and again["parity"]["gates"][0]["metric"] == "max_abs"
-    assert again["sha256"] == fp32["sha256"] == sha256_of(out / "fp32" / "model.tflite")
+    assert fp32["sha256"] == sha256_of(out / "fp32" / "model.tflite")
+    # one conversion, two files: each says which output it is (its provenance), so their bytes differ
+    assert again["stages"][0]["key"] == fp32["stages"][0]["key"] and again["sha256"] != fp32["sha256"]
+    assert again["sha256"] == sha256_of(out / "fp32-again" / "model.tflite")
+    assert (again["provenance"]["output"], fp32["provenance"]["output"]) == ("fp32-again", "fp32")
     assert int8["size_bytes"] < 0.5 * fp32["size_bytes"]
     assert int8["gzip_bytes"] < int8["size_bytes"]
     assert 0.9 < int8["parity"]["metrics"]["accuracy"] <= 1.0

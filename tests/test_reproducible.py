@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.core.artifact import Artifact
+from pipeline.provenance import read_provenance
 from pipeline.recipe import load_recipe
 from pipeline.run import RunOptions, run_recipe
 from pipeline.run.executor import ChainResult, with_upstream_weights
@@ -45,7 +46,9 @@ def test_two_cold_runs_give_the_same_files(recipe: Path, tmp_path: Path) -> None
     second = _run(recipe, tmp_path / "two", use_cache=False)
     assert all(output["status"] == "passed" for output in first["outputs"]), first["outputs"]
     assert _shipped(first) == _shipped(second)
-    for output in first["outputs"]:
+    for output in first["outputs"]:  # what is compared is the stamped file that ships
+        provenance = read_provenance(tmp_path / "one" / output["artifact"])
+        assert provenance is not None and provenance.output == output["name"]
         trained = output["stages"][0]["details"]
         assert trained["seed"] == 0 and len(trained["weights_sha256"]) == 64
 

@@ -1,5 +1,5 @@
 """`--verify-reproducible` and `gates: {reproducible: true}`: build an output's file a second time with the cache
-bypassed, and compare it with the file the run shipped.
+bypassed, stamp it with the same provenance, and compare it with the file the run shipped.
 
 Knows the chain executor and the report entry; nothing of runtimes or parity.
 """
@@ -13,8 +13,10 @@ from typing import Any
 from pipeline.artifacts import sha256_of
 from pipeline.parity import GateResult
 from pipeline.parity.gates import add_gate
+from pipeline.provenance import Provenance
 from pipeline.run.executor import ChainExecutor, ChainResult
 from pipeline.run.plan import OutputPlan
+from pipeline.run.publish import STAMPED_KINDS, output_provenance, stamped_copy
 
 Acceptor = Callable[[Path], bool]
 
@@ -25,13 +27,19 @@ def verify_reproducible(
     rebuild: ChainExecutor,
     acceptor: Callable[[OutputPlan], Acceptor],
     everything: bool,
+    provenance: Provenance,
 ) -> None:
     """Rebuild each output that asks (or every output, with `everything`) and record `reproducible` in its entry;
-    a `reproducible: true` gate fails the output when the two builds differ."""
+    a `reproducible: true` gate fails the output when the two builds differ. The rebuilt file is stamped as the
+    shipped one was (`provenance`, the run's), so the two differ only where the builds do."""
     for plan, entry in zip(plans, entries, strict=True):
         if entry["status"] == "error" or not (everything or plan.reproducible_gate):
             continue
         chain = rebuild.run_chain(plan, f"  rebuild {plan.name}", acceptor(plan))
+        final = chain.artifacts[-1] if chain.error is None and chain.artifacts else None
+        if final is not None and final.kind in STAMPED_KINDS:
+            target = rebuild.work / "stamped" / plan.name / f"model{final.path.suffix}"
+            chain.artifacts[-1] = stamped_copy(final, target, output_provenance(provenance, plan))
         entry["reproducible"] = _compare_builds(entry, chain)
         if plan.reproducible_gate:
             _gate(entry)

@@ -42,6 +42,7 @@ class OutputResult:
             "sha256": self.published.get("sha256"),
             "size_bytes": self.published.get("size_bytes"),
             "gzip_bytes": self.published.get("gzip_bytes"),
+            "provenance": self.published.get("provenance"),  # what the shipped .tflite / .onnx says made it
             "stages": self.stages,
             "gates_from": self.gates_from,
             "parity": self.check.parity.to_dict() if self.check else None,

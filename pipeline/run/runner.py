@@ -8,7 +8,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from pipeline.core.tensors import TensorSpec
 from pipeline.data import Dataset, hygiene_warnings, label_outputs, load_dataset
 from pipeline.errors import first_line
 from pipeline.frameworks import console_log
+from pipeline.provenance import Provenance, recipe_provenance
 from pipeline.recipe import LoadedRecipe
 from pipeline.report import REPORT_FILES, write_reports
 from pipeline.report.document import build_report, settle_verdict
@@ -29,7 +30,7 @@ from pipeline.run.executor import ChainExecutor, ExecutorSettings
 from pipeline.run.lanes import lanes_of, run_in_lanes, why_not_in_lanes
 from pipeline.run.outdir import Manifest, prepare_out_dir
 from pipeline.run.plan import OutputPlan, check_tensor_gates, plan_recipe
-from pipeline.run.publish import clear_published, latency_text, publish, verdict
+from pipeline.run.publish import STAMPED_KINDS, clear_published, latency_text, output_provenance, publish, verdict
 from pipeline.run.remote import WorkerSource, needs_source_here
 from pipeline.run.reproduce import verify_reproducible
 from pipeline.run.result import OutputResult
@@ -89,7 +90,7 @@ def run_recipe(recipe: LoadedRecipe, options: RunOptions, log: Log = stderr_log)
         if worker is not None:
             worker.close()
     data = {section: dataset.describe() for section, dataset in datasets.items()}
-    recipe_fields = {"name": recipe.spec.name, "path": str(recipe.path)}
+    recipe_fields = {"name": recipe.spec.name, "path": str(recipe.path), "version": recipe.spec.version}
     report = build_report(recipe_fields, described, data, results, started, time.perf_counter() - clock)
     report["warnings"] = warnings
     report["cache"] = {
@@ -124,6 +125,8 @@ def _run_outputs(
         f"{', '.join(s.describe() for s in source.inputs)} → {', '.join(s.describe() for s in source.outputs)}"
     )
     log(f"  cpu       {describe_cpu(cpu_info())}")
+    # Every file the run ships says what made it; no clock in it, so cold runs stay byte-identical.
+    provenance = recipe_provenance(recipe.path, recipe.spec.name, recipe.spec.version, described["sha256"])
     datasets = _load_data(recipe, source.inputs, source.outputs)
     digests = {section: dataset.digest() for section, dataset in datasets.items()}
     plans = plan_recipe(recipe, source.key, options.only, digests, datasets["evaluation"].sample_shapes())
@@ -145,13 +148,13 @@ def _run_outputs(
         selection = datasets.get("validation") or datasets.get("calibration")
         recorder = remote.recorder(Path(work)) if remote is not None else None
         checker = OutputChecker(source, datasets["evaluation"], cache, options.batch_size, log, selection, recorder)
-        lanes = _Lanes(recipe, source, datasets, Path(work), cache, settings, manifest, log)
+        lanes = _Lanes(recipe, source, datasets, Path(work), cache, settings, manifest, provenance, log)
         results = lanes.run(plans, options, executor, checker)
         if options.verify_reproducible or any(plan.reproducible_gate for plan in plans):
             rebuild = ChainExecutor(
                 recipe, source, datasets, Path(work) / "rebuild", Cache(None, False), worker, settings, log
             )
-            verify_reproducible(plans, results, rebuild, checker.acceptor, options.verify_reproducible)
+            verify_reproducible(plans, results, rebuild, checker.acceptor, options.verify_reproducible, provenance)
     return described, datasets, results, warnings
 
 
@@ -166,6 +169,7 @@ class _Lanes:
     cache: Cache
     settings: ExecutorSettings
     manifest: Manifest
+    provenance: Provenance  # the run's: each output's file is stamped with it, its name and stages added
     log: Log
 
     def run(
@@ -173,7 +177,8 @@ class _Lanes:
     ) -> list[dict[str, Any]]:
         def output(numbered: tuple[int, OutputPlan], lane: ChainExecutor) -> dict[str, Any]:
             number, plan = numbered
-            return _output(plan, f"  [{number}/{len(plans)}] {plan.name}", lane, checker, self.manifest, self.log)
+            prefix = f"  [{number}/{len(plans)}] {plan.name}"
+            return _output(plan, prefix, lane, checker, (self.manifest, self.provenance), self.log)
 
         refusal = "--no-isolation" if executor.worker is None else why_not_in_lanes(plans)
         lanes = lanes_of(plans)
@@ -203,9 +208,15 @@ class _Lanes:
 
 
 def _output(
-    plan: OutputPlan, prefix: str, executor: ChainExecutor, checker: OutputChecker, manifest: Manifest, log: Log
+    plan: OutputPlan,
+    prefix: str,
+    executor: ChainExecutor,
+    checker: OutputChecker,
+    shipping: tuple[Manifest, Provenance],
+    log: Log,
 ) -> dict[str, Any]:
     """Build one output's chain, publish its file, check it; its report entry."""
+    manifest, provenance = shipping
     result = OutputResult.for_plan(plan)
     clear_published(manifest, plan.name)
     chain = executor.run_chain(plan, prefix, checker.acceptor(plan))
@@ -214,7 +225,7 @@ def _output(
     if STAGES[last.kind].needs_verdicts(last.options) and checker.selection is not None and chain.stages:
         chain.stages[-1]["details"] = {**chain.stages[-1]["details"], "selected_on": checker.selection.section}
     if chain.error is None:
-        _publish_and_check(plan, chain.artifacts, result, checker, manifest)
+        _publish_and_check(plan, chain.artifacts, result, checker, (manifest, output_provenance(provenance, plan)))
     if result.error is not None:
         log(f"{prefix}: error: {result.error}")
         return result.to_dict()
@@ -227,15 +238,23 @@ def _output(
 
 
 def _publish_and_check(
-    plan: OutputPlan, chain: list[Artifact], result: OutputResult, checker: OutputChecker, manifest: Manifest
+    plan: OutputPlan,
+    chain: list[Artifact],
+    result: OutputResult,
+    checker: OutputChecker,
+    shipping: tuple[Manifest, Provenance],
 ) -> None:
     """Each step's failure makes the output an error (exit 3) with one line, and the other outputs go on."""
+    manifest, provenance = shipping
     final = chain[-1]
     try:
-        result.published = publish(final, manifest, plan.name)
-    except OSError as failure:
+        result.published = publish(final, manifest, plan.name, provenance)
+    except Exception as failure:  # a full disk, or a converter's file the provenance stamp cannot parse
         result.error = f"could not publish the artifact to {manifest.out_dir / plan.name}: {first_line(failure)}"
         return
+    if final.kind in STAMPED_KINDS:  # parity, targets and latency measure the stamped file that ships
+        final = replace(final, path=manifest.out_dir / result.published["artifact"])
+        chain = [*chain[:-1], final]
     try:
         result.check = checker.check(plan, chain)
     except Exception as failure:  # a runtime that cannot run the artifact: the output is an error
