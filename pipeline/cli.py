@@ -70,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Take a Keras or SavedModel through a recipe to TFLite and ONNX, and gate it on parity.",
         epilog="exit codes of run: 0 all gates passed, 1 a gate failed, 2 bad input (nothing ran), "
         "3 a stage could not produce its artifact (report still written) or the reports could not be written (none "
-        "was), 130 Ctrl-C, 143 SIGTERM",
+        "was), 130 Ctrl-C, 143 SIGTERM; of verify: 0 the file is an output the report passed, 1 it is not, 2 bad input",
     )
     parser.add_argument("--version", action="version", version=f"edgeport {__version__}")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
@@ -138,6 +138,8 @@ def _parser() -> argparse.ArgumentParser:
     _trust_options(inspect)
     inspect.set_defaults(command=_inspect)
 
+    _verify_parser(commands)
+
     compare = commands.add_parser(
         "compare",
         help="parity of any two artifacts (keras, savedmodel, tflite, onnx)",
@@ -201,6 +203,21 @@ def _init_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     _trust_options(init)
     init.set_defaults(command=_init)
+
+
+def _verify_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    verify = commands.add_parser(
+        "verify",
+        help="is FILE an output a report passed? exit 0 yes, 1 no, 2 bad input",
+        description="Find FILE (a .tflite or .onnx) among the outputs of REPORT by its sha256 and check the provenance "
+        "stamped in it against the report: exit 0 when it is an output the report passed, 1 when it is not (another "
+        "or a changed file, or an output that failed), 2 on bad input.",
+    )
+    verify.add_argument("file", type=Path, metavar="FILE", help="the .tflite or .onnx file to check")
+    verify.add_argument(
+        "--report", type=Path, required=True, metavar="REPORT", help="the report.json of the run that gated it"
+    )
+    verify.set_defaults(command=_verify)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -387,3 +404,11 @@ def _inspect(args: argparse.Namespace) -> int:
     description = describe_model(args.model, trusted=args.trust_model)
     print(json.dumps(description, indent=2) if args.json else format_description(description))
     return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from pipeline.commands.verify import verify_file
+
+    verdict = verify_file(args.file, args.report)
+    print(verdict.message)
+    return verdict.exit_code

@@ -60,7 +60,7 @@ class Provenance:
 
     def file_fields(self) -> dict[str, str]:
         """The keys and text values a file carries, absent ones left out."""
-        return {self.key_of(name): _text(value) for name, value in self.to_json().items()}
+        return {self.key_of(name): field_text(value) for name, value in self.to_json().items()}
 
     def to_json(self) -> dict[str, Any]:
         """As report.json and `inspect --json` show it: typed values, absent ones left out."""
@@ -92,7 +92,8 @@ class Provenance:
         return replace(self, output=output, stages=tuple(stages))
 
 
-def _text(value: Any) -> str:
+def field_text(value: Any) -> str:
+    """A provenance value as a file carries it (and `inspect` shows it)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list):

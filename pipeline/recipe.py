@@ -389,7 +389,7 @@ class Recipe(_Strict):
         None,
         pattern=VERSION_PATTERN,
         description="The model's release version (1.4.0, 2024.06-rc1), stamped into every .tflite and .onnx file as "
-        "edgeport.model_version and recorded in report.json. Text: quote a number (version: \"1.10\").",
+        'edgeport.model_version and recorded in report.json. Text: quote a number (version: "1.10").',
     )
     source: SourceSpec
     data: DataSection = Field(default_factory=DataSection)
@@ -415,7 +415,7 @@ class Recipe(_Strict):
         if isinstance(value, int | float) and not isinstance(value, bool):
             # YAML reads 1.10 as the number 1.1: converting it back would stamp the wrong version
             raise ValueError(
-                f"version was read as the number {value!r}: quote it as written (version: \"1.10\"; unquoted, "
+                f'version was read as the number {value!r}: quote it as written (version: "1.10"; unquoted, '
                 "YAML reads 1.10 as 1.1)"
             )
         return value

@@ -12,6 +12,7 @@ from pipeline.artifacts import sha256_of, size_of
 from pipeline.core.artifact import Artifact
 from pipeline.errors import ModelError, first_line
 from pipeline.frameworks import captured_native_output, import_tensorflow
+from pipeline.provenance import ProvenanceError, field_text, read_provenance
 from pipeline.runtimes import runtime_for
 from pipeline.sources import check_model_path, load_source, signature_tensor_specs
 from pipeline.sources.files import is_savedmodel
@@ -131,11 +132,18 @@ def _describe_runtime_artifact(path: Path, kind: str) -> dict[str, Any]:
         runtime = runtime_for(Artifact(kind=kind, path=path, key=""))  # type: ignore[arg-type]
     except Exception as error:  # the runtimes raise their own types for corrupt files
         raise ModelError(f"{path}: cannot open as {kind}: {first_line(error, 300)}") from None
-    return {
+    description = {
         "format": kind,
         "runtime": runtime.name,
         "signatures": {"default": _tensors(runtime.inputs, runtime.outputs)},
     }
+    try:
+        provenance = read_provenance(path, kind)  # type: ignore[arg-type]
+    except ProvenanceError as error:  # damaged metadata: the rest of the file is still worth showing
+        description["provenance"], description["provenance_error"] = None, str(error)
+    else:
+        description["provenance"] = provenance.to_json() if provenance is not None else None
+    return description
 
 
 def _tensors(inputs: list, outputs: list) -> dict[str, list[dict[str, Any]]]:
@@ -159,6 +167,8 @@ def format_description(description: dict[str, Any]) -> str:
     for name, digest in description.get("files", {}).items():
         lines.append(f"  file     {name}  sha256 {digest}")
     lines += _tf1_lines(description)
+    if "provenance" in description:
+        lines += _provenance_lines(description["provenance"], description.get("provenance_error"))
     for tags in description.get("tags", []):
         lines.append(f"  tags     {', '.join(tags)}")
     for signature, tensors in description.get("signatures", {}).items():
@@ -194,6 +204,13 @@ def _tf1_lines(description: dict[str, Any]) -> list[str]:
             lines += [f"    {role[:-1]:<6} {key} = {name}" for key, name in signature[role].items()]
     lines.append(f"  likely outputs  {', '.join(description['likely_outputs']) or '(none found)'}")
     return lines
+
+
+def _provenance_lines(provenance: dict[str, Any] | None, problem: str | None) -> list[str]:
+    if provenance is None:
+        return [f"  provenance  {f'unreadable: {problem}' if problem else 'none (not stamped by edgeport)'}"]
+    rows = [[name, field_text(value)] for name, value in provenance.items()]
+    return ["  provenance", *_table(["", ""], rows, indent=4)[1:]]  # no header: each row names its key
 
 
 def _variable_row(variable: dict[str, Any]) -> list[str]:

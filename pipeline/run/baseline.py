@@ -11,16 +11,15 @@ fraction for the first group and as an absolute step for the others; 0 flags any
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 from pipeline.core.metric_registry import METRICS
-from pipeline.errors import EdgeportError
 from pipeline.parity import GATE_OPS, GateResult
 from pipeline.parity.gates import add_gate
 from pipeline.report.console import as_float, number
+from pipeline.report.json import read_report
 
 # How much worse than the baseline a metric may get, from the registry: errors by a fraction, the rest by a step.
 RELATIVE = {name: m.baseline[1] for name, m in METRICS.items() if m.baseline and m.baseline[0] == "relative"}
@@ -95,12 +94,4 @@ def _fail(output: dict[str, Any], metric: str, limit: float, current: float, pre
 
 def read_baseline(path: Path) -> dict[str, Any]:
     """The earlier report, or EdgeportError (exit 2) naming the file; cheap enough to call before a run."""
-    try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise EdgeportError(f"--baseline {path}: no such file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise EdgeportError(f"--baseline {path}: not a readable report.json ({error})") from None
-    if not isinstance(report, dict) or not isinstance(report.get("outputs"), list):
-        raise EdgeportError(f"--baseline {path}: not an edgeport report.json (no 'outputs' list)")
-    return report
+    return read_report(path, "--baseline")
