@@ -225,3 +225,14 @@ def _stage_entry(node: PlanNode, result: NodeResult, reused: bool) -> dict[str, 
         "warnings": result.warnings,
         "details": result.artifact.details if result.artifact else {},
     }
+
+
+def derived_executor(
+    executor: ChainExecutor, work: Path, cache: Cache | None = None, worker: StageWorker | None = None
+) -> ChainExecutor:
+    """An executor of the same run in another work folder: a lane's (its own worker) or the rebuild's (no cache).
+    The one place an executor is made from another; `run_recipe` makes the first."""
+    return ChainExecutor(
+        executor.recipe, executor.source, executor.datasets, work, cache or executor.cache, worker or executor.worker,
+        executor.settings, executor.log,
+    )  # fmt: skip

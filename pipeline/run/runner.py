@@ -26,7 +26,7 @@ from pipeline.report import REPORT_FILES, write_reports
 from pipeline.report.document import build_report, settle_verdict
 from pipeline.run.cache import Cache, default_cache_dir
 from pipeline.run.checker import Check, OutputChecker
-from pipeline.run.executor import ChainExecutor, ExecutorSettings
+from pipeline.run.executor import ChainExecutor, ExecutorSettings, derived_executor
 from pipeline.run.lanes import lanes_of, run_in_lanes, why_not_in_lanes
 from pipeline.run.outdir import Manifest, prepare_out_dir
 from pipeline.run.plan import OutputPlan, check_tensor_gates, plan_recipe
@@ -148,26 +148,19 @@ def _run_outputs(
         selection = datasets.get("validation") or datasets.get("calibration")
         recorder = remote.recorder(Path(work)) if remote is not None else None
         checker = OutputChecker(source, datasets["evaluation"], cache, options.batch_size, log, selection, recorder)
-        lanes = _Lanes(recipe, source, datasets, Path(work), cache, settings, manifest, provenance, log)
+        lanes = _Lanes(Path(work), manifest, provenance, log)
         results = lanes.run(plans, options, executor, checker)
         if options.verify_reproducible or any(plan.reproducible_gate for plan in plans):
-            rebuild = ChainExecutor(
-                recipe, source, datasets, Path(work) / "rebuild", Cache(None, False), worker, settings, log
-            )
+            rebuild = derived_executor(executor, Path(work) / "rebuild", cache=Cache(None, False))
             verify_reproducible(plans, results, rebuild, checker.acceptor, options.verify_reproducible, provenance)
     return described, datasets, results, warnings
 
 
 @dataclass
 class _Lanes:
-    """What another lane's executor is made of; runs the outputs in lanes when `--jobs` and the recipe allow."""
+    """Runs the outputs in lanes when `--jobs` and the recipe allow, each lane's executor derived from the first."""
 
-    recipe: LoadedRecipe
-    source: SourceHandle
-    datasets: dict[str, Dataset]
     work: Path
-    cache: Cache
-    settings: ExecutorSettings
     manifest: Manifest
     provenance: Provenance  # the run's: each output's file is stamped with it, its name and stages added
     log: Log
@@ -194,10 +187,7 @@ class _Lanes:
             worker = StageWorker()
             started.append(worker)
             worker.start()
-            work = self.work / f"lane{index}"
-            return ChainExecutor(
-                self.recipe, self.source, self.datasets, work, self.cache, worker, self.settings, self.log
-            )
+            return derived_executor(executor, self.work / f"lane{index}", worker=worker)
 
         self.log(f"  jobs      {min(options.jobs, len(lanes))} lanes, each with its conversion worker")
         try:
