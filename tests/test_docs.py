@@ -9,14 +9,15 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from pipeline.recipe import Recipe, StageEntry
+from pipeline.recipe import Recipe, StageEntry, load_recipe
 from pipeline.stages import STAGES
 from scripts import make_docs, readme_tables
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 PAGES = sorted((ROOT / "docs").glob("*.md"))
-DOCUMENTS = [README, *PAGES]
+EXAMPLES = sorted((ROOT / "examples").glob("*/recipe.yaml"))
+DOCUMENTS = [README, *PAGES, *sorted((ROOT / "examples").rglob("*.md"))]
 FENCE = re.compile(r"^(```|~~~).*?^\1", re.S | re.M)
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 CODE = re.compile(r"`([^`\n]+)`")
@@ -71,7 +72,11 @@ def test_every_recipe_field_and_stage_option_has_a_description() -> None:
     assert not missing, "fields without a description (Field(..., description=...)): " + ", ".join(missing)
 
 
-@pytest.mark.parametrize("document", DOCUMENTS, ids=lambda path: path.name)
+def _name(path: Path) -> str:
+    return str(path.relative_to(ROOT))
+
+
+@pytest.mark.parametrize("document", DOCUMENTS, ids=_name)
 def test_links_resolve(document: Path) -> None:
     broken = []
     for target in LINK.findall(prose(document)):
@@ -86,7 +91,7 @@ def test_links_resolve(document: Path) -> None:
     assert not broken, f"{document.name}: " + ", ".join(broken)
 
 
-@pytest.mark.parametrize("document", DOCUMENTS, ids=lambda path: path.name)
+@pytest.mark.parametrize("document", DOCUMENTS, ids=_name)
 def test_cited_repository_paths_exist(document: Path) -> None:
     text = prose(document)
     cited = {span.rstrip("/") for span in CODE.findall(text) if REPO_PATH.match(span)}
@@ -111,3 +116,18 @@ def test_each_page_opens_with_its_contents(page: Path) -> None:
 def test_measured_tables_have_their_markers() -> None:
     for name, page in readme_tables.PAGES.items():
         assert make_docs.between(page.read_text(), name) is not None, f"{page.name} lost its {name} markers"
+
+
+def test_there_are_examples() -> None:
+    assert len(EXAMPLES) >= 2
+
+
+@pytest.mark.parametrize("recipe", EXAMPLES, ids=_name)
+def test_each_example_validates(recipe: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`edgeport validate` where `make demo` has made the models; else the schema and the stage chains."""
+    loaded = load_recipe(recipe, check_files=False)
+    if not loaded.source_path.exists():
+        return
+    from pipeline.cli import main
+
+    assert main(["validate", str(recipe)]) == 0, capsys.readouterr()
