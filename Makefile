@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test test-fast fuzz bench zoo lint clean
+.PHONY: help venv demo test test-fast fuzz bench zoo docs lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-6s %s\n", $$1, $$2}'
@@ -40,6 +40,9 @@ bench: $(STAMP) ## edgeport against direct library calls: overhead, cache, throu
 
 zoo: $(STAMP) ## the zoo (Keras Applications, keras-hub backbones) through edgeport and the raw calls: docs/zoo.md
 	$(BIN)/python scripts/zoo.py
+
+docs: $(STAMP) ## regenerate the docs' generated parts: the recipe reference (docs/recipes.md), the metric tables
+	$(BIN)/python scripts/make_docs.py
 
 lint: $(STAMP) ## ruff over the repository
 	$(BIN)/ruff check .

@@ -156,10 +156,14 @@ class SourceSpec(_Strict):
 
 
 class RandomSpec(_Strict):
-    samples: int = Field(64, ge=1, le=1_000_000)
-    seed: int = 0
-    low: float = 0.0
-    high: float = 1.0
+    samples: int = Field(64, ge=1, le=1_000_000, description="How many samples to draw.")
+    seed: int = Field(0, description="Seed of the generator: the same seed gives the same samples.")
+    low: float = Field(
+        0.0, description="Lowest value (inclusive); integer inputs draw whole numbers from floor(low) to floor(high)."
+    )
+    high: float = Field(
+        1.0, description="Highest value: exclusive for floats, inclusive (floored) for integers; must be above low."
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> RandomSpec:
@@ -184,7 +188,7 @@ class DataSpec(_Strict):
 
     npz: str | None = Field(None, description="An .npz file (relative to the recipe).")
     npy: str | None = Field(None, description="An .npy file of inputs, for single-input models.")
-    random: RandomSpec | None = None
+    random: RandomSpec | None = Field(None, description="Seeded random inputs of the model's shapes and dtypes.")
     inputs: str | dict[str, str] | None = Field(
         None, description="npz key of the inputs, or {model input name: npz key} for several inputs."
     )
@@ -293,10 +297,10 @@ class Gates(MetricGates):  # type: ignore[misc,valid-type]
 class BenchmarkSpec(_Strict):
     """Time the output in its runtime (and the source model in Keras, for the speedup)."""
 
-    runs: int = Field(50, ge=1, le=100_000)
-    warmup: int = Field(5, ge=0, le=10_000)
-    threads: int | None = Field(None, ge=1, le=256)
-    batch: int = Field(1, ge=1, le=65_536)
+    runs: int = Field(50, ge=1, le=100_000, description="Timed runs; the report gives their median and p90.")
+    warmup: int = Field(5, ge=0, le=10_000, description="Untimed runs before the timed ones.")
+    threads: int | None = Field(None, ge=1, le=256, description="Threads of the runtime; default: its own choice.")
+    batch: int = Field(1, ge=1, le=65_536, description="Samples per timed run.")
 
 
 class RuntimeSpec(_Strict):
@@ -353,8 +357,13 @@ def stage_of(entry: BaseModel) -> tuple[str, StageOptions]:
 
 class OutputSpec(_Strict):
     stages: list[StageEntry] = Field(min_length=1, description="The chain of stages from the source.")  # type: ignore[valid-type]
-    gates: Gates = Field(default_factory=Gates)
-    runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
+    gates: Gates = Field(
+        default_factory=Gates,
+        description="Pass/fail thresholds of this output; without any, the last stage's default gates apply.",
+    )
+    runtime: RuntimeSpec = Field(
+        default_factory=RuntimeSpec, description="How the file runs for parity (LiteRT delegate, onnxruntime setup)."
+    )
     benchmark: BenchmarkSpec | None = Field(None, description="median/p90 latency, beside the source's in Keras")
     tensor_map: dict[str, str] = Field(
         default_factory=dict,
@@ -391,9 +400,16 @@ class Recipe(_Strict):
         description="The model's release version (1.4.0, 2024.06-rc1), stamped into every .tflite and .onnx file as "
         'edgeport.model_version and recorded in report.json. Text: quote a number (version: "1.10").',
     )
-    source: SourceSpec
-    data: DataSection = Field(default_factory=DataSection)
-    outputs: dict[str, OutputSpec] = Field(min_length=1)
+    source: SourceSpec = Field(
+        description="The model: a path (shorthand for {path: ...}), a builder with weights, or a TF1 graph or "
+        "checkpoint."
+    )
+    data: DataSection = Field(
+        default_factory=DataSection, description="Calibration, evaluation, fine-tune and validation data."
+    )
+    outputs: dict[str, OutputSpec] = Field(
+        min_length=1, description="{output name: its stages, gates and settings}; each name becomes a directory."
+    )
     fail_on_converter_warnings: bool = Field(
         False, description="Treat warnings the converters log (and still 'succeed') as stage errors."
     )

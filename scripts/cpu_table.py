@@ -1,4 +1,4 @@
-"""Print the README's "Same file, different CPU" table from a real run on this machine.
+"""Print docs/measurements.md's "Same file, different CPU" table from a real run on this machine.
 
 Builds Keras Applications at 32×32 with random weights (batch-norm statistics from one batch), quantizes each
 to ONNX static int8 with four settings, and runs every file with and without onnxruntime's graph optimizations.

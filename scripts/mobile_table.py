@@ -1,5 +1,5 @@
-"""The README's "Mobile and microcontroller targets" table: `recipes/mobile.yaml` run afresh (cache bypassed), one
-row per output and declared target, with what the target measured. Called by `scripts/readme_tables.py
+"""docs/measurements.md's "Mobile and microcontroller targets" table: `recipes/mobile.yaml` run afresh (cache
+bypassed), one row per output and declared target, with what the target measured. Called by `scripts/readme_tables.py
 --mobile-table`; prints the table when run on its own."""
 
 from __future__ import annotations

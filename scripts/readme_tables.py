@@ -1,12 +1,16 @@
-"""Regenerate the README's measured tables from real runs on this machine; never edit them by hand.
+"""Regenerate the measured tables of README.md and docs/measurements.md from real runs on this machine; never edit
+them by hand.
 
-- the demo summary: `recipes/demo.yaml` run afresh (cache bypassed), pasted as the console prints it;
-- with `--cpu-table`, the "Same file, different CPU" table (`scripts/cpu_table.py`, about 4 minutes);
+- the demo summary in README.md: `recipes/demo.yaml` run afresh (cache bypassed), pasted as the console prints it;
+- with `--cpu-table`, the "Same file, different CPU" table in docs/measurements.md (`scripts/cpu_table.py`, about
+  4 minutes);
 - with `--cluster-table`, wall seconds of one batch of recipes on 1 and 2 workers, local processes and a dask
-  LocalCluster (about 3 minutes); `--no-demo-table` leaves the demo summary as it is;
-- with `--mobile-table`, the "Mobile and microcontroller targets" table (`scripts/mobile_table.py`, about 20 s).
+  LocalCluster (about 3 minutes), in docs/measurements.md; `--no-demo-table` leaves the demo summary as it is;
+- with `--mobile-table`, the "Mobile and microcontroller targets" table in docs/measurements.md
+  (`scripts/mobile_table.py`, about 20 s).
 
-Each table sits between `<!-- NAME:start -->` and `<!-- NAME:end -->` markers and names the machine it ran on.
+Each table sits between `<!-- NAME:start -->` and `<!-- NAME:end -->` markers in its page (`PAGES`) and names the
+machine it ran on.
 Usage: python scripts/make_demo_model.py && python scripts/readme_tables.py [--cpu-table] [--cluster-table]
 """
 
@@ -25,6 +29,13 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+# The page each table lives in.
+PAGES = {
+    "demo-table": ROOT / "README.md",
+    "cpu-table": ROOT / "docs" / "measurements.md",
+    "cluster-table": ROOT / "docs" / "measurements.md",
+    "mobile-table": ROOT / "docs" / "measurements.md",
+}
 
 
 def machine() -> str:
@@ -116,7 +127,7 @@ def mobile_table() -> str:
 def replace_between(text: str, name: str, body: str) -> str:
     pattern = re.compile(rf"(<!-- {name}:start -->\n)(?:.*?\n)?(<!-- {name}:end -->)", re.S)
     if not pattern.search(text):
-        raise SystemExit(f"README.md has no <!-- {name}:start --> / <!-- {name}:end --> markers")
+        raise SystemExit(f"{PAGES[name].relative_to(ROOT)} has no <!-- {name}:start --> / <!-- {name}:end --> markers")
     return pattern.sub(lambda match: match.group(1) + body + "\n" + match.group(2), text)
 
 
@@ -131,13 +142,14 @@ def main() -> None:
     tables |= {"cpu-table": cpu_table} if args.cpu_table else {}
     tables |= {"cluster-table": cluster_table} if args.cluster_table else {}
     tables |= {"mobile-table": mobile_table} if args.mobile_table else {}
-    bodies = {name: make() for name, make in tables.items()}  # measured first: the README is read just before writing
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    for name, body in bodies.items():
-        text = replace_between(text, name, body)
-    readme.write_text(text)
-    print(f"updated {readme}")
+    bodies = {name: make() for name, make in tables.items()}  # measured first: each page is read just before writing
+    for page in dict.fromkeys(PAGES[name] for name in bodies):
+        text = page.read_text()
+        for name, body in bodies.items():
+            if PAGES[name] == page:
+                text = replace_between(text, name, body)
+        page.write_text(text)
+        print(f"updated {page}")
 
 
 if __name__ == "__main__":

@@ -178,7 +178,7 @@ def inspect_model(request: InitRequest) -> Inspected:
     if model.suffix.lower() == ".meta" or model.with_name(model.name + ".index").is_file():
         raise ModelError(
             f"{model}: a TF1 checkpoint; init takes a .keras, .h5, SavedModel or frozen .pb (write the source "
-            "by hand: README, 'Sources from TensorFlow 1')"
+            "by hand: docs/recipes.md, 'Sources from TensorFlow 1')"
         )
     source = load_source(model, request.signature, request.trusted, base_dir=Path.cwd())
     document: dict[str, Any] = {"path": model.resolve()}
@@ -525,8 +525,8 @@ def render(request: InitRequest, name: str, inspected: Inspected, sections: dict
         f"# Model: {inspected.label}",
         *_tensor_lines("input", inspected.inputs),
         *_tensor_lines("output", inspected.outputs),
-        "# Gates are the defaults each output's last stage gives (README, 'Without gates'); set them to what your",
-        "# release needs. Paths are relative to this file.",
+        "# Gates are the defaults each output's last stage gives (docs/gates-and-metrics.md, 'Default gates'); set",
+        "# them to what your release needs. Paths are relative to this file.",
         f"name: {_flow(name)}",
         *_comments([f"NOTE: {note}" for note in inspected.notes], ""),
         f"source: {_flow(source['path'] if list(source) == ['path'] else source)}",

@@ -26,7 +26,9 @@ _KMEANS_ITERATIONS = 20
 
 class ClusterOptions(finetune.FineTuneOptions):
     number_of_clusters: int = Field(16, ge=2, le=65536, description="Distinct values per kernel.")
-    centroid_initialization: Literal["linear", "kmeans_plus_plus", "density_based", "random"] = "kmeans_plus_plus"
+    centroid_initialization: Literal["linear", "kmeans_plus_plus", "density_based", "random"] = Field(
+        "kmeans_plus_plus", description="How the cluster centres start before k-means."
+    )
 
 
 class ClusterStage(finetune.FineTuningStage):

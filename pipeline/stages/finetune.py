@@ -75,9 +75,9 @@ class LayerFilter(BaseModel):
 
 class FineTuneOptions(StageOptions):
     epochs: int = Field(2, ge=1, le=1000, description="Passes over data.fine_tune.")
-    batch_size: int = Field(32, ge=1, le=65536)
-    optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
-    learning_rate: float = Field(1e-3, gt=0, le=10)
+    batch_size: int = Field(32, ge=1, le=65536, description="Samples per training step.")
+    optimizer: Literal["adam", "sgd", "rmsprop"] = Field("adam", description="The fine-tuning optimizer.")
+    learning_rate: float = Field(1e-3, gt=0, le=10, description="The optimizer's learning rate.")
     loss: Literal["sparse_categorical_crossentropy", "categorical_crossentropy", "mse"] = Field(
         "sparse_categorical_crossentropy",
         description="Cross-entropies read logits unless the model's last layer applies softmax.",

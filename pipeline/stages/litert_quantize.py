@@ -50,7 +50,7 @@ class ScopeRule(StageOptions):
     scope: str = Field(description="regex searched in each op's output and weight tensor names")
     op: OpKind | None = Field(None, description="only ops of this kind")
     mode: Mode | Literal["none"] = Field(description="none keeps the matched ops in float")
-    block_size: BlockSize | None = None
+    block_size: BlockSize | None = Field(None, description="dynamic_int4: blockwise for FULLY_CONNECTED weights")
 
     @field_validator("scope")
     @classmethod
@@ -68,7 +68,11 @@ class ScopeRule(StageOptions):
 
 
 class LiteRTQuantizeOptions(StageOptions):
-    mode: Mode = "weight_only_int8"
+    mode: Mode = Field(
+        "weight_only_int8",
+        description="weight_only: weights rounded, float arithmetic; dynamic: activations quantized at run time; "
+        "static_int8: calibrated on data.calibration",
+    )
     block_size: BlockSize | None = Field(None, description="dynamic_int4: blockwise for FULLY_CONNECTED weights")
     rules: list[ScopeRule] = Field(default_factory=list, description="later rules win, as in the quantizer")
     io: Literal["float32", "int8"] = Field("float32", description="static_int8: the file's input/output type")
@@ -76,7 +80,7 @@ class LiteRTQuantizeOptions(StageOptions):
     validate_on: Literal["calibration", "random", "none"] | None = Field(
         None, description="the quantizer's per-tensor check; default calibration for static, else random"
     )
-    validation_samples: int = Field(8, ge=1, le=256)
+    validation_samples: int = Field(8, ge=1, le=256, description="samples the quantizer's own check runs on")
 
     @model_validator(mode="after")
     def _consistent(self) -> LiteRTQuantizeOptions:

@@ -30,7 +30,7 @@ WEIGHT_OPS = (
     "BATCH_MATMUL",
     "EMBEDDING_LOOKUP",
 )
-# LiteRT has blockwise int4 kernels for these only, as dynamic (int8 activations on the fly); see the README.
+# LiteRT has blockwise int4 kernels for these only, as dynamic (int8 activations on the fly); see docs/stages.md.
 BLOCKWISE_OPS = ("FULLY_CONNECTED", "EMBEDDING_LOOKUP")
 _MIN_MAX, _NO_QUANTIZE = "min_max_uniform_quantize", "no_quantize"
 _LISTED = 8  # names kept per list in the stage details

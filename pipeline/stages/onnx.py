@@ -29,7 +29,7 @@ from pipeline.stages.trace import traced_export
 
 class OnnxOptions(StageOptions):
     # tf2onnx 1.17 knows opsets up to 18; below 9 it cannot express common Keras layers.
-    opset: int = Field(17, ge=9, le=18)
+    opset: int = Field(17, ge=9, le=18, description="ONNX opset of the export (tf2onnx 1.17 knows up to 18)")
     quantize: Literal["none", "dynamic", "static"] = Field(
         "none", description="onnxruntime quantization after export: static = QDQ with data.calibration"
     )

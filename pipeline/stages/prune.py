@@ -23,11 +23,15 @@ from pipeline.stages.masks import magnitude_mask, measure_sparsity
 
 class PruneOptions(finetune.FineTuneOptions):
     sparsity: float = Field(0.5, ge=0, lt=1, description="Final fraction of zeros in each pruned kernel.")
-    schedule: Literal["constant", "polynomial"] = "constant"
+    schedule: Literal["constant", "polynomial"] = Field(
+        "constant", description="constant: sparsity from the first step; polynomial: from initial_sparsity up to it."
+    )
     initial_sparsity: float = Field(0.0, ge=0, lt=1, description="Polynomial schedule only: sparsity at step 0.")
     # tfmot's default frequency (100 steps) never fires in a short fine-tune.
     frequency: int = Field(1, ge=1, description="Update the masks every this many training steps.")
-    layers: finetune.LayerFilter = Field(default_factory=finetune.LayerFilter)
+    layers: finetune.LayerFilter = Field(
+        default_factory=finetune.LayerFilter, description="Which Dense/Conv layers to prune, by name."
+    )
     structure: Literal["2:4"] | None = Field(None, description="m:n sparsity (2 zeros in every 4 input weights).")
 
     @model_validator(mode="after")

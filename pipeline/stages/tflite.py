@@ -29,8 +29,14 @@ _IO_TYPES = {"int8": {"float32", "int8", "uint8"}, "int16x8": {"float32", "int16
 
 
 class TfliteOptions(StageOptions):
-    quantize: Literal["none", "dynamic", "float16", "int8", "int16x8"] = "none"
-    io: Literal["float32", "int8", "uint8", "int16"] = "float32"
+    quantize: Literal["none", "dynamic", "float16", "int8", "int16x8"] = Field(
+        "none",
+        description="none: float32; dynamic: int8 weights, float activations; float16: float16 weights; int8: full "
+        "integer, calibrated on data.calibration; int16x8: int16 activations, int8 weights (calibrated)",
+    )
+    io: Literal["float32", "int8", "uint8", "int16"] = Field(
+        "float32", description="the file's input/output type: int8 or uint8 with int8, int16 with int16x8"
+    )
     supported_ops: list[Literal["builtins", "select_tf_ops"]] = Field(
         default_factory=lambda: ["builtins"],
         min_length=1,
