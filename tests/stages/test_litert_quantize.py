@@ -171,7 +171,9 @@ def test_recipe_run_default_gates_pass_and_a_strict_gate_fails(zoo, tmp_path: Pa
     assert weights["status"] == "passed" and blocks["status"] == "failed"
     assert {g["metric"] for g in weights["parity"]["gates"]} == {"cosine", "min_cosine"}
     assert blocks["stages"][0]["reused"] is True and blocks["stages"][1]["details"]["weights"]["int4/block32"] == 2
-    assert weights["stages"][1]["details"]["size"]["quantized_bytes"] == weights["size_bytes"]
+    # The shipped file is the quantizer's plus its provenance (an `edgeport` metadata entry, a few hundred bytes).
+    stamped = weights["size_bytes"] - weights["stages"][1]["details"]["size"]["quantized_bytes"]
+    assert 0 < stamped < 4096 and weights["provenance"]["output"] == weights["name"]
 
 
 def test_a_rule_the_quantizer_cannot_honour_is_a_warning_not_silence(zoo, tmp_path: Path) -> None:
