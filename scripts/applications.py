@@ -10,10 +10,12 @@ from pathlib import Path
 import numpy as np
 
 
-def build_application(name: str, path: Path, size: int = 32, **options: object) -> None:
+def build_application(name: str, path: Path, size: int = 32, pixels: float = 1.0, **options: object) -> None:
     """A Keras Application (size×size inputs, `options` for its constructor) with random weights whose batch-norm
-    statistics come from one batch, so activations keep a unit scale (freshly initialised moving statistics shrink
-    them to ~1e-12)."""
+    statistics come from one batch of pixels in [0, pixels), so activations keep a unit scale (freshly initialised
+    moving statistics shrink them to ~1e-12). A model that rescales its own inputs from [0, 255] (EfficientNet,
+    MobileNetV3, ConvNeXt) needs pixels=255: fed [0, 1) it sees nearly constant images, and its statistics then
+    amplify float32 rounding by 1e3-1e4."""
     from pipeline.frameworks import captured_native_output, import_tensorflow
 
     import_tensorflow()
@@ -29,7 +31,7 @@ def build_application(name: str, path: Path, size: int = 32, **options: object) 
         norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
         for layer in norms:
             layer.momentum = 0.0
-        model(np.random.default_rng(0).random((64, size, size, 3), dtype=np.float32), training=True)
+        model(pixels * np.random.default_rng(0).random((64, size, size, 3), dtype=np.float32), training=True)
         for layer in norms:
             layer.momentum = 0.99
         model.save(path)

@@ -1,6 +1,6 @@
 """The zoo: models nobody here wrote, through edgeport and through the raw calls a user would make, side by side.
 
-Every Keras Applications constructor at its smallest input (random weights, batch-norm statistics from one batch)
+Every Keras Applications constructor at its smallest input (random weights, batch-norm statistics from one batch of pixels in the range the model expects)
 and keras-hub backbones built tiny with random weights (text, vision, audio; nothing downloaded). Each goes through
 edgeport (fp32 TFLite, int8 TFLite, fp32 ONNX, static int8 ONNX; rescues on) and through the raw calls
 (`TFLiteConverter.from_keras_model`, `tf2onnx.convert.from_keras`, Keras `Model.export(format="litert" | "onnx")`),
@@ -54,6 +54,8 @@ APPLICATIONS = {
     "InceptionV3": 75,
     "InceptionResNetV2": 75,
 }
+# Constructors whose models rescale [0, 255] pixels themselves (include_preprocessing): fed and calibrated in that range.
+RESCALING = {"ConvNeXtTiny", "EfficientNetB0", "EfficientNetV2B0", "MobileNetV3Large"}
 OUTPUTS = {
     "tflite fp32": {"stages": ["tflite"], "gates": {"max_abs": FP32_MAX_ABS}},
     "tflite int8": {"stages": [{"tflite": {"quantize": "int8"}}]},
@@ -149,9 +151,9 @@ def build(name: str, folder: Path) -> list[str]:
 
     folder.mkdir(parents=True, exist_ok=True)
     if name in APPLICATIONS:
-        size = APPLICATIONS[name]
-        build_application(name, folder / "model.keras", size)
-        make = lambda rng, n: {"x": rng.random((n, size, size, 3), dtype=np.float32)}  # noqa: E731
+        size, pixels = APPLICATIONS[name], 255.0 if name in RESCALING else 1.0
+        build_application(name, folder / "model.keras", size, pixels)
+        make = lambda rng, n: {"x": pixels * rng.random((n, size, size, 3), dtype=np.float32)}  # noqa: E731
     else:
         import keras
 

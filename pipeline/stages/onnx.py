@@ -23,7 +23,7 @@ from pipeline.errors import StageError, first_line
 from pipeline.frameworks import captured_native_output, import_tensorflow, notable_log_lines
 from pipeline.sources.model import keras_call_inputs, keras_tensor_specs
 from pipeline.stages.base import ConversionStage, StageContext, StageOptions
-from pipeline.stages.onnx_optimizers import find_culprit, onnx_input_spec, run_file, smoke_feed
+from pipeline.stages.onnx_optimizers import find_culprit, guard_zero_padded_pools, onnx_input_spec, run_file, smoke_feed
 from pipeline.stages.trace import traced_export
 
 
@@ -160,6 +160,14 @@ def _exported(
         rescues.append({"name": "inline_functions", "raw_error": raw_error, "action": action})
     canonical_names(proto)
     rescues += _checked_or_rescued(onnx, proto, options.rescue)
+    guarded = guard_zero_padded_pools(proto) if options.rescue else []
+    if guarded:
+        raw_error = (
+            f"{len(guarded)} MaxPool nodes read a zero Pad, which onnxruntime's Pad_Fusion folds into the pool's "
+            "-inf padding: windows of negative values then give their maximum instead of 0"
+        )
+        action = f"gave {', '.join(guarded)} their Indices output, which that fusion leaves alone (same result)"
+        rescues.append({"name": "guard_zero_padded_pools", "raw_error": raw_error, "action": action})
     return proto, warnings, rescues
 
 
