@@ -1,8 +1,9 @@
 """The zoo: models nobody here wrote, through edgeport and through the raw calls a user would make, side by side.
 
-Every Keras Applications constructor at its smallest input (random weights, batch-norm statistics from one batch of pixels in the range the model expects)
-and keras-hub backbones built tiny with random weights (text, vision, audio; nothing downloaded). Each goes through
-edgeport (fp32 TFLite, int8 TFLite, fp32 ONNX, static int8 ONNX; rescues on) and through the raw calls
+Every Keras Applications constructor at its smallest input (random weights, batch-norm statistics from one batch of
+pixels in the range the model expects) and keras-hub backbones built tiny with random weights (text, vision, audio;
+nothing downloaded). Each goes through edgeport (fp32 TFLite, int8 TFLite, fp32 ONNX, static int8 ONNX; rescues
+on) and through the raw calls
 (`TFLiteConverter.from_keras_model`, `tf2onnx.convert.from_keras`, Keras `Model.export(format="litert" | "onnx")`),
 each file run in its runtime against Keras on the same 16 samples (fp32 passes at max_abs <= 1e-4). The table is
 written to docs/zoo.md from the run's results: generated, never edited by hand.
@@ -54,7 +55,7 @@ APPLICATIONS = {
     "InceptionV3": 75,
     "InceptionResNetV2": 75,
 }
-# Constructors whose models rescale [0, 255] pixels themselves (include_preprocessing): fed and calibrated in that range.
+# Constructors whose models rescale [0, 255] pixels themselves (include_preprocessing): fed and calibrated so.
 RESCALING = {"ConvNeXtTiny", "EfficientNetB0", "EfficientNetV2B0", "MobileNetV3Large"}
 OUTPUTS = {
     "tflite fp32": {"stages": ["tflite"], "gates": {"max_abs": FP32_MAX_ABS}},
