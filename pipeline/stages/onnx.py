@@ -23,7 +23,9 @@ from pipeline.errors import StageError, first_line
 from pipeline.frameworks import captured_native_output, import_tensorflow, notable_log_lines
 from pipeline.sources.model import keras_call_inputs, keras_tensor_specs
 from pipeline.stages.base import ConversionStage, StageContext, StageOptions
+from pipeline.stages.dft import fails_on_fft, fft_as_matmul
 from pipeline.stages.onnx_optimizers import find_culprit, guard_zero_padded_pools, onnx_input_spec, run_file, smoke_feed
+from pipeline.stages.tflite import fixed_shapes
 from pipeline.stages.trace import traced_export
 
 
@@ -103,12 +105,12 @@ class OnnxStage(ConversionStage):
         tf = import_tensorflow()
         import onnx
 
-        proto, warnings, rescues = _exported(tf, onnx, upstream, options, ctx.work_dir)
+        proto, warnings, rescues = _exported(tf, onnx, upstream, options, ctx)
         smoke = _smoke_run(proto) if options.rescue else None  # (level it fails at, error) or None: it runs
         if smoke is not None and smoke[0] == "disabled" and options.dynamic_batch:
             # tf2onnx baked a size into the graph (keras-hub MiT): exported at batch 1, the file runs in chunks.
             at_one = options.model_copy(update={"dynamic_batch": False})
-            proto, warnings, rescues = _exported(tf, onnx, upstream, at_one, ctx.work_dir)
+            proto, warnings, rescues = _exported(tf, onnx, upstream, at_one, ctx)
             action = "exported again at batch 1 (dynamic_batch: false); the file runs a sample at a time"
             rescues.append({"name": "fixed_batch", "raw_error": _cannot_run(smoke[1]), "action": action})
             smoke = _smoke_run(proto)
@@ -141,16 +143,16 @@ FUNCTION_CALLS = frozenset({"StatefulPartitionedCall", "PartitionedCall"})  # Te
 
 
 def _exported(
-    tf: Any, onnx: Any, upstream: Artifact, options: OnnxOptions, work_dir: Path
+    tf: Any, onnx: Any, upstream: Artifact, options: OnnxOptions, ctx: StageContext
 ) -> tuple[Any, list[str], list[Any]]:
-    """tf2onnx's export, its names made canonical and checked (function calls and Erfc rescued); with the warnings
-    it logged and the rescues it took."""
+    """tf2onnx's export, its names made canonical and checked (function calls, FFTs and Erfc rescued); with the
+    warnings it logged and the rescues it took."""
     proto, warnings = _logged(lambda: _export(tf, upstream, options))
     rescues = []
     calls = sorted({node.op_type for node in proto.graph.node if node.op_type in FUNCTION_CALLS})
     if calls and options.rescue and (upstream.kind == "savedmodel" or upstream.flavour != "tf_keras"):
         raw_error = _checker_error(onnx, proto, "the exported model")
-        saved = upstream.path if upstream.kind == "savedmodel" else traced_export(upstream, work_dir)
+        saved = upstream.path if upstream.kind == "savedmodel" else traced_export(upstream, ctx.work_dir)
         signature = (upstream.signature if upstream.kind == "savedmodel" else None) or "serving_default"
         proto, warnings = _logged(lambda: _export_saved(saved, signature, options, inline=True))
         action = (
@@ -159,7 +161,21 @@ def _exported(
         )
         rescues.append({"name": "inline_functions", "raw_error": raw_error, "action": action})
     canonical_names(proto)
-    rescues += _checked_or_rescued(onnx, proto, options.rescue)
+    try:
+        rescues += _checked_or_rescued(onnx, proto, options.rescue)
+    except StageError as error:
+        if not (options.rescue and upstream.kind == "keras" and upstream.flavour != "tf_keras"):
+            raise
+        if not fails_on_fft(str(error)):
+            raise
+        shapes = fixed_shapes(upstream.handle, 1, ctx.sample_shapes)
+        with fft_as_matmul():
+            proto, warnings = _logged(lambda: _export(tf, upstream, options, shapes))
+        canonical_names(proto)
+        sizes = ", ".join(f"{name} {['batch', *shape[1:]]}" for name, shape in shapes.items())
+        action = f"exported again at {sizes} with each FFT as DFT matrix products (ONNX has no complex tensors)"
+        rescues.append({"name": "fft_as_matmul", "raw_error": str(error), "action": action})
+        rescues += _checked_or_rescued(onnx, proto, options.rescue)
     guarded = guard_zero_padded_pools(proto) if options.rescue else []
     if guarded:
         raw_error = (
@@ -322,7 +338,8 @@ def _quantization_details(options: OnnxOptions) -> dict[str, Any]:
     return settings
 
 
-def _export(tf: Any, upstream: Artifact, options: OnnxOptions) -> Any:
+def _export(tf: Any, upstream: Artifact, options: OnnxOptions, shapes: dict[str, list[int]] | None = None) -> Any:
+    """tf2onnx's export of the model, at `shapes` (each input's, the batch aside) where given."""
     import tf2onnx
 
     if upstream.kind == "savedmodel":
@@ -332,7 +349,11 @@ def _export(tf: Any, upstream: Artifact, options: OnnxOptions) -> Any:
     tf2onnx.utils.INTERNAL_NAME = 1
     model = upstream.handle
     batch = None if options.dynamic_batch else 1
-    specs = {_input_name(t): tf.TensorSpec([batch, *t.shape[1:]], t.dtype, name=_input_name(t)) for t in model.inputs}
+    specs = {}
+    for tensor in model.inputs:
+        name = _input_name(tensor)
+        sizes = shapes[name][1:] if shapes else tensor.shape[1:]
+        specs[name] = tf.TensorSpec([batch, *sizes], tensor.dtype, name=name)
     # tf2onnx calls model(*signature): one argument in the model's own structure (a dict for keras-hub models).
     signature = [keras_call_inputs(model, specs)]
     proto, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=options.opset)

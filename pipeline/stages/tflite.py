@@ -5,6 +5,7 @@ Knows the TFLite converter only; nothing of recipes, runtimes or reports.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -17,6 +18,7 @@ from pipeline.errors import StageError
 from pipeline.frameworks import captured_native_output, import_tensorflow, litert_interpreter, notable_log_lines
 from pipeline.sources.model import keras_call_inputs
 from pipeline.stages.base import ConversionStage, StageContext, StageOptions
+from pipeline.stages.dft import fails_on_fft, fft_as_matmul
 from pipeline.stages.tflite_fallback import debug_and_fall_back
 from pipeline.stages.trace import traced_export
 
@@ -109,10 +111,13 @@ class TfliteStage(ConversionStage):
     def run(self, upstream: Artifact, options: TfliteOptions, ctx: StageContext) -> Artifact:
         tf = import_tensorflow()
         fixed: dict[str, list[int]] = {}  # input → shape, once a fixed-shape rescue is taken
+        dft = False  # whether that rescue traces FFTs as DFT matrix products
 
         def converter_of(frozen: bool) -> Any:
             if fixed:
-                made, by_name = fixed_shape_converter(tf, upstream, fixed, ctx.work_dir, self.calibrated(options))
+                made, by_name = fixed_shape_converter(
+                    tf, upstream, fixed, ctx.work_dir, self.calibrated(options), dft=dft
+                )
                 _configure(tf, made, options, ctx, by_name=by_name)
                 return made
             made = _frozen_function_converter(tf, upstream) if frozen else _converter_for(tf, upstream, ctx.work_dir)
@@ -126,16 +131,17 @@ class TfliteStage(ConversionStage):
             raw = str(error.__cause__ or error)
             if not (options.rescue and upstream.kind == "keras" and _fails_at_free_shapes(raw)):
                 raise
+            dft = upstream.flavour != "tf_keras" and fails_on_fft(raw)
             fixed.update(fixed_shapes(upstream.handle, options.fixed_batch, ctx.sample_shapes))
             shapes = ", ".join(f"{name} {shape}" for name, shape in fixed.items())
-            ctx.log(f"conversion failed at free shapes; converting at fixed shapes {shapes}")
+            how = f"fixed shapes {shapes}" + (" with each FFT as DFT matrix products" if dft else "")
+            ctx.log(f"conversion failed at free shapes; converting at {how}")
             try:
                 model_bytes, log = _convert(converter_of(frozen))
             except StageError as again:
-                raise StageError(f"{error} (converting at fixed shapes {shapes} failed too: {again})") from again
-            rescues.append(
-                {"name": "fixed_shapes", "raw_error": str(error), "action": f"converted at fixed input shapes {shapes}"}
-            )
+                raise StageError(f"{error} (converting at {how} failed too: {again})") from again
+            name = "fft_as_matmul" if dft else "fixed_shapes"
+            rescues.append({"name": name, "raw_error": str(error), "action": f"converted at {how}"})
         warnings = notable_log_lines(log)
         if _unfrozen_variable_ops(model_bytes) and upstream.kind == "savedmodel":
             # tf.saved_model.save(keras3_model) gives such SavedModels; its concrete function, taken
@@ -205,10 +211,11 @@ def fixed_shapes(model: Any, batch: int, sample_shapes: dict[str, list[int]]) ->
 
 
 def fixed_shape_converter(
-    tf: Any, upstream: Artifact, shapes: dict[str, list[int]], work_dir: Path, calibrated: bool
+    tf: Any, upstream: Artifact, shapes: dict[str, list[int]], work_dir: Path, calibrated: bool, dft: bool = False
 ) -> tuple[Any, bool]:
-    """A converter of the Keras model traced at fixed input shapes, called with its own input structure; and
-    whether it takes representative samples by input name (a Keras 3 export's signature does)."""
+    """A converter of the Keras model traced at fixed input shapes, called with its own input structure (with
+    `dft`, Keras 3's FFTs traced as DFT matrix products); and whether it takes representative samples by input
+    name (a Keras 3 export's signature does)."""
     model = upstream.handle
     dtypes = {str(tensor.name).split(":")[0]: tensor.dtype for tensor in model.inputs}
     specs = {name: tf.TensorSpec(shape, dtypes[name], name=name) for name, shape in shapes.items()}
@@ -220,9 +227,9 @@ def fixed_shape_converter(
         function = tf.function(lambda inputs: model(inputs, training=False)).get_concrete_function(structure)
         trackable = [model] if calibrated else []
         return tf.lite.TFLiteConverter.from_concrete_functions([function], *trackable), calibrated
-    export_dir = work_dir / "saved_model_fixed"
+    export_dir = work_dir / ("saved_model_fixed_dft" if dft else "saved_model_fixed")
     if not export_dir.exists():  # a second converter (the layer debugger's) reuses the export
-        with captured_native_output():
+        with captured_native_output(), fft_as_matmul() if dft else contextlib.nullcontext():
             model.export(str(export_dir), format="tf_saved_model", input_signature=[structure], verbose=False)
     converter = tf.lite.TFLiteConverter.from_saved_model(str(export_dir), signature_keys=["serving_default"])
     return converter, True
