@@ -24,6 +24,7 @@ from pipeline.frameworks import captured_native_output, import_tensorflow, notab
 from pipeline.sources.model import keras_call_inputs, keras_tensor_specs
 from pipeline.stages.base import ConversionStage, StageContext, StageOptions
 from pipeline.stages.dft import fails_on_fft, fft_as_matmul
+from pipeline.stages.onnx_index_math import float_index_math
 from pipeline.stages.onnx_optimizers import find_culprit, guard_zero_padded_pools, onnx_input_spec, run_file, smoke_feed
 from pipeline.stages.tflite import fixed_shapes
 from pipeline.stages.trace import traced_export
@@ -118,7 +119,16 @@ class OnnxStage(ConversionStage):
         if options.quantize == "none":
             write_bytes_atomic(path, proto.SerializeToString())
         else:
-            warnings += _quantize(proto, options, ctx, path)
+            quantize_warnings, kept = _quantize(proto, options, ctx, path)
+            warnings += quantize_warnings
+            if kept:
+                raw_error = (
+                    f"{len(kept)} nodes compute integer indices in float (Cast to int after them): quantized, their "
+                    "range can hold log(0) = -inf and the indices come out wrong (keras-hub T5: index -2147483592)"
+                )
+                more = f" and {len(kept) - 6} more" if len(kept) > 6 else ""
+                action = f"left them in float: {', '.join(kept[:6])}{more}"
+                rescues.append({"name": "float_index_math", "raw_error": raw_error, "action": action})
             proto = onnx.load(str(path))
             _check(onnx, proto, "the quantized model")
         ops = Counter(node.op_type for node in proto.graph.node)
@@ -430,8 +440,9 @@ def _graph_input_shape(graph: Any, tensor_name: str) -> list[int]:
     raise StageError(f"cannot find the shape of input {tensor_name} to fix its batch dimension")
 
 
-def _quantize(proto: Any, options: OnnxOptions, ctx: StageContext, path: Path) -> list[str]:
-    """onnxruntime quantization (pre-processed first, as its docs ask); written atomically to `path`."""
+def _quantize(proto: Any, options: OnnxOptions, ctx: StageContext, path: Path) -> tuple[list[str], list[str]]:
+    """onnxruntime quantization (pre-processed first, as its docs ask); written atomically to `path`. Its warnings,
+    and the index math left in float (static quantization with rescues on)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -443,6 +454,11 @@ def _quantize(proto: Any, options: OnnxOptions, ctx: StageContext, path: Path) -
     except Exception as error:  # pre-processing is an optimisation; quantization works without it
         warnings.append(f"onnxruntime quant_pre_process failed ({first_line(error)}); quantized without it")
         prepared = exported
+    kept: list[str] = []
+    if options.quantize == "static" and options.rescue:
+        import onnx
+
+        kept = float_index_math(onnx.load(str(prepared), load_external_data=False))
     partial = path.with_name(f".{path.name}.partial")
     try:
         with captured_native_output(), contextlib.chdir(ctx.work_dir):
@@ -471,6 +487,7 @@ def _quantize(proto: Any, options: OnnxOptions, ctx: StageContext, path: Path) -
                     activation_type=types[options.activation_type],
                     weight_type=types[options.weight_type],
                     calibrate_method=methods[options.calibration_method],
+                    nodes_to_exclude=kept,
                 )
     except StageError:
         raise
@@ -478,7 +495,7 @@ def _quantize(proto: Any, options: OnnxOptions, ctx: StageContext, path: Path) -
         partial.unlink(missing_ok=True)
         raise StageError(f"onnxruntime {options.quantize} quantization failed: {first_line(error)}") from error
     os.replace(partial, path)
-    return warnings
+    return warnings, kept
 
 
 def _pre_process(quant_pre_process: Any, exported: Path, prepared: Path) -> None:
