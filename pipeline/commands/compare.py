@@ -136,7 +136,6 @@ def compare_artifacts(
     }
     try:
         result.check = checker.check(plan, [candidate])
-        result.status = "passed" if result.check.passed else "failed"
     except EdgeportError:  # inputs no rule pairs: the message names them and the flag that settles it
         raise
     except Exception as error:  # B that cannot run these inputs, or runs that cannot be compared: exit 3, one line

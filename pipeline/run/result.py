@@ -16,7 +16,6 @@ class OutputResult:
     name: str
     format: str
     gates_from: str
-    status: str = "error"  # passed | failed | error; error until a check says otherwise
     published: dict[str, Any] = field(default_factory=dict)  # runtime, artifact, sha256, sizes
     stages: list[dict[str, Any]] = field(default_factory=list)
     check: Check | None = None
@@ -27,6 +26,14 @@ class OutputResult:
     @classmethod
     def for_plan(cls, plan: OutputPlan) -> OutputResult:
         return cls(name=plan.name, format=STAGES[plan.nodes[-1].kind].gives, gates_from=plan.gates_from)
+
+    @property
+    def status(self) -> str:
+        """passed | failed | error: the one rule, read from the check (error until one ran, or when the chain or
+        the check failed). Gates added to the written entry later (baseline, rebuild) go through add_gate."""
+        if self.error is not None or self.check is None:
+            return "error"
+        return "passed" if self.check.passed else "failed"
 
     @property
     def parity(self) -> ParityResult | None:

@@ -220,7 +220,6 @@ def _output(
         log(f"{prefix}: error: {result.error}")
         return result.to_dict()
     assert result.check is not None
-    result.status = "passed" if result.check.passed else "failed"
     if result.latency is not None:
         log(f"{prefix}: latency {latency_text(result.latency)}")
     _log_check(result.check, f"{prefix}: ", result.published["runtime"], log)
