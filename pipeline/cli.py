@@ -249,7 +249,7 @@ def _run_one(args: argparse.Namespace, path: Path) -> int:
 
     recipe = load_recipe(path)
     from pipeline.report import REPORT_FILES
-    from pipeline.report.console import summary
+    from pipeline.report.text import summary
     from pipeline.run import run_recipe
 
     out_dir = args.out or Path("artifacts") / recipe.spec.name
@@ -309,7 +309,7 @@ def _compare(args: argparse.Namespace) -> int:
     input_map = parse_map(args.input_map, "--input-map")
     data = _compare_data(args)
     from pipeline.report import write_reports
-    from pipeline.report.console import summary
+    from pipeline.report.text import summary
 
     report = compare_artifacts(
         args.reference,

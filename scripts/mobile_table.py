@@ -34,7 +34,7 @@ def mobile_report() -> dict[str, Any]:
 
 def rows(report: dict[str, Any]) -> list[list[str]]:
     """Parity is the target's own run where it has one (TFLite Micro), else the output's LiteRT run."""
-    from pipeline.report.console import number
+    from pipeline.report.text import number
 
     found = []
     for output in report["outputs"]:

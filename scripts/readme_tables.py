@@ -46,7 +46,7 @@ def machine() -> str:
 
 def demo_table() -> str:
     from pipeline.recipe import load_recipe
-    from pipeline.report.console import summary
+    from pipeline.report.text import summary
     from pipeline.run import RunOptions, run_recipe
 
     with tempfile.TemporaryDirectory(prefix="edgeport-readme-") as out:

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from pipeline.errors import EdgeportError
-from pipeline.report import console, markdown
+from pipeline.report import markdown
 from pipeline.report.document import settle_verdict
+from pipeline.report.text import summary
 from pipeline.run.baseline import apply_baseline, limit_of
 
 from .recipes import digits_data, recipe_file
@@ -61,7 +62,7 @@ def test_worse_beyond_tolerance_fails_and_within_passes(tmp_path: Path) -> None:
     assert report["baseline"]["path"] == str(old) and report["baseline"]["regressions"] == 1
     assert report["baseline"]["source_sha256"] == "ab" * 32
     # Every format shows it: console, markdown (and junit, in the CLI test below).
-    assert "✗ int8  cosine [baseline] 0.99 < 0.994  (regressed from 0.999)" in console.summary(report)
+    assert "✗ int8  cosine [baseline] 0.99 < 0.994  (regressed from 0.999)" in summary(report)
     text = markdown.render(report)
     assert "### Against the baseline" in text and "| cosine | 0.999 | 0.99 | -0.009 | regressed |" in text
     assert "1 regression." in text

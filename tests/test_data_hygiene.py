@@ -10,7 +10,7 @@ import numpy as np
 from pipeline.core.tensors import TensorSpec
 from pipeline.data import load_dataset
 from pipeline.recipe import DataSpec, load_recipe
-from pipeline.report.console import summary
+from pipeline.report.text import summary
 from pipeline.run import RunOptions, run_recipe
 
 from .recipes import recipe_file

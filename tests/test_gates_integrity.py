@@ -14,7 +14,8 @@ import pytest
 
 from pipeline.parity import ParityAccumulator, ParityResult, evaluate_gates
 from pipeline.recipe import Gates
-from pipeline.report import console, html, markdown
+from pipeline.report import html, markdown
+from pipeline.report.text import summary
 from pipeline.stages.onnx import OnnxOptions, OnnxStage
 from pipeline.stages.tflite import TfliteOptions, TfliteStage
 
@@ -63,7 +64,7 @@ def test_reports_say_where_the_nonfinite_values_are() -> None:
     reference[5:] = np.nan
     report = _report(_compare(reference, np.zeros((16, 2), np.float32)), "failed")
     expected = "'y': 22 non-finite values in the reference, first at sample 5"
-    assert expected in console.summary(report)
+    assert expected in summary(report)
     assert expected in markdown.render(report)
     assert expected.replace("'", "&#x27;") in html.render(report)
 
@@ -229,7 +230,7 @@ def test_a_verdict_inside_the_interval_says_it_cannot_decide() -> None:
     assert agreement.passed and "not enough samples to decide" in (agreement.note or "")
     assert not upper.passed and upper.note is None
     report = _report(result, "failed")
-    assert "not enough samples to decide" in console.summary(report)
+    assert "not enough samples to decide" in summary(report)
     assert "not enough samples to decide" in markdown.render(report)
     assert "not enough samples to decide" in html.render(report)
 

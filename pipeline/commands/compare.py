@@ -26,7 +26,7 @@ from pipeline.parity.gates import GATE_OPS
 from pipeline.recipe import DataSpec, Gates, RuntimeSpec
 from pipeline.report.document import build_report, settle_verdict
 from pipeline.run.cache import Cache
-from pipeline.run.checker import OutputChecker
+from pipeline.run.checker import CheckerSettings, OutputChecker
 from pipeline.run.plan import OutputPlan
 from pipeline.run.result import OutputResult
 from pipeline.runtimes import RUNTIMES, kind_of, runtime_for
@@ -123,7 +123,8 @@ def compare_artifacts(
     inputs = _opened(reference).inputs
     _opened(candidate)  # a file its runtime cannot open is bad input, before any work
     dataset = load_dataset("evaluation", data, Path.cwd(), inputs)
-    checker = OutputChecker(_Reference(reference, reference_path), dataset, Cache(None, False), batch_size, _quiet)
+    settings = CheckerSettings(_Reference(reference, reference_path), dataset, batch_size, _quiet)
+    checker = OutputChecker(settings, Cache(None, False))
     label_outputs(dataset, checker.reference.shapes(), "--labels")
     plan, warnings = _plan(candidate, candidate_path, gates, delegate, tensor_map, input_map)
     result = OutputResult(name=plan.name, format=candidate.kind, gates_from=plan.gates_from)

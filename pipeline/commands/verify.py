@@ -13,8 +13,8 @@ from typing import Any
 from pipeline.artifacts import sha256_of
 from pipeline.errors import EdgeportError
 from pipeline.provenance import STAGE_SEPARATOR, Provenance, StampedKind, model_format, read_provenance
-from pipeline.report.console import number
 from pipeline.report.json import read_report
+from pipeline.report.text import number
 
 VERIFIED, NOT_VERIFIED = 0, 1  # bad input (exit 2) is an EdgeportError
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.report.console import kib, number, stage_source
+from pipeline.report.text import kib, number, stage_source
 
 LAYER_COLUMNS = ["#", "tensor", "op", "RMSE / scale", "max |error|"]
 FALLBACK_COLUMNS = ["float layers", "size KiB", "gates"]

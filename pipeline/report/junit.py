@@ -11,15 +11,15 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.report.console import (
+from pipeline.report.text import (
     as_float,
     gate_name,
+    gate_verdict,
     gates_of,
     nonfinite_of,
     nonfinite_text,
     number,
     rescue_lines,
-    verdict,
 )
 
 
@@ -150,7 +150,7 @@ def _gate_case(classname: str, gate: dict[str, Any], output: dict[str, Any]) -> 
     if gate.get("passed"):
         return Case(classname, name)
     note = f"\n{gate['note']}" if gate.get("note") else ""
-    return Case(classname, name, "failure", verdict(gate), _context(output) + note)
+    return Case(classname, name, "failure", gate_verdict(gate), _context(output) + note)
 
 
 def _context(output: dict[str, Any]) -> str:

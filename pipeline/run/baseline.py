@@ -18,8 +18,8 @@ from typing import Any
 from pipeline.core.metric_registry import METRICS
 from pipeline.parity import GATE_OPS, GateResult
 from pipeline.parity.gates import add_gate
-from pipeline.report.console import as_float, number
 from pipeline.report.json import read_report
+from pipeline.report.text import as_float, number
 
 # How much worse than the baseline a metric may get, from the registry: errors by a fraction, the rest by a step.
 RELATIVE = {name: m.baseline[1] for name, m in METRICS.items() if m.baseline and m.baseline[0] == "relative"}

@@ -19,10 +19,9 @@ from typing import Any
 
 from pipeline.artifacts import write_text_atomic
 from pipeline.errors import EdgeportError
-from pipeline.report.console import final_line, first_line, gates_of, nonfinite_of, nonfinite_text
-from pipeline.report.console import verdict as gate_verdict
 from pipeline.report.junit import render_suites
 from pipeline.report.markdown.markup import table
+from pipeline.report.text import final_line, first_text_line, gate_verdict, gates_of, nonfinite_of, nonfinite_text
 from pipeline.run.cache import default_cache_dir
 from pipeline.run.distribute import Placement, completed
 from pipeline.run.runner import RunOptions, run_recipe
@@ -169,7 +168,8 @@ def _run_one(path: Path, options: RunOptions) -> RecipeOutcome:
 
 def _died(name: str, error: BaseException) -> RecipeOutcome:
     """A task that raised instead of returning (its worker process died, a bug): exit 3 for that recipe."""
-    return RecipeOutcome(Path(name), name, 3, error=f"its worker failed: {type(error).__name__}: {first_line(error)}")
+    error_text = f"its worker failed: {type(error).__name__}: {first_text_line(error)}"
+    return RecipeOutcome(Path(name), name, 3, error=error_text)
 
 
 def _announce(outcome: RecipeOutcome, log: Log, where: bool = False) -> RecipeOutcome:
@@ -186,7 +186,7 @@ def _announce(outcome: RecipeOutcome, log: Log, where: bool = False) -> RecipeOu
 def _output_line(output: dict[str, Any]) -> str:
     status = str(output.get("status", "?"))
     if status == "error":
-        return f"{output.get('name')}: error: {first_line(output.get('error')) or 'no artifact'}"
+        return f"{output.get('name')}: error: {first_text_line(output.get('error')) or 'no artifact'}"
     failed = [gate_verdict(gate) for gate in gates_of(output) if not gate.get("passed")]
     if nonfinite_of(output):
         failed.insert(0, f"non-finite outputs: {nonfinite_text(output)}")

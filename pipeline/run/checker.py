@@ -71,37 +71,44 @@ class Check:
         return self.parity.passed and all(comparison.passed for comparison in self.comparisons)
 
 
+@dataclass(frozen=True)
+class CheckerSettings:
+    """What every output of a run is checked against and with: the source, its evaluation data, the batch size.
+    `run_settings` (runner) builds it for a run, `compare_artifacts` for `edgeport compare`."""
+
+    source: SourceHandle
+    evaluation: Dataset
+    batch_size: int
+    log: Log
+    # What a stage that needs verdicts (int8 fallback) chooses on: never the evaluation data.
+    selection: Dataset | None = None
+    # Where the source's outputs on the evaluation data come from when not from this process's Keras (the
+    # conversion worker, pipeline.run.remote): this process then need not load the model.
+    recorder: Callable[[Dataset, int], Predictions] | None = None
+
+
 class OutputChecker:
     """Holds the source's reference outputs on the evaluation data, and checks each output's file against them."""
 
-    def __init__(
-        self,
-        source: SourceHandle,
-        evaluation: Dataset,
-        cache: Cache,
-        batch_size: int,
-        log: Log,
-        selection: Dataset | None = None,
-        recorder: Callable[[Dataset, int], Predictions] | None = None,
-    ) -> None:
-        self.source, self.evaluation, self.cache, self.batch_size, self.log = source, evaluation, cache, batch_size, log
-        # Where the source's outputs on the evaluation data come from when not from this process's Keras (the
-        # conversion worker, pipeline.run.remote): this process then need not load the model.
-        self.recorder = recorder
-        # What a stage that needs verdicts (int8 fallback) chooses on: never the evaluation data.
-        self.selection = selection
+    def __init__(self, settings: CheckerSettings, cache: Cache) -> None:
+        self.settings, self.cache = settings, cache
         self._selection_reference: Predictions | None = None
         self.source_latency: dict[int, dict[str, Any]] = {}
         self.reference = reference_predictions(self)
 
     def predictions(
-        self, artifact: Artifact, label: str, plan: OutputPlan | None = None, setting: Setting | None = None,
+        self,
+        artifact: Artifact,
+        label: str,
+        plan: OutputPlan | None = None,
+        setting: Setting | None = None,
         data: Dataset | None = None,
     ) -> Predictions:
         """`artifact` run over `data` (default: the evaluation data), threaded and fed as `plan` (an output's) says."""
         values = setting.values if setting else {}
         threads, input_map = (plan.runtime.threads, plan.input_map) if plan else (None, None)
-        return predict_dataset(artifact, label, data or self.evaluation, self.batch_size, threads, input_map, **values)
+        evaluation, batch_size = self.settings.evaluation, self.settings.batch_size
+        return predict_dataset(artifact, label, data or evaluation, batch_size, threads, input_map, **values)
 
     def check(self, plan: OutputPlan, chain: list[Artifact]) -> Check:
         """The gated parity against the source, and the comparisons that explain it."""
@@ -139,13 +146,14 @@ class OutputChecker:
         gates judge a choice fitted to them. Gates those data cannot measure (accuracy without labels) abstain."""
 
         def accept(path: Path) -> bool:
-            if self.selection is None:
+            selection = self.settings.selection
+            if selection is None:
                 raise EdgeportError("fallback: auto chooses on data.validation or data.calibration; add one")
             if self._selection_reference is None:
-                self._selection_reference = self.predictions(self.source.artifact, "source", data=self.selection)
+                self._selection_reference = self.predictions(self.settings.source.artifact, "source", data=selection)
             candidate = Artifact(kind=plan_kind(plan), path=path, key=path.stem)  # type: ignore[arg-type]
-            produced = self.predictions(candidate, plan.name, plan, runs_of(plan, candidate).main, self.selection)
-            result = compare(self._selection_reference, produced, self.selection, plan.tensor_map)
+            produced = self.predictions(candidate, plan.name, plan, runs_of(plan, candidate).main, selection)
+            result = compare(self._selection_reference, produced, selection, plan.tensor_map)
             gates = gate_result(result, plan.gates, plan.tensor_gates)
             result.gates = [gate for gate in gates if gate.value is not None]
             return result.passed
@@ -156,12 +164,12 @@ class OutputChecker:
         """Median/p90 in the output's runtime, beside the source model in Keras on the same batch."""
         spec = plan.benchmark
         assert spec is not None
-        batch = next(self.evaluation.batches(spec.batch))
+        batch = next(self.settings.evaluation.batches(spec.batch))
         with runtime_for(artifact, spec.threads, **runs_of(plan, artifact).main.values) as runtime:
             measured = measure_latency(runtime, feed_for(runtime, batch, plan.input_map), spec.runs, spec.warmup)
         size = len(next(iter(batch.values())))
         if size not in self.source_latency:
-            with runtime_for(self.source.artifact) as source_runtime:
+            with runtime_for(self.settings.source.artifact) as source_runtime:
                 timing = measure_latency(source_runtime, feed_for(source_runtime, batch), spec.runs, spec.warmup)
             self.source_latency[size] = {"runtime": source_runtime.name, **timing}
         source = self.source_latency[size]
@@ -186,7 +194,7 @@ class OutputChecker:
         """Parity of two runs; with a plan, its gates are judged on the result (`against` names another run) and its
         tensor_map pairs the tensors (keyed by source names: not for the file's two runs, which share names)."""
         mapping = gated_by.tensor_map if gated_by is not None else tensor_map
-        result = compare(reference, candidate, self.evaluation, mapping)
+        result = compare(reference, candidate, self.settings.evaluation, mapping)
         if gated_by is not None:
             result.gates = gate_result(result, gated_by.gates, gated_by.tensor_gates, against=against)
         return result
@@ -207,28 +215,28 @@ def _setting_gap(checker: OutputChecker, runs: Runs, main_run: Predictions, othe
 def reference_predictions(checker: OutputChecker) -> Predictions:
     """The source model's outputs on the evaluation data: from the cache, else computed and stored."""
     clock = time.perf_counter()
-    evaluation = checker.evaluation
+    evaluation = checker.settings.evaluation
     # Outputs of the source change with TensorFlow / Keras versions: a new toolchain computes them afresh.
-    key = key_of("reference", checker.source.key, evaluation.digest(), package_versions())
+    key = key_of("reference", checker.settings.source.key, evaluation.digest(), package_versions())
     cached = checker.cache.get_recording(key)
     if cached is not None:
-        order = ORDERS.get(checker.source.kind)  # not .artifact: a warm run must not load the model
+        order = ORDERS.get(checker.settings.source.kind)  # not .artifact: a warm run must not load the model
         predictions = Predictions("source (cached)", "cache", cached, order)
     else:
         try:
-            if checker.recorder is not None:
-                predictions = checker.recorder(evaluation, checker.batch_size)
+            if checker.settings.recorder is not None:
+                predictions = checker.settings.recorder(evaluation, checker.settings.batch_size)
             else:
-                predictions = checker.predictions(checker.source.artifact, "source")
+                predictions = checker.predictions(checker.settings.source.artifact, "source")
         except EdgeportError:
             raise
         except Exception as error:  # a source that cannot run its own data is bad input
             raise EdgeportError(
-                f"{checker.source.path}: the source model failed on data.evaluation: {first_line(error)}"
+                f"{checker.settings.source.path}: the source model failed on data.evaluation: {first_line(error)}"
             ) from None
         predictions.outputs = checker.cache.put_recording(key, predictions.outputs)
     labels = "with labels" if evaluation.labels is not None else "no labels"
-    checker.log(
+    checker.settings.log(
         f"  reference {predictions.label} on {evaluation.samples} samples "
         f"({evaluation.origin}, {labels}) {time.perf_counter() - clock:.1f} s"
     )
@@ -239,8 +247,9 @@ def target_reports(checker: OutputChecker, plan: OutputPlan, final: Artifact) ->
     """Each target the output names, analysed on its .tflite file; a target that breaks is reported incompatible."""
     if not plan.targets or final.kind != "tflite":
         return {}
+    settings = checker.settings
     context = TargetContext(
-        final, checker.evaluation, checker.reference, checker.batch_size, plan.tensor_map, plan.input_map
+        final, settings.evaluation, checker.reference, settings.batch_size, plan.tensor_map, plan.input_map
     )
     reports = {}
     for name in plan.targets:
@@ -250,7 +259,8 @@ def target_reports(checker: OutputChecker, plan: OutputPlan, final: Artifact) ->
         except Exception as failure:  # an analysis that cannot run says so in the report; the run goes on
             reports[name] = TargetReport(name, False, details={"error": f"analysis failed: {first_line(failure)}"})
         reports[name].details["seconds"] = round(time.perf_counter() - clock, 3)
-        checker.log(f"  target    {plan.name} {name}: {'compatible' if reports[name].compatible else 'not compatible'}")
+        compatible = "compatible" if reports[name].compatible else "not compatible"
+        settings.log(f"  target    {plan.name} {name}: {compatible}")
     return reports
 
 
@@ -298,7 +308,7 @@ def _findings(
     findings = _onnx_findings(checker, plan, final, comparisons)
     if _misses_only_max_abs(final, parity) and not findings:
         spreads, scale = source_float_noise(checker)
-        samples = min(NOISE_SAMPLES, checker.evaluation.samples)
+        samples = min(NOISE_SAMPLES, checker.settings.evaluation.samples)
         finding = float_noise_finding(parity.metrics["max_abs"], spreads, scale, samples)
         findings += [finding] if finding else []
     return findings
@@ -315,8 +325,8 @@ def source_float_noise(checker: OutputChecker) -> tuple[dict[str, float], float]
     samples: run as one batch against a sample at a time (other kernels, other summation orders), and with every
     floating input moved by one ulp (float32 rounding anywhere is such a nudge, amplified by what follows); the
     largest |output| too. Over its floating outputs."""
-    batch = next(checker.evaluation.batches(NOISE_SAMPLES))
-    with runtime_for(checker.source.artifact) as runtime:
+    batch = next(checker.settings.evaluation.batches(NOISE_SAMPLES))
+    with runtime_for(checker.settings.source.artifact) as runtime:
         feed = feed_for(runtime, batch)
         whole = runtime.predict_batch(feed)
         count = len(next(iter(feed.values())))
@@ -352,7 +362,7 @@ def _onnx_findings(
         own, moved = unoptimized.metrics.get("max_abs", math.nan), gap.metrics.get("max_abs", math.nan)
         if not (passes or moved >= OPTIMIZER_BLAME * own):
             return []  # the file itself is off, and the optimizations add little to it: no optimizer to blame
-        batch = next(checker.evaluation.batches(checker.batch_size))
+        batch = next(checker.settings.evaluation.batches(checker.settings.batch_size))
         inputs = file_inputs(final.path)
         matches = match_feed(batch, inputs, f"{plan.name} inputs", plan.input_map)
         by_file = {matches[name].candidate: array for name, array in batch.items()}

@@ -49,29 +49,25 @@ class ChainResult:
     error: str | None = None
 
 
-@dataclass
+@dataclass(frozen=True)
 class ExecutorSettings:
+    """What every executor of one run shares, its lanes' and the rebuild's too: the recipe, its source and data,
+    and how stages run. `run_settings` (runner) builds it once; each executor adds its folder, cache and worker."""
+
+    recipe: LoadedRecipe
+    source: SourceHandle
+    datasets: dict[str, Dataset]
+    log: Log
     batch_size: int
     fail_on_warnings: bool
-    stage_timeout: float = 1800.0  # seconds a stage may run in the worker before the worker is killed
+    stage_timeout: float  # seconds a stage may run in the worker before the worker is killed
 
 
 class ChainExecutor:
     """Runs the nodes of every output's chain once, keeping their results for the outputs that share them."""
 
-    def __init__(
-        self,
-        recipe: LoadedRecipe,
-        source: SourceHandle,
-        datasets: dict[str, Dataset],
-        work: Path,
-        cache: Cache,
-        worker: StageWorker | None,
-        settings: ExecutorSettings,
-        log: Log,
-    ) -> None:
-        self.recipe, self.source, self.datasets, self.work = recipe, source, datasets, work
-        self.cache, self.worker, self.settings, self.log = cache, worker, settings, log
+    def __init__(self, settings: ExecutorSettings, work: Path, cache: Cache, worker: StageWorker | None) -> None:
+        self.settings, self.work, self.cache, self.worker = settings, work, cache, worker
         self.executed: dict[str, NodeResult] = {}
         self.data_files: dict[str, str] | None = None
 
@@ -115,10 +111,11 @@ class ChainExecutor:
         cacheable = STAGES[node.kind].cacheable
         hit = self.cache.get_artifact(node.key) if cacheable else None
         if hit is not None:
-            self.log(f"{label}: cached (built in {hit.seconds:.1f} s)")
+            self.settings.log(f"{label}: cached (built in {hit.seconds:.1f} s)")
             if hit.artifact.kind == "keras":  # a trained model: later stages and comparisons need it loaded
-                import_source_modules(self.source.spec, self.source.base_dir)  # its custom classes, if any
-                hit.artifact = load_saved_keras(hit.artifact, self.source.trusted)
+                source = self.settings.source
+                import_source_modules(source.spec, source.base_dir)  # its custom classes, if any
+                hit.artifact = load_saved_keras(hit.artifact, source.trusted)
             warnings = list(hit.artifact.warnings)
             result = NodeResult(node.key, hit.artifact, 0.0, warnings=warnings, cache="hit", built_seconds=hit.seconds)
         else:
@@ -139,19 +136,19 @@ class ChainExecutor:
         context = StageContext(
             work_dir=node_dir,
             key=node.key,
-            log=lambda message: self.log(f"{label}: {message}"),
-            calibration=_batches_of(self.datasets.get("calibration"), self.settings.batch_size),
-            fine_tune=self.datasets.get("fine_tune"),
+            log=lambda message: self.settings.log(f"{label}: {message}"),
+            calibration=_batches_of(self.settings.datasets.get("calibration"), self.settings.batch_size),
+            fine_tune=self.settings.datasets.get("fine_tune"),
             accept=accept,
-            sample_shapes=self.datasets["evaluation"].sample_shapes(),
+            sample_shapes=self.settings.datasets["evaluation"].sample_shapes(),
         )
-        self.log(f"{label} ...")
+        self.settings.log(f"{label} ...")
         clock = time.perf_counter()
         try:
             if self._isolated(node) and (upstream is None or saved_fields(upstream) is not None):
                 artifact = self._in_worker(node, label, upstream)
             else:
-                artifact = STAGES[node.kind]().run(upstream or self.source.artifact, node.options, context)
+                artifact = STAGES[node.kind]().run(upstream or self.settings.source.artifact, node.options, context)
         except StageError as error:
             return NodeResult(node.key, None, time.perf_counter() - clock, str(error))
         except Exception as error:  # a bug or an unexpected library failure: this output errors, others go on
@@ -160,7 +157,7 @@ class ChainExecutor:
             )
         seconds = time.perf_counter() - clock
         noted = f" ({len(artifact.warnings)} converter warnings)" if artifact.warnings else ""
-        self.log(f"{label} done in {seconds:.1f} s{noted}")
+        self.settings.log(f"{label} done in {seconds:.1f} s{noted}")
         return NodeResult(node.key, artifact, seconds, warnings=list(artifact.warnings))
 
     def _in_worker(self, node: PlanNode, label: str, upstream: Artifact | None) -> Artifact:
@@ -168,12 +165,13 @@ class ChainExecutor:
         if self.data_files is None:
             self.data_files = {
                 section: save_dataset(dataset, self.work / f"{section}.npz")
-                for section, dataset in self.datasets.items()
+                for section, dataset in self.settings.datasets.items()
                 if section != "evaluation"
             }
         request = _worker_request(self, node, upstream)
         (self.work / node.key[:16]).mkdir(parents=True, exist_ok=True)
-        return self.worker.run(request, lambda message: self.log(f"{label}: {message}"), self.settings.stage_timeout)
+        log, timeout = self.settings.log, self.settings.stage_timeout
+        return self.worker.run(request, lambda message: log(f"{label}: {message}"), timeout)
 
 
 def _batches_of(dataset: Dataset | None, size: int) -> Callable[[], Iterator[dict[str, np.ndarray]]] | None:
@@ -185,15 +183,15 @@ def _worker_request(executor: ChainExecutor, node: PlanNode, upstream: Artifact 
     return StageRequest(
         kind=node.kind,
         options=node.options.model_dump(mode="json"),
-        source_spec=executor.recipe.spec.source.model_dump(mode="json"),
-        base_dir=str(executor.recipe.base_dir),
-        trusted=executor.source.trusted,
+        source_spec=executor.settings.recipe.spec.source.model_dump(mode="json"),
+        base_dir=str(executor.settings.recipe.base_dir),
+        trusted=executor.settings.source.trusted,
         work_dir=str(executor.work / node.key[:16]),
         key=node.key,
         data_files=executor.data_files or {},
         batch_size=executor.settings.batch_size,
         upstream=None if upstream is None else saved_fields(upstream),
-        sample_shapes=executor.datasets["evaluation"].sample_shapes(),
+        sample_shapes=executor.settings.datasets["evaluation"].sample_shapes(),
     )
 
 
@@ -232,7 +230,4 @@ def derived_executor(
 ) -> ChainExecutor:
     """An executor of the same run in another work folder: a lane's (its own worker) or the rebuild's (no cache).
     The one place an executor is made from another; `run_recipe` makes the first."""
-    return ChainExecutor(
-        executor.recipe, executor.source, executor.datasets, work, cache or executor.cache, worker or executor.worker,
-        executor.settings, executor.log,
-    )  # fmt: skip
+    return ChainExecutor(executor.settings, work, cache or executor.cache, worker or executor.worker)

@@ -1,33 +1,20 @@
-"""Latency of one runtime on one batch: warm-up calls, then timed calls, median and p90.
+"""Latency of one runtime on one batch: warm-up calls, then timed calls, median and p90 (`core.timing`).
 
 Knows the Runtime interface only; nothing of recipes or reports.
 """
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
+from pipeline.core.timing import time_calls
 from pipeline.runtimes.base import Runtime
 
 
 def measure_latency(runtime: Runtime, feed: dict[str, np.ndarray], runs: int, warmup: int) -> dict[str, float]:
     """Milliseconds per call on `feed` (already keyed by the runtime's input names; a fixed-batch file in its
     chunks)."""
-    for _ in range(warmup):
-        runtime.predict_fixed(feed)
-    timings = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        runtime.predict_fixed(feed)
-        timings.append((time.perf_counter() - start) * 1000.0)
-    values = np.array(timings)
-    return {
-        "median_ms": round(float(np.median(values)), 4),
-        "p90_ms": round(float(np.percentile(values, 90)), 4),
-        "min_ms": round(float(values.min()), 4),
-    }
+    return time_calls(lambda: runtime.predict_fixed(feed), runs, warmup)
 
 
 def feed_for(

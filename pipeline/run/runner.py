@@ -25,13 +25,13 @@ from pipeline.recipe import LoadedRecipe
 from pipeline.report import REPORT_FILES, write_reports
 from pipeline.report.document import build_report, settle_verdict
 from pipeline.run.cache import Cache, default_cache_dir
-from pipeline.run.checker import Check, OutputChecker
+from pipeline.run.checker import Check, CheckerSettings, OutputChecker
 from pipeline.run.executor import ChainExecutor, ExecutorSettings, derived_executor
 from pipeline.run.lanes import lanes_of, run_in_lanes, why_not_in_lanes
 from pipeline.run.outdir import Manifest, prepare_out_dir
 from pipeline.run.plan import OutputPlan, check_tensor_gates, plan_recipe
 from pipeline.run.publish import STAMPED_KINDS, clear_published, latency_text, output_provenance, publish, verdict
-from pipeline.run.remote import WorkerSource, needs_source_here
+from pipeline.run.remote import Recorder, WorkerSource, needs_source_here
 from pipeline.run.reproduce import verify_reproducible
 from pipeline.run.result import OutputResult
 from pipeline.run.worker import StageWorker
@@ -141,19 +141,35 @@ def _run_outputs(
     if left:
         log(f"  removed   {len(left)} work folders stopped runs left in {tempfile.gettempdir()}")
     with work_directory() as work:  # marked as edgeport's: a later run's sweep may remove it, a user's it may not
-        timeout = options.stage_timeout or recipe.spec.stage_timeout or DEFAULT_STAGE_TIMEOUT
-        settings = ExecutorSettings(options.batch_size, recipe.spec.fail_on_converter_warnings, timeout)
-        executor = ChainExecutor(recipe, source, datasets, Path(work), cache, worker, settings, log)
-        executor.warm_up(plans)  # the worker's TensorFlow import overlaps the reference predictions below
-        selection = datasets.get("validation") or datasets.get("calibration")
         recorder = remote.recorder(Path(work)) if remote is not None else None
-        checker = OutputChecker(source, datasets["evaluation"], cache, options.batch_size, log, selection, recorder)
+        executing, checking = run_settings(recipe, source, datasets, options, log, recorder)
+        executor = ChainExecutor(executing, Path(work), cache, worker)
+        executor.warm_up(plans)  # the worker's TensorFlow import overlaps the reference predictions below
+        checker = OutputChecker(checking, cache)
         lanes = _Lanes(Path(work), manifest, provenance, log)
         results = lanes.run(plans, options, executor, checker)
         if options.verify_reproducible or any(plan.reproducible_gate for plan in plans):
             rebuild = derived_executor(executor, Path(work) / "rebuild", cache=Cache(None, False))
             verify_reproducible(plans, results, rebuild, checker.acceptor, options.verify_reproducible, provenance)
     return described, datasets, results, warnings
+
+
+def run_settings(
+    recipe: LoadedRecipe,
+    source: SourceHandle,
+    datasets: dict[str, Dataset],
+    options: RunOptions,
+    log: Log,
+    recorder: Recorder | None,
+) -> tuple[ExecutorSettings, CheckerSettings]:
+    """The executor's and the checker's settings for a run: the command line over the recipe, in one place."""
+    timeout = options.stage_timeout or recipe.spec.stage_timeout or DEFAULT_STAGE_TIMEOUT
+    executing = ExecutorSettings(
+        recipe, source, datasets, log, options.batch_size, recipe.spec.fail_on_converter_warnings, timeout
+    )
+    selection = datasets.get("validation") or datasets.get("calibration")
+    checking = CheckerSettings(source, datasets["evaluation"], options.batch_size, log, selection, recorder)
+    return executing, checking
 
 
 @dataclass
@@ -212,8 +228,8 @@ def _output(
     chain = executor.run_chain(plan, prefix, checker.acceptor(plan))
     result.stages, result.warnings, result.error = chain.stages, chain.warnings, chain.error
     last = plan.nodes[-1]
-    if STAGES[last.kind].needs_verdicts(last.options) and checker.selection is not None and chain.stages:
-        chain.stages[-1]["details"] = {**chain.stages[-1]["details"], "selected_on": checker.selection.section}
+    if STAGES[last.kind].needs_verdicts(last.options) and checker.settings.selection is not None and chain.stages:
+        chain.stages[-1]["details"] = {**chain.stages[-1]["details"], "selected_on": checker.settings.selection.section}
     if chain.error is None:
         _publish_and_check(plan, chain.artifacts, result, checker, (manifest, output_provenance(provenance, plan)))
     if result.error is not None:

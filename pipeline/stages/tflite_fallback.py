@@ -5,8 +5,6 @@ Knows the TFLite debugger and LiteRT's interpreter (for timing); the gates stay 
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.artifacts import write_bytes_atomic
+from pipeline.core.timing import time_calls
 from pipeline.frameworks import captured_native_output, litert_interpreter
 from pipeline.stages import tflite_debug
 from pipeline.stages.base import StageContext
@@ -124,10 +123,5 @@ def median_latency_ms(model: bytes, runs: int = LATENCY_RUNS) -> float:
         interpreter.allocate_tensors()
         for detail in interpreter.get_input_details():
             interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], dtype=detail["dtype"]))
-        interpreter.invoke()
-        times = []
-        for _ in range(runs):
-            clock = time.perf_counter()
-            interpreter.invoke()
-            times.append(time.perf_counter() - clock)
-    return round(statistics.median(times) * 1000, 4)
+        timing = time_calls(interpreter.invoke, runs, warmup=1)
+    return timing["median_ms"]

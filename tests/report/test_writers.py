@@ -12,7 +12,8 @@ from typing import Any, ClassVar
 
 import pytest
 
-from pipeline.report import REPORT_FILES, console, html, markdown, write_report
+from pipeline.report import REPORT_FILES, html, markdown, write_report
+from pipeline.report.text import gate_verdict, summary
 
 ERROR_TEXT = "tf2onnx export failed: <script>alert(1)</script> op | Foo unsupported\nTraceback line 2"
 
@@ -372,7 +373,7 @@ def test_junit_fails_nonfinite_outputs(report: dict[str, Any], tmp_path: Path) -
 
 
 def test_console_marks_the_failing_gate_and_the_run(report: dict[str, Any]) -> None:
-    lines = console.summary(report).splitlines()
+    lines = summary(report).splitlines()
     [failing] = [line for line in lines if "max_abs 0.0123" in line]
     assert failing.lstrip().startswith("✗ fp32") and "0.0123 > 1e-05" in failing
     passing = [line for line in lines if line.lstrip().startswith("✓ int8")]
@@ -383,7 +384,7 @@ def test_console_marks_the_failing_gate_and_the_run(report: dict[str, Any]) -> N
 
 
 def test_console_table_columns_line_up(report: dict[str, Any]) -> None:
-    lines = console.summary(report).splitlines()
+    lines = summary(report).splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("output"))
     table = lines[header : header + 5]
     assert table[1].startswith("------")
@@ -395,14 +396,14 @@ def test_console_table_columns_line_up(report: dict[str, Any]) -> None:
 
 def test_console_passes_when_every_output_passed(report: dict[str, Any]) -> None:
     passed = {**report, "passed": True, "exit_code": 0, "outputs": report["outputs"][:1]}
-    text = console.summary(passed)
+    text = summary(passed)
     assert text.splitlines()[-1] == "PASSED: 1/1 outputs"
     assert "✗" not in text
 
 
 def test_console_prints_a_value_just_past_its_threshold_apart_from_it() -> None:
     gate = _gate("cosine", ">=", 0.99, 0.989999, False)
-    assert console.verdict(gate) == "cosine = 0.989999 < 0.99"
+    assert gate_verdict(gate) == "cosine = 0.989999 < 0.99"
 
 
 def test_writers_tolerate_absent_and_nonfinite_numbers(report: dict[str, Any], tmp_path: Path) -> None:
@@ -412,13 +413,13 @@ def test_writers_tolerate_absent_and_nonfinite_numbers(report: dict[str, Any], t
     odd["outputs"][0]["stages"][0]["seconds"] = None
     for filename in REPORT_FILES:
         assert write_report(filename, odd, tmp_path).stat().st_size > 0
-    assert "inf" in console.summary(odd)
+    assert "inf" in summary(odd)
 
 
 def test_writers_do_not_import_tensorflow() -> None:
     code = (
         "import sys; import pipeline.report.markdown, pipeline.report.html, pipeline.report.junit, "
-        "pipeline.report.console; assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules"
+        "pipeline.report.text; assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules"
     )
     root = Path(__file__).resolve().parents[2]
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root)

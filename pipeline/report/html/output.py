@@ -7,22 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.report.console import (
-    COMPARISON_COLUMNS,
-    FAIL_MARK,
-    PASS_MARK,
-    comparison_rows,
-    first_line,
-    gate_label,
-    gates_of,
-    kib,
-    metric_table,
-    nonfinite_of,
-    nonfinite_text,
-    number,
-    relation,
-    rescue_lines,
-)
 from pipeline.report.findings import (
     BASELINE_COLUMNS,
     DIAGNOSIS_COLUMNS,
@@ -38,6 +22,22 @@ from pipeline.report.findings import (
 )
 from pipeline.report.html import svg
 from pipeline.report.html.markup import e, table, td
+from pipeline.report.text import (
+    COMPARISON_COLUMNS,
+    FAIL_MARK,
+    PASS_MARK,
+    comparison_rows,
+    first_text_line,
+    gate_label,
+    gates_of,
+    kib,
+    metric_table,
+    nonfinite_of,
+    nonfinite_text,
+    number,
+    relation,
+    rescue_lines,
+)
 
 
 def section(index: int, output: dict[str, Any]) -> str:
@@ -144,7 +144,7 @@ def _error(output: dict[str, Any]) -> str:
     if not output.get("error"):
         return ""
     error = output["error"]
-    return f'<h3>Error</h3>\n<p class="fail">{e(first_line(error))}</p>\n<pre>{e(error)}</pre>'
+    return f'<h3>Error</h3>\n<p class="fail">{e(first_text_line(error))}</p>\n<pre>{e(error)}</pre>'
 
 
 def _plots(output: dict[str, Any]) -> str:

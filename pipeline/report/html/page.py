@@ -8,7 +8,10 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.core.metric_registry import METRICS
-from pipeline.report.console import (
+from pipeline.report.findings import baseline_line
+from pipeline.report.html.markup import e, table, td
+from pipeline.report.html.output import section
+from pipeline.report.text import (
     DATA_COLUMNS,
     FAIL_MARK,
     PASS_MARK,
@@ -19,9 +22,6 @@ from pipeline.report.console import (
     kib,
     number,
 )
-from pipeline.report.findings import baseline_line
-from pipeline.report.html.markup import e, table, td
-from pipeline.report.html.output import section
 
 METRIC_ORDER = tuple(name for name, metric in METRICS.items() if metric.gate or name == "reference_accuracy")
 _SIGNS = {"<=": "≤", ">=": "≥"}

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from html import escape
 from typing import Any
 
-from pipeline.report.console import as_float, number
+from pipeline.report.text import as_float, number
 
 WIDTH, HEIGHT = 460, 300
 _LEFT, _RIGHT, _TOP, _BOTTOM = 62, 16, 28, 44  # room for tick labels and axis titles

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.report.console import (
+from pipeline.report.findings import STAGE_COLUMNS, baseline_line, sections, stage_rows
+from pipeline.report.markdown.markup import cell, code, longest_backtick_run, table
+from pipeline.report.text import (
     COMPARISON_COLUMNS,
     DATA_COLUMNS,
     FAIL_MARK,
@@ -17,7 +19,7 @@ from pipeline.report.console import (
     data_rows,
     environment_rows,
     final_line,
-    first_line,
+    first_text_line,
     gate_label,
     gates_of,
     kib,
@@ -28,8 +30,6 @@ from pipeline.report.console import (
     relation,
     rescue_lines,
 )
-from pipeline.report.findings import STAGE_COLUMNS, baseline_line, sections, stage_rows
-from pipeline.report.markdown.markup import cell, code, longest_backtick_run, table
 
 _STATUS = {"passed": f"{PASS_MARK} passed", "failed": f"{FAIL_MARK} failed", "error": f"{FAIL_MARK} error"}
 
@@ -93,7 +93,7 @@ def _gate_rows(output: dict[str, Any]) -> list[list[Any]]:
     name = output.get("name", "?")
     rows = []
     if output.get("status") == "error":
-        error = first_line(output.get("error"))
+        error = first_text_line(output.get("error"))
         rows.append([name, "produce artifact", "-", "-", f"**{FAIL_MARK} error**: {error}"])
     if nonfinite_of(output):
         count = nonfinite_of(output)

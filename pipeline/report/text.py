@@ -49,7 +49,9 @@ def kib(size: Any) -> str:
     return "-" if value is None else f"{value / 1024:.1f}"
 
 
-def first_line(text: Any) -> str:
+def first_text_line(text: Any) -> str:
+    """The first line of a report's stored text, verbatim: `errors.first_line` digs the cause out of a live
+    exception instead, and would reword what the report already holds."""
     lines = str(text or "").strip().splitlines()
     return lines[0] if lines else ""
 
@@ -83,7 +85,7 @@ def _distinct(value: Any, threshold: Any) -> tuple[str, str]:
     return shown, limit
 
 
-def verdict(gate: dict[str, Any]) -> str:
+def gate_verdict(gate: dict[str, Any]) -> str:
     """`max_abs = 0.0123 > 1e-05`: a gate's outcome in one phrase."""
     sep = " " if as_float(gate.get("value")) is None else " = "
     return f"{gate_name(gate)}{sep}{relation(gate)}"
@@ -243,10 +245,9 @@ def rescue_lines(output: dict[str, Any]) -> list[str]:
 
 def _first_sentence(text: Any, limit: int = 160) -> str:
     """A converter's message up to its first full stop: the advice after it is for the converter's user."""
-    line = first_line(text)
+    line = first_text_line(text)
     sentence = line.split(". ", 1)[0].rstrip(".")
     return sentence if len(sentence) <= limit else sentence[: limit - 1] + "…"
-
 
 
 def _checks(outputs: Sequence[dict[str, Any]]) -> list[str]:
@@ -260,7 +261,7 @@ def _checks_of(output: dict[str, Any]) -> list[tuple[str, str, str]]:
     name = str(output.get("name", "?"))
     checks = []
     if output.get("status") == "error":
-        checks.append((FAIL_MARK, name, f"error: {first_line(output.get('error')) or 'no artifact'}"))
+        checks.append((FAIL_MARK, name, f"error: {first_text_line(output.get('error')) or 'no artifact'}"))
     if nonfinite_of(output):
         checks.append((FAIL_MARK, name, f"finite outputs: {nonfinite_text(output)}"))
     for gate in gates_of(output):
@@ -272,7 +273,7 @@ def _checks_of(output: dict[str, Any]) -> list[tuple[str, str, str]]:
     checks.extend(("↻", name, f"rescue {line}") for line in rescue_lines(output))
     for finding in output.get("findings") or []:  # beyond the gates: a warning a reader must not miss
         kind = str(finding.get("kind", "finding")).replace("_", " ")
-        checks.append(("!", name, f"{kind}: {first_line(finding.get('message'))} Fix: {finding.get('fix')}."))
+        checks.append(("!", name, f"{kind}: {first_text_line(finding.get('message'))} Fix: {finding.get('fix')}."))
     return checks
 
 
