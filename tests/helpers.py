@@ -77,3 +77,20 @@ def assert_batch_summary(out: Path, code: int) -> dict[str, Any]:
     ]
     assert "| strict | exit 1 | 0/1 | fp32 |" in (out / "summary.md").read_text()
     return summary
+
+
+def saved_hub_backbone(name: str, folder: Path, samples: dict[str, tuple[int, int]]) -> tuple[Path, dict[str, str]]:
+    """The zoo's keras-hub backbone `name`, built tiny with seeded random weights and saved as folder/NAME.keras,
+    with npz files of its inputs (`samples`: file stem → (seed, count)); the model file and the npz keys by input."""
+    import keras
+
+    from scripts.zoo import hub_backbones
+
+    builder, make = hub_backbones()[name]
+    keras.utils.set_random_seed(0)
+    model = builder()
+    model.predict_on_batch(make(np.random.default_rng(0), 2))
+    model.save(folder / f"{name}.keras")
+    for stem, (seed, count) in samples.items():
+        np.savez(folder / f"{stem}.npz", **make(np.random.default_rng(seed), count))
+    return folder / f"{name}.keras", {input_name: input_name for input_name in model.input}

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from pipeline.stages.dft import fails_on_fft, fft_as_matmul
-from scripts.zoo import hub_backbones
 
+from ..helpers import saved_hub_backbone
 from ..recipes import recipe_file
 from ..test_cli import run_report
 
@@ -48,22 +48,14 @@ def test_the_converters_fft_errors_are_recognised_and_others_are_not() -> None:
 @pytest.mark.slow
 def test_fnet_reaches_tflite_and_onnx_with_its_ffts_as_matrix_products(tmp_path: Path) -> None:
     pytest.importorskip("keras_hub")
-    import keras
-
-    builder, make = hub_backbones()["f_net"]
-    keras.utils.set_random_seed(0)
-    model = builder()
-    model.predict_on_batch(make(np.random.default_rng(0), 2))
-    model.save(tmp_path / "f_net.keras")
-    np.savez(tmp_path / "data.npz", **make(np.random.default_rng(1), 8))
-    keys = {name: name for name in model.input}
+    model, keys = saved_hub_backbone("f_net", tmp_path, {"data": (1, 8)})
     data = {"evaluation": {"npz": tmp_path / "data.npz", "inputs": keys}}
     outputs = {
         "tflite": {"stages": ["tflite"]},
         "onnx": {"stages": ["onnx"]},
         "raw": {"stages": [{"onnx": {"rescue": False}}]},
     }
-    source = {"path": tmp_path / "f_net.keras", "trusted": True}
+    source = {"path": model, "trusted": True}
     recipe = recipe_file(tmp_path, name="f_net", source=source, data=data, outputs=outputs)
     tflite, onnx, raw = run_report(recipe, tmp_path / "o", 3)["outputs"]  # 3: the raw output's export error
     for output in (tflite, onnx):

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from pipeline.stages.onnx_index_math import float_index_math
-from scripts.zoo import hub_backbones
 
+from ..helpers import saved_hub_backbone
 from ..recipes import recipe_file
 from ..test_cli import run_report
 
@@ -55,16 +55,7 @@ def test_float_arithmetic_between_integer_casts_is_index_math_and_model_data_is_
 @pytest.mark.slow
 def test_t5s_relative_position_buckets_stay_float_and_its_static_int8_file_runs(tmp_path: Path) -> None:
     pytest.importorskip("keras_hub")
-    import keras
-
-    builder, make = hub_backbones()["t5"]
-    keras.utils.set_random_seed(0)
-    model = builder()
-    model.predict_on_batch(make(np.random.default_rng(0), 2))
-    model.save(tmp_path / "t5.keras")
-    np.savez(tmp_path / "eval.npz", **make(np.random.default_rng(1), 8))
-    np.savez(tmp_path / "calibration.npz", **make(np.random.default_rng(2), 16))
-    keys = {name: name for name in model.input}
+    model, keys = saved_hub_backbone("t5", tmp_path, {"eval": (1, 8), "calibration": (2, 16)})
     data = {
         "evaluation": {"npz": tmp_path / "eval.npz", "inputs": keys},
         "calibration": {"npz": tmp_path / "calibration.npz", "inputs": keys},
@@ -73,7 +64,7 @@ def test_t5s_relative_position_buckets_stay_float_and_its_static_int8_file_runs(
         "int8": {"stages": [{"onnx": {"quantize": "static"}}]},
         "raw": {"stages": [{"onnx": {"quantize": "static", "rescue": False}}]},
     }
-    source = {"path": tmp_path / "t5.keras", "trusted": True}
+    source = {"path": model, "trusted": True}
     recipe = recipe_file(tmp_path, name="t5", source=source, data=data, outputs=outputs)
     rescued, raw = run_report(recipe, tmp_path / "o", 3)["outputs"]  # 3: the raw file cannot run
     assert rescued["status"] == "passed", rescued["parity"]["metrics"]
