@@ -121,14 +121,7 @@ class OnnxStage(ConversionStage):
         else:
             quantize_warnings, kept = _quantize(proto, options, ctx, path)
             warnings += quantize_warnings
-            if kept:
-                raw_error = (
-                    f"{len(kept)} nodes compute integer indices in float (Cast to int after them): quantized, their "
-                    "range can hold log(0) = -inf and the indices come out wrong (keras-hub T5: index -2147483592)"
-                )
-                more = f" and {len(kept) - 6} more" if len(kept) > 6 else ""
-                action = f"left them in float: {', '.join(kept[:6])}{more}"
-                rescues.append({"name": "float_index_math", "raw_error": raw_error, "action": action})
+            rescues += _index_math_kept(kept)
             proto = onnx.load(str(path))
             _check(onnx, proto, "the quantized model")
         ops = Counter(node.op_type for node in proto.graph.node)
@@ -152,49 +145,89 @@ class OnnxStage(ConversionStage):
 FUNCTION_CALLS = frozenset({"StatefulPartitionedCall", "PartitionedCall"})  # TensorFlow ops tf2onnx may leave
 
 
+def _index_math_kept(kept: list[str]) -> list[dict[str, str]]:
+    """The index math static quantization left in float, as the rescue the report lists."""
+    if not kept:
+        return []
+    raw_error = (
+        f"{len(kept)} nodes compute integer indices in float (Cast to int after them): quantized, their range can "
+        "hold log(0) = -inf and the indices come out wrong (keras-hub T5: index -2147483592)"
+    )
+    more = f" and {len(kept) - 6} more" if len(kept) > 6 else ""
+    return [
+        {
+            "name": "float_index_math",
+            "raw_error": raw_error,
+            "action": f"left them in float: {', '.join(kept[:6])}{more}",
+        }
+    ]
+
+
 def _exported(
     tf: Any, onnx: Any, upstream: Artifact, options: OnnxOptions, ctx: StageContext
 ) -> tuple[Any, list[str], list[Any]]:
-    """tf2onnx's export, its names made canonical and checked (function calls, FFTs and Erfc rescued); with the
-    warnings it logged and the rescues it took."""
+    """tf2onnx's export, its names made canonical and checked (function calls, FFTs and Erfc rescued, zero-padded
+    pools guarded); with the warnings it logged and the rescues it took."""
     proto, warnings = _logged(lambda: _export(tf, upstream, options))
     rescues = []
-    calls = sorted({node.op_type for node in proto.graph.node if node.op_type in FUNCTION_CALLS})
+    calls = any(node.op_type in FUNCTION_CALLS for node in proto.graph.node)
     if calls and options.rescue and (upstream.kind == "savedmodel" or upstream.flavour != "tf_keras"):
-        raw_error = _checker_error(onnx, proto, "the exported model")
-        saved = upstream.path if upstream.kind == "savedmodel" else traced_export(upstream, ctx.work_dir)
-        signature = (upstream.signature if upstream.kind == "savedmodel" else None) or "serving_default"
-        proto, warnings = _logged(lambda: _export_saved(saved, signature, options, inline=True))
-        action = (
-            "exported again from the SavedModel with every function inlined (Keras compiles a grouped convolution "
-            "as an XLA function tf2onnx leaves as a call)"
-        )
-        rescues.append({"name": "inline_functions", "raw_error": raw_error, "action": action})
+        proto, warnings, rescue = _inlined(onnx, proto, upstream, options, ctx)
+        rescues.append(rescue)
     canonical_names(proto)
     try:
         rescues += _checked_or_rescued(onnx, proto, options.rescue)
     except StageError as error:
-        if not (options.rescue and upstream.kind == "keras" and upstream.flavour != "tf_keras"):
+        keras3 = upstream.kind == "keras" and upstream.flavour != "tf_keras"
+        if not (options.rescue and keras3 and fails_on_fft(str(error))):
             raise
-        if not fails_on_fft(str(error)):
-            raise
-        shapes = fixed_shapes(upstream.handle, 1, ctx.sample_shapes)
-        with fft_as_matmul():
-            proto, warnings = _logged(lambda: _export(tf, upstream, options, shapes))
-        canonical_names(proto)
-        sizes = ", ".join(f"{name} {['batch', *shape[1:]]}" for name, shape in shapes.items())
-        action = f"exported again at {sizes} with each FFT as DFT matrix products (ONNX has no complex tensors)"
-        rescues.append({"name": "fft_as_matmul", "raw_error": str(error), "action": action})
-        rescues += _checked_or_rescued(onnx, proto, options.rescue)
-    guarded = guard_zero_padded_pools(proto) if options.rescue else []
-    if guarded:
-        raw_error = (
-            f"{len(guarded)} MaxPool nodes read a zero Pad, which onnxruntime's Pad_Fusion folds into the pool's "
-            "-inf padding: windows of negative values then give their maximum instead of 0"
-        )
-        action = f"gave {', '.join(guarded)} their Indices output, which that fusion leaves alone (same result)"
-        rescues.append({"name": "guard_zero_padded_pools", "raw_error": raw_error, "action": action})
+        proto, warnings, rescue = _with_ffts_as_matmul(tf, upstream, options, ctx, str(error))
+        rescues += [rescue, *_checked_or_rescued(onnx, proto, options.rescue)]
+    if options.rescue:
+        rescues += _guarded_pools(proto)
     return proto, warnings, rescues
+
+
+def _inlined(
+    onnx: Any, proto: Any, upstream: Artifact, options: OnnxOptions, ctx: StageContext
+) -> tuple[Any, list[str], dict[str, str]]:
+    """Exported again from the SavedModel with every function inlined: the file, its warnings, the rescue."""
+    raw_error = _checker_error(onnx, proto, "the exported model")
+    saved = upstream.path if upstream.kind == "savedmodel" else traced_export(upstream, ctx.work_dir)
+    signature = (upstream.signature if upstream.kind == "savedmodel" else None) or "serving_default"
+    proto, warnings = _logged(lambda: _export_saved(saved, signature, options, inline=True))
+    action = (
+        "exported again from the SavedModel with every function inlined (Keras compiles a grouped convolution "
+        "as an XLA function tf2onnx leaves as a call)"
+    )
+    return proto, warnings, {"name": "inline_functions", "raw_error": raw_error, "action": action}
+
+
+def _with_ffts_as_matmul(
+    tf: Any, upstream: Artifact, options: OnnxOptions, ctx: StageContext, raw_error: str
+) -> tuple[Any, list[str], dict[str, str]]:
+    """Exported again at the evaluation data's sizes (the batch free) with Keras's FFTs as DFT matrix products:
+    the file (names canonical), its warnings, the rescue."""
+    shapes = fixed_shapes(upstream.handle, 1, ctx.sample_shapes)
+    with fft_as_matmul():
+        proto, warnings = _logged(lambda: _export(tf, upstream, options, shapes))
+    canonical_names(proto)
+    sizes = ", ".join(f"{name} {['batch', *shape[1:]]}" for name, shape in shapes.items())
+    action = f"exported again at {sizes} with each FFT as DFT matrix products (ONNX has no complex tensors)"
+    return proto, warnings, {"name": "fft_as_matmul", "raw_error": raw_error, "action": action}
+
+
+def _guarded_pools(proto: Any) -> list[dict[str, str]]:
+    """Each MaxPool fed by a zero Pad kept from onnxruntime's Pad_Fusion, as the rescue the report lists."""
+    guarded = guard_zero_padded_pools(proto)
+    if not guarded:
+        return []
+    raw_error = (
+        f"{len(guarded)} MaxPool nodes read a zero Pad, which onnxruntime's Pad_Fusion folds into the pool's "
+        "-inf padding: windows of negative values then give their maximum instead of 0"
+    )
+    action = f"gave {', '.join(guarded)} their Indices output, which that fusion leaves alone (same result)"
+    return [{"name": "guard_zero_padded_pools", "raw_error": raw_error, "action": action}]
 
 
 def _logged(export: Any) -> tuple[Any, list[str]]:
