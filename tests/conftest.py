@@ -114,12 +114,6 @@ def zoo(tmp_path_factory: pytest.TempPathFactory) -> Zoo:
     )
 
 
-def write_recipe(directory: Path, text: str, name: str = "recipe.yaml") -> Path:
-    path = directory / name
-    path.write_text(text)
-    return path
-
-
 @pytest.fixture(scope="session")
 def tf_keras_digits(zoo: Zoo):
     """The digits CNN as a tf_keras model artifact (the tfmot path): zoo.tf_keras_h5 read by tf_keras."""

@@ -2,7 +2,8 @@
 
 What a test feeds stays at its call site: the source, the outputs with their stages and gates, and which data
 sections it uses (and their limits). Only the YAML boilerplate lives here. Tests about malformed recipes (syntax
-errors, duplicate keys, line numbers) write their text literally with `conftest.write_recipe` instead.
+errors, duplicate keys, line numbers) write their text literally with `write_recipe`: the one place tests write a
+recipe file.
 """
 
 from __future__ import annotations
@@ -78,8 +79,13 @@ def recipe_file(
     data: {section: spec}, e.g. digits_data(zoo, limit=100); None leaves the section out.
     top_level: any other top-level recipe key, written after data.
     """
-    path = directory / file
-    path.write_text(recipe_text(name=name, source=source, outputs=outputs, data=data, **top_level))
+    return write_recipe(directory, recipe_text(name=name, source=source, outputs=outputs, data=data, **top_level), file)
+
+
+def write_recipe(directory: Path, text: str, name: str = "recipe.yaml") -> Path:
+    """Write recipe text as directory/name, literally (malformed on purpose where a test wants it)."""
+    path = directory / name
+    path.write_text(text)
     return path
 
 

@@ -14,8 +14,8 @@ import pytest
 
 from pipeline.artifacts import sha256_of
 
-from .conftest import ROOT, write_recipe
-from .recipes import recipe_file
+from .conftest import ROOT
+from .recipes import recipe_file, write_recipe
 
 
 def edgeport(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

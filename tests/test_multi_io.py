@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from .conftest import write_recipe
+from .recipes import write_recipe
 from .test_cli import edgeport
 
 

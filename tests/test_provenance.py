@@ -24,8 +24,7 @@ from pipeline.recipe import load_recipe
 from pipeline.run import RunOptions, run_recipe
 from pipeline.run.cache import Cache, default_cache_dir
 
-from .conftest import write_recipe
-from .recipes import digits_data, recipe_file
+from .recipes import digits_data, recipe_file, write_recipe
 
 GIT = shutil.which("git")
 OUTPUTS = {

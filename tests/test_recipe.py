@@ -10,7 +10,7 @@ import pytest
 from pipeline.errors import RecipeError
 from pipeline.recipe import load_recipe, recipe_schema
 
-from .conftest import write_recipe
+from .recipes import write_recipe
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import pytest
 from pipeline.core.tensors import match_outputs
 from pipeline.errors import DataError
 
-from .conftest import write_recipe
+from .recipes import write_recipe
 from .test_cli import edgeport
 
 

@@ -16,9 +16,9 @@ from pipeline.cli import main
 from pipeline.errors import EdgeportError
 from pipeline.run import distribute
 
-from ..conftest import ROOT, write_recipe
+from ..conftest import ROOT
 from ..helpers import assert_batch_summary
-from ..recipes import digits_data, recipe_file
+from ..recipes import digits_data, recipe_file, write_recipe
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,8 @@ from pipeline.errors import ModelError, RecipeError
 from pipeline.recipe import load_recipe
 from pipeline.sources.weights import locate_weights
 
-from ..conftest import ROOT, write_recipe
+from ..conftest import ROOT
+from ..recipes import write_recipe
 from ..test_cli import edgeport
 
 MODELS = """\

@@ -20,7 +20,8 @@ from pipeline.cli import main
 from pipeline.errors import ModelError
 from pipeline.sources.imports import import_modules
 
-from ..conftest import ROOT, write_recipe
+from ..conftest import ROOT
+from ..recipes import write_recipe
 
 LAYER = '''
 import keras

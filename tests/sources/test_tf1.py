@@ -21,7 +21,8 @@ import pytest
 from pipeline.cli import main
 from pipeline.sources.tf1 import Tf1Origin, tf1_key
 
-from ..conftest import ROOT, write_recipe
+from ..conftest import ROOT
+from ..recipes import write_recipe
 
 TRAIN = """
 import sys, numpy as np, tensorflow as tf
