@@ -8,35 +8,14 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from pipeline.artifacts import sha256_of
 
+from .cli import edgeport
 from .conftest import ROOT
 from .recipes import recipe_file, write_recipe
-
-
-def edgeport(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=600,
-        check=False,
-    )
-
-
-def run_report(recipe: Path, out: Path, code: int) -> dict[str, Any]:
-    """`edgeport run RECIPE --out OUT`, which must exit `code` without a traceback; the report.json it wrote."""
-    result = edgeport("run", recipe, "--out", out)
-    assert result.returncode == code, result.stderr
-    assert "Traceback" not in result.stderr
-    return json.loads((out / "report.json").read_text())
 
 
 def digits_recipe(zoo, source: Path, outputs: str, evaluation: str = "inputs: x_test, labels: y_test") -> str:

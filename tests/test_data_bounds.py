@@ -9,8 +9,6 @@ import os
 import re
 import resource
 import struct
-import subprocess
-import sys
 import zipfile
 import zlib
 from pathlib import Path
@@ -20,7 +18,7 @@ import pytest
 
 from pipeline.cli import main
 
-from .conftest import ROOT
+from .cli import edgeport, edgeport_env
 from .recipes import recipe_file
 
 # A child writing a file past this is killed by SIGXFSZ: what "nothing large was written" is measured with.
@@ -51,16 +49,7 @@ def _edgeport_capped(*args: str | Path, tmpdir: Path, timeout: float = 300, **en
         resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_SIZE_CAP, FILE_SIZE_CAP))
 
     tmpdir.mkdir(exist_ok=True)
-    environment = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmpdir), **env}
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=environment,
-        timeout=timeout,
-        preexec_fn=cap,
-        check=False,
-    )
+    return edgeport(*args, env=edgeport_env(TMPDIR=tmpdir, **env), timeout=timeout, preexec_fn=cap)
 
 
 def _npy_header(shape: tuple[int, ...], descr: str = "<f4") -> bytes:

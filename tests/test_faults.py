@@ -8,14 +8,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from pipeline.core.artifact import Artifact
 from pipeline.runtimes import runtime_for
 
-from .conftest import ROOT
+from .cli import edgeport, edgeport_env, start_edgeport
 from .recipes import digits_data, recipe_file
 
 
@@ -30,17 +29,14 @@ def _recipe(zoo, tmp_path: Path) -> Path:
 
 
 def _env(cache: Path, temp: Path | None = None) -> dict[str, str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "EDGEPORT_CACHE_DIR": str(cache)}
-    if temp is not None:  # the run's own temp directory, to see what it leaves there
-        temp.mkdir(exist_ok=True)
-        env["TMPDIR"] = str(temp)
-    return env
+    if temp is None:
+        return edgeport_env(EDGEPORT_CACHE_DIR=cache)
+    temp.mkdir(exist_ok=True)  # the run's own temp directory, to see what it leaves there
+    return edgeport_env(EDGEPORT_CACHE_DIR=cache, TMPDIR=temp)
 
 
 def _start(recipe: Path, out: Path, cache: Path, *options: str, temp: Path | None = None) -> subprocess.Popen[str]:
-    env = _env(cache, temp)
-    command = [sys.executable, "-m", "pipeline", "run", str(recipe), "--out", str(out), *options]
-    return subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    return start_edgeport("run", recipe, "--out", out, *options, env=_env(cache, temp))
 
 
 def _wait_for(process: subprocess.Popen[str], marker: str, timeout: float = 120) -> list[str]:
@@ -84,13 +80,7 @@ def test_sigkill_mid_stage_leaves_nothing_complete_and_the_next_run_resumes(zoo,
         kind = "tflite" if model.suffix == ".tflite" else "onnx"
         runtime = runtime_for(Artifact(kind=kind, path=model, key="check"))  # type: ignore[arg-type]
         assert runtime.outputs
-    rerun = subprocess.run(
-        [sys.executable, "-m", "pipeline", "run", str(recipe), "--out", str(out)],
-        capture_output=True,
-        text=True,
-        env=_env(cache, temp),
-        check=False,
-    )
+    rerun = edgeport("run", recipe, "--out", out, env=_env(cache, temp))
     assert rerun.returncode == 0, rerun.stderr
     assert "removed   2 work folders stopped runs left" in rerun.stderr  # the killed run's and its worker's
     assert _litter(temp) == []  # nor did the rerun's own conversions leave autograph modules there
@@ -181,12 +171,9 @@ def test_stage_timeout_must_be_positive(zoo, tmp_path: Path) -> None:
     recipe = recipe_file(
         tmp_path, name="timeout", source=zoo.keras3, outputs={"fp32": {"stages": ["tflite"]}}, stage_timeout=0
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     for command, expected in (
         (["validate", str(recipe)], "stage_timeout"),
         (["run", str(recipe), "--stage-timeout", "-1"], "--stage-timeout"),
     ):
-        done = subprocess.run(
-            [sys.executable, "-m", "pipeline", *command], capture_output=True, text=True, env=env, check=False
-        )
+        done = edgeport(*command)
         assert done.returncode == 2 and expected in done.stderr and "Traceback" not in done.stderr, done.stderr

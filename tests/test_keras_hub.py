@@ -15,8 +15,8 @@ import pytest
 
 from scripts.zoo import hub_backbones
 
+from .cli import run_report
 from .recipes import recipe_file
-from .test_cli import run_report
 
 keras_hub = pytest.importorskip("keras_hub")
 

@@ -13,6 +13,7 @@ import pytest
 
 from pipeline.report import REPORT_FILES
 
+from ..cli import edgeport, edgeport_env
 from ..conftest import ROOT
 from ..filesystems import tiny_tmpfs
 from ..recipes import digits_data, recipe_file
@@ -24,9 +25,7 @@ def _recipe(zoo, directory: Path) -> Path:
 
 
 def _run(recipe: Path, out: Path, cache: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "EDGEPORT_CACHE_DIR": str(cache)}
-    command = [sys.executable, "-m", "pipeline", "run", str(recipe), "--out", str(out)]
-    return subprocess.run(command, capture_output=True, text=True, env=env, check=False, timeout=600)
+    return edgeport("run", recipe, "--out", out, env=edgeport_env(EDGEPORT_CACHE_DIR=cache))
 
 
 @pytest.fixture(scope="module")

@@ -5,16 +5,14 @@ written (read-only, full, not a folder) leaves the run passing with one note. Re
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from pipeline.run.cache import CACHE_LAYOUT, Cache
 
-from ..conftest import ROOT
+from ..cli import edgeport, edgeport_env
 from ..filesystems import read_only, tiny_tmpfs
 from ..recipes import digits_data, recipe_file
 
@@ -25,9 +23,7 @@ def _recipe(zoo, tmp_path: Path) -> Path:
 
 
 def _run(recipe: Path, out: Path, cache: Path) -> tuple[subprocess.CompletedProcess[str], dict]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "EDGEPORT_CACHE_DIR": str(cache)}
-    command = [sys.executable, "-m", "pipeline", "run", str(recipe), "--out", str(out)]
-    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    done = edgeport("run", recipe, "--out", out, env=edgeport_env(EDGEPORT_CACHE_DIR=cache))
     report = json.loads((out / "report.json").read_text()) if (out / "report.json").exists() else {}
     return done, report
 

@@ -10,8 +10,8 @@ import numpy as np
 
 from pipeline.run.diagnose import FLOAT_NOISE_RATIO, float_noise_finding
 
+from ..cli import run_report
 from ..recipes import recipe_file
-from ..test_cli import run_report
 
 
 def _wide_model(path: Path) -> None:

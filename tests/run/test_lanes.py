@@ -10,8 +10,8 @@ from pipeline.recipe import load_recipe
 from pipeline.run.lanes import lanes_of, why_not_in_lanes
 from pipeline.run.plan import plan_recipe
 
+from ..cli import edgeport
 from ..recipes import digits_data, recipe_file
-from ..test_cli import edgeport
 
 OUTPUTS = {
     "fp32": {"stages": ["tflite"]},

@@ -17,9 +17,9 @@ from pipeline.errors import ModelError, RecipeError
 from pipeline.recipe import load_recipe
 from pipeline.sources.weights import locate_weights
 
+from ..cli import edgeport
 from ..conftest import ROOT
 from ..recipes import write_recipe
-from ..test_cli import edgeport
 
 MODELS = """\
 import keras

@@ -20,6 +20,7 @@ from pipeline.cli import main
 from pipeline.errors import ModelError
 from pipeline.sources.imports import import_modules
 
+from ..cli import edgeport
 from ..conftest import ROOT
 from ..recipes import write_recipe
 
@@ -102,7 +103,7 @@ def test_imports_or_import_without_trust_are_bad_input(custom: Path, capsys) -> 
 
 def test_trusted_it_needs_the_module_and_passes_with_imports(custom: Path, tmp_path: Path) -> None:
     # Trusted, edgeport imports what the config names; a script's __main__ is no module, so the class is missing.
-    alone = _python("-m", "pipeline", "run", _recipe(custom, "{path: model.keras, trusted: true}"), cwd=tmp_path)
+    alone = edgeport("run", _recipe(custom, "{path: model.keras, trusted: true}"), cwd=tmp_path)
     assert alone.returncode == 2, alone.stderr[-2000:]
     assert (
         "custom classes edgeport cannot find" in alone.stderr
@@ -110,15 +111,13 @@ def test_trusted_it_needs_the_module_and_passes_with_imports(custom: Path, tmp_p
     )
 
     recipe = _recipe(custom, "{path: model.keras, trusted: true, imports: [mylayers]}")
-    done = _python("-m", "pipeline", "run", recipe, "--out", tmp_path / "out", cwd=tmp_path)
+    done = edgeport("run", recipe, "--out", tmp_path / "out", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert [output["status"] for output in report["outputs"]] == ["passed", "passed"]
     assert report["outputs"][0]["parity"]["metrics"]["max_abs"] <= 1e-5
 
-    inspected = _python(
-        "-m",
-        "pipeline",
+    inspected = edgeport(
         "inspect",
         custom / "model.keras",
         "--trust-model",

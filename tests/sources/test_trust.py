@@ -17,8 +17,8 @@ from pipeline.errors import ModelError
 from pipeline.sources import load_source
 from pipeline.sources.trust import MAX_CONFIG_BYTES
 
+from ..cli import edgeport
 from ..recipes import recipe_file
-from ..test_cli import edgeport
 
 # What an attacker would ship: lambdas that do their own work (create the marker file), then what the layer
 # expects. The path comes from the environment, so that the code, and the source Keras 3 serializes, live here;

@@ -10,9 +10,9 @@ import pytest
 
 from pipeline.stages.dft import fails_on_fft, fft_as_matmul
 
+from ..cli import run_report
 from ..helpers import saved_hub_backbone
 from ..recipes import recipe_file
-from ..test_cli import run_report
 
 
 def test_fft2_inside_the_context_is_matrix_products_computing_the_fft() -> None:

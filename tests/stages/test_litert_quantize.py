@@ -15,9 +15,9 @@ from pipeline.recipe import load_recipe
 from pipeline.runtimes import runtime_for
 from pipeline.sources import load_source
 
+from ..cli import run_report
 from ..helpers import predict, run_stage, top1_agreement
 from ..recipes import digits_data, recipe_file
-from ..test_cli import run_report
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:

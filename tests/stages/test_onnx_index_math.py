@@ -10,9 +10,9 @@ import pytest
 
 from pipeline.stages.onnx_index_math import float_index_math
 
+from ..cli import run_report
 from ..helpers import saved_hub_backbone
 from ..recipes import recipe_file
-from ..test_cli import run_report
 
 
 def _graph() -> object:

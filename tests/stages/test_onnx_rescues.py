@@ -21,8 +21,8 @@ from scipy.special import erfc
 from pipeline.stages.onnx import erfc_as_erf
 from scripts.zoo import hub_backbones
 
+from ..cli import run_report
 from ..recipes import recipe_file
-from ..test_cli import run_report
 
 
 def test_erfc_nodes_become_one_minus_erf_and_compute_erfc() -> None:

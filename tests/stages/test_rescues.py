@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ..cli import edgeport, run_report
 from ..recipes import recipe_file
-from ..test_cli import edgeport, run_report
 
 STEPS, FEATURES = 20, 8
 

@@ -1,0 +1,59 @@
+"""The one way tests drive the command line: `python -m pipeline` in a child process, as a user runs it, with this
+checkout on PYTHONPATH and any extra environment (cache folder, TMPDIR) merged over the test's own."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def edgeport_env(**extra: str | Path) -> dict[str, str]:
+    """The child's environment: the test's own, this checkout importable, and `extra` (EDGEPORT_CACHE_DIR=…)."""
+    return {**os.environ, "PYTHONPATH": str(ROOT), **{name: str(value) for name, value in extra.items()}}
+
+
+def edgeport_command(*args: str | Path) -> list[str]:
+    return [sys.executable, "-m", "pipeline", *map(str, args)]
+
+
+def edgeport(
+    *args: str | Path,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 600,
+    preexec_fn: Callable[[], None] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """`edgeport ARGS` to completion, its output captured; `env` from edgeport_env (default: no extra)."""
+    return subprocess.run(
+        edgeport_command(*args),
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env if env is not None else edgeport_env(),
+        timeout=timeout,
+        preexec_fn=preexec_fn,
+        check=False,
+    )
+
+
+def start_edgeport(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """`edgeport ARGS` started and left running (tests that signal or watch it), its output piped."""
+    environment = env if env is not None else edgeport_env()
+    return subprocess.Popen(
+        edgeport_command(*args), stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=environment
+    )
+
+
+def run_report(recipe: Path, out: Path, code: int) -> dict[str, Any]:
+    """`edgeport run RECIPE --out OUT`, which must exit `code` without a traceback; the report.json it wrote."""
+    result = edgeport("run", recipe, "--out", out)
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr
+    return json.loads((out / "report.json").read_text())
