@@ -195,15 +195,90 @@ def _onnx_model(data: bytes) -> Any:
 
 
 def _stamp_onnx(data: bytes, provenance: Provenance) -> bytes:
-    model = _onnx_model(data)
-    if model is None:
+    """The ModelProto with its edgeport metadata_props replaced, edited at the protobuf wire level: every other
+    field's bytes kept in place, the new entries appended (a parser takes fields in any order). Not through the
+    onnx package, whose import cost 0.5 s of a 1.2 s warm run (2 outputs, every file from the cache)."""
+    fields = _wire_fields(data)
+    if fields is None or not _is_onnx_model(data, fields):
         raise ModelError("cannot stamp provenance: not an ONNX model")
-    kept = [(entry.key, entry.value) for entry in model.metadata_props if not entry.key.startswith(PREFIX)]
-    del model.metadata_props[:]
-    for key, value in [*kept, *provenance.file_fields().items()]:
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-    return model.SerializeToString(deterministic=True)
+    stamped = bytearray()
+    for number, start, payload, end in fields:
+        if number == _METADATA_PROPS and _entry_key(data[payload:end]).startswith(PREFIX):
+            continue
+        stamped += data[start:end]
+    for key, value in provenance.file_fields().items():
+        entry = _length_delimited(1, key.encode()) + _length_delimited(2, value.encode())
+        stamped += _length_delimited(_METADATA_PROPS, entry)
+    return bytes(stamped)
+
+
+# ModelProto's field numbers (onnx.proto): ir_version, graph, metadata_props (StringStringEntryProto: key 1, value 2)
+_IR_VERSION, _GRAPH, _METADATA_PROPS = 1, 7, 14
+
+
+def _wire_fields(data: bytes) -> list[tuple[int, int, int, int]] | None:
+    """Each top-level protobuf field as (number, start, payload start, end); None where the bytes are no message."""
+    fields, position = [], 0
+    try:
+        while position < len(data):
+            start = position
+            tag, position = _varint(data, position)
+            number, wire_type = tag >> 3, tag & 7
+            if wire_type == 0:
+                _, position = _varint(data, position)
+                payload = start
+            elif wire_type == 2:
+                size, payload = _varint(data, position)
+                position = payload + size
+            elif wire_type in (1, 5):
+                payload, position = position, position + (8 if wire_type == 1 else 4)
+            else:  # groups: no ONNX message has them
+                return None
+            if number == 0 or position > len(data):
+                return None
+            fields.append((number, start, payload, position))
+    except IndexError:
+        return None
+    return fields
+
+
+def _varint(data: bytes, position: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        byte = data[position]
+        position += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, position
+        shift += 7
+        if shift > 63:
+            raise IndexError("varint too long")
+
+
+def _is_onnx_model(data: bytes, fields: list[tuple[int, int, int, int]]) -> bool:
+    """A model says its IR version and has a graph (protobuf parses many byte strings)."""
+    numbers = {number for number, *_ in fields}
+    ir_version = next((_varint(data, start + 1)[0] for number, start, _, _ in fields if number == _IR_VERSION), 0)
+    return ir_version > 0 and _GRAPH in numbers
+
+
+def _entry_key(entry: bytes) -> str:
+    fields = _wire_fields(entry) or []
+    key = next((entry[payload:end] for number, _, payload, end in fields if number == 1), b"")
+    return key.decode("utf-8", "replace")
+
+
+def _length_delimited(number: int, payload: bytes) -> bytes:
+    return _encoded_varint(number << 3 | 2) + _encoded_varint(len(payload)) + payload
+
+
+def _encoded_varint(value: int) -> bytes:
+    encoded = bytearray()
+    while value >= 0x80:
+        encoded.append(value & 0x7F | 0x80)
+        value >>= 7
+    encoded.append(value)
+    return bytes(encoded)
 
 
 def _onnx_fields(data: bytes) -> dict[str, str] | None:

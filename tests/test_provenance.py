@@ -289,3 +289,31 @@ def test_recipe_version_refused(tmp_path: Path, value: str, message: str) -> Non
     recipe = write_recipe(tmp_path, text)
     with pytest.raises(RecipeError, match=message):
         load_recipe(recipe, check_files=False)
+
+
+def test_restamping_an_onnx_file_replaces_its_entries_and_keeps_everything_else(
+    shipped: Shipped, tmp_path: Path
+) -> None:
+    """The stamp edits the protobuf at the wire level (no onnx import on a warm run): what onnx parses back is the
+    same model with the new entries, a user's own metadata kept, and anything but a model refused."""
+    import onnx
+
+    from pipeline.errors import ModelError
+
+    model = onnx.load(shipped.file("onnx"))
+    model.metadata_props.add(key="team", value="vision")
+    theirs = tmp_path / "theirs.onnx"
+    theirs.write_bytes(model.SerializeToString())
+    provenance = read_provenance(shipped.file("onnx"), "onnx")
+    assert provenance is not None
+    again = replace(provenance, model_version="2.0")
+    stamp_file(theirs, tmp_path / "again.onnx", "onnx", again)
+    restamped = onnx.load(tmp_path / "again.onnx")
+    props = {entry.key: entry.value for entry in restamped.metadata_props}
+    assert props["team"] == "vision" and props["edgeport.model_version"] == "2.0"
+    assert sum(entry.key.startswith("edgeport.") for entry in restamped.metadata_props) == len(again.file_fields())
+    del restamped.metadata_props[:], model.metadata_props[:]
+    assert restamped == model  # every other field as it was
+    (tmp_path / "junk.onnx").write_bytes(b"\x08\x07" + b"\xff" * 40)
+    with pytest.raises(ModelError, match="not an ONNX model"):
+        stamp_file(tmp_path / "junk.onnx", tmp_path / "out.onnx", "onnx", again)
