@@ -80,9 +80,11 @@ def test_sigkill_mid_stage_leaves_nothing_complete_and_the_next_run_resumes(zoo,
         kind = "tflite" if model.suffix == ".tflite" else "onnx"
         runtime = runtime_for(Artifact(kind=kind, path=model, key="check"))  # type: ignore[arg-type]
         assert runtime.outputs
+    # The killed run's folder, and its worker's unless the kill came before the worker made one (under load it can)
+    stopped = [name for name in _litter(temp) if name.startswith("edgeport-")]
     rerun = edgeport("run", recipe, "--out", out, env=_env(cache, temp))
     assert rerun.returncode == 0, rerun.stderr
-    assert "removed   2 work folders stopped runs left" in rerun.stderr  # the killed run's and its worker's
+    assert f"removed   {len(stopped)} work folders stopped runs left" in rerun.stderr, rerun.stderr[:1500]
     assert _litter(temp) == []  # nor did the rerun's own conversions leave autograph modules there
     report = json.loads((out / "report.json").read_text())
     caches = {output["name"]: output["stages"][0]["cache"] for output in report["outputs"]}

@@ -134,7 +134,7 @@ class TfliteStage(ConversionStage):
             dft = upstream.flavour != "tf_keras" and fails_on_fft(raw)
             fixed.update(fixed_shapes(upstream.handle, options.fixed_batch, ctx.sample_shapes))
             shapes = ", ".join(f"{name} {shape}" for name, shape in fixed.items())
-            how = f"fixed shapes {shapes}" + (" with each FFT as DFT matrix products" if dft else "")
+            how = f"fixed input shapes {shapes}" + (" with each FFT as DFT matrix products" if dft else "")
             ctx.log(f"conversion failed at free shapes; converting at {how}")
             try:
                 model_bytes, log = _convert(converter_of(frozen))
