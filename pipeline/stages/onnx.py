@@ -26,8 +26,7 @@ from pipeline.stages.base import ConversionStage, StageContext, StageOptions
 from pipeline.stages.dft import fails_on_fft, fft_as_matmul
 from pipeline.stages.onnx_index_math import float_index_math
 from pipeline.stages.onnx_optimizers import find_culprit, guard_zero_padded_pools, onnx_input_spec, run_file, smoke_feed
-from pipeline.stages.tflite import fixed_shapes
-from pipeline.stages.trace import traced_export
+from pipeline.stages.trace import fixed_shapes, traced_export
 
 
 class OnnxOptions(StageOptions):

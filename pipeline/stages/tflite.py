@@ -20,7 +20,7 @@ from pipeline.sources.model import keras_call_inputs
 from pipeline.stages.base import ConversionStage, StageContext, StageOptions
 from pipeline.stages.dft import fails_on_fft, fft_as_matmul
 from pipeline.stages.tflite_fallback import debug_and_fall_back
-from pipeline.stages.trace import traced_export
+from pipeline.stages.trace import fixed_shapes, traced_export
 
 # Ops a converted SavedModel keeps when its variables were not frozen: such a file runs and outputs NaN.
 _UNFROZEN_VARIABLE_OPS = {"VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE"}
@@ -192,22 +192,6 @@ def _fails_at_free_shapes(raw: str) -> bool:
     """RNNs' tensor lists, and ops the builtins lack only while a size is unknown (a strided slice with a new axis
     over a free sequence length), convert at fixed shapes."""
     return any(sign in raw for sign in _FREE_SHAPE_FAILURES)
-
-
-def fixed_shapes(model: Any, batch: int, sample_shapes: dict[str, list[int]]) -> dict[str, list[int]]:
-    """Each Keras input's shape with the batch at `batch` and other free dimensions at the evaluation data's
-    sizes; a free dimension the data does not size is a StageError naming it."""
-    shapes = {}
-    for tensor in model.inputs:
-        name = str(tensor.name).split(":")[0]
-        data = sample_shapes.get(name)
-        shape = [batch]
-        for axis, size in enumerate(tensor.shape[1:], start=1):
-            if size is None and (data is None or len(data) < axis):
-                raise StageError(f"fixed-shape rescue: input {name!r} leaves dimension {axis} free; no data sizes it")
-            shape.append(int(size) if size is not None else int(data[axis - 1]))  # type: ignore[index]
-        shapes[name] = shape
-    return shapes
 
 
 def fixed_shape_converter(

@@ -12,8 +12,10 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from pipeline.core.artifact import Artifact
+from pipeline.errors import StageError
 from pipeline.frameworks import captured_native_output
 
 
@@ -31,3 +33,20 @@ def traced_export(upstream: Artifact, work_dir: Path) -> Path:
             os.rename(temporary / "saved_model", target)
         shutil.rmtree(temporary, ignore_errors=True)
     return target
+
+
+def fixed_shapes(model: Any, batch: int, sample_shapes: dict[str, list[int]]) -> dict[str, list[int]]:
+    """Each Keras input's shape with the batch at `batch` and other free dimensions at the evaluation data's
+    sizes, for a trace at fixed shapes (the tflite and onnx rescues); a free dimension the data does not size is a
+    StageError naming it."""
+    shapes = {}
+    for tensor in model.inputs:
+        name = str(tensor.name).split(":")[0]
+        data = sample_shapes.get(name)
+        shape = [batch]
+        for axis, size in enumerate(tensor.shape[1:], start=1):
+            if size is None and (data is None or len(data) < axis):
+                raise StageError(f"fixed-shape rescue: input {name!r} leaves dimension {axis} free; no data sizes it")
+            shape.append(int(size) if size is not None else int(data[axis - 1]))  # type: ignore[index]
+        shapes[name] = shape
+    return shapes
