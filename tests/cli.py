@@ -11,11 +11,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from .conftest import ROOT
 
 
 def edgeport_env(**extra: str | Path) -> dict[str, str]:
-    """The child's environment: the test's own, this checkout importable, and `extra` (EDGEPORT_CACHE_DIR=…)."""
+    """The environment of any Python child a test starts (edgeport or a `python -c` probe): the test's own, this
+    checkout importable, and `extra` (EDGEPORT_CACHE_DIR=…)."""
     return {**os.environ, "PYTHONPATH": str(ROOT), **{name: str(value) for name, value in extra.items()}}
 
 
@@ -51,9 +52,10 @@ def start_edgeport(*args: str | Path, env: dict[str, str] | None = None) -> subp
     )
 
 
-def run_report(recipe: Path, out: Path, code: int) -> dict[str, Any]:
-    """`edgeport run RECIPE --out OUT`, which must exit `code` without a traceback; the report.json it wrote."""
-    result = edgeport("run", recipe, "--out", out)
+def run_report(recipe: Path, out: Path, code: int, **options: Any) -> dict[str, Any]:
+    """`edgeport run RECIPE --out OUT`, which must exit `code` without a traceback; the report.json it wrote.
+    `options` go to `edgeport` (cwd, env, timeout)."""
+    result = edgeport("run", recipe, "--out", out, **options)
     assert result.returncode == code, result.stderr
     assert "Traceback" not in result.stderr
     return json.loads((out / "report.json").read_text())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +13,7 @@ from pipeline.recipe import load_recipe
 from pipeline.run import RunOptions, run_recipe
 from pipeline.run.cache import CACHE_LAYOUT
 
-from .conftest import ROOT
+from .cli import edgeport_env
 from .recipes import digits_data, recipe_file
 
 
@@ -45,7 +44,7 @@ def test_warm_run_reuses_every_stage_without_tensorflow(zoo, tmp_path: Path) -> 
         "import sys; from pipeline.cli import main; code = main(sys.argv[1:]); "
         "print('TF', 'tensorflow' in sys.modules, file=sys.stderr); sys.exit(code)"
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "EDGEPORT_CACHE_DIR": str(cache)}
+    env = edgeport_env(EDGEPORT_CACHE_DIR=cache)
     args = ["run", str(_recipe(zoo, tmp_path)), "--out", str(tmp_path / "b")]
     result = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, env=env, check=False)
     assert result.returncode == 0, result.stderr

@@ -13,8 +13,7 @@ import pytest
 
 from pipeline.artifacts import sha256_of
 
-from .cli import edgeport
-from .conftest import ROOT
+from .cli import edgeport, edgeport_env
 from .recipes import recipe_file, write_recipe
 
 
@@ -182,7 +181,7 @@ def test_validate_and_schema_do_not_import_tensorflow(zoo, tmp_path: Path) -> No
             [sys.executable, "-c", probe, *args],
             capture_output=True,
             text=True,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            env=edgeport_env(),
             check=False,
         )
         assert result.returncode == 0, result.stderr

@@ -5,7 +5,6 @@ the same refusals and failures (exit 2, same message), and a crash there is one 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ import numpy as np
 from pipeline.recipe import load_recipe
 from pipeline.run.remote import needs_source_here
 
-from ..conftest import ROOT
+from ..cli import edgeport_env
 from ..recipes import digits_data, recipe_file
 
 PROBE = (
@@ -25,7 +24,7 @@ PROBE = (
 
 
 def _cli(args: list[str], cache: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "EDGEPORT_CACHE_DIR": str(cache)}
+    env = edgeport_env(EDGEPORT_CACHE_DIR=cache)
     return subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, env=env, check=False)
 
 

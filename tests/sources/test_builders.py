@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -17,8 +16,7 @@ from pipeline.errors import ModelError, RecipeError
 from pipeline.recipe import load_recipe
 from pipeline.sources.weights import locate_weights
 
-from ..cli import edgeport
-from ..conftest import ROOT
+from ..cli import edgeport, edgeport_env
 from ..recipes import write_recipe
 
 MODELS = """\
@@ -257,7 +255,7 @@ def test_validate_imports_neither_tensorflow_nor_the_builder(project: Project) -
         [sys.executable, "-c", probe, "validate", str(recipe)],
         capture_output=True,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env=edgeport_env(),
         check=False,
     )
     assert result.returncode == 0, result.stderr
