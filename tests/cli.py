@@ -52,6 +52,44 @@ def start_edgeport(*args: str | Path, env: dict[str, str] | None = None) -> subp
     )
 
 
+# `python -m pipeline` exits inside main, so whether a command imported a module is asked by a child that calls main
+# itself and answers on stderr once main returns.
+_WATCHING = """\
+import sys
+from pipeline.cli import main
+code = main(sys.argv[2:])
+for name in sys.argv[1].split(","):
+    print(f"imported {name}: {name in sys.modules}", file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def edgeport_watching(
+    *args: str | Path,
+    modules: tuple[str, ...] = ("tensorflow",),
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """`edgeport ARGS` to completion, its stderr ending with `imported NAME: True|False` for each of `modules`:
+    how a test proves a command stays light (no TensorFlow, no user's builder module)."""
+    return subprocess.run(
+        [sys.executable, "-c", _WATCHING, ",".join(modules), *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env if env is not None else edgeport_env(),
+        check=False,
+    )
+
+
+def imported(result: subprocess.CompletedProcess[str], module: str) -> bool:
+    """Whether `module` was imported when main returned, as edgeport_watching's child said; a child that never said
+    (it died first) fails the test instead of reading as "not imported"."""
+    lines = result.stderr.splitlines()
+    for answer in (True, False):
+        if f"imported {module}: {answer}" in lines:
+            return answer
+    raise AssertionError(f"the child never said whether it imported {module}: {result.stderr[-2000:]}")
+
+
 def run_report(recipe: Path, out: Path, code: int, **options: Any) -> dict[str, Any]:
     """`edgeport run RECIPE --out OUT`, which must exit `code` without a traceback; the report.json it wrote.
     `options` go to `edgeport` (cwd, env, timeout)."""
