@@ -1,5 +1,6 @@
 """The one way tests drive the command line: `python -m pipeline` in a child process, as a user runs it, with this
-checkout on PYTHONPATH and any extra environment (cache folder, TMPDIR) merged over the test's own."""
+checkout on PYTHONPATH and any extra environment (cache folder, TMPDIR) merged over the test's own. Tests that ask
+what a command imported run it through edgeport_watching instead, the same command line in the same environment."""
 
 from __future__ import annotations
 
