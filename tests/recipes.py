@@ -85,7 +85,7 @@ def recipe_file(
 def write_recipe(directory: Path, text: str, name: str = "recipe.yaml") -> Path:
     """Write recipe text as directory/name, literally (malformed on purpose where a test wants it)."""
     path = directory / name
-    path.write_text(text)
+    path.write_text(text, encoding="utf-8")  # what the recipe loader decodes, whatever the locale
     return path
 
 

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +11,7 @@ from pipeline.recipe import load_recipe
 from pipeline.run import RunOptions, run_recipe
 from pipeline.run.cache import CACHE_LAYOUT
 
-from .conftest import ROOT
+from .cli import edgeport_env, edgeport_watching, imported
 from .recipes import digits_data, recipe_file
 
 
@@ -41,15 +38,10 @@ def test_warm_run_reuses_every_stage_without_tensorflow(zoo, tmp_path: Path) -> 
     cache = tmp_path / "cache"
     first = _run(_recipe(zoo, tmp_path), tmp_path / "a", cache)
     assert _caches(first) == {"fp32": "stored", "int8": "stored", "onnx": "stored"}
-    probe = (
-        "import sys; from pipeline.cli import main; code = main(sys.argv[1:]); "
-        "print('TF', 'tensorflow' in sys.modules, file=sys.stderr); sys.exit(code)"
-    )
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "EDGEPORT_CACHE_DIR": str(cache)}
-    args = ["run", str(_recipe(zoo, tmp_path)), "--out", str(tmp_path / "b")]
-    result = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, env=env, check=False)
+    env = edgeport_env(EDGEPORT_CACHE_DIR=cache)
+    result = edgeport_watching("run", _recipe(zoo, tmp_path), "--out", tmp_path / "b", env=env)
     assert result.returncode == 0, result.stderr
-    assert "TF False" in result.stderr and "cached (built in" in result.stderr
+    assert not imported(result, "tensorflow") and "cached (built in" in result.stderr
     second = json.loads((tmp_path / "b" / "report.json").read_text())
     assert _caches(second) == {"fp32": "hit", "int8": "hit", "onnx": "hit"}
     assert second["cache"]["source_loaded"] is False

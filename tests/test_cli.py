@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -13,8 +11,7 @@ import pytest
 
 from pipeline.artifacts import sha256_of
 
-from .cli import edgeport
-from .conftest import ROOT
+from .cli import edgeport, edgeport_watching, imported
 from .recipes import recipe_file, write_recipe
 
 
@@ -173,19 +170,10 @@ def test_trusted_lambda_model_runs(zoo, tmp_path: Path) -> None:
 
 def test_validate_and_schema_do_not_import_tensorflow(zoo, tmp_path: Path) -> None:
     recipe = write_recipe(tmp_path, digits_recipe(zoo, zoo.keras3, "  fp32: {stages: [tflite]}\n"))
-    probe = (
-        "import sys; from pipeline.cli import main; code = main(sys.argv[1:]); "
-        "assert 'tensorflow' not in sys.modules, 'tensorflow imported'; sys.exit(code)"
-    )
-    for args in (["validate", str(recipe)], ["schema"]):
-        result = subprocess.run(
-            [sys.executable, "-c", probe, *args],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-            check=False,
-        )
+    for args in (["validate", recipe], ["schema"]):
+        result = edgeport_watching(*args)
         assert result.returncode == 0, result.stderr
+        assert not imported(result, "tensorflow")
     assert "valid recipe 'digits'" in edgeport("validate", recipe).stdout
     schema = json.loads(edgeport("schema").stdout)
     assert "outputs" in schema["required"]

@@ -18,6 +18,8 @@ from pipeline.errors import RecipeError
 from pipeline.recipe import load_recipe
 from pipeline.stages import STAGES
 
+from .recipes import write_recipe
+
 EXAMPLES = int(os.environ.get("EDGEPORT_FUZZ_EXAMPLES", "300"))
 KNOWN_KEYS = [
     "name",
@@ -111,8 +113,7 @@ recipes = st.fixed_dictionaries(
 def _check(text: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "model.keras").write_bytes(b"placeholder")
-        path = Path(tmp) / "recipe.yaml"
-        path.write_text(text, encoding="utf-8")
+        path = write_recipe(Path(tmp), text)
         with contextlib.suppress(RecipeError):
             load_recipe(path)
 

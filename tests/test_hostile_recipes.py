@@ -57,8 +57,7 @@ def test_a_huge_value_is_echoed_as_an_excerpt(tmp_path: Path, capsys) -> None:
 
 
 def test_a_recipe_over_the_size_limit_is_refused_unread(tmp_path: Path, capsys) -> None:
-    path = tmp_path / "big.yaml"
-    path.write_text("name: x\n" + "#" * MAX_RECIPE_BYTES)
+    path = write_recipe(tmp_path, "name: x\n" + "#" * MAX_RECIPE_BYTES, "big.yaml")
     assert "a recipe is at most 1,048,576" in _refused(capsys, "validate", path)
 
 

@@ -14,13 +14,13 @@ from pathlib import Path
 
 from pipeline.artifacts import copy_atomic, write_bytes_atomic
 
-from .conftest import ROOT
+from .cli import edgeport_env
 
 _MB = 2**20
 
 
 def _python(code: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = edgeport_env()
     command = [sys.executable, "-c", textwrap.dedent(code), *args]
     return subprocess.run(command, capture_output=True, text=True, env=env, check=False, timeout=300)
 
@@ -44,7 +44,7 @@ def test_two_runs_copying_into_one_folder_never_break_each_other(tmp_path: Path)
         for _ in range(8):
             copy_atomic(Path(sys.argv[1]), Path(sys.argv[2]))
         """
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = edgeport_env()
     runs = [
         subprocess.Popen(
             [sys.executable, "-c", textwrap.dedent(copy_again), str(source), str(target)],
@@ -108,7 +108,7 @@ def _killed_mid_write(target: Path) -> tuple[int, list[Path]]:
         while True:
             write_bytes_atomic(Path(sys.argv[1]), data)
         """
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = edgeport_env()
     for _ in range(5):  # a kill between a rename and the next partial leaves none: again
         writer = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), str(target)], env=env)
         deadline = time.monotonic() + 60

@@ -227,14 +227,14 @@ def test_git_state_counts_tracked_changes_only(tmp_path: Path) -> None:
     assert git_state(tmp_path) is None  # not a work tree
     _git(tmp_path, "init", "-q")
     assert git_state(tmp_path) is None  # no commit yet
-    (tmp_path / "recipe.yaml").write_text("name: a\n")
+    write_recipe(tmp_path, "name: a\n")
     _git(tmp_path, "add", "recipe.yaml")
     _git(tmp_path, "commit", "-q", "-m", "a")
     commit = _git(tmp_path, "rev-parse", "HEAD")
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "model.tflite").write_bytes(b"x")
     assert git_state(tmp_path) == (commit, False)
-    (tmp_path / "recipe.yaml").write_text("name: b\n")
+    write_recipe(tmp_path, "name: b\n")
     assert git_state(tmp_path) == (commit, True)
 
 

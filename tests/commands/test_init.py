@@ -17,6 +17,7 @@ from pipeline.recipe import load_recipe
 from pipeline.stages import STAGES
 
 from ..conftest import Zoo
+from ..recipes import write_recipe
 
 
 def _init(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
@@ -77,8 +78,7 @@ def test_the_written_recipe_runs_to_a_verdict(
 
 
 def test_refuses_to_overwrite_without_force(zoo: Zoo, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    recipe = tmp_path / "recipe.yaml"
-    recipe.write_text("mine\n")
+    recipe = write_recipe(tmp_path, "mine\n")
     code, _, err = _init(capsys, zoo.keras3, "--out", recipe)
     assert "recipe.yaml exists; pass --force to overwrite it" in _error(code, err)
     assert recipe.read_text() == "mine\n"

@@ -3,7 +3,6 @@ file at all: before, a disk with 48 KB free kept report.md alone, saying PASSED 
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -14,7 +13,6 @@ import pytest
 from pipeline.report import REPORT_FILES
 
 from ..cli import edgeport, edgeport_env
-from ..conftest import ROOT
 from ..filesystems import tiny_tmpfs
 from ..recipes import digits_data, recipe_file
 
@@ -73,7 +71,7 @@ def test_reports_are_written_all_or_none(finished, tmp_path: Path) -> None:
         except Exception as error:
             print(type(error).__name__, error.exit_code, error)
         """
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = edgeport_env()
     command = [sys.executable, "-c", textwrap.dedent(code), str(report), str(out)]
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     assert done.returncode == 0, done.stderr

@@ -5,9 +5,7 @@ the same refusals and failures (exit 2, same message), and a crash there is one 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,18 +13,12 @@ import numpy as np
 from pipeline.recipe import load_recipe
 from pipeline.run.remote import needs_source_here
 
-from ..conftest import ROOT
+from ..cli import edgeport_env, edgeport_watching, imported
 from ..recipes import digits_data, recipe_file
-
-PROBE = (
-    "import sys; from pipeline.cli import main; code = main(sys.argv[1:]); "
-    "print('TF', 'tensorflow' in sys.modules, file=sys.stderr); sys.exit(code)"
-)
 
 
 def _cli(args: list[str], cache: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "EDGEPORT_CACHE_DIR": str(cache)}
-    return subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, env=env, check=False)
+    return edgeport_watching(*args, env=edgeport_env(EDGEPORT_CACHE_DIR=cache))
 
 
 def test_cold_isolated_run_imports_no_tensorflow_and_reports_as_in_process(zoo, tmp_path: Path) -> None:
@@ -35,7 +27,7 @@ def test_cold_isolated_run_imports_no_tensorflow_and_reports_as_in_process(zoo, 
     assert not needs_source_here(load_recipe(recipe), None)
     cold = _cli(["run", str(recipe), "--out", str(tmp_path / "a")], tmp_path / "cache")
     assert cold.returncode == 0, cold.stderr
-    assert "TF False" in cold.stderr and "reference source (keras)" in cold.stderr
+    assert not imported(cold, "tensorflow") and "reference source (keras)" in cold.stderr
     isolated = json.loads((tmp_path / "a" / "report.json").read_text())
     assert isolated["cache"]["source_loaded"] is True  # by the worker, on this run's behalf
     # In a process of its own, as a user runs it: this one's TensorFlow may carry state from other tests (a
@@ -48,7 +40,7 @@ def test_cold_isolated_run_imports_no_tensorflow_and_reports_as_in_process(zoo, 
         assert one["parity"]["reference"] == two["parity"]["reference"]
         assert one["parity"]["metrics"] == two["parity"]["metrics"]
     warm = _cli(["run", str(recipe), "--out", str(tmp_path / "c")], tmp_path / "cache")  # what the worker cached
-    assert warm.returncode == 0 and "TF False" in warm.stderr and "reference source (cached)" in warm.stderr
+    assert warm.returncode == 0 and not imported(warm, "tensorflow") and "reference source (cached)" in warm.stderr
 
 
 def test_recipes_that_need_the_model_here_load_it_here(zoo, tmp_path: Path) -> None:
@@ -88,7 +80,7 @@ def test_a_source_that_fails_on_its_data_in_the_worker_is_bad_input(tmp_path: Pa
         assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
         messages.append(next(line for line in run.stderr.splitlines() if line.startswith("edgeport: error:")))
     assert messages[0] == messages[1] and "the source model failed on data.evaluation" in messages[0]
-    assert "TF False" in runs[0].stderr
+    assert not imported(runs[0], "tensorflow")
     assert not (tmp_path / "out" / "report.json").exists()
 
 
@@ -104,4 +96,4 @@ def test_a_worker_crash_while_loading_the_source_is_one_clear_line(zoo, tmp_path
     run = _cli(["run", str(recipe), "--out", str(tmp_path / "out")], tmp_path / "cache")
     assert run.returncode == 3 and "Traceback" not in run.stderr, run.stderr
     assert "worker process crashed while loading the source model (killed by SIGKILL)" in run.stderr
-    assert "TF False" in run.stderr
+    assert not imported(run, "tensorflow")

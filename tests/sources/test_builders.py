@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +15,7 @@ from pipeline.errors import ModelError, RecipeError
 from pipeline.recipe import load_recipe
 from pipeline.sources.weights import locate_weights
 
-from ..cli import edgeport
-from ..conftest import ROOT
+from ..cli import edgeport, edgeport_watching, imported
 from ..recipes import write_recipe
 
 MODELS = """\
@@ -248,19 +245,9 @@ def test_validation_needs_trust_and_one_origin(project: Project) -> None:
 
 def test_validate_imports_neither_tensorflow_nor_the_builder(project: Project) -> None:
     recipe = builder_recipe(project, "runs")
-    probe = (
-        "import sys; from pipeline.cli import main; code = main(sys.argv[1:]); "
-        "assert 'tensorflow' not in sys.modules, 'tensorflow imported'; "
-        "assert 'mypkg' not in sys.modules, 'builder imported'; sys.exit(code)"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", probe, "validate", str(recipe)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        check=False,
-    )
+    result = edgeport_watching("validate", recipe, modules=("tensorflow", "mypkg"))
     assert result.returncode == 0, result.stderr
+    assert not imported(result, "tensorflow") and not imported(result, "mypkg")
     assert "valid recipe 'from-training' (keras source)" in result.stdout
     untrusted = write_recipe(project.root, recipe.read_text().replace("  trusted: true\n", ""), "untrusted.yaml")
     result = edgeport("validate", untrusted)

@@ -8,7 +8,6 @@ that must find the class go through the CLI in fresh processes, where nothing re
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -20,8 +19,7 @@ from pipeline.cli import main
 from pipeline.errors import ModelError
 from pipeline.sources.imports import import_modules
 
-from ..cli import edgeport
-from ..conftest import ROOT
+from ..cli import edgeport, edgeport_env
 from ..recipes import write_recipe
 
 LAYER = '''
@@ -54,7 +52,7 @@ model.save(sys.argv[1])
 
 
 def _python(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = edgeport_env()
     return subprocess.run(
         [sys.executable, *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env, timeout=600, check=False
     )

@@ -8,7 +8,6 @@ other tests."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -21,7 +20,7 @@ import pytest
 from pipeline.cli import main
 from pipeline.sources.tf1 import Tf1Origin, tf1_key
 
-from ..conftest import ROOT
+from ..cli import edgeport_env
 from ..recipes import write_recipe
 
 TRAIN = """
@@ -89,7 +88,7 @@ class Tf1Files:
 def _train(root: Path, *options: str) -> Tf1Files:
     script = root / "train.py"
     script.write_text(TRAIN)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = edgeport_env()
     done = subprocess.run(
         [sys.executable, str(script), str(root), *options],
         capture_output=True,
