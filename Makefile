@@ -30,7 +30,7 @@ test-fast: $(STAMP) ## the suite without the slow Keras Applications conversions
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 fuzz: $(STAMP) ## 10,000 generated recipes per fuzz test: only RecipeError may escape the loader
-	EDGEPORT_FUZZ_EXAMPLES=10000 $(BIN)/python -m pytest -q tests/test_fuzz_recipe.py
+	EDGEPORT_FUZZ_EXAMPLES=10000 $(BIN)/python -m pytest -q tests/e2e/test_fuzz_recipe.py
 
 bench: $(STAMP) ## edgeport against direct library calls: overhead, cache, throughput, memory
 	$(BIN)/python scripts/make_demo_model.py

@@ -1,6 +1,6 @@
 """Keras Applications with random weights, made to behave like trained ones at the scale of their activations.
 
-Shared by `tests/test_architectures.py` and `scripts/cpu_table.py`.
+Shared by `tests/e2e/test_architectures.py` and `scripts/cpu_table.py`.
 """
 
 from __future__ import annotations

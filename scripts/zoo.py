@@ -90,8 +90,8 @@ def _encoder_decoder(rng: np.random.Generator, samples: int) -> dict[str, np.nda
 
 
 def hub_backbones() -> dict[str, tuple[Callable[[], Any], Callable[[np.random.Generator, int], dict[str, np.ndarray]]]]:
-    """keras-hub backbones, tiny, and their inputs: name → (build, inputs(rng, samples)). tests/test_keras_hub.py and
-    tests/stages/test_onnx_rescues.py build theirs here too."""
+    """keras-hub backbones, tiny, and their inputs: name → (build, inputs(rng, samples)).
+    tests/e2e/test_keras_hub.py and tests/stages/test_onnx_rescues.py build theirs here too."""
     import keras_hub
 
     models = keras_hub.models

@@ -1,7 +1,7 @@
 """ONNX files tf2onnx writes and onnxruntime rejects or computes differently, got through or explained.
 
 - Exact GELU: tf2onnx emits Erfc, which ONNX lacks; rewritten as 1 - Erf, the file passes the checker and computes
-  erfc (checked against scipy here; keras-hub ViT and Whisper in tests/test_keras_hub.py).
+  erfc (checked against scipy here; keras-hub ViT and Whisper in tests/e2e/test_keras_hub.py).
 - A grouped convolution (ConvNeXt's depthwise 7x7): Keras compiles it as an XLA function on CPU, which tf2onnx
   leaves as a StatefulPartitionedCall; exported again from the SavedModel with functions inlined.
 - keras-hub MiT: the dynamic-batch export fails in onnxruntime even unoptimized; exported again at batch 1.

@@ -17,7 +17,7 @@ from pipeline.run.plan import PlanNode
 from pipeline.run.reproduce import _compare_builds, _gate
 from pipeline.stages import STAGES
 
-from .recipes import digits_data, recipe_file
+from ..recipes import digits_data, recipe_file
 
 
 def _run(recipe: Path, out: Path, lines: list[str] | None = None, **options: object) -> dict:

@@ -10,8 +10,8 @@ import pytest
 
 from pipeline.cli import main
 
-from .helpers import assert_batch_summary
-from .recipes import write_recipe
+from ..helpers import assert_batch_summary
+from ..recipes import write_recipe
 
 
 def _recipes(zoo, folder: Path) -> list[Path]:

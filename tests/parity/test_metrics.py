@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.parity import evaluate_gates
 
-from .helpers import compare_arrays
+from ..helpers import compare_arrays
 
 _compare = partial(compare_arrays, batch=2)
 

@@ -15,8 +15,8 @@ import pytest
 
 from scripts.zoo import hub_backbones
 
-from .cli import run_report
-from .recipes import recipe_file
+from ..cli import run_report
+from ..recipes import recipe_file
 
 keras_hub = pytest.importorskip("keras_hub")
 

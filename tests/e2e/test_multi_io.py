@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from .cli import edgeport
-from .recipes import write_recipe
+from ..cli import edgeport
+from ..recipes import write_recipe
 
 
 def _saved_model(root: Path, build: Callable[[Any], Any]) -> Any:

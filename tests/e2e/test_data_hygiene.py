@@ -13,7 +13,7 @@ from pipeline.recipe import DataSpec, load_recipe
 from pipeline.report.text import summary
 from pipeline.run import RunOptions, run_recipe
 
-from .recipes import recipe_file
+from ..recipes import recipe_file
 
 
 def _warnings(zoo, tmp_path: Path, calibration: dict, evaluation: np.ndarray) -> tuple[list[str], str]:

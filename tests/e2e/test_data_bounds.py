@@ -18,8 +18,8 @@ import pytest
 
 from pipeline.cli import main
 
-from .cli import edgeport, edgeport_env
-from .recipes import recipe_file
+from ..cli import edgeport, edgeport_env
+from ..recipes import recipe_file
 
 # A child writing a file past this is killed by SIGXFSZ: what "nothing large was written" is measured with.
 FILE_SIZE_CAP = 8 * 2**20

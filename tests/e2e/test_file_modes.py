@@ -10,7 +10,7 @@ from pathlib import Path
 from pipeline.recipe import load_recipe
 from pipeline.run import RunOptions, run_recipe
 
-from .recipes import write_recipe
+from ..recipes import write_recipe
 
 
 def test_reports_artifacts_and_cache_entries_follow_the_umask(zoo, tmp_path: Path) -> None:

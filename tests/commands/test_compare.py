@@ -11,8 +11,8 @@ import pytest
 from pipeline.commands.compare import artifact_at, default_gates
 from pipeline.sources import load_source
 
-from .cli import edgeport
-from .helpers import run_stage
+from ..cli import edgeport
+from ..helpers import run_stage
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ from pipeline.recipe import load_recipe
 from pipeline.run import RunOptions, run_recipe
 from pipeline.run.cache import CACHE_LAYOUT
 
-from .cli import edgeport_env, edgeport_watching, imported
-from .recipes import digits_data, recipe_file
+from ..cli import edgeport_env, edgeport_watching, imported
+from ..recipes import digits_data, recipe_file
 
 
 def _recipe(zoo, tmp_path: Path, opset: int = 17, limit: int = 64) -> Path:

@@ -15,7 +15,7 @@ from pipeline.cli import main
 from pipeline.recipe import MAX_RECIPE_BYTES, RESERVED_NAMES
 from pipeline.report import REPORT_FILES
 
-from .recipes import write_recipe
+from ..recipes import write_recipe
 
 BOMB = "\n".join(
     [

@@ -15,7 +15,7 @@ import pytest
 from pipeline.errors import RecipeError
 from pipeline.recipe import TargetName, load_recipe
 
-from .recipes import recipe_file
+from ..recipes import recipe_file
 
 RANDOM = {"random": {"samples": 48, "seed": 1}}
 

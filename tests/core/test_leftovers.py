@@ -14,7 +14,7 @@ from pipeline.recipe import load_recipe
 from pipeline.run import RunOptions, run_recipe
 from pipeline.run.cache import CACHE_LAYOUT
 
-from .recipes import write_recipe
+from ..recipes import write_recipe
 
 
 def _dead_pid() -> int:

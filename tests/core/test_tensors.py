@@ -14,8 +14,8 @@ import pytest
 from pipeline.core.tensors import match_outputs
 from pipeline.errors import DataError
 
-from .cli import edgeport
-from .recipes import write_recipe
+from ..cli import edgeport
+from ..recipes import write_recipe
 
 
 def _tf2onnx(saved_model: Path, out: Path, *options: str) -> Path:

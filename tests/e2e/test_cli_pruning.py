@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .cli import run_report
-from .recipes import digits_data, recipe_file
+from ..cli import run_report
+from ..recipes import digits_data, recipe_file
 
 
 def test_prune_once_then_int8_tflite_and_onnx(zoo, tmp_path: Path) -> None:

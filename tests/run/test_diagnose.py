@@ -21,8 +21,8 @@ from pipeline.run import RunOptions, run_recipe
 from pipeline.run.diagnose import GAP_RATIO
 from pipeline.sources import load_source
 
-from .helpers import run_stage
-from .recipes import digits_data, recipe_file
+from ..helpers import run_stage
+from ..recipes import digits_data, recipe_file
 
 EPYC = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse4_1 avx avx2 fma f16c\n\nprocessor\t: 1\n"
 SAPPHIRE = "model name\t: Intel(R) Xeon(R) Platinum 8480+\nflags\t: avx2 fma avx512f avx512bw avx512_vnni amx_int8\n"

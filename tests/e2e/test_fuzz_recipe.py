@@ -18,7 +18,7 @@ from pipeline.errors import RecipeError
 from pipeline.recipe import load_recipe
 from pipeline.stages import STAGES
 
-from .recipes import write_recipe
+from ..recipes import write_recipe
 
 EXAMPLES = int(os.environ.get("EDGEPORT_FUZZ_EXAMPLES", "300"))
 KNOWN_KEYS = [

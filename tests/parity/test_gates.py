@@ -19,7 +19,7 @@ from pipeline.report.text import summary
 from pipeline.stages.onnx import OnnxOptions, OnnxStage
 from pipeline.stages.tflite import TfliteOptions, TfliteStage
 
-from .helpers import compare_arrays
+from ..helpers import compare_arrays
 
 _compare = partial(compare_arrays, batch=8)
 

@@ -15,7 +15,7 @@ from pipeline.cli import main
 from pipeline.core.tensors import match_inputs
 from pipeline.errors import DataError
 
-from .recipes import write_recipe
+from ..recipes import write_recipe
 
 
 @pytest.fixture(scope="module")

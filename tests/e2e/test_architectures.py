@@ -16,7 +16,7 @@ from pipeline.recipe import load_recipe
 from pipeline.run import RunOptions, run_recipe
 from scripts.applications import build_application
 
-from .recipes import recipe_file
+from ..recipes import recipe_file
 
 pytestmark = pytest.mark.slow
 

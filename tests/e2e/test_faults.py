@@ -14,8 +14,8 @@ from pathlib import Path
 from pipeline.core.artifact import Artifact
 from pipeline.runtimes import runtime_for
 
-from .cli import edgeport, edgeport_env, start_edgeport
-from .recipes import digits_data, recipe_file
+from ..cli import edgeport, edgeport_env, start_edgeport
+from ..recipes import digits_data, recipe_file
 
 
 def _recipe(zoo, tmp_path: Path) -> Path:

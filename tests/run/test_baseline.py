@@ -16,8 +16,8 @@ from pipeline.report.document import settle_verdict
 from pipeline.report.text import summary
 from pipeline.run.baseline import apply_baseline, limit_of
 
-from .cli import edgeport
-from .recipes import digits_data, recipe_file
+from ..cli import edgeport
+from ..recipes import digits_data, recipe_file
 
 
 def _output(name: str, **metrics: float) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import pytest
 
 from pipeline.cli import main
 
-from .recipes import write_recipe
+from ..recipes import write_recipe
 
 GOOD = """\
 name: matrix
