@@ -42,14 +42,6 @@ class GateResult:
         }
 
 
-def add_gate(entry: dict[str, Any], gate: GateResult) -> None:
-    """A gate judged after the output's entry was written (against a baseline, a rebuild), added to it: a failing
-    one fails an output that had passed. The one place such a gate changes an output's status."""
-    entry["parity"].setdefault("gates", []).append(gate.to_dict())
-    if not gate.passed and entry.get("status") == "passed":
-        entry["status"] = "failed"
-
-
 def evaluate_gates(
     metrics: dict[str, float], thresholds: dict[str, float], tensor: str | None = None, against: str | None = None
 ) -> list[GateResult]:

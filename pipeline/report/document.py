@@ -34,8 +34,8 @@ def build_report(
     started: datetime,
     seconds: float,
 ) -> dict[str, Any]:
-    """The report without its verdict: `settle_verdict` sets `passed` and `exit_code` once every gate is in
-    (a baseline adds gates after the outputs ran)."""
+    """The report without its verdict, from output entries written once every gate was in (a baseline's and a
+    rebuild's too): `settle_verdict` then sets `passed` and `exit_code` from their statuses."""
     return {
         "schema_version": SCHEMA_VERSION,
         "tool": {"name": "edgeport", "version": __version__},

@@ -1,6 +1,7 @@
 """Regressions against an earlier report.json (the last release's): a metric worse beyond tolerance fails its output.
 
-Reads and changes report dicts only; knows no runtime, stage or recipe.
+Reads the earlier report.json and adds gates to this run's output results before they are written; knows no
+runtime, stage or recipe.
 
 Tolerances by default: errors (`max_abs`, `mean_abs`, `rmse`, `nrmse`, `p99_abs`) may grow by 10% of their previous
 value; fractions (`cosine`, `min_cosine`, `top1_agreement`, `accuracy`, `accuracy_drop` and the interval ends
@@ -17,9 +18,9 @@ from typing import Any
 
 from pipeline.core.metric_registry import METRICS
 from pipeline.parity import GATE_OPS, GateResult
-from pipeline.parity.gates import add_gate
 from pipeline.report.json import read_report
 from pipeline.report.text import as_float, number
+from pipeline.run.result import OutputResult
 
 # How much worse than the baseline a metric may get, from the registry: errors by a fraction, the rest by a step.
 RELATIVE = {name: m.baseline[1] for name, m in METRICS.items() if m.baseline and m.baseline[0] == "relative"}
@@ -27,17 +28,17 @@ ABSOLUTE = {name: m.baseline[1] for name, m in METRICS.items() if m.baseline and
 _ROUNDING = 1e-12  # a previous error of exactly 0 must not fail on float noise
 
 
-def apply_baseline(report: dict[str, Any], baseline_path: Path, tolerance: float | None = None) -> None:
-    """Add `baseline` to the report and to each output found in both; fail outputs that regressed.
-    The caller settles the report's verdict afterwards (`settle_verdict`)."""
+def apply_baseline(results: list[OutputResult], baseline_path: Path, tolerance: float | None = None) -> dict[str, Any]:
+    """Hold each output found in both against the earlier report: a metric that regressed is a failed gate of that
+    output (`against: baseline`). Returns the report's `baseline` section."""
     previous = read_baseline(Path(baseline_path))
     before = {o.get("name"): o for o in previous["outputs"] if isinstance(o, dict)}
     regressions = 0
-    for output in report.get("outputs") or []:
-        old = before.get(output.get("name"))
-        if old is not None and output.get("parity"):
-            regressions += _compare_output(output, old, tolerance)
-    report["baseline"] = {
+    for result in results:
+        old = before.get(result.name)
+        if old is not None and result.parity is not None:
+            regressions += _compare_output(result, old, tolerance)
+    return {
         "path": str(baseline_path),
         "recipe": (previous.get("recipe") or {}).get("name"),
         "started": previous.get("started"),
@@ -63,8 +64,9 @@ def limit_of(metric: str, previous: float, tolerance: float | None = None) -> fl
     return previous + step if GATE_OPS[metric] == "<=" else previous - step
 
 
-def _compare_output(output: dict[str, Any], old: dict[str, Any], tolerance: float | None) -> int:
-    now = (output.get("parity") or {}).get("metrics") or {}
+def _compare_output(result: OutputResult, old: dict[str, Any], tolerance: float | None) -> int:
+    assert result.parity is not None
+    now = result.parity.metrics
     then = (old.get("parity") or {}).get("metrics") or {}
     entries, regressed = {}, 0
     for metric in [m for m in now if m in then and m in GATE_OPS]:
@@ -82,14 +84,10 @@ def _compare_output(output: dict[str, Any], old: dict[str, Any], tolerance: floa
         }
         if worse:
             regressed += 1
-            _fail(output, metric, limit, current, previous)
-    output["baseline"] = entries
+            note = f"regressed from {number(previous)}"
+            result.add_gate(GateResult(metric, GATE_OPS[metric], limit, current, False, note, against="baseline"))
+    result.baseline = entries
     return regressed
-
-
-def _fail(output: dict[str, Any], metric: str, limit: float, current: float, previous: float) -> None:
-    note = f"regressed from {number(previous)}"
-    add_gate(output, GateResult(metric, GATE_OPS[metric], limit, current, False, note, against="baseline"))
 
 
 def read_baseline(path: Path) -> dict[str, Any]:

@@ -16,12 +16,13 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from queue import Empty, SimpleQueue
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from pipeline.run.plan import OutputPlan
 from pipeline.stages import STAGES
 
 Executor = TypeVar("Executor")
+Result = TypeVar("Result")
 Numbered = tuple[int, OutputPlan]  # 1-based position in the run, for the progress lines
 
 
@@ -51,13 +52,13 @@ def run_in_lanes(
     lanes: list[list[Numbered]],
     jobs: int,
     make_executor: Callable[[int], Executor],
-    run_output: Callable[[Numbered, Executor], dict[str, Any]],
-) -> list[dict[str, Any]]:
-    """Every output's report entry, in the run's order; `make_executor(i)` gives thread i its own executor."""
+    run_output: Callable[[Numbered, Executor], Result],
+) -> list[Result]:
+    """Every output's result, in the run's order; `make_executor(i)` gives thread i its own executor."""
     waiting: SimpleQueue[list[Numbered]] = SimpleQueue()
     for lane in lanes:
         waiting.put(lane)
-    results: dict[int, dict[str, Any]] = {}
+    results: dict[int, Result] = {}
     lock = threading.Lock()
 
     def work(index: int) -> None:

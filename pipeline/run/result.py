@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.parity import ParityResult
+from pipeline.parity import GateResult, ParityResult
 from pipeline.run.checker import Check
 from pipeline.run.plan import OutputPlan
 from pipeline.stages import STAGES
@@ -22,6 +22,8 @@ class OutputResult:
     latency: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
+    reproducible: dict[str, Any] | None = None  # the rebuild's comparison (--verify-reproducible)
+    baseline: dict[str, Any] | None = None  # metric → previous, current, limit, regressed (--baseline)
 
     @classmethod
     def for_plan(cls, plan: OutputPlan) -> OutputResult:
@@ -29,8 +31,8 @@ class OutputResult:
 
     @property
     def status(self) -> str:
-        """passed | failed | error: the one rule, read from the check (error until one ran, or when the chain or
-        the check failed). Gates added to the written entry later (baseline, rebuild) go through add_gate."""
+        """passed | failed | error: the one rule, read from the check's gates (error until one ran, or when the chain
+        or the check failed). Gates judged after the check (baseline, rebuild) are among them: see `add_gate`."""
         if self.error is not None or self.check is None:
             return "error"
         return "passed" if self.check.passed else "failed"
@@ -38,6 +40,13 @@ class OutputResult:
     @property
     def parity(self) -> ParityResult | None:
         return self.check.parity if self.check else None
+
+    def add_gate(self, gate: GateResult) -> None:
+        """A gate judged after the check (against a baseline, a rebuild): one more of the output's gates, so a
+        failing one fails the output through `status` like any other, before the entry is written."""
+        if self.check is None:
+            raise ValueError(f"output {self.name!r} has no check to add a {gate.metric} gate to")
+        self.check.parity.gates.append(gate)
 
     def to_dict(self) -> dict[str, Any]:
         entry: dict[str, Any] = {
@@ -63,4 +72,8 @@ class OutputResult:
             entry["targets"] = {name: report.to_dict() for name, report in self.check.targets.items()}
         if self.latency is not None:
             entry["latency"] = self.latency
+        if self.reproducible is not None:
+            entry["reproducible"] = self.reproducible
+        if self.baseline is not None:
+            entry["baseline"] = self.baseline
         return entry

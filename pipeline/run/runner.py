@@ -89,9 +89,15 @@ def run_recipe(recipe: LoadedRecipe, options: RunOptions, log: Log = stderr_log)
     finally:
         if worker is not None:
             worker.close()
+    held_against = None
+    if options.baseline is not None:  # its gates join each output's before any entry is written
+        from pipeline.run.baseline import apply_baseline
+
+        held_against = apply_baseline(results, options.baseline)
     data = {section: dataset.describe() for section, dataset in datasets.items()}
     recipe_fields = {"name": recipe.spec.name, "path": str(recipe.path), "version": recipe.spec.version}
-    report = build_report(recipe_fields, described, data, results, started, time.perf_counter() - clock)
+    entries = [result.to_dict() for result in results]
+    report = build_report(recipe_fields, described, data, entries, started, time.perf_counter() - clock)
     report["warnings"] = warnings
     report["cache"] = {
         "enabled": cache.enabled,
@@ -99,10 +105,8 @@ def run_recipe(recipe: LoadedRecipe, options: RunOptions, log: Log = stderr_log)
         "source_loaded": source.loaded,
         "notes": cache.notes,
     }
-    if options.baseline is not None:
-        from pipeline.run.baseline import apply_baseline
-
-        apply_baseline(report, options.baseline)
+    if held_against is not None:
+        report["baseline"] = held_against
     settle_verdict(report)
     write_reports(report, options.out_dir)
     return report
@@ -116,7 +120,7 @@ def _run_outputs(
     options: RunOptions,
     manifest: Manifest,
     log: Log,
-) -> tuple[dict[str, Any], dict[str, Dataset], list[dict[str, Any]], list[str]]:
+) -> tuple[dict[str, Any], dict[str, Dataset], list[OutputResult], list[str]]:
     """Preflight (source tensors, data, plan), then every output in turn; also the run's data warnings."""
     worker, remote = workers
     described = source.describe()
@@ -183,8 +187,8 @@ class _Lanes:
 
     def run(
         self, plans: list[OutputPlan], options: RunOptions, executor: ChainExecutor, checker: OutputChecker
-    ) -> list[dict[str, Any]]:
-        def output(numbered: tuple[int, OutputPlan], lane: ChainExecutor) -> dict[str, Any]:
+    ) -> list[OutputResult]:
+        def output(numbered: tuple[int, OutputPlan], lane: ChainExecutor) -> OutputResult:
             number, plan = numbered
             prefix = f"  [{number}/{len(plans)}] {plan.name}"
             return _output(plan, prefix, lane, checker, (self.manifest, self.provenance), self.log)
@@ -220,8 +224,8 @@ def _output(
     checker: OutputChecker,
     shipping: tuple[Manifest, Provenance],
     log: Log,
-) -> dict[str, Any]:
-    """Build one output's chain, publish its file, check it; its report entry."""
+) -> OutputResult:
+    """Build one output's chain, publish its file, check it; its result, written once every gate is in."""
     manifest, provenance = shipping
     result = OutputResult.for_plan(plan)
     clear_published(manifest, plan.name)
@@ -234,12 +238,12 @@ def _output(
         _publish_and_check(plan, chain.artifacts, result, checker, (manifest, output_provenance(provenance, plan)))
     if result.error is not None:
         log(f"{prefix}: error: {result.error}")
-        return result.to_dict()
+        return result
     assert result.check is not None
     if result.latency is not None:
         log(f"{prefix}: latency {latency_text(result.latency)}")
     _log_check(result.check, f"{prefix}: ", result.published["runtime"], log)
-    return result.to_dict()
+    return result
 
 
 def _publish_and_check(

@@ -17,6 +17,7 @@ from pipeline.report.text import summary
 from pipeline.run.baseline import apply_baseline, limit_of
 
 from ..cli import edgeport
+from ..helpers import checked_result
 from ..recipes import digits_data, recipe_file
 
 
@@ -45,8 +46,10 @@ def _write(tmp_path: Path, report: dict[str, Any]) -> Path:
 
 def test_worse_beyond_tolerance_fails_and_within_passes(tmp_path: Path) -> None:
     old = _write(tmp_path, _report(_output("int8", max_abs=1.0, cosine=0.999, accuracy=0.97), _output("gone")))
-    report = _report(_output("int8", max_abs=1.09, cosine=0.99, accuracy=0.968), _output("new", max_abs=5.0))
-    apply_baseline(report, old)
+    results = [checked_result("int8", max_abs=1.09, cosine=0.99, accuracy=0.968), checked_result("new", max_abs=5.0)]
+    held = apply_baseline(results, old)
+    assert results[0].status == "failed" and results[1].status == "passed"  # judged before any entry is written
+    report = {**_report(*[result.to_dict() for result in results]), "baseline": held}
     settle_verdict(report)
     int8 = report["outputs"][0]
     assert int8["baseline"]["max_abs"]["regressed"] is False  # +9% < 10%
@@ -78,11 +81,11 @@ def test_explicit_tolerance_and_directions() -> None:
 
 def test_error_output_and_non_finite_values(tmp_path: Path) -> None:
     old = _write(tmp_path, _report(_output("a", max_abs=1.0), _output("b", max_abs="nan")))
-    broken = _output("a", max_abs="nan")
-    errored = {**_output("b", max_abs=1.0), "status": "error"}
-    report = _report(broken, errored)
-    apply_baseline(report, old)
-    settle_verdict(report)
+    results = [checked_result("a", max_abs=float("nan")), checked_result("b", max_abs=1.0)]
+    results[1].error = "onnxruntime could not run the file"
+    apply_baseline(results, old)
+    report = settle_verdict(_report(*[result.to_dict() for result in results]))
+    broken, errored = report["outputs"]
     assert broken["baseline"]["max_abs"]["regressed"] is True and broken["baseline"]["max_abs"]["current"] == "nan"
     assert errored["status"] == "error" and errored["baseline"] == {}  # nothing held against a NaN baseline
     assert report["exit_code"] == 3
@@ -94,11 +97,11 @@ def test_missing_or_corrupt_baseline_is_bad_input(tmp_path: Path, content: str |
     path = tmp_path / "old.json"
     if content is not None:
         path.write_text(content)
-    before = _report(_output("int8", max_abs=1.0))
-    report = copy.deepcopy(before)
+    results = [checked_result("int8", max_abs=1.0)]
+    before = copy.deepcopy(results[0].to_dict())
     with pytest.raises(EdgeportError, match=r"old\.json") as raised:
-        apply_baseline(report, path)
-    assert raised.value.exit_code == 2 and report == before
+        apply_baseline(results, path)
+    assert raised.value.exit_code == 2 and results[0].to_dict() == before
 
 
 def test_cli_run_against_a_tighter_baseline_exits_1_with_the_regression_in_junit(zoo, tmp_path: Path) -> None:

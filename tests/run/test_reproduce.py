@@ -14,9 +14,10 @@ from pipeline.recipe import load_recipe
 from pipeline.run import RunOptions, run_recipe
 from pipeline.run.executor import ChainResult, with_upstream_weights
 from pipeline.run.plan import PlanNode
-from pipeline.run.reproduce import _compare_builds, _gate
+from pipeline.run.reproduce import compare_builds, reproducible_gate
 from pipeline.stages import STAGES
 
+from ..helpers import checked_result
 from ..recipes import digits_data, recipe_file
 
 
@@ -111,10 +112,14 @@ def test_verify_reproducible_records_both_builds_and_the_gate_fails_a_difference
     assert gates["reproducible"]["passed"] is True and report["exit_code"] == 0
     assert 'name="reproducible &gt;= 1"' in (tmp_path / "out" / "junit.xml").read_text()
     # A rebuild that differs (here: the TFLite file in place of the ONNX one) fails the gate and the output.
-    entry = {**outputs["onnx"], "parity": {**outputs["onnx"]["parity"], "gates": []}}
+    result = checked_result("onnx", max_abs=1e-6)
+    result.published = {"sha256": outputs["onnx"]["sha256"]}
+    assert result.status == "passed"
     other = tmp_path / "other.onnx"
     shutil.copy(tmp_path / "out" / "fp32" / "model.tflite", other)
-    entry["reproducible"] = _compare_builds(entry, ChainResult([Artifact(kind="onnx", path=other, key="x")], [], []))
-    _gate(entry)
+    result.reproducible = compare_builds(result, ChainResult([Artifact(kind="onnx", path=other, key="x")], [], []))
+    result.add_gate(reproducible_gate(result.reproducible))
+    entry = result.to_dict()
     assert entry["reproducible"]["reproducible"] is False and entry["status"] == "failed"
-    assert entry["parity"]["gates"][0]["value"] == 0.0 and "rebuilt sha256" in entry["parity"]["gates"][0]["note"]
+    gate = entry["parity"]["gates"][-1]
+    assert gate["metric"] == "reproducible" and gate["value"] == 0.0 and "rebuilt sha256" in gate["note"]
