@@ -272,6 +272,15 @@ class Gates(MetricGates):  # type: ignore[misc,valid-type]
     micro_arena_kib: float | None = Field(
         None, gt=0, description="At most this many KiB of TFLite Micro arena (needs `micro` in the output's targets)."
     )
+    float32_noise: float | None = Field(
+        None,
+        ge=1,
+        le=100,
+        description="An unquantized file's whole-output `max_abs` gate also passes within this many times the source's "
+        "own float32 spread (the source run against itself: one batch against a sample at a time, inputs one ulp "
+        "off); the gate then shows the raised threshold. For deep networks whose float32 rounding, amplified, is "
+        "larger than the threshold.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -287,7 +296,7 @@ class Gates(MetricGates):  # type: ignore[misc,valid-type]
         return flat
 
     def thresholds(self) -> dict[str, float]:
-        dumped = self.model_dump(exclude={"tensors", "reproducible", "micro_arena_kib"})
+        dumped = self.model_dump(exclude={"tensors", "reproducible", "micro_arena_kib", "float32_noise"})
         return {name: value for name, value in dumped.items() if value is not None}
 
     def tensor_thresholds(self) -> dict[str, dict[str, float]]:

@@ -5,8 +5,9 @@ pixels in the range the model expects) and keras-hub backbones built tiny with r
 nothing downloaded). Each goes through edgeport (fp32 TFLite, int8 TFLite, fp32 ONNX, static int8 ONNX; rescues
 on) and through the raw calls
 (`TFLiteConverter.from_keras_model`, `tf2onnx.convert.from_keras`, Keras `Model.export(format="litert" | "onnx")`),
-each file run in its runtime against Keras on the same 16 samples (fp32 passes at max_abs <= 1e-4). The table is
-written to docs/zoo.md from the run's results: generated, never edited by hand.
+each file run in its runtime against Keras on the same 16 samples (fp32 passes at max_abs <= 1e-4, or within 4× the
+source's own float32 spread: `gates: {float32_noise: 4}`, the raw files judged the same way). The table is written
+to docs/zoo.md from the run's results: generated, never edited by hand.
 
     python scripts/zoo.py                      # the whole zoo (hours on 2 cores)
     python scripts/zoo.py --only MobileNetV2 bert --table docs/zoo.md
@@ -32,6 +33,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 SAMPLES, SEQUENCE, VOCABULARY = 16, 16, 100
 FP32_MAX_ABS = 1e-4
+# Deep random-weight CNNs amplify float32 rounding past 1e-4 (ResNet50: Keras's own outputs move 5.5e-4 with its
+# inputs one ulp off): an fp32 file within this many times the source's spread is as exact as the source's own run.
+FLOAT32_NOISE = 4.0
+FP32_GATES = {"max_abs": FP32_MAX_ABS, "float32_noise": FLOAT32_NOISE}
 # Keras Applications and the smallest input each takes with weights=None.
 APPLICATIONS = {
     **dict.fromkeys(
@@ -58,9 +63,9 @@ APPLICATIONS = {
 # Constructors whose models rescale [0, 255] pixels themselves (include_preprocessing): fed and calibrated so.
 RESCALING = {"ConvNeXtTiny", "EfficientNetB0", "EfficientNetV2B0", "MobileNetV3Large"}
 OUTPUTS = {
-    "tflite fp32": {"stages": ["tflite"], "gates": {"max_abs": FP32_MAX_ABS}},
+    "tflite fp32": {"stages": ["tflite"], "gates": FP32_GATES},
     "tflite int8": {"stages": [{"tflite": {"quantize": "int8"}}]},
-    "onnx fp32": {"stages": ["onnx"], "gates": {"max_abs": FP32_MAX_ABS}},
+    "onnx fp32": {"stages": ["onnx"], "gates": FP32_GATES},
     "onnx int8": {"stages": [{"onnx": {"quantize": "static"}}]},
 }
 RAW = ("from_keras_model", "tf2onnx.from_keras", "export litert", "export onnx")
@@ -254,12 +259,14 @@ def run_edgeport(name: str, folder: Path, inputs: list[str]) -> dict[str, Any]:
     results = {}
     for output, entry in zip(OUTPUTS, report["outputs"], strict=True):
         metrics = (entry.get("parity") or {}).get("metrics") or {}
+        gates = (entry.get("parity") or {}).get("gates") or []
         results[output] = {
             "status": entry["status"],
             "max_abs": metrics.get("max_abs"),
             "cosine": metrics.get("cosine"),
             "rescues": [rescue["name"] for rescue in entry.get("rescues") or []],
             "findings": [finding["kind"] for finding in entry.get("findings") or []],
+            "within_noise": any("(gates: float32_noise)" in (gate.get("note") or "") for gate in gates),
             "error": (entry.get("error") or "").splitlines()[:1],
         }
     return results
@@ -268,6 +275,7 @@ def run_edgeport(name: str, folder: Path, inputs: list[str]) -> dict[str, Any]:
 def raw_calls(folder: Path) -> dict[str, Any]:
     """The raw calls a user would make on folder/model.keras, each file run against Keras on data.npz."""
     from pipeline.frameworks import captured_native_output, import_tensorflow
+    from pipeline.run.diagnose import float32_spread
 
     tf = import_tensorflow()
     import keras
@@ -276,6 +284,13 @@ def raw_calls(folder: Path) -> dict[str, Any]:
     data = dict(np.load(folder / "data.npz"))
     structured: Any = data if isinstance(model.input, dict) else next(iter(data.values()))  # one array: `x`
     reference = [np.asarray(value) for value in keras.tree.flatten(model.predict_on_batch(structured))]
+
+    def predict(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        batch = feed if isinstance(model.input, dict) else next(iter(feed.values()))
+        return {str(i): np.asarray(v) for i, v in enumerate(keras.tree.flatten(model.predict_on_batch(batch)))}
+
+    spreads, _ = float32_spread(predict, data)  # as edgeport measures the source's, for the same judgement
+    noise = max(spreads.values(), default=0.0)
     results: dict[str, Any] = {}
     for name, make in (
         ("from_keras_model", lambda: _litert(tf.lite.TFLiteConverter.from_keras_model(model).convert(), folder)),
@@ -290,7 +305,7 @@ def raw_calls(folder: Path) -> dict[str, Any]:
         except Exception as error:  # the raw tools fail in many ways: each is a row's result
             results[name] = {"status": "error", "error": str(error).strip().splitlines()[:1]}
             continue
-        results[name] = _judge(reference, outputs)
+        results[name] = _judge(reference, outputs, noise)
     return results
 
 
@@ -343,8 +358,9 @@ def _paired(name: str, data: dict[str, np.ndarray]) -> str:
     return bare if bare in data else next(key for key in data if bare.endswith(key) or key.endswith(bare))
 
 
-def _judge(reference: list[np.ndarray], outputs: list[np.ndarray]) -> dict[str, Any]:
-    """fp32 parity as edgeport's gate would judge it, outputs paired by shape (the raw files rename them)."""
+def _judge(reference: list[np.ndarray], outputs: list[np.ndarray], noise: float) -> dict[str, Any]:
+    """fp32 parity as edgeport's gates judge it (max_abs, or within FLOAT32_NOISE× the source's float32 spread
+    `noise`), outputs paired by shape (the raw files rename them)."""
     if len(outputs) != len(reference):
         return {"status": "failed", "error": [f"{len(outputs)} outputs where Keras has {len(reference)}"]}
     worst = 0.0
@@ -356,7 +372,9 @@ def _judge(reference: list[np.ndarray], outputs: list[np.ndarray]) -> dict[str, 
         best = min(same, key=lambda out: float(np.max(np.abs(out - expected))))
         left.remove(best)
         worst = max(worst, float(np.max(np.abs(best - expected))))
-    return {"status": "passed" if worst <= FP32_MAX_ABS else "failed", "max_abs": worst}
+    within_noise = FP32_MAX_ABS < worst <= FLOAT32_NOISE * noise
+    passed = worst <= FP32_MAX_ABS or within_noise
+    return {"status": "passed" if passed else "failed", "max_abs": worst, "within_noise": within_noise}
 
 
 def cell(result: dict[str, Any] | None, measure: str = "max_abs") -> str:
@@ -369,7 +387,7 @@ def cell(result: dict[str, Any] | None, measure: str = "max_abs") -> str:
     text = mark if value is None else f"{mark} {value:.1e}" if measure == "max_abs" else f"{mark} cos {value:.3f}"
     if result.get("rescues"):
         text += f" ↻ {', '.join(result['rescues'])}"
-    if "float32_noise" in (result.get("findings") or []):
+    if result.get("within_noise") or "float32_noise" in (result.get("findings") or []):
         text += " ≈ float32 noise"
     return text
 
@@ -403,10 +421,10 @@ def table(rows: dict[str, dict[str, Any]]) -> str:
         f"Generated by `python scripts/zoo.py` ({len(rows)} models) on {describe_cpu(cpu_info())}; {versions}.\n"
         f"Random images: pixels in [0, 255] for {', '.join(sorted(RESCALING))} (which rescale their own inputs), "
         "in [0, 1) for the other Applications. "
-        f"fp32 passes at max_abs <= {FP32_MAX_ABS:g} against Keras on {SAMPLES} samples; int8 by edgeport's default "
-        "gates (cosine 0.99, min_cosine 0.9), which random weights often miss. ↻ names the rescue edgeport took; "
-        "≈ float32 noise: the file misses max_abs within 4× the source's own float32 spread (the float32_noise "
-        "finding). "
+        f"fp32 passes at max_abs <= {FP32_MAX_ABS:g} against Keras on {SAMPLES} samples, or within "
+        f"{FLOAT32_NOISE:g}× the source's own float32 spread (`gates: {{float32_noise: {FLOAT32_NOISE:g}}}`; marked "
+        "≈ float32 noise; raw files are judged the same way); int8 by edgeport's default gates (cosine 0.99, "
+        "min_cosine 0.9), which random weights often miss. ↻ names the rescue edgeport took. "
         "Raw columns: the file the call wrote, run in LiteRT / onnxruntime against Keras.\n\n" + "\n".join(lines) + "\n"
     )
 

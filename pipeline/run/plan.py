@@ -36,6 +36,7 @@ class OutputPlan:
     input_map: dict[str, str] = field(default_factory=dict)  # source input → this file's input, as given
     targets: list[str] = field(default_factory=list)  # deployment targets (pipeline.targets), each a gate
     micro_arena_kib: float | None = None  # gates: {micro_arena_kib: N}
+    float32_noise: float | None = None  # gates: {float32_noise: k}: max_abs also passes within k× the source's spread
 
 
 def plan_recipe(
@@ -85,6 +86,7 @@ def plan_recipe(
         plan.reproducible_gate = bool(output.gates.reproducible)
         plan.tensor_map, plan.input_map = dict(output.tensor_map), dict(output.input_map)
         plan.targets, plan.micro_arena_kib = list(output.targets), output.gates.micro_arena_kib
+        plan.float32_noise = output.gates.float32_noise
         plans.append(plan)
     return plans
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.run.diagnose import FLOAT_NOISE_RATIO, float_noise_finding
+from pipeline.parity import GateResult
+from pipeline.run.diagnose import FLOAT_NOISE_RATIO, float_noise_finding, within_float32_noise
 
 from ..cli import run_report
 from ..recipes import recipe_file
@@ -34,11 +35,12 @@ def test_a_file_within_the_source_s_own_rounding_gets_a_finding_not_blame(tmp_pa
     outputs = {
         "tight": {"stages": ["tflite"], "gates": {"max_abs": 1e-6}},
         "default": {"stages": ["tflite"]},
+        "tolerant": {"stages": ["tflite"], "gates": {"max_abs": 1e-6, "float32_noise": FLOAT_NOISE_RATIO}},
     }
     data = {"evaluation": {"npz": tmp_path / "data.npz", "inputs": "x"}}
     recipe = recipe_file(tmp_path, name="wide", source=tmp_path / "wide.keras", data=data, outputs=outputs)
     report = run_report(recipe, tmp_path / "out", 1)
-    tight, default = report["outputs"]
+    tight, default, tolerant = report["outputs"]
     assert tight["status"] == "failed" and default["status"] == "passed" and default["findings"] == []
     [finding] = tight["findings"]
     measured = finding["measured"]
@@ -46,7 +48,12 @@ def test_a_file_within_the_source_s_own_rounding_gets_a_finding_not_blame(tmp_pa
     noise = max(measured["source_batch_vs_sample"], measured["source_one_ulp_inputs"])
     assert noise > 0 and measured["max_abs"] <= FLOAT_NOISE_RATIO * noise
     assert 30 < measured["output_scale"] < 1000
-    assert "set max_abs:" in finding["fix"]
+    assert "set max_abs:" in finding["fix"] and "float32_noise: 4" in finding["fix"]
+    # The same file, gated with float32_noise: its max_abs gate passes at 4× the spread the finding measured.
+    [gate] = tolerant["parity"]["gates"]
+    assert tolerant["status"] == "passed" and tolerant["findings"] == []
+    assert gate["passed"] is True and gate["value"] == measured["max_abs"] > 1e-6
+    assert gate["threshold"] == FLOAT_NOISE_RATIO * noise and "the recipe's threshold was 1e-06" in gate["note"]
 
 
 def test_a_file_well_beyond_the_rounding_gets_none() -> None:
@@ -55,4 +62,17 @@ def test_a_file_well_beyond_the_rounding_gets_none() -> None:
     assert float_noise_finding(1e-5, {"batch_vs_sample": 0.0, "one_ulp_inputs": 0.0}, 60.0, 32) is None
     assert float_noise_finding(float("nan"), spreads, 60.0, 32) is None
     finding = float_noise_finding(1e-5, spreads, 60.0, 32)
-    assert finding is not None and finding["fix"].endswith("max_abs: 2e-05")
+    assert finding is not None and "set max_abs: 2e-05," in finding["fix"]
+
+
+def test_float32_noise_raises_only_a_failed_whole_output_max_abs_gate_and_only_as_far_as_the_spread() -> None:
+    spreads = {"batch_vs_sample": 2e-6, "one_ulp_inputs": 3e-6}
+    missed = GateResult("max_abs", "<=", 1e-6, 1e-5, False)
+    raised = within_float32_noise(missed, spreads, 4)
+    assert raised.passed and raised.threshold == 4 * 3e-6 and "spread 3e-06" in (raised.note or "")
+    assert within_float32_noise(missed, spreads, 3) == missed  # 1e-5 > 3 × 3e-6: still failed, as it was
+    boxes = GateResult("max_abs", "<=", 1e-6, 1e-5, False, tensor="boxes")
+    cosine = GateResult("cosine", ">=", 0.99, 0.5, False)
+    nan = GateResult("max_abs", "<=", 1e-6, float("nan"), False)
+    for gate in (boxes, cosine, nan):
+        assert within_float32_noise(gate, spreads, 100) == gate
