@@ -83,9 +83,7 @@ def run_recipe(recipe: LoadedRecipe, options: RunOptions, log: Log = stderr_log)
     if worker is not None and not source.described_from_cache:
         worker.start()  # a cold run: the worker's TensorFlow import overlaps this process's own work
     try:
-        described, datasets, results, warnings = _run_outputs(
-            recipe, source, cache, (worker, remote), options, manifest, log
-        )
+        preflight, results = _run_outputs(recipe, source, cache, (worker, remote), options, manifest, log)
     finally:
         if worker is not None:
             worker.close()
@@ -94,11 +92,11 @@ def run_recipe(recipe: LoadedRecipe, options: RunOptions, log: Log = stderr_log)
         from pipeline.run.baseline import apply_baseline
 
         held_against = apply_baseline(results, options.baseline)
-    data = {section: dataset.describe() for section, dataset in datasets.items()}
+    data = {section: dataset.describe() for section, dataset in preflight.datasets.items()}
     recipe_fields = {"name": recipe.spec.name, "path": str(recipe.path), "version": recipe.spec.version}
     entries = [result.to_dict() for result in results]
-    report = build_report(recipe_fields, described, data, entries, started, time.perf_counter() - clock)
-    report["warnings"] = warnings
+    report = build_report(recipe_fields, preflight.described, data, entries, started, time.perf_counter() - clock)
+    report["warnings"] = preflight.warnings
     report["cache"] = {
         "enabled": cache.enabled,
         "dir": str(cache.root) if cache.enabled else None,
@@ -120,9 +118,43 @@ def _run_outputs(
     options: RunOptions,
     manifest: Manifest,
     log: Log,
-) -> tuple[dict[str, Any], dict[str, Dataset], list[OutputResult], list[str]]:
-    """Preflight (source tensors, data, plan), then every output in turn; also the run's data warnings."""
+) -> tuple[Preflight, list[OutputResult]]:
+    """Preflight, then every output in turn (in lanes where `--jobs` allows), then the rebuilds asked for."""
     worker, remote = workers
+    preflight = _preflight(recipe, source, options, log)
+    plans, datasets = preflight.plans, preflight.datasets
+    left = sweep_work_dirs(Path(tempfile.gettempdir()))  # from runs that were killed (SIGKILL, power loss)
+    if left:
+        log(f"  removed   {len(left)} work folders stopped runs left in {tempfile.gettempdir()}")
+    with work_directory() as work:  # marked as edgeport's: a later run's sweep may remove it, a user's it may not
+        recorder = remote.recorder(Path(work)) if remote is not None else None
+        executing, checking = run_settings(recipe, source, datasets, options, log, recorder)
+        executor = ChainExecutor(executing, Path(work), cache, worker)
+        executor.warm_up(plans)  # the worker's TensorFlow import overlaps the reference predictions below
+        checker = OutputChecker(checking, cache)
+        lanes = _Lanes(Path(work), manifest, preflight.provenance, log)
+        results = lanes.run(plans, options, executor, checker)
+        if options.verify_reproducible or any(plan.reproducible_gate for plan in plans):
+            rebuild = derived_executor(executor, Path(work) / "rebuild", cache=Cache(None, False))
+            provenance = preflight.provenance
+            verify_reproducible(plans, results, rebuild, checker.acceptor, options.verify_reproducible, provenance)
+    return preflight, results
+
+
+@dataclass
+class Preflight:
+    """What a run knows before any stage: the source described, the data loaded, the plans, the data warnings, and
+    the provenance every shipped file is stamped with."""
+
+    described: dict[str, Any]
+    datasets: dict[str, Dataset]
+    plans: list[OutputPlan]
+    warnings: list[str]
+    provenance: Provenance
+
+
+def _preflight(recipe: LoadedRecipe, source: SourceHandle, options: RunOptions, log: Log) -> Preflight:
+    """The source's tensors, the data, the plans and their tensor gates, checked before any work."""
     described = source.describe()
     log(
         f"  source    {source.path.name} ({described['format']}, {described.get('flavour') or source.signature}): "
@@ -141,21 +173,7 @@ def _run_outputs(
     warnings = [*described.get("warnings", []), *hygiene_warnings(datasets, calibrated)]
     for warning in warnings:
         log(f"  warning   {warning}")
-    left = sweep_work_dirs(Path(tempfile.gettempdir()))  # from runs that were killed (SIGKILL, power loss)
-    if left:
-        log(f"  removed   {len(left)} work folders stopped runs left in {tempfile.gettempdir()}")
-    with work_directory() as work:  # marked as edgeport's: a later run's sweep may remove it, a user's it may not
-        recorder = remote.recorder(Path(work)) if remote is not None else None
-        executing, checking = run_settings(recipe, source, datasets, options, log, recorder)
-        executor = ChainExecutor(executing, Path(work), cache, worker)
-        executor.warm_up(plans)  # the worker's TensorFlow import overlaps the reference predictions below
-        checker = OutputChecker(checking, cache)
-        lanes = _Lanes(Path(work), manifest, provenance, log)
-        results = lanes.run(plans, options, executor, checker)
-        if options.verify_reproducible or any(plan.reproducible_gate for plan in plans):
-            rebuild = derived_executor(executor, Path(work) / "rebuild", cache=Cache(None, False))
-            verify_reproducible(plans, results, rebuild, checker.acceptor, options.verify_reproducible, provenance)
-    return described, datasets, results, warnings
+    return Preflight(described, datasets, plans, warnings, provenance)
 
 
 def run_settings(
