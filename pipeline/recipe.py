@@ -637,6 +637,7 @@ def check_chains(recipe: LoadedRecipe) -> None:
                 f"this output gives {given}"
             )
         _check_targets(recipe, name, output, given)
+        _check_float32_noise(recipe, name, output, given, previous)
         gated = set(output.gates.thresholds()).union(*map(set, output.gates.tensor_thresholds().values()))
         needs_labels = {"accuracy", "accuracy_drop"} & gated
         evaluation = spec.data.evaluation
@@ -645,6 +646,22 @@ def check_chains(recipe: LoadedRecipe) -> None:
                 f"{recipe.path}: outputs.{name}.gates: {', '.join(sorted(needs_labels))} "
                 "needs labels; set data.evaluation.labels"
             )
+
+
+def _check_float32_noise(
+    recipe: LoadedRecipe, name: str, output: OutputSpec, given: str, last: tuple[str, StageOptions] | None
+) -> None:
+    """float32_noise holds a float32 file against the source's float32 rounding: quantized files have none to
+    hold."""
+    if output.gates.float32_noise is None:
+        return
+    quantize = getattr(last[1], "quantize", "none") if last is not None else "none"
+    if given not in {"tflite", "onnx"} or quantize != "none":
+        made = f"quantize: {quantize} {given}" if quantize != "none" else given
+        raise RecipeError(
+            f"{recipe.path}: outputs.{name}.gates.float32_noise: applies to unquantized tflite and onnx outputs; "
+            f"this output gives {made}"
+        )
 
 
 def _check_targets(recipe: LoadedRecipe, name: str, output: OutputSpec, given: str) -> None:

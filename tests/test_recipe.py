@@ -36,6 +36,7 @@ outputs:
 
 
 def test_good_recipe_validates_with_typed_options(files: Path) -> None:
+    assert load_recipe(write_recipe(files, GOOD.replace("[tflite]}", "[tflite], gates: {float32_noise: 4}}")))
     recipe = load_recipe(write_recipe(files, GOOD))
     int8 = recipe.spec.outputs["int8"]
     assert int8.stages[0].tflite.quantize == "int8"
@@ -96,6 +97,12 @@ def test_yaml_syntax_error_has_line(files: Path) -> None:
             ("inputs: x, labels: y", "inputs: x"),
             r"outputs\.int8\.gates: accuracy_drop needs labels",
             id="accuracy_gate_needs_labels",
+        ),
+        pytest.param(
+            ("gates: {cosine: 0.99, accuracy_drop: 0.02}", "gates: {cosine: 0.99, float32_noise: 4}"),
+            r"outputs\.int8\.gates\.float32_noise: applies to unquantized tflite and onnx outputs; this output gives "
+            r"quantize: int8 tflite",
+            id="float32_noise_on_a_quantized_output",
         ),
     ],
 )
