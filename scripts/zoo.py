@@ -275,7 +275,7 @@ def run_edgeport(name: str, folder: Path, inputs: list[str]) -> dict[str, Any]:
 def raw_calls(folder: Path) -> dict[str, Any]:
     """The raw calls a user would make on folder/model.keras, each file run against Keras on data.npz."""
     from pipeline.frameworks import captured_native_output, import_tensorflow
-    from pipeline.run.diagnose import float32_spread
+    from pipeline.run.diagnose import float32_noise, float32_spread
 
     tf = import_tensorflow()
     import keras
@@ -290,7 +290,7 @@ def raw_calls(folder: Path) -> dict[str, Any]:
         return {str(i): np.asarray(v) for i, v in enumerate(keras.tree.flatten(model.predict_on_batch(batch)))}
 
     spreads, _ = float32_spread(predict, data)  # as edgeport measures the source's, for the same judgement
-    noise = max(spreads.values(), default=0.0)
+    noise = float32_noise(spreads)
     results: dict[str, Any] = {}
     for name, make in (
         ("from_keras_model", lambda: _litert(tf.lite.TFLiteConverter.from_keras_model(model).convert(), folder)),

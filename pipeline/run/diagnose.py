@@ -110,11 +110,18 @@ def _one_ulp_off(array: np.ndarray) -> np.ndarray:
     return (array + signs * np.spacing(array)).astype(array.dtype)
 
 
+def float32_noise(spreads: dict[str, float]) -> float:
+    """The spread that stands for float32 rounding: the source's outputs with its inputs one ulp off, in the same
+    batch. One batch against a sample at a time is reported beside it, never counted: a model whose outputs depend
+    on the batch's other samples would make it a measure of the model, not of float32 (keras-hub XLNet: 1e-2)."""
+    return spreads.get("one_ulp_inputs", 0.0)
+
+
 def float_noise_finding(max_abs: float, spreads: dict[str, float], scale: float, samples: int) -> dict[str, Any] | None:
     """A finding when an fp32 file misses its max_abs gate by no more than FLOAT_NOISE_RATIO times what the source's
-    own float32 arithmetic moves its outputs by (`spreads`: one batch against a sample at a time, and inputs one
-    ulp off): the gate is tighter than float32 at the output's scale, and the file as right as the source's run."""
-    noise = max(spreads.values(), default=0.0)
+    own float32 rounding moves its outputs by (`float32_noise`): the gate is tighter than float32 at the output's
+    scale, and the file as right as the source's run."""
+    noise = float32_noise(spreads)
     if not (math.isfinite(max_abs) and noise > 0 and max_abs <= FLOAT_NOISE_RATIO * noise):
         return None
     suggested = float(f"{max(2 * max_abs, FLOAT_NOISE_RATIO * noise):.1g}")
@@ -122,10 +129,10 @@ def float_noise_finding(max_abs: float, spreads: dict[str, float], scale: float,
         "kind": "float32_noise",
         "severity": "info",
         "message": (
-            f"the source's own float32 arithmetic moves its outputs by up to max_abs {noise:.3g} (one batch of "
-            f"{samples} against a sample at a time: {spreads['batch_vs_sample']:.3g}; inputs one ulp off: "
-            f"{spreads['one_ulp_inputs']:.3g}), and this file is {max_abs:.3g} from it, within {FLOAT_NOISE_RATIO:g}× "
-            f"that; its outputs reach |{scale:.3g}|. The max_abs gate is tighter than float32 at this scale: the "
+            f"the source's own float32 rounding moves its outputs by up to max_abs {noise:.3g} (its inputs one ulp "
+            f"off; one batch of {samples} against a sample at a time: {spreads['batch_vs_sample']:.3g}), and this "
+            f"file is {max_abs:.3g} from it, within {FLOAT_NOISE_RATIO:g}× that; its outputs reach |{scale:.3g}|. "
+            "The max_abs gate is tighter than float32 at this scale: the "
             "file is as close to the exact result as the source's own run."
         ),
         "fix": (
@@ -138,9 +145,9 @@ def float_noise_finding(max_abs: float, spreads: dict[str, float], scale: float,
 
 def within_float32_noise(gate: GateResult, spreads: dict[str, float], ratio: float) -> GateResult:
     """`gates: {float32_noise: ratio}`: a failed whole-output max_abs gate passes when the file is within `ratio`
-    times the source's own float32 spread; its threshold is then that, and the note gives the recipe's and the
-    spread. Any other gate, or a file beyond it, as it was."""
-    noise = max(spreads.values(), default=0.0)
+    times the source's own float32 spread (`float32_noise`); its threshold is then that, and the note gives the
+    recipe's and the spread. Any other gate, or a file beyond it, as it was."""
+    noise = float32_noise(spreads)
     allowed = ratio * noise
     if gate.passed or gate.metric != "max_abs" or gate.tensor is not None or gate.value is None:
         return gate
