@@ -277,9 +277,8 @@ class Gates(MetricGates):  # type: ignore[misc,valid-type]
         ge=1,
         le=100,
         description="An unquantized file's whole-output `max_abs` gate also passes within this many times the source's "
-        "own float32 spread (the source run against itself: one batch against a sample at a time, inputs one ulp "
-        "off); the gate then shows the raised threshold. For deep networks whose float32 rounding, amplified, is "
-        "larger than the threshold.",
+        "own float32 spread (how far its outputs move with every floating input one ulp off); the gate then shows "
+        "the raised threshold. For deep networks whose float32 rounding, amplified, is larger than the threshold.",
     )
 
     @model_validator(mode="before")
