@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline import __version__
 from pipeline.core.heap import keep_heap_steady
+from pipeline.core.text import PrintableStream
 from pipeline.errors import EdgeportError, first_line
 
 if TYPE_CHECKING:
@@ -35,6 +36,15 @@ def _terminated(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    streams = sys.stdout, sys.stderr  # names from a model or a report reach the terminal escaped (core.text)
+    sys.stdout, sys.stderr = PrintableStream(sys.stdout), PrintableStream(sys.stderr)
+    try:
+        return _main(argv)
+    finally:  # a caller that runs main() in its own process gets its streams back
+        sys.stdout, sys.stderr = streams
+
+
+def _main(argv: list[str] | None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     keep_heap_steady()  # before any batch is allocated: memory then stays flat in the number of samples

@@ -1,7 +1,9 @@
 """`edgeport verify FILE --report report.json`: is this the file a report passed? Its sha256 must be an output the
 report passed, and the provenance stamped in it must agree with what the report recorded of that output.
 
-Reads the file and the report only; knows nothing of recipes, stages or runs.
+Reads the file and the report only; knows nothing of recipes, stages or runs. Both are the user's input, and may be
+an attacker's: every name or field of theirs is set in the verdict as `one_line` (core.text), so that neither an
+escape sequence nor a newline can draw a "verified" line of their own.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.artifacts import sha256_of
+from pipeline.core.text import one_line
 from pipeline.errors import EdgeportError
 from pipeline.provenance import STAGE_SEPARATOR, Provenance, StampedKind, model_format, read_provenance
 from pipeline.report.json import read_report
@@ -44,13 +47,13 @@ def verify_file(path: Path, report_path: Path) -> Verdict:
     found = next((output for output in outputs if output.get("sha256") == digest), None)
     if found is None:
         return Verdict(NOT_VERIFIED, _unknown(path, digest, report_path, report, stamp))
-    name, status = found.get("name"), found.get("status")
-    where = f"output {name} of {report_path} (recipe {_recipe(report).get('name')})"
+    name, status = one_line(found.get("name")), found.get("status")
+    where = f"output {name} of {one_line(report_path)} (recipe {one_line(_recipe(report).get('name'))})"
     if status != "passed":
-        return Verdict(NOT_VERIFIED, f"not verified: {path} is {where}, which {_why_not(found)}")
+        return Verdict(NOT_VERIFIED, f"not verified: {one_line(path)} is {where}, which {one_line(_why_not(found))}")
     disagreement = _disagreement(stamp, found, report)
     if disagreement is not None:
-        return Verdict(NOT_VERIFIED, f"not verified: {path} is {where}, but {disagreement}")
+        return Verdict(NOT_VERIFIED, f"not verified: {one_line(path)} is {where}, but {one_line(disagreement)}")
     return Verdict(VERIFIED, _verified(path, digest, where, stamp.provenance))
 
 
@@ -71,16 +74,17 @@ def _unknown(path: Path, digest: str, report_path: Path, report: dict[str, Any],
     outputs = {output.get("name"): output for output in report["outputs"] if isinstance(output, dict)}
     recipe = _recipe(report).get("name")
     text = (
-        f"not verified: {path} (sha256 {digest}) is no output of {report_path} "
-        f"(recipe {recipe}: {', '.join(map(str, outputs)) or 'no outputs'})"
+        f"not verified: {one_line(path)} (sha256 {digest}) is no output of {one_line(report_path)} "
+        f"(recipe {one_line(recipe)}: {one_line(', '.join(map(str, outputs)) or 'no outputs')})"
     )
     claimed = stamp.provenance
     if claimed is None:
-        return f"{text}; {stamp.problem or 'it carries no edgeport provenance'}"
-    said = f"its metadata says output {claimed.output} of recipe {claimed.recipe}"
+        return f"{text}; {one_line(stamp.problem or 'it carries no edgeport provenance')}"
+    said = f"its metadata says output {one_line(claimed.output)} of recipe {one_line(claimed.recipe)}"
     shipped = outputs.get(claimed.output) if claimed.recipe == recipe else None
     if shipped is not None and shipped.get("sha256"):
-        return f"{text}; {said}, which shipped as sha256 {shipped['sha256']}: the file changed after edgeport made it"
+        digest_then = one_line(shipped["sha256"])
+        return f"{text}; {said}, which shipped as sha256 {digest_then}: the file changed after edgeport made it"
     return f"{text}; {said}"
 
 
@@ -117,7 +121,7 @@ def _disagreement(stamp: _Stamp, output: dict[str, Any], report: dict[str, Any])
 
 
 def _verified(path: Path, digest: str, where: str, provenance: Provenance | None) -> str:
-    lines = [f"verified: {path} is {where}, which passed", f"  sha256    {digest}"]
+    lines = [f"verified: {one_line(path)} is {where}, which passed", f"  sha256    {digest}"]
     if provenance is not None:
         version = f"version {provenance.model_version}" if provenance.model_version else "no version"
         lines.append(f"  recipe    {provenance.recipe} ({version}), recipe sha256 {provenance.recipe_sha256}")
@@ -125,4 +129,4 @@ def _verified(path: Path, digest: str, where: str, provenance: Provenance | None
         lines.append(f"  source    sha256 {provenance.source_sha256}")
         git = f", git {provenance.git_commit}{' (dirty)' if provenance.git_dirty else ''}"
         lines.append(f"  edgeport  {provenance.edgeport_version}{git if provenance.git_commit else ''}")
-    return "\n".join(lines)
+    return "\n".join([lines[0], *(one_line(line) for line in lines[1:])])

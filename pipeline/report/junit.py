@@ -11,6 +11,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.core.text import printable
 from pipeline.report.text import (
     as_float,
     gate_name,
@@ -53,7 +54,8 @@ def render_suites(reports: list[dict[str, Any]], refused: dict[str, str] | None 
         root.set(key, str(sum(int(suite.get(key, "0")) for suite in suites)))
     root.set("time", f"{sum(float(suite.get('time', '0')) for suite in suites):.3f}")
     ET.indent(root)
-    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+    # ElementTree writes C0 characters raw, which XML 1.0 forbids even as references: escaped visibly instead.
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + printable(ET.tostring(root, encoding="unicode")) + "\n"
 
 
 def cases(report: dict[str, Any]) -> list[Case]:

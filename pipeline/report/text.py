@@ -1,6 +1,8 @@
 """Plain-text forms of report values, and the end-of-run summary that people read in CI logs.
 
-Renders a report dict; knows no runtime or stage. The other writers borrow its number and gate forms.
+Renders a report dict; knows no runtime or stage. The other writers borrow its number and gate forms. A name or
+message from the model or a report is set in a line as `one_line` (core.text): a newline in a tensor name must not
+start a line that reads as edgeport's (`PASSED: 7/7 outputs`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import Any
 
 from pipeline.core.cpu import describe_cpu
 from pipeline.core.metric_registry import TABLE_METRICS
+from pipeline.core.text import one_line
 from pipeline.parity import nonfinite_message
 
 PASS_MARK, FAIL_MARK = "✓", "✗"
@@ -50,10 +53,10 @@ def kib(size: Any) -> str:
 
 
 def first_text_line(text: Any) -> str:
-    """The first line of a report's stored text, verbatim: `errors.first_line` digs the cause out of a live
-    exception instead, and would reword what the report already holds."""
+    """The first line of a report's stored text, verbatim but for control characters: `errors.first_line` digs the
+    cause out of a live exception instead, and would reword what the report already holds."""
     lines = str(text or "").strip().splitlines()
-    return lines[0] if lines else ""
+    return one_line(lines[0]) if lines else ""
 
 
 def shape_text(spec: Any) -> str:
@@ -94,7 +97,7 @@ def gate_verdict(gate: dict[str, Any]) -> str:
 def gate_name(gate: dict[str, Any]) -> str:
     """`max_abs`, `boxes.max_abs` for a per-tensor gate, with `[litert, none delegate]` for another runtime."""
     name = f"{gate['tensor']}.{gate.get('metric', '?')}" if gate.get("tensor") else str(gate.get("metric", "?"))
-    return f"{name} [{gate['against']}]" if gate.get("against") else name
+    return one_line(f"{name} [{gate['against']}]" if gate.get("against") else name)
 
 
 def gate_label(gate: dict[str, Any]) -> str:
@@ -120,8 +123,8 @@ def comparison_rows(output: dict[str, Any]) -> list[list[str]]:
         metrics = comparison.get("metrics") or {}
         rows.append(
             [
-                str(comparison.get("candidate", "?")),
-                str(comparison.get("reference", "?")),
+                one_line(comparison.get("candidate", "?")),
+                one_line(comparison.get("reference", "?")),
                 number(comparison.get("samples")),
                 *(number(metrics.get(name)) for name in COMPARISON_COLUMNS[3:]),
             ]
@@ -147,7 +150,7 @@ def environment_rows(environment: dict[str, Any]) -> list[list[str]]:
     cpu = environment.get("cpu")
     if cpu:
         rows.append(["cpu", describe_cpu(cpu)])
-    rows += [[name, str(version)] for name, version in (environment.get("packages") or {}).items()]
+    rows += [[one_line(name), one_line(version)] for name, version in (environment.get("packages") or {}).items()]
     return rows
 
 
@@ -199,8 +202,8 @@ def failing(report: dict[str, Any]) -> list[dict[str, Any]]:
 def summary(report: dict[str, Any]) -> str:
     outputs = list(report.get("outputs") or [])
     recipe = (report.get("recipe") or {}).get("name", "?")
-    header = f"edgeport {recipe}: {len(outputs)} outputs in {number(as_float(report.get('seconds')))} s"
-    warnings = [f"warning: {warning}" for warning in report.get("warnings") or []]
+    header = f"edgeport {one_line(recipe)}: {len(outputs)} outputs in {number(as_float(report.get('seconds')))} s"
+    warnings = [f"warning: {one_line(warning)}" for warning in report.get("warnings") or []]
     lines = [header, "", *_table(outputs), "", *_checks(outputs), "", *warnings, final_line(report)]
     return "\n".join(lines) + "\n"
 
@@ -217,9 +220,9 @@ def _table(outputs: Sequence[dict[str, Any]]) -> list[str]:
 def _row(output: dict[str, Any]) -> list[str]:
     metrics = (output.get("parity") or {}).get("metrics") or {}
     return [
-        str(output.get("name", "?")),
-        str(output.get("status", "?")),
-        str(output.get("format") or "-"),
+        one_line(output.get("name", "?")),
+        one_line(output.get("status", "?")),
+        one_line(output.get("format") or "-"),
         kib(output.get("size_bytes")),
         kib(output.get("gzip_bytes")),
         *(number(metrics.get(metric)) for metric in TABLE_METRICS),
@@ -238,7 +241,7 @@ def rescue_lines(output: dict[str, Any]) -> list[str]:
     """`fixed_shapes: converted at fixed input shapes x [1, 20, 8] (after: Lowering tensor list ops is failed…)`:
     each retry that got the output past a converter's failure, what it did and what it got past."""
     return [
-        f"{rescue.get('name')}: {rescue.get('action')} (after: {_first_sentence(rescue.get('raw_error'))})"
+        one_line(f"{rescue.get('name')}: {rescue.get('action')} (after: {_first_sentence(rescue.get('raw_error'))})")
         for rescue in output.get("rescues") or []
     ]
 
@@ -258,7 +261,7 @@ def _checks(outputs: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def _checks_of(output: dict[str, Any]) -> list[tuple[str, str, str]]:
-    name = str(output.get("name", "?"))
+    name = one_line(output.get("name", "?"))
     checks = []
     if output.get("status") == "error":
         checks.append((FAIL_MARK, name, f"error: {first_text_line(output.get('error')) or 'no artifact'}"))
@@ -266,14 +269,15 @@ def _checks_of(output: dict[str, Any]) -> list[tuple[str, str, str]]:
         checks.append((FAIL_MARK, name, f"finite outputs: {nonfinite_text(output)}"))
     for gate in gates_of(output):
         mark = PASS_MARK if gate.get("passed") else FAIL_MARK
-        note = f"  ({gate['note']})" if gate.get("note") else ""
+        note = f"  ({one_line(gate['note'])})" if gate.get("note") else ""
         checks.append((mark, name, f"{gate_name(gate)} {relation(gate)}{note}"))
     if not checks:
         checks.append(("-", name, "no gates"))
     checks.extend(("↻", name, f"rescue {line}") for line in rescue_lines(output))
     for finding in output.get("findings") or []:  # beyond the gates: a warning a reader must not miss
-        kind = str(finding.get("kind", "finding")).replace("_", " ")
-        checks.append(("!", name, f"{kind}: {first_text_line(finding.get('message'))} Fix: {finding.get('fix')}."))
+        kind = one_line(finding.get("kind", "finding")).replace("_", " ")
+        fix = one_line(finding.get("fix"))
+        checks.append(("!", name, f"{kind}: {first_text_line(finding.get('message'))} Fix: {fix}."))
     return checks
 
 
@@ -284,6 +288,6 @@ def final_line(report: dict[str, Any]) -> str:
     good = len(outputs) - len(bad)
     if not bad and report.get("passed", True):
         return f"PASSED: {good}/{len(outputs)} outputs"
-    named = ", ".join(f"{output.get('name', '?')} ({output.get('status', '?')})" for output in bad)
+    named = ", ".join(one_line(f"{output.get('name', '?')} ({output.get('status', '?')})") for output in bad)
     tail = f"; failing: {named}" if bad else f"; exit code {report.get('exit_code')}"
     return f"FAILED: {good}/{len(outputs)} outputs passed{tail}"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from pipeline.core.text import one_line
+
 _TAG_START = re.compile(r"<(?=[A-Za-z/!?])")  # `<script`, `</b`, `<!--`; leaves `<=` alone
 
 
@@ -15,12 +17,13 @@ def cell(value: Any) -> str:
 
 
 def code(value: Any) -> str:
-    text = str(value)
+    """Inline code on one line: a newline in a tensor name or path would end it and start Markdown of its own."""
+    text = one_line(value)
     return f"`` {text} ``" if "`" in text else f"`{text}`"
 
 
 def table(header: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines = ["| " + " | ".join(cell(title) for title in header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
     lines += ["| " + " | ".join(cell(value) for value in row) + " |" for row in rows]
     return "\n".join(lines)
 

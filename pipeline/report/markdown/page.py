@@ -60,7 +60,7 @@ def _heading(report: dict[str, Any]) -> str:
             f"Recipe {code(recipe.get('path', '-'))} · started {report.get('started', '-')} · "
             f"{number(report.get('seconds'))} s · {tool.get('name', 'edgeport')} {tool.get('version') or ''}",
             *(["", baseline_line(report)] if baseline_line(report) else []),
-            *(f"\n> **warning:** {warning}" for warning in report.get("warnings") or []),
+            *(f"\n> **warning:** {cell(warning)}" for warning in report.get("warnings") or []),
         ]
     )
 
