@@ -6,8 +6,9 @@ Run after an upgrade of keras, tf_keras, tensorflow or tensorflow-model-optimiza
 
 What each candidate set is, found by introspection (the same sets tests/sources/test_allowlist_keras.py rebuilds):
 - Keras 3 classes: `keras.src.models.functional.Functional` (every functional model; not exported), and every
-  `keras.*` name Keras's export registry (`api_export.REGISTERED_NAMES_TO_OBJS`) resolves to a KerasSaveable class, under that name and under `cls.__module__.cls.__name__` (both are what a config's
-  `module` + `class_name` may say), and every Operation class of `keras.src.ops.*` (a functional model records a
+  `keras.*` name Keras's export registry (`api_export.REGISTERED_NAMES_TO_OBJS`) resolves to a KerasSaveable class,
+  under that name and under `cls.__module__.cls.__name__` (either is what a config's `module` + `class_name` may
+  say), and every Operation class of `keras.src.ops.*` (a functional model records a
   `keras.ops` call as one). Keras 3 functions: the exported `keras.{activations,losses,metrics}.*` functions.
 - tf_keras classes, by bare name as its `.h5` configs give them: what `tf_keras.layers.deserialize` resolves
   (its ALL_OBJECTS) and the classes of tf_keras's initializers, regularizers, constraints, optimizers, losses,
@@ -18,8 +19,8 @@ What each candidate set is, found by introspection (the same sets tests/sources/
 - TFOpLambda functions: the canonical TensorFlow API name (`get_canonical_name_for_symbol`, v1-only names with
   `compat.v1.`) of every exported TF function with dispatch support: what tf_keras records when a functional
   model calls a TF function on a Keras tensor.
-The listed set is the candidates less those the module's EXCLUDED_* dicts explain (an exact name, or a prefix
-fnmatch pattern). A leaf script: imports the frameworks, and pipeline.sources.allowlist.keras for the exclusions.
+The listed set is the candidates less those the module's EXCLUDED_* dicts explain (fnmatch patterns).
+A leaf script: imports the frameworks, and pipeline.sources.allowlist.keras for the exclusions.
 """
 
 from __future__ import annotations
