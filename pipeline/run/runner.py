@@ -16,7 +16,9 @@ from typing import Any
 from pipeline.core.artifact import Artifact
 from pipeline.core.cpu import cpu_info, describe_cpu
 from pipeline.core.leftovers import sweep_work_dirs, work_directory
+from pipeline.core.sandbox import Roots, applied, describe_available
 from pipeline.core.tensors import TensorSpec
+from pipeline.core.text import printable
 from pipeline.data import Dataset, hygiene_warnings, label_outputs, load_dataset
 from pipeline.errors import first_line
 from pipeline.frameworks import console_log
@@ -59,7 +61,7 @@ DEFAULT_STAGE_TIMEOUT = 1800.0  # seconds: generous; a conversion of a large Ker
 
 
 def stderr_log(message: str) -> None:
-    console_log(message)
+    console_log(printable(message))  # tensor names and messages from the model, escaped (core.text)
 
 
 def run_recipe(recipe: LoadedRecipe, options: RunOptions, log: Log = stderr_log) -> dict[str, Any]:
@@ -75,18 +77,22 @@ def run_recipe(recipe: LoadedRecipe, options: RunOptions, log: Log = stderr_log)
         read_baseline(options.baseline)
     cache = Cache(options.cache_dir or default_cache_dir(), options.use_cache)
     source = SourceHandle(recipe, recipe.spec.source.trusted or options.trust_model, cache)
-    worker = StageWorker() if options.isolate else None
-    remote = None
-    if worker is not None and not needs_source_here(recipe, options.only):
-        remote = WorkerSource(worker, recipe, source)  # the worker loads the model: this process imports no TF
-        source.describer = remote.describe
-    if worker is not None and not source.described_from_cache:
-        worker.start()  # a cold run: the worker's TensorFlow import overlaps this process's own work
-    try:
-        preflight, results = _run_outputs(recipe, source, cache, (worker, remote), options, manifest, log)
-    finally:
-        if worker is not None:
-            worker.close()
+    _sweep_work_dirs(log)
+    # The work folder exists before the worker: it is one of the roots the worker is confined to.
+    with work_directory() as work:
+        worker = StageWorker(sandbox_roots(recipe, source.trusted, cache, Path(work))) if options.isolate else None
+        remote = None
+        if worker is not None and not needs_source_here(recipe, options.only):
+            remote = WorkerSource(worker, recipe, source)  # the worker loads the model: this process imports no TF
+            source.describer = remote.describe
+        if worker is not None and not source.described_from_cache:
+            worker.start()  # a cold run: the worker's TensorFlow import overlaps this process's own work
+        try:
+            places = (manifest, Path(work))
+            preflight, results = _run_outputs(recipe, source, cache, (worker, remote), options, places, log)
+        finally:
+            if worker is not None:
+                worker.close()
     held_against = None
     if options.baseline is not None:  # its gates join each output's before any entry is written
         from pipeline.run.baseline import apply_baseline
@@ -97,6 +103,7 @@ def run_recipe(recipe: LoadedRecipe, options: RunOptions, log: Log = stderr_log)
     entries = [result.to_dict() for result in results]
     report = build_report(recipe_fields, preflight.described, data, entries, started, time.perf_counter() - clock)
     report["warnings"] = preflight.warnings
+    report["environment"]["sandbox"] = _sandbox_text(worker, source)
     report["cache"] = {
         "enabled": cache.enabled,
         "dir": str(cache.root) if cache.enabled else None,
@@ -116,29 +123,67 @@ def _run_outputs(
     cache: Cache,
     workers: tuple[StageWorker | None, WorkerSource | None],
     options: RunOptions,
-    manifest: Manifest,
+    places: tuple[Manifest, Path],
     log: Log,
 ) -> tuple[Preflight, list[OutputResult]]:
     """Preflight, then every output in turn (in lanes where `--jobs` allows), then the rebuilds asked for."""
-    worker, remote = workers
+    (worker, remote), (manifest, work) = workers, places
     preflight = _preflight(recipe, source, options, log)
     plans, datasets = preflight.plans, preflight.datasets
+    recorder = remote.recorder(work) if remote is not None else None
+    executing, checking = run_settings(recipe, source, datasets, options, log, recorder)
+    executor = ChainExecutor(executing, work, cache, worker)
+    executor.warm_up(plans)  # the worker's TensorFlow import overlaps the reference predictions below
+    checker = OutputChecker(checking, cache)
+    lanes = _Lanes(work, manifest, preflight.provenance, log)
+    results = lanes.run(plans, options, executor, checker)
+    if options.verify_reproducible or any(plan.reproducible_gate for plan in plans):
+        rebuild = derived_executor(executor, work / "rebuild", cache=Cache(None, False))
+        provenance = preflight.provenance
+        verify_reproducible(plans, results, rebuild, checker.acceptor, options.verify_reproducible, provenance)
+    return preflight, results
+
+
+def _sweep_work_dirs(log: Log) -> None:
     left = sweep_work_dirs(Path(tempfile.gettempdir()))  # from runs that were killed (SIGKILL, power loss)
     if left:
         log(f"  removed   {len(left)} work folders stopped runs left in {tempfile.gettempdir()}")
-    with work_directory() as work:  # marked as edgeport's: a later run's sweep may remove it, a user's it may not
-        recorder = remote.recorder(Path(work)) if remote is not None else None
-        executing, checking = run_settings(recipe, source, datasets, options, log, recorder)
-        executor = ChainExecutor(executing, Path(work), cache, worker)
-        executor.warm_up(plans)  # the worker's TensorFlow import overlaps the reference predictions below
-        checker = OutputChecker(checking, cache)
-        lanes = _Lanes(Path(work), manifest, preflight.provenance, log)
-        results = lanes.run(plans, options, executor, checker)
-        if options.verify_reproducible or any(plan.reproducible_gate for plan in plans):
-            rebuild = derived_executor(executor, Path(work) / "rebuild", cache=Cache(None, False))
-            provenance = preflight.provenance
-            verify_reproducible(plans, results, rebuild, checker.acceptor, options.verify_reproducible, provenance)
-    return preflight, results
+
+
+def sandbox_roots(recipe: LoadedRecipe, trusted: bool, cache: Cache, work: Path) -> Roots:
+    """What a process that loads this recipe's model may read (the model's files, the cache) and write (the run's
+    work folder, where the worker's stages and recordings go; the parent publishes and caches what they made).
+    The recipe's folder only where modules are imported from it (a builder, `imports`, a trusted model's classes):
+    a model file beside the recipe does not make the recipe's neighbours readable. The data is not among them: the
+    parent hands the worker its copies in the work folder."""
+    source = recipe.spec.source
+    reads = [_readable(recipe.source_path)]
+    reads += [
+        _readable(recipe.resolve(named)) for named in (source.graph, source.checkpoint, source.meta_graph) if named
+    ]
+    if source.builder is not None or source.imports or trusted:
+        reads.append(recipe.base_dir)
+    if cache.enabled:
+        reads.append(cache.root)
+    return Roots(tuple(map(str, reads)), (str(work),))
+
+
+def _readable(path: Path) -> Path:
+    """A file or folder as it is; a checkpoint prefix (no such file) as the folder its files sit in."""
+    return path if path.exists() else path.parent
+
+
+def _sandbox_text(worker: StageWorker | None, source: SourceHandle) -> str:
+    """What confined the processes that loaded the model, for the report's environment: this process's state where
+    it loaded the model itself, else the worker's."""
+    here = applied()
+    if source.loaded and not source.loaded_elsewhere:
+        return here.describe() if here is not None else "none (the model was loaded in this process, not confined)"
+    if worker is not None and worker.sandbox is not None:
+        return worker.sandbox
+    if here is not None:
+        return here.describe()
+    return f"{describe_available()} (no model was loaded: every result came from the cache)"
 
 
 @dataclass
@@ -222,7 +267,8 @@ class _Lanes:
         def make_executor(index: int) -> ChainExecutor:
             if index == 0:
                 return executor
-            worker = StageWorker()
+            assert executor.worker is not None
+            worker = StageWorker(executor.worker.roots)
             started.append(worker)
             worker.start()
             return derived_executor(executor, self.work / f"lane{index}", worker=worker)

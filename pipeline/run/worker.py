@@ -14,8 +14,14 @@ crash is a StageError saying what the worker was doing.
 The worker does not outlive the run: a parent that stops mid-request (Ctrl-C, SIGTERM) kills it at once, and one
 killed outright (SIGKILL) takes it along (PR_SET_PDEATHSIG on Linux, and the worker watching its parent id). Its
 temporary files (TensorFlow autograph's generated modules among them) go to a work folder of its own, removed
-when it ends. Knows stages and sources (models load through
-pipeline.sources.keras); of parity and reports nothing, of runtimes only evaluate.predict_dataset.
+when it ends.
+
+The worker confines itself (pipeline.core.sandbox, Landlock) once TensorFlow, Keras and tf_keras are imported (they
+read ~/.keras and their own files at import) and before it takes its first request: the parent's first message is
+the Roots of the run (the model, the cache, the run's work folder); the worker adds its own work folder and says
+back what confines it. Every model it loads, trusted or not, runs inside that sandbox: trust lets code run, not
+escape. Knows stages and sources (models load through pipeline.sources.keras); of parity and reports nothing, of
+runtimes only evaluate.predict_dataset.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from pipeline.core.artifact import Artifact
 from pipeline.core.heap import keep_heap_steady
 from pipeline.core.leftovers import make_work_dir, remove_work_dirs_of
 from pipeline.core.recording import OutputRecording
+from pipeline.core.sandbox import Roots, confine
 from pipeline.core.stored import open_npz, save_npz
 from pipeline.data import Dataset
 from pipeline.errors import DataError, EdgeportError, ModelError, RecipeError, StageError, first_line
@@ -96,7 +103,9 @@ class SourceFailed(Exception):
 
 
 class StageWorker:
-    def __init__(self) -> None:
+    def __init__(self, roots: Roots) -> None:
+        self.roots = roots  # what the worker may read and write besides its runtime and its own work folder
+        self.sandbox: str | None = None  # what confines it, once it has said (SandboxState.describe())
         self._context = multiprocessing.get_context("spawn")
         self._process: Any = None
         self._connection: Connection | None = None
@@ -112,6 +121,7 @@ class StageWorker:
             self._process = self._context.Process(target=_serve, args=arguments, daemon=True, name="edgeport-stage")
             self._process.start()
             child.close()
+            parent.send(self.roots)  # its first message, read once its imports are done: before any request
             self._connection, self._answered = parent, False
 
     def run(self, request: StageRequest, log: Any, timeout: float | None = None) -> Artifact:
@@ -167,6 +177,8 @@ class StageWorker:
                 if message[0] == "started":
                     self._answered = started = True
                     deadline = time.monotonic() + limit
+                elif message[0] == "sandbox":
+                    self.sandbox = message[1]
                 elif message[0] == "log":
                     log(message[1])
                 else:
@@ -270,6 +282,7 @@ def _serve(connection: Connection, parent: int, from_main_thread: bool) -> None:
     work = _own_temp_dir()
     keep_heap_steady()
     import_tensorflow()  # while the parent loads the source and data: the two imports overlap
+    _confine(connection, work)
     sources: dict[str, Any] = {}
     while True:
         try:
@@ -295,6 +308,21 @@ def _serve(connection: Connection, parent: int, from_main_thread: bool) -> None:
         except Exception as error:  # a bug or an unexpected library failure: reported, the worker lives on
             connection.send(("error", f"{type(error).__name__}: {first_line(error)}"))
             traceback.clear_frames(error.__traceback__)
+
+
+def _confine(connection: Connection, work: Path) -> None:
+    """Confine this process to the run's roots before it takes any request; a parent gone first is a goodbye."""
+    with contextlib.suppress(ImportError):  # tf_keras reads its settings at import, as Keras (imported by TF) did
+        import tf_keras  # noqa: F401
+    try:
+        roots = connection.recv()
+    except (EOFError, OSError):
+        roots = None
+    if roots is None:
+        shutil.rmtree(work, ignore_errors=True)
+        os._exit(0)
+    state = confine(roots.reads, (*roots.writes, str(work)))
+    connection.send(("sandbox", state.describe()))
 
 
 def _die_with_parent(parent: int, from_main_thread: bool) -> None:

@@ -1,0 +1,200 @@
+"""Confine the calling process with Landlock: what a loaded model's code or ops may read, write and connect to.
+
+A model is code (a Lambda, a TFOpLambda, a graph op that reads or writes files): the processes that load, trace,
+convert and run it confine themselves first. After `confine(reads, writes)` the process (its calling thread and
+every thread and child it starts later) may read and execute only the Python environment, the shared libraries,
+a few system files and `reads`; read and write only `writes`; and (Landlock ABI >= 4) neither connect nor bind any
+TCP port; (ABI >= 6) signal no process and reach no abstract unix socket outside its own domain. Landlock cannot be
+lifted, only narrowed: trusted models get the same confinement (trust lets code run, not escape).
+
+Where Landlock is missing (not Linux, a kernel before 5.13, the LSM not enabled, a seccomp filter refusing the
+calls) nothing is confined and the state says why; a run never fails for lack of it. `EDGEPORT_SANDBOX=off` turns it
+off, a diagnostic switch for measuring its cost (benchmarks/run.py), never for production.
+
+Why ctypes and not the PyPI package `landlock` (1.0.0.dev5, read for this module): an alpha release that handles
+file-system rights only: no ABI 4 network rules, no ABI 6 scopes, so it could not forbid TCP. Three syscalls
+(landlock_create_ruleset 444, landlock_add_rule 445, landlock_restrict_self 446, the same on x86_64 and aarch64)
+and two packed structs are less code than wrapping it.
+
+Threads that exist before `confine` stay unconfined (Landlock has no thread-sync flag up to ABI 7): call it from the
+main thread before anything runs model code. A plain leaf: imports no framework and no other layer.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+_CREATE_RULESET, _ADD_RULE, _RESTRICT_SELF = 444, 445, 446  # x86_64 and aarch64 (the generic table) alike
+_CREATE_RULESET_VERSION = 1
+_RULE_PATH_BENEATH = 1
+_PR_SET_NO_NEW_PRIVS = 38
+
+# File-system rights, and the ABI that introduced each beyond the first.
+_EXECUTE, _WRITE_FILE, _READ_FILE, _READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1 << 3
+_REMOVE_DIR, _REMOVE_FILE, _MAKE_CHAR, _MAKE_DIR, _MAKE_REG = 1 << 4, 1 << 5, 1 << 6, 1 << 7, 1 << 8
+_MAKE_SOCK, _MAKE_FIFO, _MAKE_BLOCK, _MAKE_SYM = 1 << 9, 1 << 10, 1 << 11, 1 << 12
+_REFER, _TRUNCATE, _IOCTL_DEV = 1 << 13, 1 << 14, 1 << 15
+_FS_BY_ABI = {1: (1 << 13) - 1, 2: (1 << 14) - 1, 3: (1 << 15) - 1, 4: (1 << 15) - 1, 5: (1 << 16) - 1}
+_NET_BIND_TCP, _NET_CONNECT_TCP = 1 << 0, 1 << 1  # ABI 4
+_SCOPE_ABSTRACT_UNIX_SOCKET, _SCOPE_SIGNAL = 1 << 0, 1 << 1  # ABI 6
+_FILE_RIGHTS = _EXECUTE | _WRITE_FILE | _READ_FILE | _TRUNCATE | _IOCTL_DEV  # all a rule on a non-directory may hold
+_READ = _EXECUTE | _READ_FILE | _READ_DIR
+
+# What Python, TensorFlow, Keras, tf2onnx, LiteRT and onnxruntime read once imported (found by running the suite's
+# conversions confined): shared libraries, CPU and memory facts, time zones, randomness; never /etc as a whole,
+# $HOME or /tmp.
+_SYSTEM_READS = (
+    "/usr/lib", "/usr/lib64", "/lib", "/lib64", "/usr/local/lib", "/usr/share/zoneinfo",
+    "/proc", "/sys/devices/system/cpu", "/sys/fs/cgroup", "/sys/devices/system/node",
+    "/etc/ld.so.cache", "/etc/localtime", "/etc/timezone", "/etc/nsswitch.conf", "/etc/passwd", "/etc/group",
+    "/dev/urandom", "/dev/random",
+)  # fmt: skip
+_SYSTEM_WRITES = ("/dev/null",)
+
+
+class _RulesetAttr(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_uint64) for name in ("handled_access_fs", "handled_access_net", "scoped")]
+
+
+class _PathBeneathAttr(ctypes.Structure):
+    _pack_ = 1
+    _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
+
+
+@dataclass(frozen=True)
+class Roots:
+    """What a confined process may touch beyond its runtime, as plain strings (it crosses to a worker process)."""
+
+    reads: tuple[str, ...] = ()
+    writes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SandboxState:
+    """What confines this process: Landlock's ABI and the roots it allows, or why nothing does (`abi` 0)."""
+
+    abi: int
+    reads: int = 0
+    writes: int = 0
+    no_tcp: bool = False
+    scoped: bool = False
+    why: str = ""
+
+    @property
+    def confined(self) -> bool:
+        return self.abi > 0
+
+    def describe(self) -> str:
+        if not self.confined:
+            return f"none ({self.why})"
+        text = f"landlock ABI {self.abi}: reads {self.reads} roots, writes {self.writes}"
+        text += ", no TCP" if self.no_tcp else ", TCP open (ABI < 4)"
+        return text + (", signals and abstract sockets scoped" if self.scoped else "")
+
+
+_applied: SandboxState | None = None
+
+
+def applied() -> SandboxState | None:
+    """The state `confine` left this process in; None when it was never called here."""
+    return _applied
+
+
+def _libc() -> ctypes.CDLL:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    return libc
+
+
+def landlock_abi() -> tuple[int, str]:
+    """The kernel's Landlock ABI version, or 0 and why there is none."""
+    if sys.platform != "linux":
+        return 0, f"Landlock is Linux only, this is {sys.platform}"
+    libc = _libc()
+    version = libc.syscall(_CREATE_RULESET, None, ctypes.c_size_t(0), ctypes.c_uint32(_CREATE_RULESET_VERSION))
+    if version < 0:
+        error = ctypes.get_errno()
+        reasons = {38: "the kernel has no Landlock (before 5.13)", 95: "Landlock is not enabled (lsm= boot option)"}
+        return 0, reasons.get(error, f"landlock_create_ruleset refused: {os.strerror(error)}")
+    return int(version), ""
+
+
+def describe_available() -> str:
+    """What `confine` would apply here, without applying it: "landlock ABI 7" or "none (why)"."""
+    abi, why = landlock_abi()
+    return f"landlock ABI {abi}" if abi else f"none ({why})"
+
+
+def runtime_reads() -> list[Path]:
+    """What the interpreter and its packages need to go on running: the environment, sys.path, this package."""
+    package = Path(__file__).resolve().parents[1]
+    roots = [Path(sys.prefix), Path(sys.base_prefix), Path(sys.executable).resolve().parent, package]
+    roots += [Path(entry) for entry in sys.path if entry]
+    return [*roots, *map(Path, _SYSTEM_READS)]
+
+
+def confine(reads: Iterable[Path | str], writes: Iterable[Path | str]) -> SandboxState:
+    """Confine this process for good: read `reads` and the runtime's files, read and write `writes`, no TCP."""
+    global _applied
+    if os.environ.get("EDGEPORT_SANDBOX", "").lower() == "off":
+        _applied = SandboxState(0, why="EDGEPORT_SANDBOX=off, a diagnostic switch")
+        return _applied
+    abi, why = landlock_abi()
+    if abi == 0:
+        _applied = SandboxState(0, why=why)
+        return _applied
+    try:
+        everything_read = [*runtime_reads(), *map(Path, reads)]
+        _applied = _restrict(abi, everything_read, [*map(Path, _SYSTEM_WRITES), *map(Path, writes)])
+    except OSError as error:
+        _applied = SandboxState(0, why=f"Landlock refused: {error.strerror or error}")
+    return _applied
+
+
+def _restrict(abi: int, reads: list[Path], writes: list[Path]) -> SandboxState:
+    handled_fs = _FS_BY_ABI.get(abi, _FS_BY_ABI[5])
+    attr = _RulesetAttr(handled_fs, _NET_BIND_TCP | _NET_CONNECT_TCP if abi >= 4 else 0, 0)
+    if abi >= 6:
+        attr.scoped = _SCOPE_ABSTRACT_UNIX_SOCKET | _SCOPE_SIGNAL
+    libc = _libc()
+    ruleset = _check(libc.syscall(_CREATE_RULESET, ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)), 0))
+    try:
+        added_reads = sum(_add(libc, ruleset, root, _READ & handled_fs) for root in _unique(reads))
+        added_writes = sum(_add(libc, ruleset, root, handled_fs) for root in _unique(writes))
+        _check(libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))  # the kernel's condition for an unprivileged domain
+        _check(libc.syscall(_RESTRICT_SELF, ruleset, 0))
+    finally:
+        os.close(ruleset)
+    return SandboxState(abi, added_reads, added_writes, no_tcp=abi >= 4, scoped=abi >= 6)
+
+
+def _add(libc: ctypes.CDLL, ruleset: int, root: Path, access: int) -> int:
+    """One path-beneath rule; a root that does not exist is skipped (0), a file gets only the rights files take."""
+    try:
+        fd = os.open(root, os.O_PATH | os.O_CLOEXEC)
+    except OSError:
+        return 0
+    try:
+        if not root.is_dir():
+            access &= _FILE_RIGHTS
+        rule = _PathBeneathAttr(access, fd)
+        _check(libc.syscall(_ADD_RULE, ruleset, _RULE_PATH_BENEATH, ctypes.byref(rule), 0))
+    finally:
+        os.close(fd)
+    return 1
+
+
+def _unique(roots: list[Path]) -> list[Path]:
+    return list(dict.fromkeys(Path(os.path.abspath(root)) for root in roots))
+
+
+def _check(result: int) -> int:
+    if result < 0:
+        error = ctypes.get_errno()
+        raise OSError(error, os.strerror(error))
+    return result

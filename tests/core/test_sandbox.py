@@ -1,0 +1,143 @@
+"""pipeline.core.sandbox: a real child Python process confines itself and then tries what a hostile model would.
+
+Each probe runs in its own interpreter (Landlock cannot be undone, and the test process must stay free): it confines
+itself to a read root and a write root, then reads, writes and connects, and prints what happened. Nothing is
+mocked: the kernel decides.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.core.sandbox import landlock_abi
+
+from ..cli import edgeport_env
+
+ABI, WHY_NOT = landlock_abi()
+needs_landlock = pytest.mark.skipif(ABI == 0, reason=f"no Landlock here: {WHY_NOT}")
+
+_PROBE = """\
+import json, socket, sys
+from pathlib import Path
+from pipeline.core.sandbox import confine
+
+reads, writes, actions = json.loads(sys.argv[1])
+state = confine(reads, writes)
+print("state", state.describe(), flush=True)
+for kind, target in actions:
+    try:
+        if kind == "read":
+            Path(target).read_text()
+        elif kind == "write":
+            Path(target).write_text("written by the confined process")
+        elif kind == "connect":
+            socket.create_connection(("127.0.0.1", int(target)), timeout=5).close()
+        print(kind, target, "ok", flush=True)
+    except OSError as error:
+        print(kind, target, type(error).__name__, flush=True)
+"""
+
+
+def _probe(
+    reads: list[Path], writes: list[Path], actions: list[tuple[str, str]], **env: str
+) -> dict[tuple[str, str], str]:
+    """What each action gave in a child confined to `reads` and `writes`: "ok" or the OSError's class name."""
+    plan = json.dumps([[str(p) for p in reads], [str(p) for p in writes], actions])
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE, plan], capture_output=True, text=True, env=edgeport_env(**env), timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    outcomes = {tuple(line.split(" ")[:2]): line.split(" ")[2] for line in lines[1:]}
+    outcomes[("state", "")] = lines[0].removeprefix("state ")
+    return outcomes
+
+
+@pytest.fixture
+def places(tmp_path: Path) -> dict[str, Path]:
+    folders = {name: tmp_path / name for name in ("readable", "writable", "outside")}
+    for folder in folders.values():
+        folder.mkdir()
+        (folder / "file.txt").write_text(f"the {folder.name} file")
+    return folders
+
+
+@needs_landlock
+def test_a_confined_process_reads_and_writes_only_its_roots(places: dict[str, Path]) -> None:
+    actions = [
+        ("read", str(places["readable"] / "file.txt")),
+        ("read", str(places["writable"] / "file.txt")),
+        ("write", str(places["writable"] / "new.txt")),
+        ("read", str(places["outside"] / "file.txt")),
+        ("write", str(places["outside"] / "canary.txt")),
+        ("write", str(places["readable"] / "canary.txt")),
+    ]
+    outcomes = _probe([places["readable"]], [places["writable"]], actions)
+    assert outcomes[("state", "")].startswith(f"landlock ABI {ABI}: reads ")
+    assert outcomes[("read", str(places["readable"] / "file.txt"))] == "ok"
+    assert outcomes[("read", str(places["writable"] / "file.txt"))] == "ok"
+    assert outcomes[("write", str(places["writable"] / "new.txt"))] == "ok"
+    assert outcomes[("read", str(places["outside"] / "file.txt"))] == "PermissionError"
+    assert outcomes[("write", str(places["outside"] / "canary.txt"))] == "PermissionError"
+    assert outcomes[("write", str(places["readable"] / "canary.txt"))] == "PermissionError"
+    assert (places["writable"] / "new.txt").read_text() == "written by the confined process"
+    assert not (places["outside"] / "canary.txt").exists()
+    assert not (places["readable"] / "canary.txt").exists()
+
+
+@pytest.mark.skipif(ABI < 4, reason=f"Landlock ABI {ABI} has no network rules (ABI 4, Linux 6.7)")
+def test_a_confined_process_opens_no_tcp_connection(places: dict[str, Path]) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = str(server.getsockname()[1])
+        outcomes = _probe([], [places["writable"]], [("connect", port)])
+    assert outcomes[("connect", port)] == "PermissionError"
+    assert "no TCP" in outcomes[("state", "")]
+
+
+def test_the_diagnostic_switch_leaves_the_process_free_and_says_so(places: dict[str, Path]) -> None:
+    target = places["outside"] / "canary.txt"
+    outcomes = _probe([], [], [("write", str(target))], EDGEPORT_SANDBOX="off")
+    assert outcomes[("state", "")] == "none (EDGEPORT_SANDBOX=off, a diagnostic switch)"
+    assert outcomes[("write", str(target))] == "ok"
+    assert target.exists()
+
+
+_TF_PROBE = """\
+import sys
+from pipeline.frameworks import import_tensorflow
+tf = import_tensorflow()
+from pipeline.core.sandbox import confine
+confine([], [sys.argv[2]])
+
+@tf.function
+def leak():
+    return tf.io.read_file(sys.argv[1])
+
+for attempt in (lambda: tf.io.write_file(sys.argv[3], "x"), leak):
+    try:
+        attempt()
+        print("ok")
+    except tf.errors.PermissionDeniedError:
+        print("denied")
+"""
+
+
+@needs_landlock
+def test_tensorflow_ops_run_confined_in_the_threads_tensorflow_starts(places: dict[str, Path]) -> None:
+    """TensorFlow runs graph ops in thread pools: those it starts after `confine` are confined too."""
+    secret, canary = places["outside"] / "file.txt", places["outside"] / "canary.txt"
+    done = subprocess.run(
+        [sys.executable, "-c", _TF_PROBE, str(secret), str(places["writable"]), str(canary)],
+        capture_output=True,
+        text=True,
+        env=edgeport_env(TF_CPP_MIN_LOG_LEVEL="3"),
+        timeout=300,
+    )
+    assert done.stdout.split() == ["denied", "denied"], done.stderr[-2000:]
+    assert not canary.exists()
