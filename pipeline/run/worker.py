@@ -209,13 +209,7 @@ class StageWorker:
     def _timed_out(self, timeout: float | None, doing: str | None) -> StageError:
         self._kill()
         self._process, self._busy = None, False
-        if timeout is None:
-            what = f"the worker process did not take the {'stage' if doing is None else 'source model'} within "
-            what += f"{_START_SECONDS:g} s of starting"
-        else:
-            what = f"the stage ran past its timeout of {timeout:g} s (stage_timeout / --stage-timeout)"
-        went_on = " and the other outputs went on" if doing is None else "; no output was built"
-        return StageError(f"{what}; its worker process was killed{went_on}")
+        return _timeout_error(timeout, doing)
 
     def _crashed(self, doing: str | None) -> StageError:
         self._process.join(timeout=10)
@@ -223,6 +217,17 @@ class StageWorker:
         remove_work_dirs_of(self._process.pid, _WORK_KIND)
         self._process, self._busy = None, False
         return _crash_error(code, doing)
+
+
+def _timeout_error(timeout: float | None, doing: str | None) -> StageError:
+    """A worker killed past its start-up limit (`timeout` None) or its stage's timeout."""
+    if timeout is None:
+        what = f"the worker process did not take the {'stage' if doing is None else 'source model'} within "
+        what += f"{_START_SECONDS:g} s of starting"
+    else:
+        what = f"the stage ran past its timeout of {timeout:g} s (stage_timeout / --stage-timeout)"
+    went_on = " and the other outputs went on" if doing is None else "; no output was built"
+    return StageError(f"{what}; its worker process was killed{went_on}")
 
 
 def _crash_error(code: int | None, doing: str | None) -> StageError:
