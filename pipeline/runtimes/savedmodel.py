@@ -18,8 +18,9 @@ class SavedModelRuntime(Runtime):
         super().__init__(artifact, threads, **settings)
         self.tf = import_tensorflow()
         signature = artifact.signature or "serving_default"
-        # Keep `loaded` referenced: the signature function's variables live on it.
-        self.loaded = artifact.handle or load_source(artifact.path, signature).artifact.handle
+        # Keep `loaded` referenced: the signature function's variables live on it. An artifact without a handle
+        # carries no word of trust, so its graphs are checked as untrusted before it loads.
+        self.loaded = artifact.handle or load_source(artifact.path, signature, trusted=False).artifact.handle
         self.function = self.loaded.signatures[signature]
         self.inputs, self.outputs = signature_tensor_specs(self.function)
 

@@ -14,6 +14,7 @@ from pipeline.core.artifact import Artifact
 from pipeline.core.stored import regular_file_problem
 from pipeline.errors import ModelError, first_line
 from pipeline.frameworks import captured_native_output, import_tensorflow
+from pipeline.sources.graphdef import RefusedElement, asset_escapes, refuse_untrusted, saved_model_elements_refused
 from pipeline.sources.keras import load_keras_file
 from pipeline.sources.model import Source, keras_tensor_specs, signature_tensor_specs
 
@@ -43,7 +44,7 @@ def load_source(
     `base_dir` (the recipe's folder) first."""
     check_model_path(path)
     if path.is_dir():
-        return _load_savedmodel(path, signature)
+        return _load_savedmodel(path, signature, trusted)
     if path.stat().st_size == 0:
         raise ModelError(f"{path}: the file is empty; expected a .keras or .h5 model")
     suffix = path.suffix.lower()
@@ -60,12 +61,14 @@ def _keras_source(path: Path, fmt: str, model: Any, flavour: str) -> Source:
     return Source(path=path, format=fmt, sha256=digest, inputs=inputs, outputs=outputs, artifact=artifact)
 
 
-def _load_savedmodel(path: Path, signature: str) -> Source:
+def _load_savedmodel(path: Path, signature: str, trusted: bool) -> Source:
     if not is_savedmodel(path):
         raise ModelError(
             f"{path}: directory is not a SavedModel (no saved_model.pb); "
             "expected a SavedModel directory or a .keras/.h5 file"
         )
+    if not trusted:
+        check_savedmodel(path)
     tf = import_tensorflow()
     try:
         with captured_native_output():
@@ -83,3 +86,31 @@ def _load_savedmodel(path: Path, signature: str) -> Source:
     digest = sha256_of(path)
     artifact = Artifact(kind="savedmodel", path=path, key=digest, signature=signature, handle=loaded)
     return Source(path=path, format="savedmodel", sha256=digest, inputs=inputs, outputs=outputs, artifact=artifact)
+
+
+def check_savedmodel(path: Path) -> None:
+    """Refuse a SavedModel whose graphs hold anything but pure computation, or whose assets lie outside it. Its
+    ops run when it loads (resource initializers) and when it is called (signatures), so its `saved_model.pb` is
+    read as a protobuf message first: nothing is built in TensorFlow and no op runs before this passes."""
+    from google.protobuf import text_format
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    binary = path / "saved_model.pb"
+    try:
+        if binary.is_file():
+            proto.ParseFromString(binary.read_bytes())
+        else:
+            text_format.Parse((path / "saved_model.pbtxt").read_text(encoding="utf-8"), proto)
+    except Exception as error:  # protobuf's DecodeError and ParseError, a file we cannot read
+        raise ModelError(f"{path}: cannot read the SavedModel's graph: {first_line(error, 200)}") from None
+    refused = saved_model_elements_refused(proto)
+    root = path.resolve()
+    for meta in proto.meta_graphs:
+        for asset in meta.asset_file_def:
+            # A symlink in assets/ reaches as far as a `..` would.
+            target = (path / "assets" / asset.filename).resolve()
+            if not asset_escapes(asset.filename) and not target.is_relative_to(root):
+                why = f"asset file {asset.filename!r} resolves outside the model's folder"
+                refused.append(RefusedElement("", asset.tensor_info.name, None, why))
+    refuse_untrusted(path, refused, "SavedModel")

@@ -1,6 +1,9 @@
 """A TensorFlow 1 GraphDef read as a graph of named nodes: its placeholders, its likely outputs, what an output
 depends on, and the repairs a frozen graph shipped from the field needs before TensorFlow imports it.
 
+Also what an untrusted graph holds that is not pure computation (`graph_elements_refused`): every node of the
+graph and of every function in its library, whether reachable or not, held to pipeline/sources/allowlist/ops.py.
+
 Works on the protobuf message only (no graph is built, no session runs); knows nothing of recipes or stages.
 """
 
@@ -8,7 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 from typing import Any
+
+from pipeline.errors import ModelError
+from pipeline.sources.allowlist.ops import ALLOWED_OPS, ASSET_OPS, SAVER_OPS
+from pipeline.sources.trust import TRUST_HINT
 
 PLACEHOLDERS = frozenset({"Placeholder", "PlaceholderWithDefault"})
 # Variable updates: after freezing the variables are constants, so an update (a batch-norm branch for training,
@@ -161,3 +169,161 @@ def with_defaults_inlined(graph_def: Any, keep: set[str]) -> Any:
             del node.attr["dtype"]
             del node.attr["shape"]
     return repaired
+
+
+# --- what an untrusted graph may hold ------------------------------------------------------------------
+
+_SHOWN = 5
+
+
+@dataclass(frozen=True)
+class RefusedElement:
+    """One element of a graph that is not pure computation: an op at a node (of a library function, or of the
+    top-level graph when `function` is None), or an asset file (`op` empty, `why` says which)."""
+
+    op: str
+    node: str
+    function: str | None = None
+    why: str = ""
+
+    def describe(self) -> str:
+        if not self.op:
+            return self.why
+        where = f" in function {self.function!r}" if self.function else ""
+        return f"op {self.op!r} at node {self.node!r}{where}" + (f" ({self.why})" if self.why else "")
+
+
+def graph_elements_refused(
+    graph_def: Any,
+    saver_def: Any = None,
+    asset_tensors: Iterable[str] = (),
+    asset_arguments: dict[str, set[str]] | None = None,
+) -> list[RefusedElement]:
+    """Every node of `graph_def` and of every function in its library whose op is neither on the allowlist nor a
+    function of the library (checked as one). Saver ops pass only where `saver_def`'s save and restore ops reach
+    them and nothing else does; a table filled from a text file only from one of `asset_tensors` (top level) or,
+    in a function no node calls, from one of its `asset_arguments` (the loader binds them to the model's assets)."""
+    functions = {function.signature.name: function for function in graph_def.library.function}
+    saver_only = _saver_only_nodes(graph_def, saver_def)
+    top = {node.name: _calls(node, functions) for node in graph_def.node}
+    inner = {name: {c for node in f.node_def for c in _calls(node, functions)} for name, f in functions.items()}
+    others = _reached(inner, [callee for name, calls in top.items() if name not in saver_only for callee in calls])
+    saver_functions = _reached(inner, [callee for name in saver_only for callee in top.get(name, [])]) - others
+    called = {callee for calls in [*top.values(), *inner.values()] for callee in calls}
+    refused = _nodes_refused(graph_def.node, None, functions, saver_only, set(asset_tensors))
+    for name, function in functions.items():
+        names = {node.name for node in function.node_def} if name in saver_functions else set()
+        arguments = set() if name in called else (asset_arguments or {}).get(name, set())
+        refused += _nodes_refused(function.node_def, name, functions, names, arguments)
+    return refused
+
+
+def meta_graph_elements_refused(meta_graph: Any) -> list[RefusedElement]:
+    """A meta graph (a SavedModel's or a Saver checkpoint's): its graph and library under its own saver, and its
+    asset files, which must sit in the model's assets folder (no absolute path, no `..`)."""
+    assets = list(meta_graph.asset_file_def)
+    saver = meta_graph.saver_def if meta_graph.HasField("saver_def") else None
+    tensors = [node_name(asset.tensor_info.name) for asset in assets]
+    refused = graph_elements_refused(meta_graph.graph_def, saver, tensors, _asset_arguments(meta_graph))
+    for asset in assets:
+        if asset_escapes(asset.filename):
+            why = f"asset file {asset.filename!r} of tensor {asset.tensor_info.name!r} is outside the model's assets"
+            refused.append(RefusedElement("", asset.tensor_info.name, None, why))
+    return refused
+
+
+def _asset_arguments(meta_graph: Any) -> dict[str, set[str]]:
+    """Per function of the object graph, the arguments the loader binds to an asset (its captures come last)."""
+    objects = meta_graph.object_graph_def.nodes
+    functions = {function.signature.name: function for function in meta_graph.graph_def.library.function}
+    found: dict[str, set[str]] = {}
+    for name, concrete in meta_graph.object_graph_def.concrete_functions.items():
+        arguments = list(functions[name].signature.input_arg) if name in functions else []
+        captured = arguments[len(arguments) - len(concrete.bound_inputs) :] if concrete.bound_inputs else []
+        found[name] = {
+            argument.name
+            for argument, index in zip(captured, concrete.bound_inputs, strict=False)
+            if index < len(objects) and objects[index].WhichOneof("kind") == "asset"
+        }
+    return found
+
+
+def saved_model_elements_refused(saved_model: Any) -> list[RefusedElement]:
+    return [element for meta in saved_model.meta_graphs for element in meta_graph_elements_refused(meta)]
+
+
+def asset_escapes(filename: str) -> bool:
+    parts = PurePosixPath(filename.replace("\\", "/")).parts
+    return not parts or filename.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]
+
+
+def refuse_untrusted(path: Path, refused: list[RefusedElement], what: str = "graph") -> None:
+    """A ModelError naming up to five refused elements and how to trust the model; nothing when none."""
+    if not refused:
+        return
+    more = f" and {len(refused) - _SHOWN} more" if len(refused) > _SHOWN else ""
+    shown = "; ".join(element.describe() for element in refused[:_SHOWN])
+    raise ModelError(
+        f"{path}: refused: the {what} holds ops that are not pure computation (they can read or write files, "
+        f"load libraries or run code when it loads or runs): {shown}{more}; {TRUST_HINT}"
+    )
+
+
+def _nodes_refused(
+    nodes: Any, function: str | None, functions: dict[str, Any], saver_only: set[str], assets: set[str]
+) -> list[RefusedElement]:
+    by_name = {node.name: node for node in nodes}
+    refused = []
+    for node in nodes:
+        if node.op in ALLOWED_OPS or node.op in functions:
+            continue
+        if node.op in SAVER_OPS and node.name in saver_only:
+            continue
+        if node.op in ASSET_OPS:
+            if len(node.input) > 1 and _source_of(by_name, node.input[1]) in assets:
+                continue
+            refused.append(RefusedElement(node.op, node.name, function, "reads a file that is not an asset"))
+            continue
+        refused.append(RefusedElement(node.op, node.name, function))
+    return refused
+
+
+def _source_of(nodes: dict[str, Any], tensor: str) -> str:
+    """The node (or function argument) a tensor comes from, past Identity nodes."""
+    name, seen = node_name(tensor), set()
+    while name in nodes and nodes[name].op == "Identity" and nodes[name].input and name not in seen:
+        seen.add(name)
+        name = node_name(nodes[name].input[0])
+    return name
+
+
+def _saver_only_nodes(graph_def: Any, saver_def: Any) -> set[str]:
+    """The nodes the saver's save and restore ops depend on that nothing else depends on."""
+    if saver_def is None:
+        return set()
+    roots = [name for name in (saver_def.save_tensor_name, saver_def.restore_op_name) if name]
+    saver = upstream(graph_def, roots) if roots else set()
+    return saver - upstream(graph_def, [node.name for node in graph_def.node if node.name not in saver])
+
+
+def _calls(node: Any, functions: dict[str, Any]) -> list[str]:
+    """The library functions a node calls: as its op, or named in an attr (While's cond/body, a dataset's `f`)."""
+    names = [node.op] if node.op in functions else []
+    for value in node.attr.values():
+        kind = value.WhichOneof("value")
+        if kind == "func":
+            names.append(value.func.name)
+        elif kind == "list" and value.list.func:
+            names += [func.name for func in value.list.func]
+    return [name for name in names if name in functions]
+
+
+def _reached(calls: dict[str, set[str]], pending: list[str]) -> set[str]:
+    """The functions named in `pending`, and those they call in turn."""
+    reached: set[str] = set()
+    while pending:
+        name = pending.pop()
+        if name not in reached:
+            reached.add(name)
+            pending += calls.get(name, ())
+    return reached

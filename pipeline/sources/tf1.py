@@ -25,6 +25,7 @@ from pipeline.errors import ModelError, first_line
 from pipeline.frameworks import captured_native_output, import_tensorflow
 from pipeline.sources import graphdef
 from pipeline.sources.model import Source, signature_tensor_specs
+from pipeline.sources.trust import TRUST_HINT
 from pipeline.sources.weights import CHECKPOINT_RECORD, epoch_order, glob_escape, is_checkpoint_prefix
 
 Tf1Kind = Literal["graph", "checkpoint"]
@@ -52,6 +53,7 @@ class CheckpointFiles:
     prefix: Path
     meta_graph: Path
     warnings: tuple[str, ...] = ()
+    outside: str | None = None  # the `checkpoint` record names a prefix outside its folder: what it says
 
     @property
     def files(self) -> list[Path]:
@@ -62,10 +64,13 @@ class CheckpointFiles:
 def locate_checkpoint(origin: Tf1Origin) -> CheckpointFiles:
     """The prefix (given, or a directory's latest) and its meta graph. A `checkpoint` record naming a path that is
     not here (shipped checkpoints keep their author's absolute paths) falls back to this directory, with a warning."""
-    path, warnings = origin.path, []
+    path, warnings, outside = origin.path, [], None
     if path.is_dir():
         path, warning = _latest_prefix(path)
         warnings += [warning] if warning else []
+        if not path.resolve().is_relative_to(origin.path.resolve()):
+            outside = f"{origin.path / 'checkpoint'}: names {path}, outside {origin.path}"
+            warnings.append(f"{outside}; loading it (the model is trusted)")
     elif path.name.endswith((".index", ".meta")):  # the user named one of the prefix's files
         path = path.with_suffix("")
     if not is_checkpoint_prefix(path):
@@ -76,7 +81,7 @@ def locate_checkpoint(origin: Tf1Origin) -> CheckpointFiles:
     meta = origin.meta_graph or path.with_name(path.name + ".meta")
     if not meta.is_file():
         raise ModelError(f"{meta}: the checkpoint's meta graph does not exist; set source.meta_graph")
-    located = CheckpointFiles(path, meta, tuple(warnings))
+    located = CheckpointFiles(path, meta, tuple(warnings), outside)
     missing = [file.name for file in located.files if not file.is_file()]
     if len(located.files) < 3 or missing:
         raise ModelError(f"{path}: checkpoint without data shards or with odd files ({', '.join(missing) or 'none'})")
@@ -134,9 +139,10 @@ class _Frozen:
 def load_tf1_source(origin: Tf1Origin, trusted: bool) -> Source:
     """Freeze, prune and repair the graph; write it as a SavedModel in a work folder; load that."""
     tf = import_tensorflow()
+    if not trusted:
+        check_tf1_graph(origin, tf)
     with captured_native_output():
         frozen = _freeze(origin, tf)
-        _check_effects(origin, frozen, trusted)
         directory = _write_savedmodel(origin, frozen, tf)
         loaded = tf.saved_model.load(str(directory))
     inputs, outputs = signature_tensor_specs(loaded.signatures["serving_default"])
@@ -163,6 +169,8 @@ def _freeze(origin: Tf1Origin, tf: Any) -> _Frozen:
     notes: list[str] = []
     outputs = _resolve_outputs(origin, graph_def, signature)
     inputs = _resolve_inputs(origin, graph_def, signature, outputs)
+    _check_distinct_names(origin, outputs, "outputs")
+    _check_distinct_names(origin, inputs, "inputs")
     if origin.kind == "checkpoint":
         graph_def = _restored_constants(origin, graph_def, outputs, tf)
     graph_def = tf.compat.v1.graph_util.extract_sub_graph(graph_def, [graphdef.node_name(n) for n in outputs])
@@ -186,12 +194,17 @@ def _read_graph(path: Path, tf: Any) -> Any:
     return graph_def
 
 
-def _read_meta_graph(path: Path, tf: Any) -> tuple[Any, Any]:
+def _parse_meta_graph(path: Path, tf: Any) -> Any:
     meta = tf.compat.v1.MetaGraphDef()
     try:
         meta.ParseFromString(path.read_bytes())
     except Exception as error:
         raise ModelError(f"{path}: not a MetaGraphDef (.meta): {first_line(error, 200)}") from None
+    return meta
+
+
+def _read_meta_graph(path: Path, tf: Any) -> tuple[Any, Any]:
+    meta = _parse_meta_graph(path, tf)
     if not meta.graph_def.node:
         raise ModelError(f"{path}: the meta graph has no nodes")
     return meta.graph_def, meta.signature_def.get("serving_default")
@@ -288,15 +301,31 @@ def _check_fed(origin: Tf1Origin, graph_def: Any, inputs: list[str], outputs: li
         )
 
 
-def _check_effects(origin: Tf1Origin, frozen: _Frozen, trusted: bool) -> None:
-    needed = graphdef.upstream(frozen.graph_def, frozen.outputs)
-    effects = {n: op for n, op in graphdef.ops_of(frozen.graph_def, needed).items() if op in graphdef.EFFECTFUL}
-    if effects and not trusted:
-        shown = ", ".join(f"{name} ({op})" for name, op in sorted(effects.items())[:5])
-        raise ModelError(
-            f"{origin.path}: the outputs run ops that read or write files or run Python: {shown}; "
-            "trust the model (source.trusted: true or --trust-model) to run them"
-        )
+def check_tf1_graph(origin: Tf1Origin, tf: Any) -> None:
+    """Untrusted: refuse the graph (every node, every library function; a meta graph under its own saver) unless
+    it is pure computation, and a checkpoint its folder's record sends elsewhere. Before anything imports the
+    graph: a meta graph names its own restore op, which `saver.restore` runs."""
+    if origin.kind == "graph":
+        graphdef.refuse_untrusted(origin.path, graphdef.graph_elements_refused(_read_graph(origin.path, tf)))
+        return
+    located = locate_checkpoint(origin)
+    if located.outside is not None:
+        raise ModelError(f"refused: {located.outside}; {TRUST_HINT}")
+    meta = _parse_meta_graph(located.meta_graph, tf)
+    graphdef.refuse_untrusted(located.meta_graph, graphdef.meta_graph_elements_refused(meta), "meta graph")
+
+
+def _check_distinct_names(origin: Tf1Origin, names: list[str], role: str) -> None:
+    """Two tensors whose file-safe names collide (`a/b`, `a_b`) would be one signature key: one lost, one
+    mislabelled."""
+    seen: dict[str, str] = {}
+    for name in names:
+        other = seen.setdefault(_safe(name), name)
+        if other != name:
+            raise ModelError(
+                f"{origin.path}: {origin.place}: {role}: {other} and {name} both become {_safe(name)!r} in the "
+                "converted files; name one of them differently in the graph, or leave one out"
+            )
 
 
 def _write_savedmodel(origin: Tf1Origin, frozen: _Frozen, tf: Any) -> Path:
@@ -367,20 +396,21 @@ def _plain(value: Any) -> Any:
 # --- inspect ---------------------------------------------------------------------------------------
 
 
-def describe_tf1_graph(path: Path) -> dict[str, Any]:
+def describe_tf1_graph(path: Path, trusted: bool = False) -> dict[str, Any]:
     """A frozen `.pb` or a `.meta`: its placeholders (defaults marked), likely outputs, the serving signature and
-    the TensorFlow version that wrote a meta graph. For a `recipe` to start from: nothing is frozen or run."""
+    the TensorFlow version that wrote a meta graph. For a `recipe` to start from: nothing is frozen or run; an
+    untrusted graph that `run` would refuse is refused here too, naming the same elements."""
     tf = import_tensorflow()
     if path.suffix.lower() == ".meta":
-        meta = tf.compat.v1.MetaGraphDef()
-        try:
-            meta.ParseFromString(path.read_bytes())
-        except Exception as error:
-            raise ModelError(f"{path}: not a MetaGraphDef (.meta): {first_line(error, 200)}") from None
+        meta = _parse_meta_graph(path, tf)
+        if not trusted:
+            graphdef.refuse_untrusted(path, graphdef.meta_graph_elements_refused(meta), "meta graph")
         graph_def, written_by = meta.graph_def, meta.meta_info_def.tensorflow_version or "unknown"
         signature = meta.signature_def.get("serving_default")
     else:
         graph_def, written_by, signature = _read_graph(path, tf), None, None
+        if not trusted:
+            graphdef.refuse_untrusted(path, graphdef.graph_elements_refused(graph_def))
     description: dict[str, Any] = {
         "format": "tf1 meta graph" if written_by else "tf1 frozen graph",
         "nodes": len(graph_def.node),
