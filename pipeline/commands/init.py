@@ -203,7 +203,7 @@ def inspect_graph(path: Path, request: InitRequest) -> Inspected:
     """A TF1 frozen graph: its one likely output (or --graph-outputs), the placeholders that output needs as
     inputs, and the scalar switches it needs fed (is_training, keep_prob) where their names tell the inference
     value. Anything init cannot decide is exit 2 naming what to fill in."""
-    described = describe_tf1_graph(path)  # a ModelError for a file that is no GraphDef
+    described = describe_tf1_graph(path, request.trusted)  # a ModelError: no GraphDef, or refused untrusted
     outputs = list(request.graph_outputs) or list(described["likely_outputs"])
     if len(outputs) != 1 and not request.graph_outputs:
         shown = ", ".join(outputs[:12]) or "none found"

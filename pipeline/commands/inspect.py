@@ -30,10 +30,10 @@ from pipeline.sources.weights import (
 
 def describe_model(path: Path, trusted: bool = False) -> dict[str, Any]:
     if is_checkpoint_prefix(path):
-        return _describe_checkpoint(path)
+        return _describe_checkpoint(path, trusted)
     check_model_path(path)
     if path.is_file() and path.suffix.lower() in {".pb", ".meta"}:
-        return _describe_tf1(path)
+        return _describe_tf1(path, trusted)
     if path.is_dir() and not is_savedmodel(path):
         return _describe_checkpoint_directory(path)
     description: dict[str, Any] = {"path": str(path), "size_bytes": size_of(path), "sha256": sha256_of(path)}
@@ -43,7 +43,7 @@ def describe_model(path: Path, trusted: bool = False) -> dict[str, Any]:
     elif suffix in H5_SUFFIXES and h5_layout(path) != "model":
         description.update(_describe_weights_h5(path))
     elif path.is_dir():
-        description.update(_describe_savedmodel(path))
+        description.update(_describe_savedmodel(path, trusted))
     else:
         description.update(_describe_keras(path, trusted))
     return description
@@ -58,9 +58,9 @@ def _describe_keras(path: Path, trusted: bool) -> dict[str, Any]:
     }
 
 
-def _describe_savedmodel(path: Path) -> dict[str, Any]:
+def _describe_savedmodel(path: Path, trusted: bool) -> dict[str, Any]:
     tf = import_tensorflow()
-    load_source(path)  # validates the directory and reports a readable error
+    load_source(path, trusted=trusted)  # validates the directory (untrusted: its graphs) with a readable error
     with captured_native_output():
         loaded = tf.saved_model.load(str(path))
     signatures = {
@@ -84,7 +84,7 @@ def _savedmodel_tags(path: Path) -> list[list[str]]:
     return [list(meta.meta_info_def.tags) for meta in proto.meta_graphs]
 
 
-def _describe_checkpoint(prefix: Path) -> dict[str, Any]:
+def _describe_checkpoint(prefix: Path, trusted: bool = False) -> dict[str, Any]:
     weights = locate_weights(prefix)
     description = {
         "path": str(prefix),
@@ -95,14 +95,14 @@ def _describe_checkpoint(prefix: Path) -> dict[str, Any]:
     }
     meta = prefix.with_name(prefix.name + ".meta")
     if meta.is_file():  # a TF1 Saver checkpoint: its graph tells what to feed and fetch
-        graph = describe_tf1_graph(meta)
+        graph = describe_tf1_graph(meta, trusted)
         description.update({**graph, "format": "tf1 checkpoint", "meta_graph": str(meta)})
     return description
 
 
-def _describe_tf1(path: Path) -> dict[str, Any]:
+def _describe_tf1(path: Path, trusted: bool) -> dict[str, Any]:
     description = {"path": str(path), "size_bytes": size_of(path), "sha256": sha256_of(path)}
-    description.update(describe_tf1_graph(path))
+    description.update(describe_tf1_graph(path, trusted))
     prefix = path.with_suffix("") if path.suffix.lower() == ".meta" else None
     if prefix is not None and is_checkpoint_prefix(prefix):
         description["checkpoint"] = str(prefix)
