@@ -25,6 +25,7 @@ from pipeline import __version__
 from pipeline.artifacts import write_text_atomic
 from pipeline.core.stored import regular_file_problem
 from pipeline.core.tensors import TensorSpec
+from pipeline.core.text import one_line
 from pipeline.data import Dataset, label_outputs, load_dataset
 from pipeline.errors import DataError, EdgeportError, ModelError, RecipeError, first_line
 from pipeline.frameworks import import_tensorflow
@@ -498,14 +499,16 @@ def _relative(document: dict[str, Any], base: Path) -> dict[str, Any]:
 
 
 def _tensor_lines(role: str, specs: list[TensorSpec]) -> list[str]:
-    shown = [f"#   {role:<6} {spec.describe()}" for spec in specs[:8]]
+    shown = [f"#   {role:<6} {one_line(spec.describe())}" for spec in specs[:8]]
     return shown + ([f"#   ... and {len(specs) - 8} more {role}s"] if len(specs) > 8 else [])
 
 
 def _comments(lines: list[str], indent: str) -> list[str]:
-    """Comment lines wrapped to the house's 120 columns; a line that starts with spaces is an example, kept whole."""
+    """Comment lines wrapped to the house's 120 columns; a line that starts with spaces is an example, kept whole.
+    Names in them come from the model: a newline would end the comment and start live YAML (`version: 9`), and YAML
+    refuses a file with ESC or NUL in it anywhere, so each line is escaped first."""
     wrapped = []
-    for line in lines:
+    for line in map(one_line, lines):
         if line.startswith(" "):
             wrapped.append(f"{indent}# {line}")
             continue
@@ -517,12 +520,13 @@ def _comments(lines: list[str], indent: str) -> list[str]:
 def render(request: InitRequest, name: str, inspected: Inspected, sections: dict[str, Section], base: Path) -> str:
     """The recipe as commented YAML: written as text, since a YAML dump loses comments."""
     source = _relative(inspected.source, base)
+    out = one_line(request.out.as_posix())  # the comments' names are escaped as `_comments` says why
     lines = [
         f"# Starter recipe written by edgeport {__version__}:",
-        f"#   {request.command()}",
-        f"# It runs as written: edgeport run {request.out.as_posix()}",
-        f"# Check an edit in a second (no TensorFlow): edgeport validate {request.out.as_posix()}",
-        f"# Model: {inspected.label}",
+        f"#   {one_line(request.command())}",
+        f"# It runs as written: edgeport run {out}",
+        f"# Check an edit in a second (no TensorFlow): edgeport validate {out}",
+        f"# Model: {one_line(inspected.label)}",
         *_tensor_lines("input", inspected.inputs),
         *_tensor_lines("output", inspected.outputs),
         "# Gates are the defaults each output's last stage gives (docs/gates-and-metrics.md, 'Default gates'); set",

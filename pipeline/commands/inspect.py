@@ -10,6 +10,7 @@ from typing import Any
 
 from pipeline.artifacts import sha256_of, size_of
 from pipeline.core.artifact import Artifact
+from pipeline.core.text import one_line
 from pipeline.errors import ModelError, first_line
 from pipeline.frameworks import captured_native_output, import_tensorflow
 from pipeline.provenance import ProvenanceError, field_text, read_provenance
@@ -157,6 +158,7 @@ def _tensors(inputs: list, outputs: list) -> dict[str, list[dict[str, Any]]]:
 
 
 def format_description(description: dict[str, Any]) -> str:
+    description = _one_line_strings(description)
     flavour = f" ({description['flavour']})" if description.get("flavour") else ""
     lines = [f"{description['path']}", f"  format   {description['format']}{flavour}"]
     if "latest" in description:
@@ -184,6 +186,18 @@ def format_description(description: dict[str, Any]) -> str:
         lines.append(f"  variables ({len(rows)})")
         lines += _table(["name", "shape", "dtype", "stored as"], rows, indent=4)
     return "\n".join(lines)
+
+
+def _one_line_strings(value: Any) -> Any:
+    """Every name and path of the description escaped to one line (core.text): they come from the model, and a
+    newline in a tensor name would print a line of its own in the listing."""
+    if isinstance(value, str):
+        return one_line(value)
+    if isinstance(value, dict):
+        return {_one_line_strings(key): _one_line_strings(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_one_line_strings(item) for item in value]
+    return value
 
 
 def _tf1_lines(description: dict[str, Any]) -> list[str]:
