@@ -1,6 +1,6 @@
 """Named tensors: their specs, and how one runtime's names are matched to another's.
 
-A leaf: plain Python, and no other pipeline layer but errors.
+A leaf: plain Python, and no other pipeline layer but errors (and core.text, for names in messages).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from pipeline.core.text import one_line
 from pipeline.errors import DataError
 
 
@@ -23,8 +24,10 @@ class TensorSpec:
     dtype: str
 
     def describe(self) -> str:
+        """`x [?, 4] float32`; the name as one line (core.text): it comes from the model, and lands in log lines,
+        messages and init's recipe comments, where a newline would start a line of the model's."""
         dims = ", ".join("?" if d is None else str(d) for d in self.shape)
-        return f"{self.name} [{dims}] {self.dtype}"
+        return f"{one_line(self.name)} [{dims}] {self.dtype}"
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}

@@ -9,6 +9,7 @@ from typing import Any
 
 from pipeline.artifacts import copy_atomic, gzip_size_of, sha256_of, size_of
 from pipeline.core.artifact import Artifact
+from pipeline.core.text import one_line
 from pipeline.parity import GateResult, ParityResult
 from pipeline.provenance import Provenance, stamp_file
 from pipeline.run.outdir import PUBLISHED_NAMES, Manifest
@@ -83,4 +84,4 @@ def latency_text(latency: dict[str, Any]) -> str:
 
 
 def _gate_label(gate: GateResult) -> str:
-    return f"{gate.tensor}.{gate.metric}" if gate.tensor else gate.metric
+    return one_line(f"{gate.tensor}.{gate.metric}") if gate.tensor else gate.metric  # the model's name, one line

@@ -5,15 +5,16 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pipeline.core.text import one_line
+from pipeline.core.text import one_line, printable
 
 _TAG_START = re.compile(r"<(?=[A-Za-z/!?])")  # `<script`, `</b`, `<!--`; leaves `<=` alone
 
 
 def cell(value: Any) -> str:
-    """Text safe inside a table cell: no pipes, no line breaks, nothing a renderer takes for a tag."""
-    text = _TAG_START.sub("&lt;", str(value).replace("\\", "\\\\").replace("|", "\\|"))
-    return text.replace("\r", "").replace("\n", "<br>")
+    """Text safe inside a table cell: no pipes, no line breaks, nothing a renderer takes for a tag, no control
+    character (the batch's summary.md is made of cells, outside report.md's own escaping)."""
+    text = _TAG_START.sub("&lt;", printable(value).replace("\\", "\\\\").replace("|", "\\|"))
+    return text.replace("\n", "<br>")
 
 
 def code(value: Any) -> str:
