@@ -6,14 +6,16 @@ Run after an upgrade of keras, tf_keras, tensorflow or tensorflow-model-optimiza
 
 What each candidate set is, found by introspection (the same sets tests/sources/test_allowlist_keras.py rebuilds):
 - Keras 3 classes: `keras.src.models.functional.Functional` (every functional model; not exported), and every
-  `keras.*` name Keras's export registry (`api_export.REGISTERED_NAMES_TO_OBJS`) resolves to a KerasSaveable class,
-  under that name and under `cls.__module__.cls.__name__` (either is what a config's `module` + `class_name` may
-  say), and every Operation class of `keras.src.ops.*` (a functional model records a
-  `keras.ops` call as one). Keras 3 functions: the exported `keras.{activations,losses,metrics}.*` functions.
+  `keras.*` name Keras's export registry (`api_export.REGISTERED_NAMES_TO_OBJS`) resolves to a class, and a
+  KerasSaveable one under `cls.__module__.cls.__name__` too (either is what a config's `module` + `class_name` may
+  say; by its module Keras imports only KerasSaveable classes), and every Operation class (layers included) of
+  `keras.src.ops.*` (a functional model records a `keras.ops` call as one) and `keras.src.applications.*`
+  (ConvNeXt's LayerScale). Keras 3 functions: the exported `keras.{activations,losses,metrics}.*` functions.
 - tf_keras classes, by bare name as its `.h5` configs give them: what `tf_keras.layers.deserialize` resolves
-  (its ALL_OBJECTS) and the classes of tf_keras's initializers, regularizers, constraints, optimizers, losses,
-  metrics and mixed_precision modules; plus the same classes' `keras.*` export names (a nested initializer in an
-  `.h5` carries `"module": "keras.initializers"`), and the bare names of the Keras 3 classes (Keras 3's own `.h5`).
+  (its ALL_OBJECTS), the registered names of its own optimizers (`Custom>Adam`), and the classes of tf_keras's
+  initializers, regularizers, constraints, optimizers, losses, metrics and mixed_precision modules; plus the same
+  classes' `keras.*` export names (a nested initializer in an `.h5` carries `"module": "keras.initializers"`),
+  and the bare names of the Keras 3 classes (Keras 3's own `.h5`).
 - tfmot classes: what `quantize_scope()`, `prune_scope()` and `cluster_scope()` register (our qat, prune and
   cluster stages save models that hold them).
 - TFOpLambda functions: the canonical TensorFlow API name (`get_canonical_name_for_symbol`, v1-only names with
@@ -63,17 +65,22 @@ def keras3_classes() -> set[str]:
 
     names: set[str] = set()
     for name, symbol in api_export.REGISTERED_NAMES_TO_OBJS.items():
-        if name.startswith("keras.") and inspect.isclass(symbol) and issubclass(symbol, KerasSaveable):
-            names.update((name, f"{symbol.__module__}.{symbol.__name__}"))
+        if not (name.startswith("keras.") and inspect.isclass(symbol)):
+            continue
+        names.add(name)
+        if issubclass(symbol, KerasSaveable):  # by its module, Keras imports only KerasSaveable classes
+            names.add(f"{symbol.__module__}.{symbol.__name__}")
+    import keras.src.applications as applications
     import keras.src.ops as ops
 
-    for info in pkgutil.walk_packages(ops.__path__, "keras.src.ops."):
-        if info.name.endswith("_test"):  # Keras ships its tests beside the ops
-            continue
-        module = importlib.import_module(info.name)
-        for symbol in vars(module).values():
-            if inspect.isclass(symbol) and issubclass(symbol, Operation) and symbol.__module__ == info.name:
-                names.add(f"{info.name}.{symbol.__name__}")
+    for package in (ops, applications):
+        for info in pkgutil.walk_packages(package.__path__, f"{package.__name__}."):
+            if info.name.endswith("_test"):  # Keras ships its tests beside the code
+                continue
+            module = importlib.import_module(info.name)
+            for symbol in vars(module).values():
+                if inspect.isclass(symbol) and issubclass(symbol, Operation) and symbol.__module__ == info.name:
+                    names.add(f"{info.name}.{symbol.__name__}")
     # Not exported, yet every functional model's config names it by its module.
     names.add("keras.src.models.functional.Functional")
     return names
@@ -96,6 +103,7 @@ def tf_keras_classes() -> set[str]:
     import tf_keras
     from tensorflow.python.util import tf_export
     from tf_keras.src.layers import serialization
+    from tf_keras.src.saving import object_registration
 
     serialization.populate_deserializable_objects()
     classes = {name: symbol for name, symbol in serialization.LOCAL.ALL_OBJECTS.items() if inspect.isclass(symbol)}
@@ -104,7 +112,9 @@ def tf_keras_classes() -> set[str]:
         for part in dotted.split("."):
             module = getattr(module, part)
         classes.update({name: symbol for name, symbol in vars(module).items() if inspect.isclass(symbol)})
-    names = set(classes)
+    # tf_keras's own optimizers save under the names they are registered with (`Custom>Adam`).
+    registered = object_registration._GLOBAL_CUSTOM_OBJECTS
+    names = set(classes) | {name for name, symbol in registered.items() if symbol.__module__.startswith("tf_keras.")}
     for symbol in classes.values():
         exported = tf_export.get_canonical_name_for_symbol(symbol, api_name="keras")
         if exported:

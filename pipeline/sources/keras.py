@@ -15,7 +15,7 @@ from typing import Any
 from pipeline.errors import ModelError, first_line
 from pipeline.frameworks import captured_native_output, import_tensorflow
 from pipeline.sources.imports import custom_classes, import_named_modules
-from pipeline.sources.trust import TRUST_HINT, check_model_config, read_model_config
+from pipeline.sources.trust import TRUST_HINT, check_model_config
 
 
 def load_keras_model(
@@ -23,13 +23,16 @@ def load_keras_model(
 ) -> Any:
     """Load `path` with Keras 3 (`flavour="keras3"`, safe mode unless trusted) or tf_keras, uncompiled.
 
-    Trusted, the modules its config names are imported first, so their classes are registered (a model an earlier
-    stage saved needs its source's classes in this process too). Native output and Python warnings stay off the
-    console; `scope` wraps the load (tfmot's quantize scope for QAT models). Raises whatever Keras raises: callers
-    decide what a failure means.
+    Untrusted, its config passes the same allowlist as a source file first (a model left in a shared cache is
+    no more trusted than the source it came from): a ModelError names what it refuses. Trusted, the modules its
+    config names are imported first, so their classes are registered (a model an earlier stage saved needs its
+    source's classes in this process too). Native output and Python warnings stay off the console; `scope` wraps
+    the load (tfmot's quantize scope for QAT models). Otherwise raises whatever Keras raises: callers decide what a
+    failure means.
     """
+    documents = check_model_config(Path(path), trusted)
     if trusted:
-        import_named_modules(custom_classes(read_model_config(Path(path))), Path(path).parent)
+        import_named_modules(custom_classes(documents), Path(path).parent)
     return _load(path, flavour, trusted, scope)
 
 

@@ -1,11 +1,13 @@
-"""Serialized Python in a Keras model file, found by reading its config as JSON — before Keras or tf_keras
-deserializes anything, since deserializing is what runs the code.
+"""What a Keras model file names, read from its config as JSON before Keras or tf_keras deserializes anything
+(deserializing is what runs code), and, untrusted, refused unless every element is on the allowlist.
 
-Carriers seen: Lambda layers (both Keras), Keras 3 `__lambda__` functions, and tf_keras `func_dump` triples
-(`residual_fn` of a ResidualWrapper, `dropout_state_filter_visitor` of a DropoutWrapper, a Lambda's `function`),
-each marked by a sibling `<key>_type: "lambda"`, and any string that is base64 of a marshalled code object.
-Untrusted, custom classes are refused too (pipeline.sources.imports): loading them imports modules the file names.
-A leaf: the standard library, h5py and that module; knows nothing of recipes or runs.
+Three passes, each with its own words: serialized Python (Lambda layers of both Keras, Keras 3 `__lambda__`
+functions, tf_keras `func_dump` triples marked by a sibling `<key>_type: "lambda"` such as a ResidualWrapper's
+`residual_fn`, and any string that is base64 of a marshalled code object); custom classes (loading them imports
+the modules the file names: pipeline.sources.imports); then the allowlist (pipeline.sources.allowlist.keras):
+every class, every Keras function, every `TFOpLambda` function, and no file path as a lookup vocabulary. The
+same check serves source files and the models earlier stages left in the cache. A leaf: the standard library,
+h5py and those two modules; knows nothing of recipes or runs.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ModelError
+from pipeline.sources.allowlist import keras as allow
 from pipeline.sources.imports import IMPORTS_HINT, custom_classes
 
 TRUST_HINT = "set `source.trusted: true` in the recipe or pass --trust-model if you trust this file"
@@ -47,6 +50,13 @@ def check_model_config(path: Path, trusted: bool) -> list[Any]:
         raise ModelError(
             f"{path}: refused: the model needs custom classes, and loading them imports their modules, which runs "
             f"code: {', '.join(custom.describe() for custom in classes[:_SHOWN])}{more}; {IMPORTS_HINT}"
+        )
+    outside = list(dict.fromkeys(element for document in documents for element in outside_allowlist(document)))
+    if outside:
+        more = f"; and {len(outside) - _SHOWN} more" if len(outside) > _SHOWN else ""
+        raise ModelError(
+            f"{path}: refused: loading the model would run what edgeport's allowlist of pure computation does not "
+            f"hold: {'; '.join(outside[:_SHOWN])}{more}; {TRUST_HINT}"
         )
     return documents
 
@@ -146,3 +156,81 @@ def _is_bytecode(text: str) -> bool:
     except (binascii.Error, ValueError):
         return False
     return bool(head) and head[0] in _CODE_OBJECT_TAGS
+
+
+def outside_allowlist(document: Any) -> list[str]:
+    """Each element of `document` (parsed JSON) the allowlist lacks, as a phrase naming it and the layer it sits
+    in. Every dict with a `class_name` is one: both Keras resolve such a dict as a class or function wherever it
+    sits (a cell inside an RNN, a layer of a nested model, an initializer, an activation given as an object)."""
+    found: list[str] = []
+    _check(document, "the model", found)
+    return found
+
+
+def _check(node: Any, layer: str, found: list[str]) -> None:
+    if isinstance(node, list):
+        for value in node:
+            _check(value, layer, found)
+        return
+    if not isinstance(node, dict):
+        return
+    config = node.get("config")
+    # Every layer's config says whether it is trainable; a dtype policy's or an optimizer's name is no layer's.
+    name = config.get("name") if isinstance(config, dict) and "trainable" in config else None
+    layer = f"layer {name!r}" if isinstance(name, str) else layer
+    if "class_name" in node:
+        found.extend(f"{problem} in {layer}" for problem in _problems(node, config))
+    for value in node.values():
+        _check(value, layer, found)
+
+
+def _problems(node: dict[str, Any], config: Any) -> list[str]:
+    class_name = node["class_name"]
+    if not isinstance(class_name, str):
+        return [f"a class_name that is no name ({class_name!r})"]
+    problem = _function_problem(node) if class_name == "function" else _class_problem(node, class_name)
+    problems = [problem] if problem else []
+    if isinstance(config, dict):
+        if class_name in ("TFOpLambda", "SlicingOpLambda"):
+            problems.extend(_tfop_problem(class_name, config.get("function")))
+        problems.extend(
+            f"a file path as the {key} of {class_name} ({config[key]!r}), which it opens when it loads"
+            for key in allow.FILE_ARGUMENTS
+            if isinstance(config.get(key), str)
+        )
+    return problems
+
+
+def _class_problem(node: dict[str, Any], class_name: str) -> str | None:
+    if class_name in allow.DATA_MARKERS:
+        return None
+    module, registered = node.get("module"), node.get("registered_name")
+    if registered not in (None, class_name):
+        # Keras 3 looks a registered name up before the module: it could stand for any class some import registered.
+        return f"class {class_name!r} under the registered name {registered!r}"
+    if isinstance(module, str):
+        identity = f"{module}.{class_name}"
+        allowed = allow.qualified_class_allowed(identity)
+    elif module is None:
+        identity, allowed = class_name, allow.bare_class_allowed(class_name)
+    else:
+        return f"class {class_name!r} with a module that is no name ({module!r})"
+    if allowed:
+        return None
+    why = allow.excluded_why(identity, allow.EXCLUDED_KERAS3) or allow.excluded_why(identity, allow.EXCLUDED_TF_KERAS)
+    return f"class {identity} ({why or 'not on the list'})"
+
+
+def _function_problem(node: dict[str, Any]) -> str | None:
+    module, name = node.get("module"), node.get("config")
+    if isinstance(module, str) and isinstance(name, str) and allow.function_allowed(module, name):
+        return None
+    why = allow.excluded_why(f"{module}.{name}", allow.EXCLUDED_KERAS3)
+    return f"function {module}.{name} ({why or 'not on the list'})"
+
+
+def _tfop_problem(class_name: str, function: Any) -> list[str]:
+    if isinstance(function, str) and function in allow.TFOP_FUNCTIONS:
+        return []
+    why = allow.excluded_why(function, allow.EXCLUDED_TFOP) if isinstance(function, str) else None
+    return [f"TensorFlow function {function!r} called by a {class_name} ({why or 'not on the list'})"]
