@@ -2,10 +2,14 @@
 
 A key is derived from content (source hash, stage options, upstream key, data digests, package
 versions), never chosen by hand. Every entry carries the sha256 of what it holds, checked on each use: a stage
-entry's `entry.json` and a description are sealed JSON (the document beside its own hash, which also covers the
-artifact file's hash), a recording has a `seal.json` with each of its files' hashes. An entry that does not match
-is deleted with a note and rebuilt, never used. Entries are written under a temporary name and renamed whole. A
-cache that cannot be written (read-only, full) is read as it is and no longer written to, with one note.
+entry's `entry.json` and a description are sealed JSON (the document and the entry's own key beside their hash,
+which also covers the artifact file's hash, itself checked on every read), a recording has a `seal.json` with its
+key and each of its files' hashes. An entry that does not match, or that holds another key's record (copied under
+a name not its own: one recipe would ship another's conversion), is deleted with a note and rebuilt, never used.
+The seal is a plain hash, not a signature: it stops accidents and copies, not someone who may write the cache and
+reseal what they wrote, which is why a model read back from the cache passes the same trust check as a source.
+Entries are written under a temporary name and renamed whole. A cache that cannot be written (read-only, full) is
+read as it is and no longer written to, with one note.
 Knows nothing of recipes, runtimes or reports.
 """
 
@@ -27,7 +31,7 @@ from pipeline.core.artifact import Artifact
 from pipeline.core.leftovers import sweep
 from pipeline.core.recording import OutputRecording
 
-CACHE_LAYOUT = 3  # bump when the entry format changes; old entries are then ignored (3: every entry sealed)
+CACHE_LAYOUT = 4  # bump when the entry format changes; old entries are then ignored (4: each seal holds its key)
 SEAL = "seal.json"  # a recording's file hashes
 
 
@@ -86,16 +90,20 @@ class _Entries:
                 self.writable = False
                 self.notes.append(f"could not write the cache ({error}); the run went on without storing to it")
 
-    def _unsealed(self, path: Path, what: str, then: str, entry: Path) -> dict[str, Any] | None:
-        """A sealed JSON document; None when absent, or dropped (`entry`) with a note when it does not match."""
+    def _unsealed(self, path: Path, key: str, what: str, then: str, entry: Path) -> dict[str, Any] | None:
+        """The document sealed under `key`; None when absent, or dropped (`entry`) with a note when it does not
+        match its hash or was sealed under another key."""
         if not path.exists():
             return None
         sealed = _read_json(path)
-        document = sealed.get("document") if isinstance(sealed, dict) else None
-        if not isinstance(document, dict) or _digest(document) != sealed.get("sha256"):
+        record = {"key": sealed.get("key"), "document": sealed.get("document")} if isinstance(sealed, dict) else {}
+        if not isinstance(record.get("document"), dict) or _digest(record) != sealed.get("sha256"):
             self._drop(entry, f"{what} did not match its hash; {then}")
             return None
-        return document
+        if record["key"] != key:
+            self._drop(entry, f"{what} holds the entry of another key ({_shown(record['key'])}); {then}")
+            return None
+        return record["document"]
 
     def _drop(self, entry: Path, note: str) -> None:
         with self._lock:
@@ -116,11 +124,12 @@ class Cache(_Entries):
         if not self.enabled:
             return None
         entry_dir = self.root / "stages" / key
-        entry = self._unsealed(entry_dir / "entry.json", f"cache entry {key[:12]}", "rebuilt", entry_dir)
+        entry = self._unsealed(entry_dir / "entry.json", key, f"cache entry {key[:12]}", "rebuilt", entry_dir)
         if entry is None:
             return None
-        path = entry_dir / entry["filename"]
-        if not path.exists() or sha256_of(path) != entry["sha256"]:
+        path = entry_dir / str(entry.get("filename"))
+        # A name with a folder in it could point the artifact at any file whose hash the entry states.
+        if not _plain_name(entry.get("filename")) or not path.exists() or sha256_of(path) != entry.get("sha256"):
             self._drop(entry_dir, f"cache entry {key[:12]} did not match its hash; rebuilt")
             return None
         artifact = Artifact.from_json(entry["artifact"], path=path, key=key)
@@ -140,7 +149,7 @@ class Cache(_Entries):
             else:
                 digest = copy_hashed(artifact.path, copied)
             entry = {"artifact": artifact.to_json(), "filename": artifact.path.name, "sha256": digest}
-            (staging / "entry.json").write_bytes(_seal({**entry, "seconds": seconds}))
+            (staging / "entry.json").write_bytes(_seal({**entry, "seconds": seconds}, key))
 
         if not self._publish_dir(target, fill):
             return artifact
@@ -153,13 +162,13 @@ class Cache(_Entries):
         if not self.enabled:
             return None
         path = self.root / "meta" / kind / f"{key}.json"
-        return self._unsealed(path, f"cached {kind} entry {key[:12]}", "made afresh", path)
+        return self._unsealed(path, f"{kind}/{key}", f"cached {kind} entry {key[:12]}", "made afresh", path)
 
     def put_json(self, kind: str, key: str, document: dict[str, Any]) -> None:
         if not self.writable:
             return
         try:
-            write_bytes_atomic(self.root / "meta" / kind / f"{key}.json", _seal(document))
+            write_bytes_atomic(self.root / "meta" / kind / f"{key}.json", _seal(document, f"{kind}/{key}"))
         except OSError as error:
             self._unwritable(error)
 
@@ -171,10 +180,14 @@ class Cache(_Entries):
         directory = self.root / "recordings" / key
         if not directory.exists():
             return None
-        seal = _read_json(directory / SEAL)
-        recording = OutputRecording.open(directory) if seal is not None else None
+        sealed = _read_json(directory / SEAL)
+        seal = sealed.get("files") if isinstance(sealed, dict) else None
+        recording = OutputRecording.open(directory) if isinstance(seal, dict) else None
         if recording is None:  # a truncated or corrupt entry: drop it and recompute
             self._drop(directory, f"cached outputs {key[:12]} were unreadable; recomputed")
+            return None
+        if sealed.get("key") != key:
+            self._drop(directory, f"cached outputs {key[:12]} hold the entry of another key; recomputed")
             return None
         if sorted(seal) != sorted(recording.files()) or any(
             sha256_of(directory / name) != digest for name, digest in seal.items()
@@ -189,7 +202,7 @@ class Cache(_Entries):
 
         def fill(staging: Path) -> None:
             seal = {name: copy_hashed(recording.directory / name, staging / name) for name in recording.files()}
-            (staging / SEAL).write_text(json.dumps(seal))
+            (staging / SEAL).write_text(json.dumps({"key": key, "files": seal}))
 
         if not self.writable or not self._publish_dir(target, fill):
             return recording
@@ -201,9 +214,21 @@ def _digest(document: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(document, default=str).encode()).hexdigest()
 
 
-def _seal(document: dict[str, Any]) -> bytes:
+def _seal(document: dict[str, Any], key: str) -> bytes:
+    """The document and the key it is stored under, beside the hash of both: a copy under another key is found."""
     plain = json.loads(json.dumps(document, default=str))  # what a reader will load: Paths as their text
-    return json.dumps({"sha256": _digest(plain), "document": plain}).encode()
+    record = {"key": key, "document": plain}
+    return json.dumps({"sha256": _digest(record), **record}).encode()
+
+
+def _plain_name(name: Any) -> bool:
+    return isinstance(name, str) and name not in ("", ".", "..") and Path(name).name == name
+
+
+def _shown(key: Any) -> str:
+    """Another entry's key as a note may print it: the cache's files are not trusted text."""
+    text = str(key)
+    return text[:12] if text.replace("/", "").replace("-", "").replace("_", "").isalnum() and text.isascii() else "?"
 
 
 def _read_json(path: Path) -> Any:
