@@ -7,12 +7,21 @@ imported only here and only inside the functions that use them, so `validate`, `
 import them. On a cluster every path a task reads or writes must be one each worker sees at the same name (a
 shared filesystem): before any task is sent, each worker must find the files named in `Placement.files` and read
 a token this process wrote into each folder of `Placement.shared_dirs`; a worker that cannot is named.
+
+Whoever can submit a task to a cluster runs code in its workers, and a client runs what the scheduler sends back:
+the local cluster edgeport starts therefore speaks TLS on 127.0.0.1 only, with a CA and certificates made for this
+run (`Security.temporary()`), so another local user's client cannot join, and serves no HTTP (its scheduler and
+workers start HTTP servers whatever `dashboard_address` says: their routes are emptied and the servers stopped as
+each starts, by this module's `dask_setup`). A cluster given by `--scheduler` is secured by whoever runs it: the
+client takes its TLS settings from dask's configuration (docs/cluster.md).
 """
 
 from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
@@ -27,6 +36,15 @@ EXECUTORS = ("local", "dask")
 CONNECT_SECONDS = 10.0  # a scheduler that does not answer in this time is reported, not waited for
 INSTALL = "pip install edgeport[cluster]"
 NO_DAEMON = "DASK_DISTRIBUTED__WORKER__DAEMON=False"
+# The local cluster's settings: workers start the conversion worker (no daemons); no HTTP routes, and this module
+# as the preload of the scheduler and of each worker, whose `dask_setup` stops the HTTP server each starts.
+LOCAL_SETTINGS = {
+    "distributed.worker.daemon": False,
+    "distributed.scheduler.http.routes": [],
+    "distributed.worker.http.routes": [],
+    "distributed.scheduler.preload": [__name__],
+    "distributed.worker.preload": [__name__],
+}
 
 Task = Callable[..., Any]
 Done = Iterator[tuple[int, Any]]  # (index of the task, its result, or the exception that ended it)
@@ -61,7 +79,9 @@ def completed(task: Task, arguments: list[tuple[Any, ...]], placement: Placement
 
 def _in_processes(task: Task, arguments: list[tuple[Any, ...]], jobs: int) -> Done:
     context = multiprocessing.get_context("spawn")  # no TensorFlow state shared with the workers
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+    # The pool starts its processes from this thread (spawn: on submit): they die with it, or with this process.
+    parent = (os.getpid(), threading.current_thread() is threading.main_thread())
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_pool_worker, initargs=parent) as pool:
         futures: dict[Future[Any], int] = {pool.submit(task, *args): n for n, args in enumerate(arguments)}
         for future in as_completed(futures):
             yield futures[future], _outcome(future.result)
@@ -78,6 +98,14 @@ def _on_dask(task: Task, arguments: list[tuple[Any, ...]], placement: Placement)
         }
         for future in distributed.as_completed(futures):
             yield futures[future], _outcome(future.result)
+
+
+def _pool_worker(parent: int, from_main_thread: bool) -> None:
+    """A pool process's first act: a parent killed outright (SIGKILL) runs no shutdown, and its pool must not run
+    recipes on, for no one, for minutes."""
+    from pipeline.run.worker import _die_with_parent  # the conversion worker's own rule, for the same reason
+
+    _die_with_parent(parent, from_main_thread)
 
 
 def _outcome(result: Callable[[], Any]) -> Any:
@@ -101,18 +129,8 @@ def _import_distributed() -> Any:
 def _client(distributed: Any, placement: Placement) -> Iterator[Any]:
     """A client of the given scheduler, or of a LocalCluster of `jobs` single-threaded worker processes."""
     if placement.scheduler is None:
-        import dask
-
-        with dask.config.set({"distributed.worker.daemon": False}):  # tasks start the conversion worker
-            cluster = distributed.LocalCluster(
-                n_workers=placement.jobs,
-                threads_per_worker=1,
-                processes=True,
-                host="127.0.0.1",
-                dashboard_address=None,
-            )
-        with cluster, distributed.Client(cluster) as client:
-            yield client
+        with _local_cluster(distributed, placement.jobs) as cluster, distributed.Client(cluster) as client:
+            yield client  # the cluster's certificates: Client(cluster) takes cluster.security
         return
     try:
         client = distributed.Client(placement.scheduler, timeout=CONNECT_SECONDS)
@@ -120,6 +138,36 @@ def _client(distributed: Any, placement: Placement) -> Iterator[Any]:
         raise EdgeportError(f"--scheduler {placement.scheduler}: cannot connect: {first_line(error)}") from None
     with client:
         yield client
+
+
+def _local_cluster(distributed: Any, jobs: int) -> Any:
+    """`jobs` single-threaded worker processes on 127.0.0.1: TLS with certificates made for this run, no HTTP."""
+    import dask
+
+    try:
+        security = distributed.security.Security.temporary()
+    except ImportError as error:  # it makes the certificates with `cryptography`, part of the cluster extra
+        raise EdgeportError(f"--executor dask needs cryptography ({first_line(error)}): {INSTALL}") from None
+    with dask.config.set(LOCAL_SETTINGS):
+        return distributed.LocalCluster(
+            n_workers=jobs,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            protocol="tls",
+            security=security,
+            dashboard_address=None,
+        )
+
+
+def dask_setup(server: Any) -> None:
+    """Dask's preload hook, run in the local cluster's scheduler and in each worker once it has started: stop the
+    HTTP server distributed starts on every node even with no dashboard (routes emptied too, for the moment before
+    this runs). A node without one (a nanny) is left as it is."""
+    http = getattr(server, "http_server", None)
+    if http is not None:
+        http.stop()
+        getattr(server, "services", {}).pop("dashboard", None)
 
 
 def check_workers(client: Any, placement: Placement) -> None:
