@@ -263,7 +263,9 @@ def _run_one(args: argparse.Namespace, path: Path) -> int:
     from pipeline.run import run_recipe
 
     out_dir = args.out or Path("artifacts") / recipe.spec.name
-    report = run_recipe(recipe, _run_options(args, out_dir, args.jobs))
+    options = _run_options(args, out_dir, args.jobs)
+    options.confine = True  # this process ends with the run: where it loads the model itself, it is confined
+    report = run_recipe(recipe, options)
     print(summary(report))
     print("reports: " + "  ".join(str(out_dir / filename) for filename in REPORT_FILES))
     return int(report["exit_code"])
@@ -318,6 +320,8 @@ def _compare(args: argparse.Namespace) -> int:
     gates, tensor_map = parse_gates(args.gate), parse_map(args.map)
     input_map = parse_map(args.input_map, "--input-map")
     data = _compare_data(args)
+    reads = [args.reference, args.candidate, *([args.data] if args.data else [])]
+    _confine(reads, [args.out] if args.out else [], args.trust_model)
     from pipeline.report import write_reports
     from pipeline.report.text import summary
 
@@ -389,6 +393,7 @@ def _init(args: argparse.Namespace) -> int:
         signature=args.signature,
         graph_outputs=tuple(args.graph_outputs),
     )
+    _confine([args.model, *([args.data] if args.data else [])], [args.out.resolve().parent], args.trust_model)
     written = init_recipe(request)
     print(f"wrote {written.path}: recipe {written.name!r}, {written.label}")
     print(f"  outputs: {', '.join(written.outputs)} (default gates written out)")
@@ -411,9 +416,38 @@ def _inspect(args: argparse.Namespace) -> int:
     from pipeline.commands.inspect import describe_model, format_description
 
     _import_modules(args)
+    _confine([args.model], [], args.trust_model, needs_tensorflow=args.model.suffix.lower() not in {".tflite", ".onnx"})
     description = describe_model(args.model, trusted=args.trust_model)
     print(json.dumps(description, indent=2) if args.json else format_description(description))
     return 0
+
+
+def _confine(reads: list[Path], writes: list[Path], trusted: bool, *, needs_tensorflow: bool = True) -> None:
+    """Confine this process before it loads a model (pipeline.core.sandbox), trusted or not: it may read `reads`
+    (and, trusted, their folders, where the classes a model names are imported from) and write `writes` (made
+    first) and a temporary folder of its own. TensorFlow and tf_keras are imported first: Keras reads ~/.keras."""
+    import atexit
+    import os
+    import shutil
+    import tempfile
+    from contextlib import suppress
+
+    from pipeline.core.leftovers import make_work_dir
+    from pipeline.core.sandbox import confine, existing_root
+    from pipeline.frameworks import import_tensorflow
+
+    work = make_work_dir("confined-")
+    atexit.register(shutil.rmtree, work, True)
+    tempfile.tempdir = os.environ["TMPDIR"] = str(work)
+    for folder in writes:
+        with suppress(OSError):  # one that cannot be made fails where the command writes, with its own message
+            folder.mkdir(parents=True, exist_ok=True)
+    if needs_tensorflow:
+        import_tensorflow()
+        with suppress(ImportError):
+            import tf_keras  # noqa: F401
+    roots = [existing_root(path.resolve()) for path in reads]
+    confine([*roots, *(root.parent for root in roots if trusted)], [*writes, work])
 
 
 def _verify(args: argparse.Namespace) -> int:

@@ -130,6 +130,22 @@ def describe_available() -> str:
     return f"landlock ABI {abi}" if abi else f"none ({why})"
 
 
+def said(error: BaseException, text: str) -> str:
+    """`text` (an error's first line) as a user should read it: a PermissionError named, with the sandbox's part.
+    Keras rewrites a layer's error down to its errno ("13"): its type is what is left to say what happened."""
+    if not isinstance(error, PermissionError):
+        return text
+    return (
+        f"PermissionError: {text} (the model touched a file the sandbox denies: a model may read only its own files "
+        "and write only the run's work folder, trusted or not)"
+    )
+
+
+def existing_root(path: Path) -> Path:
+    """A file or folder as it is; a checkpoint prefix (no such file) as the folder its files sit in."""
+    return path if path.exists() else path.parent
+
+
 def runtime_reads() -> list[Path]:
     """What the interpreter and its packages need to go on running: the environment, sys.path, this package."""
     package = Path(__file__).resolve().parents[1]

@@ -18,6 +18,7 @@ import numpy as np
 from pipeline.artifacts import key_of
 from pipeline.core.artifact import Artifact
 from pipeline.core.cpu import cpu_info
+from pipeline.core.sandbox import said
 from pipeline.core.tensors import match_feed
 from pipeline.core.toolchain import package_versions
 from pipeline.data import Dataset
@@ -239,7 +240,8 @@ def reference_predictions(checker: OutputChecker) -> Predictions:
             raise
         except Exception as error:  # a source that cannot run its own data is bad input
             raise EdgeportError(
-                f"{checker.settings.source.path}: the source model failed on data.evaluation: {first_line(error)}"
+                f"{checker.settings.source.path}: the source model failed on data.evaluation: "
+                f"{said(error, first_line(error))}"
             ) from None
         predictions.outputs = checker.cache.put_recording(key, predictions.outputs)
     labels = "with labels" if evaluation.labels is not None else "no labels"

@@ -5,6 +5,8 @@ The only module that sees every layer; each layer below it knows nothing of the 
 
 from __future__ import annotations
 
+import contextlib
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -16,12 +18,12 @@ from typing import Any
 from pipeline.core.artifact import Artifact
 from pipeline.core.cpu import cpu_info, describe_cpu
 from pipeline.core.leftovers import sweep_work_dirs, work_directory
-from pipeline.core.sandbox import Roots, applied, describe_available
+from pipeline.core.sandbox import Roots, applied, confine, describe_available, existing_root
 from pipeline.core.tensors import TensorSpec
-from pipeline.core.text import printable
+from pipeline.core.text import one_line
 from pipeline.data import Dataset, hygiene_warnings, label_outputs, load_dataset
 from pipeline.errors import first_line
-from pipeline.frameworks import console_log
+from pipeline.frameworks import console_log, import_tensorflow
 from pipeline.provenance import Provenance, recipe_provenance
 from pipeline.recipe import LoadedRecipe
 from pipeline.report import REPORT_FILES, write_reports
@@ -54,6 +56,9 @@ class RunOptions:
     verify_reproducible: bool = False  # build every output a second time, cache bypassed, and compare
     stage_timeout: float | None = None  # seconds; overrides the recipe's stage_timeout
     jobs: int = 1  # outputs built at once, each lane with its own conversion worker (pipeline.run.lanes)
+    # Confine this process (pipeline.core.sandbox) where it loads the model itself: for a process that runs this one
+    # recipe and ends (the command line's `run RECIPE`); never for a caller that goes on (a batch, a test).
+    confine: bool = False
 
 
 Log = Callable[[str], None]
@@ -61,7 +66,7 @@ DEFAULT_STAGE_TIMEOUT = 1800.0  # seconds: generous; a conversion of a large Ker
 
 
 def stderr_log(message: str) -> None:
-    console_log(printable(message))  # tensor names and messages from the model, escaped (core.text)
+    console_log(one_line(message))  # a progress line is one line: a tensor name's newline must not add one
 
 
 def run_recipe(recipe: LoadedRecipe, options: RunOptions, log: Log = stderr_log) -> dict[str, Any]:
@@ -80,13 +85,16 @@ def run_recipe(recipe: LoadedRecipe, options: RunOptions, log: Log = stderr_log)
     _sweep_work_dirs(log)
     # The work folder exists before the worker: it is one of the roots the worker is confined to.
     with work_directory() as work:
-        worker = StageWorker(sandbox_roots(recipe, source.trusted, cache, Path(work))) if options.isolate else None
+        roots = sandbox_roots(recipe, source.trusted, cache, Path(work))
+        worker = StageWorker(roots) if options.isolate else None
         remote = None
         if worker is not None and not needs_source_here(recipe, options.only):
             remote = WorkerSource(worker, recipe, source)  # the worker loads the model: this process imports no TF
             source.describer = remote.describe
         if worker is not None and not source.described_from_cache:
             worker.start()  # a cold run: the worker's TensorFlow import overlaps this process's own work
+        if remote is None and options.confine:  # this process loads the model: confined as the worker is
+            _confine_here(recipe, options, roots, cache)
         try:
             places = (manifest, Path(work))
             preflight, results = _run_outputs(recipe, source, cache, (worker, remote), options, places, log)
@@ -157,9 +165,9 @@ def sandbox_roots(recipe: LoadedRecipe, trusted: bool, cache: Cache, work: Path)
     a model file beside the recipe does not make the recipe's neighbours readable. The data is not among them: the
     parent hands the worker its copies in the work folder."""
     source = recipe.spec.source
-    reads = [_readable(recipe.source_path)]
+    reads = [existing_root(recipe.source_path)]
     reads += [
-        _readable(recipe.resolve(named)) for named in (source.graph, source.checkpoint, source.meta_graph) if named
+        existing_root(recipe.resolve(named)) for named in (source.graph, source.checkpoint, source.meta_graph) if named
     ]
     if source.builder is not None or source.imports or trusted:
         reads.append(recipe.base_dir)
@@ -168,9 +176,25 @@ def sandbox_roots(recipe: LoadedRecipe, trusted: bool, cache: Cache, work: Path)
     return Roots(tuple(map(str, reads)), (str(work),))
 
 
-def _readable(path: Path) -> Path:
-    """A file or folder as it is; a checkpoint prefix (no such file) as the folder its files sit in."""
-    return path if path.exists() else path.parent
+def _confine_here(recipe: LoadedRecipe, options: RunOptions, roots: Roots, cache: Cache) -> None:
+    """Confine this process before it loads the model: it reads what the worker reads and the data (it loads it),
+    and writes the out folder, the cache and the work folder. Its temporary files (and those of lane workers it
+    starts from now on) go to the work folder; TensorFlow and tf_keras are imported first (Keras reads ~/.keras)."""
+    work = roots.writes[0]
+    tempfile.tempdir = work
+    os.environ["TMPDIR"] = work
+    import_tensorflow()
+    with contextlib.suppress(ImportError):
+        import tf_keras  # noqa: F401
+    reads = [*roots.reads, *(str(existing_root(path)) for _, path in _files_read(recipe))]
+    if options.baseline is not None:
+        reads.append(str(options.baseline))
+    writes = [work, str(options.out_dir)]
+    if cache.enabled:
+        with contextlib.suppress(OSError):  # a cache that cannot be made is read-only: the run goes on without it
+            cache.root.mkdir(parents=True, exist_ok=True)
+        writes.append(str(cache.root))
+    confine(reads, writes)
 
 
 def _sandbox_text(worker: StageWorker | None, source: SourceHandle) -> str:

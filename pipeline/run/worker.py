@@ -48,7 +48,7 @@ from pipeline.core.artifact import Artifact
 from pipeline.core.heap import keep_heap_steady
 from pipeline.core.leftovers import make_work_dir, remove_work_dirs_of
 from pipeline.core.recording import OutputRecording
-from pipeline.core.sandbox import Roots, confine
+from pipeline.core.sandbox import Roots, confine, said
 from pipeline.core.stored import open_npz, save_npz
 from pipeline.data import Dataset
 from pipeline.errors import DataError, EdgeportError, ModelError, RecipeError, StageError, first_line
@@ -311,7 +311,7 @@ def _serve(connection: Connection, parent: int, from_main_thread: bool) -> None:
         except StageError as error:
             connection.send(("error", str(error)))
         except Exception as error:  # a bug or an unexpected library failure: reported, the worker lives on
-            connection.send(("error", f"{type(error).__name__}: {first_line(error)}"))
+            connection.send(("error", _said(error)))
             traceback.clear_frames(error.__traceback__)
 
 
@@ -379,8 +379,8 @@ def _source_reply(request: SourceRequest, sources: dict[str, Any]) -> tuple[Any,
     except Exception as error:
         traceback.clear_frames(error.__traceback__)
         if request.evaluation is not None:  # as in process: whatever fails while running the data is the model's
-            return ("failed", first_line(error))
-        return ("error", f"{type(error).__name__}: {first_line(error)}")
+            return ("failed", _said(error))
+        return ("error", _said(error))
 
 
 def _record(source: Source, request: SourceRequest) -> dict[str, Any]:
@@ -398,8 +398,17 @@ def _record(source: Source, request: SourceRequest) -> dict[str, Any]:
     except EdgeportError:
         raise
     except Exception as error:
-        raise SourceFailed(first_line(error)) from None
+        raise SourceFailed(_said(error)) from None
     return {"label": predictions.label, "runtime": predictions.runtime}
+
+
+def _said(error: Exception) -> str:
+    """An error in one line with its type; a denied file said as the sandbox's doing (core.sandbox.said)."""
+    return (
+        said(error, first_line(error))
+        if isinstance(error, PermissionError)
+        else f"{type(error).__name__}: {first_line(error)}"
+    )
 
 
 def _run(request: StageRequest, sources: dict[str, Any], log: Any) -> Artifact:
