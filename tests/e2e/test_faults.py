@@ -179,3 +179,34 @@ def test_stage_timeout_must_be_positive(zoo, tmp_path: Path) -> None:
     ):
         done = edgeport(*command)
         assert done.returncode == 2 and expected in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def _spawned(pid: int) -> list[int]:
+    """The spawned children of `pid` (pool or conversion workers), multiprocessing's resource tracker left out."""
+    return [child for child in _children(pid) if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()]
+
+
+def test_sigkill_of_a_batch_takes_its_pool_processes_with_it(zoo, tmp_path: Path) -> None:
+    """`run DIR --jobs 2` killed outright runs no shutdown: its pool processes (and their conversion workers) must
+    not run recipes on for no one; they go by themselves (PR_SET_PDEATHSIG, and a watch on the parent)."""
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    for name in ("first", "second"):
+        outputs = {"fp32": {"stages": ["tflite"]}, "int8": {"stages": [{"tflite": {"quantize": "int8"}}]}}
+        data = digits_data(zoo, limit=64)
+        recipe_file(recipes, name=name, source=zoo.keras3, data=data, outputs=outputs, file=f"{name}.yaml")
+    out = tmp_path / "out"
+    process = _start(recipes, out, tmp_path / "cache", "--jobs", "2")
+    deadline, pool, busy = time.monotonic() + 180, [], []
+    while time.monotonic() < deadline and len(busy) < 2:  # each pool process is running a recipe in its worker
+        pool = _spawned(process.pid)
+        busy = [pid for pid in pool if _spawned(pid)]
+        time.sleep(0.2)
+    assert len(pool) == 2 and len(busy) == 2, (pool, busy, process.poll())
+    family = sorted({*_children(process.pid), *(worker for pid in pool for worker in _children(pid))})
+    process.kill()
+    process.wait(timeout=30)
+    started = time.monotonic()
+    assert _gone(family, timeout=10), [pid for pid in family if Path(f"/proc/{pid}").exists()]
+    assert time.monotonic() - started < 10
+    assert not (out / "summary.json").exists() and not (out / "junit.xml").exists()
