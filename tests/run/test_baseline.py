@@ -104,6 +104,26 @@ def test_missing_or_corrupt_baseline_is_bad_input(tmp_path: Path, content: str |
     assert raised.value.exit_code == 2 and results[0].to_dict() == before
 
 
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"parity": {"metrics": {"max_abs": {"deep": [[1]]}}}}, r"outputs\[0\]\.parity\.metrics\.max_abs is an object"),
+        ({"parity": {"metrics": {"max_abs": 10**400}}}, r"max_abs is an integer larger than a float holds"),
+        ({"parity": {"metrics": {"max_abs": "1e-3"}}}, r"max_abs is the string '1e-3', expected a number"),
+        ({"parity": {"metrics": [1.0]}}, r"outputs\[0\]\.parity\.metrics is a list, expected an object"),
+        ({"name": "int8\x1b[2J"}, r"outputs\[0\]\.name holds control characters"),
+        ({"name": 8}, r"outputs\[0\]\.name is a number, expected a string"),
+    ],
+)
+def test_a_hostile_baseline_is_bad_input_naming_the_field(tmp_path: Path, change: dict[str, Any], named: str) -> None:
+    """Shapes that used to pass the read and fail once every stage had run (exit 3): now exit 2, the field named."""
+    path = _write(tmp_path, _report({**_output("int8", max_abs=1.0), **change}))
+    results = [checked_result("int8", max_abs=1.0)]
+    with pytest.raises(EdgeportError, match=named) as raised:
+        apply_baseline(results, path)
+    assert raised.value.exit_code == 2 and "old.json" in str(raised.value)
+
+
 def test_cli_run_against_a_tighter_baseline_exits_1_with_the_regression_in_junit(zoo, tmp_path: Path) -> None:
     outputs = {"int8": {"stages": [{"tflite": {"quantize": "int8"}}], "gates": {"cosine": 0.99}}}
     recipe = recipe_file(tmp_path, name="digits", source=zoo.keras3, data=digits_data(zoo, limit=100), outputs=outputs)
