@@ -6,6 +6,8 @@ Figures (targets from the performance issue):
   cold   `edgeport run benchmarks/bench.yaml --no-cache` / benchmarks/direct.py      ≤ 1.15
          (also with --no-isolation; with the worker, the recipe needing no TensorFlow of the run's own,
          the worker alone imports TensorFlow and loads the model: pipeline/run/remote.py)
+  sandbox the cold run (and --no-isolation's) / the same with EDGEPORT_SANDBOX=off      ≤ 1.05
+         (the Landlock sandbox's cost: pipeline/core/sandbox.py; the switch is for this measurement only)
   warm   re-run of the unchanged recipe with its cache / the cold run                 ≤ 0.25
   parity samples/s through edgeport's runtimes + metrics / a raw runtime loop         ≥ 0.9 (each runtime)
          (each side opens its own session or interpreter in its time, and only its own is open)
@@ -44,17 +46,27 @@ def edgeport(*args: str) -> list[str]:
     return [PYTHON, "-m", "pipeline", *args]
 
 
-def cold_and_warm(repeats: int, work: Path) -> tuple[float, float, float, float]:
+def cold_and_warm(repeats: int, work: Path) -> dict[str, float]:
+    """Median seconds of each way to run the bench recipe, the sandbox on and off side by side, in turns."""
     recipe, out = "benchmarks/bench.yaml", str(work / "out")
     cache = {"EDGEPORT_CACHE_DIR": str(work / "cache")}
-    cold, in_process, direct, warm = [], [], [], []
+    free = {"EDGEPORT_SANDBOX": "off"}
+    cold = edgeport("run", recipe, "--out", out, "--no-cache")
+    in_process = [*cold, "--no-isolation"]
+    ways: dict[str, tuple[list[str], dict[str, str]]] = {
+        "cold": (cold, {}),
+        "cold unconfined": (cold, free),
+        "in process": (in_process, {}),
+        "in process unconfined": (in_process, free),
+        "direct": ([PYTHON, "benchmarks/direct.py", str(MODEL), str(DATA)], {}),
+        "warm": (edgeport("run", recipe, "--out", out), cache),
+    }
     subprocess.run(edgeport("run", recipe, "--out", out), check=True, capture_output=True, env={**os.environ, **cache})
+    times: dict[str, list[float]] = {name: [] for name in ways}
     for _ in range(repeats):
-        cold.append(wall(edgeport("run", recipe, "--out", out, "--no-cache")))
-        in_process.append(wall(edgeport("run", recipe, "--out", out, "--no-cache", "--no-isolation")))
-        direct.append(wall([PYTHON, "benchmarks/direct.py", str(MODEL), str(DATA)]))
-        warm.append(wall(edgeport("run", recipe, "--out", out), cache))
-    return tuple(statistics.median(times) for times in (cold, in_process, direct, warm))  # type: ignore[return-value]
+        for name, (command, env) in ways.items():
+            times[name].append(wall(command, env))
+    return {name: statistics.median(seconds) for name, seconds in times.items()}
 
 
 def parity_throughput(repeats: int, work: Path) -> dict[str, tuple[list[float], list[float]]]:
@@ -171,6 +183,17 @@ def line(name: str, ratio: float, target: str, ok: bool, detail: str) -> str:
     return f"{'✓' if ok else '✗'} {name:<22} ratio {ratio:6.3f}  (target {target})  {detail}"
 
 
+def sandbox_lines(medians: dict[str, float]) -> list[str]:
+    """The sandbox's cost: each cold run against itself unconfined, and the unconfined run's own cold ratio."""
+    lines = []
+    for way, label in (("cold", "sandbox: cold"), ("in process", "sandbox: --no-isolation")):
+        on, off = medians[way], medians[f"{way} unconfined"]
+        detail = f"confined {on:.2f} s, EDGEPORT_SANDBOX=off {off:.2f} s (cold ratio {on / medians['direct']:.3f} "
+        detail += f"vs {off / medians['direct']:.3f})"
+        lines.append(line(label, on / off, "<= 1.05", on / off <= 1.05, detail))
+    return lines
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
@@ -180,7 +203,8 @@ def main() -> int:
     print(f"edgeport benchmarks, {args.repeats} repeats, {os.cpu_count()} cores", flush=True)
     with tempfile.TemporaryDirectory(prefix="edgeport-bench-") as tmp:
         work = Path(tmp)
-        cold, in_process, direct, warm = cold_and_warm(args.repeats, work)
+        medians = cold_and_warm(args.repeats, work)
+        cold, in_process, direct, warm = (medians[name] for name in ("cold", "in process", "direct", "warm"))
         lines = [
             line(
                 "cold run / direct",
@@ -196,6 +220,7 @@ def main() -> int:
                 in_process / direct <= 1.15,
                 f"edgeport {in_process:.2f} s (conversions in process), direct calls {direct:.2f} s",
             ),
+            *sandbox_lines(medians),
             line(
                 "warm re-run / cold",
                 warm / cold,

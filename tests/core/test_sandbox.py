@@ -8,6 +8,7 @@ mocked: the kernel decides.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -77,6 +78,8 @@ def test_a_confined_process_reads_and_writes_only_its_roots(places: dict[str, Pa
         ("read", str(places["outside"] / "file.txt")),
         ("write", str(places["outside"] / "canary.txt")),
         ("write", str(places["readable"] / "canary.txt")),
+        ("read", f"/proc/{os.getpid()}/environ"),  # this test's environment: a CI job's secrets
+        ("read", "/proc/self/status"),
     ]
     outcomes = _probe([places["readable"]], [places["writable"]], actions)
     assert outcomes[("state", "")].startswith(f"landlock ABI {ABI}: reads ")
@@ -86,6 +89,8 @@ def test_a_confined_process_reads_and_writes_only_its_roots(places: dict[str, Pa
     assert outcomes[("read", str(places["outside"] / "file.txt"))] == "PermissionError"
     assert outcomes[("write", str(places["outside"] / "canary.txt"))] == "PermissionError"
     assert outcomes[("write", str(places["readable"] / "canary.txt"))] == "PermissionError"
+    assert outcomes[("read", f"/proc/{os.getpid()}/environ")] == "PermissionError"
+    assert outcomes[("read", "/proc/self/status")] == "ok"
     assert (places["writable"] / "new.txt").read_text() == "written by the confined process"
     assert not (places["outside"] / "canary.txt").exists()
     assert not (places["readable"] / "canary.txt").exists()
