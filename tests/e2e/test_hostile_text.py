@@ -95,6 +95,18 @@ def test_init_writes_a_hostile_name_as_an_escaped_comment_and_no_live_key(
     _assert_no_attacker_lines(text.decode())
 
 
+def test_inspect_lists_the_hostile_name_on_one_line(hostile_model: tuple[Path, Path]) -> None:
+    model, _ = hostile_model
+    result = edgeport("inspect", model)
+    assert result.returncode == 0, result.stderr
+    assert _unsafe_bytes(result.stdout.encode()) == []
+    assert SHOWN in result.stdout
+    _assert_no_attacker_lines(result.stdout)
+    described = edgeport("inspect", model, "--json")  # for machines: the name whole, JSON-escaped
+    outputs = json.loads(described.stdout)["signatures"]["serving_default"]["outputs"]
+    assert HOSTILE in [tensor["name"] for tensor in outputs]
+
+
 def test_run_prints_and_writes_the_hostile_name_escaped(hostile_run: dict[str, Any]) -> None:
     result = hostile_run["result"]
     assert result.returncode == 1, result.stderr  # the failing gate on the hostile tensor, nothing else
