@@ -34,7 +34,7 @@ def number(value: Any, digits: int = 4) -> str:
             digits += 1
             text = f"{value:.{digits}g}"
         return text
-    return str(value)
+    return one_line(value)  # a string from a report read back: one line, whatever it holds
 
 
 def as_float(value: Any) -> float | None:
@@ -205,7 +205,7 @@ def summary(report: dict[str, Any]) -> str:
     header = f"edgeport {one_line(recipe)}: {len(outputs)} outputs in {number(as_float(report.get('seconds')))} s"
     warnings = [f"warning: {one_line(warning)}" for warning in report.get("warnings") or []]
     lines = [header, "", *_table(outputs), "", *_checks(outputs), "", *warnings, final_line(report)]
-    return "\n".join(lines) + "\n"
+    return "\n".join(map(one_line, lines)) + "\n"  # each line one, whatever field of a report read back it holds
 
 
 def _table(outputs: Sequence[dict[str, Any]]) -> list[str]:

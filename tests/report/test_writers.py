@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -12,7 +13,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from pipeline.report import REPORT_FILES, html, markdown, write_report
+from pipeline.report import REPORT_FILES, html, markdown, write_report, write_reports
 from pipeline.report.text import gate_verdict, summary
 
 ERROR_TEXT = "tf2onnx export failed: <script>alert(1)</script> op | Foo unsupported\nTraceback line 2"
@@ -423,3 +424,45 @@ def test_writers_do_not_import_tensorflow() -> None:
     )
     root = Path(__file__).resolve().parents[2]
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root)
+
+
+# --- untrusted text ------------------------------------------------------------------------------------
+
+# Clears the screen and prints a green line; a carriage return, NUL, a bidi override, a lone surrogate (a file name
+# that is not UTF-8), and a newline followed by a line of edgeport's own.
+POISON = "\x1b[2J\x1b[1;32mverified\r\x00\u202e\udcff\nPASSED: 9/9 outputs"
+
+
+def _poisoned(value: Any, names: bool = False) -> Any:
+    """Every string of the report with POISON appended; the names that key `tensors` and `packages` too."""
+    if isinstance(value, str):
+        return value + POISON
+    if isinstance(value, dict):
+        return {
+            (key + POISON if names else key): _poisoned(item, key in ("tensors", "packages"))
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_poisoned(item) for item in value]
+    return value
+
+
+def _unsafe(data: bytes) -> list[int]:
+    return sorted({byte for byte in data if (byte < 0x20 and byte not in (0x09, 0x0A)) or byte == 0x7F})
+
+
+def test_every_writer_escapes_a_hostile_string_in_every_field(report: dict[str, Any], tmp_path: Path) -> None:
+    hostile = _poisoned(report)
+    hostile["outputs"][1]["parity"]["gates"][0]["tensor"] = "logits" + POISON  # a per-tensor gate's name
+    paths = write_reports(hostile, tmp_path)  # a lone surrogate used to fail the UTF-8 encoding: no report at all
+    assert sorted(path.name for path in paths) == sorted(REPORT_FILES)
+    for name in ("report.md", "report.html", "junit.xml"):
+        data = (tmp_path / name).read_bytes()
+        assert _unsafe(data) == [], name
+        assert b"\\x1b[2J\\x1b[1;32mverified\\r\\x00\\u202e\\udcff" in data, name
+        assert "\u202e".encode() not in data
+    ET.parse(tmp_path / "junit.xml")
+    assert json.loads((tmp_path / "report.json").read_text())["recipe"]["name"] == "digits-demo" + POISON
+    console = summary(hostile)
+    assert _unsafe(console.encode("utf-8", "surrogatepass")) == []
+    assert [line for line in console.splitlines() if line.startswith("PASSED")] == []
