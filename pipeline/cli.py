@@ -447,7 +447,7 @@ def _confine(reads: list[Path], writes: list[Path], trusted: bool, *, needs_tens
         with suppress(ImportError):
             import tf_keras  # noqa: F401
     roots = [existing_root(path.resolve()) for path in reads]
-    confine([*roots, *(root.parent for root in roots if trusted)], [*writes, work])
+    confine([*roots, *(root.parent for root in roots if trusted)], writes, own=work)
 
 
 def _verify(args: argparse.Namespace) -> int:

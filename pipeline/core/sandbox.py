@@ -98,7 +98,9 @@ class SandboxState:
             return f"none ({self.why})"
         text = f"landlock ABI {self.abi}: reads {self.reads} roots, writes {self.writes}"
         text += ", no TCP" if self.no_tcp else ", TCP open (ABI < 4)"
-        return text + (", signals and abstract sockets scoped" if self.scoped else "")
+        if self.abi < 6:
+            return text
+        return text + (", signals and abstract sockets scoped" if self.scoped else ", abstract sockets scoped")
 
 
 _applied: SandboxState | None = None
@@ -158,8 +160,13 @@ def runtime_reads() -> list[Path]:
     return [*roots, *map(Path, _SYSTEM_READS)]
 
 
-def confine(reads: Iterable[Path | str], writes: Iterable[Path | str]) -> SandboxState:
-    """Confine this process for good: read `reads` and the runtime's files, read and write `writes`, no TCP."""
+def confine(
+    reads: Iterable[Path | str], writes: Iterable[Path | str], *, own: Path | str | None = None, signals: bool = True
+) -> SandboxState:
+    """Confine this process for good: read `reads` and the runtime's files, read and write `writes`, no TCP.
+    `own`: a work folder of this process's, writable, and removable at its end (the one right granted in the folder
+    that holds it is removing an empty folder). `signals` False leaves signals unscoped: for a process that must still
+    stop children it started before (a confined process may signal only its own domain; such a child is outside)."""
     global _applied
     if os.environ.get("EDGEPORT_SANDBOX", "").lower() == "off":
         _applied = SandboxState(0, why="EDGEPORT_SANDBOX=off, a diagnostic switch")
@@ -170,27 +177,32 @@ def confine(reads: Iterable[Path | str], writes: Iterable[Path | str]) -> Sandbo
         return _applied
     try:
         everything_read = [*runtime_reads(), *map(Path, reads)]
-        _applied = _restrict(abi, everything_read, [*map(Path, _SYSTEM_WRITES), *map(Path, writes)])
+        everything_written = [*map(Path, _SYSTEM_WRITES), *map(Path, writes), *([Path(own)] if own else [])]
+        _applied = _restrict(abi, (everything_read, everything_written, Path(own).parent if own else None), signals)
     except OSError as error:
         _applied = SandboxState(0, why=f"Landlock refused: {error.strerror or error}")
     return _applied
 
 
-def _restrict(abi: int, reads: list[Path], writes: list[Path]) -> SandboxState:
+def _restrict(abi: int, roots: tuple[list[Path], list[Path], Path | None], signals: bool) -> SandboxState:
+    """`roots`: read, write, and the folder holding this process's own work folder (None: none)."""
+    reads, writes, holder = roots
     handled_fs = _FS_BY_ABI.get(abi, _FS_BY_ABI[5])
     attr = _RulesetAttr(handled_fs, _NET_BIND_TCP | _NET_CONNECT_TCP if abi >= 4 else 0, 0)
     if abi >= 6:
-        attr.scoped = _SCOPE_ABSTRACT_UNIX_SOCKET | _SCOPE_SIGNAL
+        attr.scoped = _SCOPE_ABSTRACT_UNIX_SOCKET | (_SCOPE_SIGNAL if signals else 0)
     libc = _libc()
     ruleset = _check(libc.syscall(_CREATE_RULESET, ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)), 0))
     try:
         added_reads = sum(_add(libc, ruleset, root, _READ & handled_fs) for root in _unique(reads))
         added_writes = sum(_add(libc, ruleset, root, handled_fs) for root in _unique(writes))
+        if holder is not None:
+            _add(libc, ruleset, holder, _REMOVE_DIR)
         _check(libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))  # the kernel's condition for an unprivileged domain
         _check(libc.syscall(_RESTRICT_SELF, ruleset, 0))
     finally:
         os.close(ruleset)
-    return SandboxState(abi, added_reads, added_writes, no_tcp=abi >= 4, scoped=abi >= 6)
+    return SandboxState(abi, added_reads, added_writes, no_tcp=abi >= 4, scoped=abi >= 6 and signals)
 
 
 def _add(libc: ctypes.CDLL, ruleset: int, root: Path, access: int) -> int:

@@ -189,12 +189,12 @@ def _confine_here(recipe: LoadedRecipe, options: RunOptions, roots: Roots, cache
     reads = [*roots.reads, *(str(existing_root(path)) for _, path in _files_read(recipe))]
     if options.baseline is not None:
         reads.append(str(options.baseline))
-    writes = [work, str(options.out_dir)]
+    writes = [str(options.out_dir)]
     if cache.enabled:
         with contextlib.suppress(OSError):  # a cache that cannot be made is read-only: the run goes on without it
             cache.root.mkdir(parents=True, exist_ok=True)
         writes.append(str(cache.root))
-    confine(reads, writes)
+    confine(reads, writes, own=work, signals=False)  # it must still stop the conversion worker it started before
 
 
 def _sandbox_text(worker: StageWorker | None, source: SourceHandle) -> str:

@@ -326,7 +326,7 @@ def _confine(connection: Connection, work: Path) -> None:
     if roots is None:
         shutil.rmtree(work, ignore_errors=True)
         os._exit(0)
-    state = confine(roots.reads, (*roots.writes, str(work)))
+    state = confine(roots.reads, roots.writes, own=work)
     connection.send(("sandbox", state.describe()))
 
 

@@ -24,12 +24,12 @@ ABI, WHY_NOT = landlock_abi()
 needs_landlock = pytest.mark.skipif(ABI == 0, reason=f"no Landlock here: {WHY_NOT}")
 
 _PROBE = """\
-import json, socket, sys
+import json, shutil, socket, sys
 from pathlib import Path
 from pipeline.core.sandbox import confine
 
-reads, writes, actions = json.loads(sys.argv[1])
-state = confine(reads, writes)
+reads, writes, own, actions = json.loads(sys.argv[1])
+state = confine(reads, writes, own=own)
 print("state", state.describe(), flush=True)
 for kind, target in actions:
     try:
@@ -37,6 +37,8 @@ for kind, target in actions:
             Path(target).read_text()
         elif kind == "write":
             Path(target).write_text("written by the confined process")
+        elif kind == "remove":
+            shutil.rmtree(target)
         elif kind == "connect":
             socket.create_connection(("127.0.0.1", int(target)), timeout=5).close()
         print(kind, target, "ok", flush=True)
@@ -46,10 +48,11 @@ for kind, target in actions:
 
 
 def _probe(
-    reads: list[Path], writes: list[Path], actions: list[tuple[str, str]], **env: str
+    reads: list[Path], writes: list[Path], actions: list[tuple[str, str]], own: Path | None = None, **env: str
 ) -> dict[tuple[str, str], str]:
-    """What each action gave in a child confined to `reads` and `writes`: "ok" or the OSError's class name."""
-    plan = json.dumps([[str(p) for p in reads], [str(p) for p in writes], actions])
+    """What each action gave in a child confined to `reads`, `writes` and its `own` folder: "ok" or the OSError's
+    class name."""
+    plan = json.dumps([[str(p) for p in reads], [str(p) for p in writes], own and str(own), actions])
     done = subprocess.run(
         [sys.executable, "-c", _PROBE, plan], capture_output=True, text=True, env=edgeport_env(**env), timeout=120
     )
@@ -94,6 +97,19 @@ def test_a_confined_process_reads_and_writes_only_its_roots(places: dict[str, Pa
     assert (places["writable"] / "new.txt").read_text() == "written by the confined process"
     assert not (places["outside"] / "canary.txt").exists()
     assert not (places["readable"] / "canary.txt").exists()
+
+
+@needs_landlock
+def test_a_confined_process_removes_its_own_folder_and_no_full_one(places: dict[str, Path], tmp_path: Path) -> None:
+    own = tmp_path / "own"
+    (own / "deep").mkdir(parents=True)
+    (own / "deep" / "module.py").write_text("# what autograph leaves")
+    actions = [("remove", str(places["readable"])), ("remove", str(own))]
+    outcomes = _probe([places["readable"]], [], actions, own=own)
+    assert outcomes[("remove", str(places["readable"]))] == "PermissionError"
+    assert (places["readable"] / "file.txt").exists()
+    assert outcomes[("remove", str(own))] == "ok"
+    assert not own.exists()
 
 
 @pytest.mark.skipif(ABI < 4, reason=f"Landlock ABI {ABI} has no network rules (ABI 4, Linux 6.7)")
