@@ -446,7 +446,8 @@ def _confine(reads: list[Path], writes: list[Path], trusted: bool, *, needs_tens
         import_tensorflow()
         with suppress(ImportError):
             import tf_keras  # noqa: F401
-    roots = [existing_root(path.resolve()) for path in reads]
+    # A TF1 meta graph is read with the checkpoint beside it: its folder.
+    roots = [existing_root(path.resolve()) if path.suffix != ".meta" else path.resolve().parent for path in reads]
     confine([*roots, *(root.parent for root in roots if trusted)], writes, own=work)
 
 

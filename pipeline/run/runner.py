@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from pipeline.core.artifact import Artifact
 from pipeline.core.cpu import cpu_info, describe_cpu
@@ -24,7 +24,7 @@ from pipeline.core.text import one_line
 from pipeline.data import Dataset, hygiene_warnings, label_outputs, load_dataset
 from pipeline.errors import first_line
 from pipeline.frameworks import console_log, import_tensorflow
-from pipeline.provenance import Provenance, recipe_provenance
+from pipeline.provenance import Provenance, git_state, recipe_provenance
 from pipeline.recipe import LoadedRecipe
 from pipeline.report import REPORT_FILES, write_reports
 from pipeline.report.document import build_report, settle_verdict
@@ -93,10 +93,13 @@ def run_recipe(recipe: LoadedRecipe, options: RunOptions, log: Log = stderr_log)
             source.describer = remote.describe
         if worker is not None and not source.described_from_cache:
             worker.start()  # a cold run: the worker's TensorFlow import overlaps this process's own work
+        pinned = None
         if remote is None and options.confine:  # this process loads the model: confined as the worker is
+            git = git_state(recipe.path.parent)  # git cannot run once confined: the provenance's part now
+            pinned = (git[0], git[1]) if git else (None, None)
             _confine_here(recipe, options, roots, cache)
         try:
-            places = (manifest, Path(work))
+            places = _Places(manifest, Path(work), pinned)
             preflight, results = _run_outputs(recipe, source, cache, (worker, remote), options, places, log)
         finally:
             if worker is not None:
@@ -131,12 +134,15 @@ def _run_outputs(
     cache: Cache,
     workers: tuple[StageWorker | None, WorkerSource | None],
     options: RunOptions,
-    places: tuple[Manifest, Path],
+    places: _Places,
     log: Log,
 ) -> tuple[Preflight, list[OutputResult]]:
     """Preflight, then every output in turn (in lanes where `--jobs` allows), then the rebuilds asked for."""
-    (worker, remote), (manifest, work) = workers, places
+    (worker, remote), (manifest, work, pinned) = workers, places
     preflight = _preflight(recipe, source, options, log)
+    if pinned is not None:
+        provenance = replace(preflight.provenance, git_commit=pinned[0], git_dirty=pinned[1])
+        preflight = replace(preflight, provenance=provenance)
     plans, datasets = preflight.plans, preflight.datasets
     recorder = remote.recorder(work) if remote is not None else None
     executing, checking = run_settings(recipe, source, datasets, options, log, recorder)
@@ -177,16 +183,17 @@ def sandbox_roots(recipe: LoadedRecipe, trusted: bool, cache: Cache, work: Path)
 
 
 def _confine_here(recipe: LoadedRecipe, options: RunOptions, roots: Roots, cache: Cache) -> None:
-    """Confine this process before it loads the model: it reads what the worker reads and the data (it loads it),
-    and writes the out folder, the cache and the work folder. Its temporary files (and those of lane workers it
-    starts from now on) go to the work folder; TensorFlow and tf_keras are imported first (Keras reads ~/.keras)."""
+    """Confine this process before it loads the model: it reads what the worker reads, the recipe (its provenance
+    hashes it) and the data (it loads it), and writes the out folder, the cache and the work folder. Its temporary
+    files (and those of workers it starts from now on) go to the work folder; TensorFlow and tf_keras are imported
+    first (Keras reads ~/.keras)."""
     work = roots.writes[0]
     tempfile.tempdir = work
     os.environ["TMPDIR"] = work
     import_tensorflow()
     with contextlib.suppress(ImportError):
         import tf_keras  # noqa: F401
-    reads = [*roots.reads, *(str(existing_root(path)) for _, path in _files_read(recipe))]
+    reads = [*roots.reads, str(recipe.path), *(str(existing_root(path)) for _, path in _files_read(recipe))]
     if options.baseline is not None:
         reads.append(str(options.baseline))
     writes = [str(options.out_dir)]
@@ -208,6 +215,14 @@ def _sandbox_text(worker: StageWorker | None, source: SourceHandle) -> str:
     if here is not None:
         return here.describe()
     return f"{describe_available()} (no model was loaded: every result came from the cache)"
+
+
+class _Places(NamedTuple):
+    """Where a run writes, and the git state of the recipe's folder when it was taken before confining."""
+
+    manifest: Manifest
+    work: Path
+    pinned_git: tuple[str | None, bool | None] | None
 
 
 @dataclass
