@@ -109,7 +109,7 @@ _REASONS = {
 
 
 def _registered(tf: object) -> set[str]:
-    return set(dir(tf.raw_ops))  # type: ignore[attr-defined]
+    return {name for name in dir(tf.raw_ops) if name[:1].isupper()}  # type: ignore[attr-defined]
 
 
 def allowed_ops(tf: object) -> dict[str, str]:

@@ -201,20 +201,20 @@ def graph_elements_refused(
 ) -> list[RefusedElement]:
     """Every node of `graph_def` and of every function in its library whose op is neither on the allowlist nor a
     function of the library (checked as one). Saver ops pass only where `saver_def`'s save and restore ops reach
-    them and nothing else does; a table filled from a text file only from one of `asset_tensors` (top level) or,
-    in a function no node calls, from one of its `asset_arguments` (the loader binds them to the model's assets)."""
+    them and nothing else does; a table filled from a text file only from one of `asset_tensors` (top level) or
+    from a function argument that every caller feeds from one (`asset_arguments`: those the SavedModel loader
+    binds to the model's assets)."""
     functions = {function.signature.name: function for function in graph_def.library.function}
     saver_only = _saver_only_nodes(graph_def, saver_def)
     top = {node.name: _calls(node, functions) for node in graph_def.node}
     inner = {name: {c for node in f.node_def for c in _calls(node, functions)} for name, f in functions.items()}
     others = _reached(inner, [callee for name, calls in top.items() if name not in saver_only for callee in calls])
     saver_functions = _reached(inner, [callee for name in saver_only for callee in top.get(name, [])]) - others
-    called = {callee for calls in [*top.values(), *inner.values()] for callee in calls}
+    fed = _asset_fed_arguments(graph_def, functions, inner, set(asset_tensors), asset_arguments or {})
     refused = _nodes_refused(graph_def.node, None, functions, saver_only, set(asset_tensors))
     for name, function in functions.items():
         names = {node.name for node in function.node_def} if name in saver_functions else set()
-        arguments = set() if name in called else (asset_arguments or {}).get(name, set())
-        refused += _nodes_refused(function.node_def, name, functions, names, arguments)
+        refused += _nodes_refused(function.node_def, name, functions, names, fed.get(name, set()))
     return refused
 
 
@@ -261,8 +261,19 @@ def refuse_untrusted(path: Path, refused: list[RefusedElement], what: str = "gra
     """A ModelError naming up to five refused elements and how to trust the model; nothing when none."""
     if not refused:
         return
-    more = f" and {len(refused) - _SHOWN} more" if len(refused) > _SHOWN else ""
-    shown = "; ".join(element.describe() for element in refused[:_SHOWN])
+    # One line an op, its first node named: a graph of 800 dataset nodes would otherwise hide the one op that
+    # reads a file. Functions first: what runs code hides there, behind an allowed call at the top.
+    firsts: dict[str, RefusedElement] = {}
+    counts: dict[str, int] = {}
+    for element in sorted(refused, key=lambda element: element.function is None):
+        firsts.setdefault(element.op or element.why, element)
+        counts[element.op or element.why] = counts.get(element.op or element.why, 0) + 1
+    lines = [
+        firsts[key].describe() + (f" (and {counts[key] - 1} more)" if counts[key] > 1 else "")
+        for key in list(firsts)[:_SHOWN]
+    ]
+    more = f"; and {len(firsts) - _SHOWN} more kinds of op" if len(firsts) > _SHOWN else ""
+    shown = "; ".join(lines)
     raise ModelError(
         f"{path}: refused: the {what} holds ops that are not pure computation (they can read or write files, "
         f"load libraries or run code when it loads or runs): {shown}{more}; {TRUST_HINT}"
@@ -284,8 +295,49 @@ def _nodes_refused(
                 continue
             refused.append(RefusedElement(node.op, node.name, function, "reads a file that is not an asset"))
             continue
-        refused.append(RefusedElement(node.op, node.name, function))
+        why = "the saver's own restore or save op runs it" if node.name in saver_only else ""
+        refused.append(RefusedElement(node.op, node.name, function, why))
     return refused
+
+
+_CALL_OPS = frozenset({"PartitionedCall", "StatefulPartitionedCall"})
+
+
+def _asset_fed_arguments(
+    graph_def: Any, functions: dict[str, Any], inner: dict[str, set[str]], assets: set[str], bound: dict[str, set[str]]
+) -> dict[str, set[str]]:
+    """Per function, the arguments that hold an asset's path wherever it is called: at every top-level call (an
+    asset tensor, or a variable assigned only from one, as TF2 writes the TF1 init op) and in the loader's binding;
+    a function that another function, or a non-call attr, names gets none."""
+    nodes = {node.name: node for node in graph_def.node}
+    fed = {name: set(bound.get(name, {arg.name for arg in functions[name].signature.input_arg})) for name in functions}
+    for name in {callee for calls in inner.values() for callee in calls}:
+        fed[name] = set()
+    for node in graph_def.node:
+        direct = node.op if node.op in functions else None
+        if node.op in _CALL_OPS and "f" in node.attr:
+            direct = node.attr["f"].func.name
+        for callee in _calls(node, functions):
+            if callee != direct:
+                fed[callee] = set()
+        if direct in functions:
+            data = [tensor for tensor in node.input if not tensor.startswith("^")]
+            arguments = functions[direct].signature.input_arg
+            fed[direct] &= {
+                arg.name for arg, tensor in zip(arguments, data, strict=False) if _is_asset(nodes, tensor, assets)
+            }
+    return fed
+
+
+def _is_asset(nodes: dict[str, Any], tensor: str, assets: set[str]) -> bool:
+    source = _source_of(nodes, tensor)
+    if source in assets:
+        return True
+    if source not in nodes or nodes[source].op != "ReadVariableOp" or not nodes[source].input:
+        return False
+    variable = node_name(nodes[source].input[0])
+    assigned = [n for n in nodes.values() if n.op == "AssignVariableOp" and node_name(n.input[0]) == variable]
+    return bool(assigned) and all(_source_of(nodes, n.input[1]) in assets for n in assigned)
 
 
 def _source_of(nodes: dict[str, Any], tensor: str) -> str:

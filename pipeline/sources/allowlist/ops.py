@@ -178,8 +178,7 @@ ALLOWED_OPS = frozenset({
     "Unique", "UniqueV2", "UniqueWithCounts", "UniqueWithCountsV2", "Unpack", "UnravelIndex",
     "UnsortedSegmentJoin", "UnsortedSegmentMax", "UnsortedSegmentMin", "UnsortedSegmentProd", "UnsortedSegmentSum",
     "UpperBound", "VarHandleOp", "VarIsInitializedOp", "Variable", "VariableShape", "VariableV2", "Where", "While",
-    "Xdivy", "Xlog1py", "Xlogy", "ZerosLike", "Zeta", "__builtins__", "__cached__", "__doc__", "__file__",
-    "__loader__", "__name__", "__package__", "__spec__",
+    "Xdivy", "Xlog1py", "Xlogy", "ZerosLike", "Zeta",
 })
 
 # Read or write checkpoint files at the path the saver is given: allowed only in the saver's own closure.
@@ -819,14 +818,6 @@ NOT_CONVERTED_BY_TF2ONNX: dict[str, str] = {
     "Xlog1py": _MATH,
     "Xlogy": _MATH,
     "Zeta": _MATH,
-    "__builtins__": _ARRAY,
-    "__cached__": _ARRAY,
-    "__doc__": _ARRAY,
-    "__file__": _ARRAY,
-    "__loader__": _ARRAY,
-    "__name__": _ARRAY,
-    "__package__": _ARRAY,
-    "__spec__": _ARRAY,
 }
 
 # tf2onnx converts them, but they are refused untrusted: why.
