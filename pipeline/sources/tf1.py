@@ -61,15 +61,18 @@ class CheckpointFiles:
         return [self.meta_graph, self.prefix.with_name(self.prefix.name + ".index"), *shards]
 
 
-def locate_checkpoint(origin: Tf1Origin) -> CheckpointFiles:
+def locate_checkpoint(origin: Tf1Origin, trusted: bool = True) -> CheckpointFiles:
     """The prefix (given, or a directory's latest) and its meta graph. A `checkpoint` record naming a path that is
-    not here (shipped checkpoints keep their author's absolute paths) falls back to this directory, with a warning."""
+    not here (shipped checkpoints keep their author's absolute paths) falls back to this directory, with a warning;
+    one naming a checkpoint that exists outside the directory is refused untrusted, before its files are read."""
     path, warnings, outside = origin.path, [], None
     if path.is_dir():
         path, warning = _latest_prefix(path)
         warnings += [warning] if warning else []
         if not path.resolve().is_relative_to(origin.path.resolve()):
             outside = f"{origin.path / 'checkpoint'}: names {path}, outside {origin.path}"
+            if not trusted:
+                raise ModelError(f"refused: {outside}; {TRUST_HINT}")
             warnings.append(f"{outside}; loading it (the model is trusted)")
     elif path.name.endswith((".index", ".meta")):  # the user named one of the prefix's files
         path = path.with_suffix("")
@@ -308,9 +311,7 @@ def check_tf1_graph(origin: Tf1Origin, tf: Any) -> None:
     if origin.kind == "graph":
         graphdef.refuse_untrusted(origin.path, graphdef.graph_elements_refused(_read_graph(origin.path, tf)))
         return
-    located = locate_checkpoint(origin)
-    if located.outside is not None:
-        raise ModelError(f"refused: {located.outside}; {TRUST_HINT}")
+    located = locate_checkpoint(origin, trusted=False)
     meta = _parse_meta_graph(located.meta_graph, tf)
     graphdef.refuse_untrusted(located.meta_graph, graphdef.meta_graph_elements_refused(meta), "meta graph")
 

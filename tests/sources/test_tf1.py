@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from pipeline.cli import main
-from pipeline.sources.tf1 import Tf1Origin, tf1_key
+from pipeline.sources.tf1 import Tf1Origin, locate_checkpoint, tf1_key
 
 from ..cli import edgeport_env
 from ..recipes import write_recipe
@@ -155,6 +155,38 @@ def test_a_checkpoint_directory_moved_from_its_machine_converts_with_a_warning(t
     assert _statuses(report) == {"fp32": "passed", "int8": "passed", "onnx": "passed"}
     assert any("/home/author/run/model.ckpt, which is not here; using model.ckpt" in w for w in report["warnings"])
     assert report["source"]["format"] == "checkpoint"
+
+
+def test_a_checkpoint_record_pointing_outside_its_folder_needs_trust(tf1: Tf1Files, tmp_path: Path, capsys) -> None:
+    """A folder whose `checkpoint` record names a prefix elsewhere would load that other checkpoint: refused
+    untrusted, naming the record and the path; trusted, followed with a warning."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "checkpoint").write_text(f'model_checkpoint_path: "{tf1.prefix}"\n')
+    source = f"{{checkpoint: {elsewhere}, feeds: {{is_training: false}}}}"
+    code, report = _run(tf1, source, tmp_path, "outside")
+    assert (code, report) == (2, {})
+    assert f"refused: {elsewhere / 'checkpoint'}: names {tf1.prefix}, outside {elsewhere}" in capsys.readouterr().err
+    # trusted, the record is followed (the run's sandbox still decides what the worker may read)
+    located = locate_checkpoint(Tf1Origin("checkpoint", elsewhere))
+    assert located.prefix == tf1.prefix and located.outside is not None
+    assert any(f"names {tf1.prefix}, outside {elsewhere}; loading it" in warning for warning in located.warnings)
+
+
+def test_outputs_whose_file_safe_names_collide_are_refused_naming_both(tmp_path: Path, capsys) -> None:
+    """`a/b` and `a_b` would both be the signature key `a_b`: one lost, the other mislabelled."""
+    import tensorflow as tf
+
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.compat.v1.placeholder(tf.float32, [None, 4], name="x")
+        tf.identity(x * 2.0, name="a/b")
+        tf.identity(x * 3.0, name="a_b")
+    (tmp_path / "collide.pb").write_bytes(graph.as_graph_def().SerializeToString())
+    text = "name: collide\nsource: {graph: collide.pb, outputs: [a/b, a_b]}\noutputs:\n  fp32: {stages: [tflite]}\n"
+    assert main(["run", str(write_recipe(tmp_path, text)), "--out", str(tmp_path / "out")]) == 2
+    assert "outputs: a/b:0 and a_b:0 both become 'a_b'" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "report.json").exists()
 
 
 def test_the_reference_is_the_checkpoint_s_own_output(tf1: Tf1Files) -> None:
