@@ -188,7 +188,7 @@ def generated() -> str:
 
 def main() -> int:
     text = MODULE.read_text()
-    block = re.compile(r"(# generated:start[^\n]*\n).*?(# generated:end)", re.S)
+    block = re.compile(r"(# generated:start[^\n]*\n# fmt: off\n).*?(# fmt: on\n# generated:end)", re.S)
     MODULE.write_text(block.sub(lambda match: match[1] + generated() + match[2], text))
     print(f"wrote {MODULE}")
     return 0
@@ -196,4 +196,3 @@ def main() -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-

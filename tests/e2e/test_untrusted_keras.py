@@ -114,8 +114,13 @@ def _node_def_h5(folder: Path, canary: Path) -> Path:
         layer = next(layer for layer in _layers(config) if layer["class_name"] == "TFOpLambda")
         node_def = {"name": "write", "op": "WriteFile", "input": ["write/filename", "write/contents"], "attr": {}}
         layer["class_name"] = "TensorFlowOpLayer"
-        layer["config"] = {"name": "write", "trainable": True, "dtype": "float32", "node_def": node_def,
-                           "constants": {"0": str(canary), "1": "pwned"}}
+        layer["config"] = {
+            "name": "write",
+            "trainable": True,
+            "dtype": "float32",
+            "node_def": node_def,
+            "constants": {"0": str(canary), "1": "pwned"},
+        }
 
     return _edit_h5(_plain_h5(folder / "nodedef.h5"), edit)
 
@@ -131,8 +136,12 @@ def _tfsm_keras(folder: Path) -> Path:
     def edit(config: dict[str, Any]) -> None:
         layer = next(layer for layer in _layers(config) if layer["name"] == "head")
         layer["class_name"] = "TFSMLayer"
-        layer["config"] = {"name": "head", "trainable": True, "filepath": str(folder / "elsewhere"),
-                           "call_endpoint": "serve"}
+        layer["config"] = {
+            "name": "head",
+            "trainable": True,
+            "filepath": str(folder / "elsewhere"),
+            "call_endpoint": "serve",
+        }
 
     return _edit_keras(path, edit)
 

@@ -114,21 +114,48 @@ def test_a_class_nested_in_an_rnn_cell_initializer_is_named_with_its_layer(tmp_p
 def test_a_registered_name_that_differs_from_the_class_is_refused() -> None:
     """Keras 3 looks a registered name up before the module, so `Dense` registered as another name is not Dense."""
     node = {"module": "keras.layers", "class_name": "Dense", "registered_name": "keras_hub>Anything", "config": {}}
-    assert outside_allowlist({"class_name": "Sequential", "config": {"name": "m", "trainable": True, "layers": [
-        {**node, "config": {"name": "d", "trainable": True}}
-    ]}}) == ["class 'Dense' under the registered name 'keras_hub>Anything' in layer 'd'"]
+    assert outside_allowlist(
+        {
+            "class_name": "Sequential",
+            "config": {
+                "name": "m",
+                "trainable": True,
+                "layers": [{**node, "config": {"name": "d", "trainable": True}}],
+            },
+        }
+    ) == ["class 'Dense' under the registered name 'keras_hub>Anything' in layer 'd'"]
 
 
 def test_keras3_function_objects_and_nested_models_are_walked() -> None:
     activation = {"module": "keras.activations", "class_name": "function", "config": "relu", "registered_name": "r"}
     bad = {"module": "os", "class_name": "function", "config": "system", "registered_name": "system"}
-    inner = {"module": "keras", "class_name": "Sequential", "config": {"name": "inner", "trainable": True, "layers": [
-        {"module": "keras.layers", "class_name": "Dense", "config": {"name": "d", "trainable": True, "activation": bad}}
-    ]}}
-    outer = {"module": "keras.layers", "class_name": "Dense", "config": {"name": "o", "trainable": True,
-                                                                          "activation": activation}}
-    found = outside_allowlist({"module": "keras", "class_name": "Sequential",
-                               "config": {"name": "m", "trainable": True, "layers": [outer, inner]}})
+    inner = {
+        "module": "keras",
+        "class_name": "Sequential",
+        "config": {
+            "name": "inner",
+            "trainable": True,
+            "layers": [
+                {
+                    "module": "keras.layers",
+                    "class_name": "Dense",
+                    "config": {"name": "d", "trainable": True, "activation": bad},
+                }
+            ],
+        },
+    }
+    outer = {
+        "module": "keras.layers",
+        "class_name": "Dense",
+        "config": {"name": "o", "trainable": True, "activation": activation},
+    }
+    found = outside_allowlist(
+        {
+            "module": "keras",
+            "class_name": "Sequential",
+            "config": {"name": "m", "trainable": True, "layers": [outer, inner]},
+        }
+    )
     assert found == ["function os.system (not on the list) in layer 'd'"]
 
 

@@ -158,6 +158,7 @@ def function_allowed(module: str, name: str) -> bool:
 
 
 # generated:start (scripts/keras_allowlist.py)
+# fmt: off
 KERAS3_CLASSES: frozenset[str] = frozenset(
     {
         "keras.DTypePolicy", "keras.FloatDTypePolicy", "keras.Function", "keras.Initializer", "keras.InputSpec",
@@ -952,4 +953,5 @@ TFOP_FUNCTIONS: frozenset[str] = frozenset(
         "unravel_index", "unstack", "where", "zeros", "zeros_like",
     }
 )
+# fmt: on
 # generated:end
