@@ -379,7 +379,7 @@ def _source_reply(request: SourceRequest, sources: dict[str, Any]) -> tuple[Any,
     except Exception as error:
         traceback.clear_frames(error.__traceback__)
         if request.evaluation is not None:  # as in process: whatever fails while running the data is the model's
-            return ("failed", _said(error))
+            return ("failed", said(error, first_line(error)))  # worded as the in-process run words it
         return ("error", _said(error))
 
 
@@ -398,7 +398,7 @@ def _record(source: Source, request: SourceRequest) -> dict[str, Any]:
     except EdgeportError:
         raise
     except Exception as error:
-        raise SourceFailed(_said(error)) from None
+        raise SourceFailed(said(error, first_line(error))) from None
     return {"label": predictions.label, "runtime": predictions.runtime}
 
 
