@@ -16,8 +16,8 @@ What each candidate set is, found by introspection (the same sets tests/sources/
   initializers, regularizers, constraints, optimizers, losses, metrics and mixed_precision modules; plus the same
   classes' `keras.*` export names (a nested initializer in an `.h5` carries `"module": "keras.initializers"`),
   and the bare names of the Keras 3 classes (Keras 3's own `.h5`).
-- tfmot classes: what `quantize_scope()`, `prune_scope()` and `cluster_scope()` register (our qat, prune and
-  cluster stages save models that hold them).
+- tfmot classes: what `quantize_scope()`, `prune_scope()` and `cluster_scope()` register, by name and by
+  `module.ClassName` (our qat, prune and cluster stages save models that hold them).
 - TFOpLambda functions: the canonical TensorFlow API name (`get_canonical_name_for_symbol`, v1-only names with
   `compat.v1.`) of every exported TF function with dispatch support: what tf_keras records when a functional
   model calls a TF function on a Keras tensor.
@@ -134,7 +134,9 @@ def tfmot_classes() -> set[str]:
         tfmot.clustering.keras.cluster_scope(),
     ):
         for objects in scope.custom_objects:
+            # tf_keras writes some by bare name, some (an activation inside a wrapped layer) with their module.
             names.update(objects)
+            names.update(f"{symbol.__module__}.{symbol.__name__}" for symbol in objects.values())
     return names
 
 

@@ -40,6 +40,11 @@ class CustomClass:
     name: str
     module: str | None
 
+    @property
+    def identity(self) -> str:
+        """`module.name`, as an allowlist knows a class by its module."""
+        return f"{self.module}.{self.name}"
+
     def describe(self) -> str:
         return f"{self.name} ({self.module or 'no module recorded: a training script'})"
 

@@ -142,8 +142,9 @@ def excluded_why(name: str, excluded: dict[str, str]) -> str | None:
 
 
 def qualified_class_allowed(identity: str) -> bool:
-    """`module.ClassName` from a config that gives a module (Keras 3, or a tf_keras nested initializer)."""
-    return identity in KERAS3_CLASSES or identity in TF_KERAS_CLASSES
+    """`module.ClassName` from a config that gives a module (Keras 3; in tf_keras, a nested initializer or a
+    tfmot activation)."""
+    return identity in KERAS3_CLASSES or identity in TF_KERAS_CLASSES or identity in TFMOT_CLASSES
 
 
 def bare_class_allowed(class_name: str) -> bool:
@@ -780,6 +781,34 @@ TFMOT_CLASSES: frozenset[str] = frozenset(
         "MovingAverageQuantizer", "NoOpActivation", "NoOpQuantizeConfig", "NoQuantizer", "OutputOnlyConfig",
         "PruneLowMagnitude", "QuantizeAnnotate", "QuantizeAwareActivation", "QuantizeLayer", "QuantizeWrapper",
         "QuantizeWrapperV2",
+        "tensorflow_model_optimization.python.core.clustering.keras.cluster_wrapper.ClusterWeights",
+        "tensorflow_model_optimization.python.core.quantization.keras.default_8bit.default_8bit_quantize_configs.Default8BitOutputQuantizeConfig",
+        "tensorflow_model_optimization.python.core.quantization.keras.default_8bit.default_8bit_quantize_registry.Default8BitActivationQuantizeConfig",
+        "tensorflow_model_optimization.python.core.quantization.keras.default_8bit.default_8bit_quantize_registry.Default8BitConvQuantizeConfig",
+        "tensorflow_model_optimization.python.core.quantization.keras.default_8bit.default_8bit_quantize_registry.Default8BitConvTransposeQuantizeConfig",
+        "tensorflow_model_optimization.python.core.quantization.keras.default_8bit.default_8bit_quantize_registry.Default8BitQuantizeConfig",
+        "tensorflow_model_optimization.python.core.quantization.keras.default_8bit.default_8bit_quantize_registry.Default8BitQuantizeConfigRNN",
+        "tensorflow_model_optimization.python.core.quantization.keras.experimental.default_n_bit.default_n_bit_quantize_configs.DefaultNBitOutputQuantizeConfig",
+        "tensorflow_model_optimization.python.core.quantization.keras.experimental.default_n_bit.default_n_bit_quantize_configs.NoOpQuantizeConfig",
+        "tensorflow_model_optimization.python.core.quantization.keras.experimental.default_n_bit.default_n_bit_quantize_registry.DefaultNBitActivationQuantizeConfig",
+        "tensorflow_model_optimization.python.core.quantization.keras.experimental.default_n_bit.default_n_bit_quantize_registry.DefaultNBitConvQuantizeConfig",
+        "tensorflow_model_optimization.python.core.quantization.keras.experimental.default_n_bit.default_n_bit_quantize_registry.DefaultNBitConvTransposeQuantizeConfig",
+        "tensorflow_model_optimization.python.core.quantization.keras.experimental.default_n_bit.default_n_bit_quantize_registry.DefaultNBitQuantizeConfig",
+        "tensorflow_model_optimization.python.core.quantization.keras.experimental.default_n_bit.default_n_bit_quantize_registry.DefaultNBitQuantizeConfigRNN",
+        "tensorflow_model_optimization.python.core.quantization.keras.quantize_annotate.QuantizeAnnotate",
+        "tensorflow_model_optimization.python.core.quantization.keras.quantize_aware_activation.NoOpActivation",
+        "tensorflow_model_optimization.python.core.quantization.keras.quantize_aware_activation.QuantizeAwareActivation",
+        "tensorflow_model_optimization.python.core.quantization.keras.quantize_config.FixedQuantizeConfig",
+        "tensorflow_model_optimization.python.core.quantization.keras.quantize_config.OutputOnlyConfig",
+        "tensorflow_model_optimization.python.core.quantization.keras.quantize_layer.QuantizeLayer",
+        "tensorflow_model_optimization.python.core.quantization.keras.quantize_wrapper.QuantizeWrapper",
+        "tensorflow_model_optimization.python.core.quantization.keras.quantize_wrapper.QuantizeWrapperV2",
+        "tensorflow_model_optimization.python.core.quantization.keras.quantizers.AllValuesQuantizer",
+        "tensorflow_model_optimization.python.core.quantization.keras.quantizers.FixedQuantizer",
+        "tensorflow_model_optimization.python.core.quantization.keras.quantizers.LastValueQuantizer",
+        "tensorflow_model_optimization.python.core.quantization.keras.quantizers.MovingAverageQuantizer",
+        "tensorflow_model_optimization.python.core.quantization.keras.quantizers.NoQuantizer",
+        "tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper.PruneLowMagnitude",
     }
 )
 
