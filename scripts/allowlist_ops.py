@@ -148,6 +148,14 @@ def _literal_set(names: set[str] | tuple[str, ...], indent: str = "    ") -> str
     return "\n".join(lines)
 
 
+def function_attr_ops(names: set[str]) -> set[str]:
+    """Those of `names` whose op declares an attr holding a function (While's body, a call's `f`)."""
+    from tensorflow.python.framework import op_def_registry
+
+    kinds = ("func", "list(func)")
+    return {name for name in names if any(attr.type in kinds for attr in op_def_registry.get(name).attr)}
+
+
 def render(tf: object) -> str:
     allowed = allowed_ops(tf)
     convertible = tf2onnx_ops(tf)
@@ -164,6 +172,7 @@ def render(tf: object) -> str:
         allowed=_literal_set(set(allowed)),
         saver=_literal_set(SAVER_OPS),
         assets=_literal_set(ASSET_OPS),
+        calling=_literal_set(function_attr_ops(set(allowed))),
         reasons=reasons,
         not_converted=not_converted,
         refused=refused_lines,
@@ -202,6 +211,12 @@ SAVER_OPS = frozenset({{
 # Fill a lookup table from a text file: allowed only when the file is an asset of the model.
 ASSET_OPS = frozenset({{
 {assets}
+}})
+
+# The allowed ops that call a library function named in an attr: only their attrs are read for calls (an allowed
+# op without one cannot call anything, so reading its attrs would cost time on every node of a large graph).
+FUNCTION_ATTR_OPS = frozenset({{
+{calling}
 }})
 
 {reasons}

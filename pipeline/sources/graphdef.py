@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pipeline.errors import ModelError
-from pipeline.sources.allowlist.ops import ALLOWED_OPS, ASSET_OPS, SAVER_OPS
+from pipeline.sources.allowlist.ops import ALLOWED_OPS, ASSET_OPS, FUNCTION_ATTR_OPS, SAVER_OPS
 from pipeline.sources.trust import TRUST_HINT
 
 PLACEHOLDERS = frozenset({"Placeholder", "PlaceholderWithDefault"})
@@ -100,9 +100,13 @@ def likely_outputs(graph_def: Any) -> list[str]:
     ]
 
 
-def upstream(graph_def: Any, outputs: Iterable[str], stop: Iterable[str] = ()) -> set[str]:
-    """The nodes the outputs depend on (data and control inputs), not walking past the `stop` nodes."""
-    inputs_of = {node.name: [node_name(name) for name in node.input] for node in graph_def.node}
+def upstream(
+    graph_def: Any, outputs: Iterable[str], stop: Iterable[str] = (), inputs_of: dict[str, list[str]] | None = None
+) -> set[str]:
+    """The nodes the outputs depend on (data and control inputs), not walking past the `stop` nodes; `inputs_of`:
+    each node's inputs, where a caller walks the same graph twice."""
+    if inputs_of is None:
+        inputs_of = {node.name: [node_name(name) for name in node.input] for node in graph_def.node}
     stopped = set(stop)
     seen: set[str] = set()
     pending = [node_name(name) for name in outputs]
@@ -354,13 +358,19 @@ def _saver_only_nodes(graph_def: Any, saver_def: Any) -> set[str]:
     if saver_def is None:
         return set()
     roots = [name for name in (saver_def.save_tensor_name, saver_def.restore_op_name) if name]
-    saver = upstream(graph_def, roots) if roots else set()
-    return saver - upstream(graph_def, [node.name for node in graph_def.node if node.name not in saver])
+    if not roots:
+        return set()
+    inputs_of = {node.name: [node_name(name) for name in node.input] for node in graph_def.node}
+    saver = upstream(graph_def, roots, inputs_of=inputs_of)
+    others = [node.name for node in graph_def.node if node.name not in saver]
+    return saver - upstream(graph_def, others, inputs_of=inputs_of)
 
 
 def _calls(node: Any, functions: dict[str, Any]) -> list[str]:
     """The library functions a node calls: as its op, or named in an attr (While's cond/body, a dataset's `f`)."""
     names = [node.op] if node.op in functions else []
+    if node.op in ALLOWED_OPS and node.op not in FUNCTION_ATTR_OPS:
+        return names  # its op declares no function attr: TensorFlow calls nothing an attr names
     for value in node.attr.values():
         kind = value.WhichOneof("value")
         if kind == "func":

@@ -192,6 +192,13 @@ ASSET_OPS = frozenset({
     "InitializeTableFromTextFile", "InitializeTableFromTextFileV2",
 })
 
+# The allowed ops that call a library function named in an attr: only their attrs are read for calls (an allowed
+# op without one cannot call anything, so reading its attrs would cost time on every node of a large graph).
+FUNCTION_ATTR_OPS = frozenset({
+    "Case", "For", "If", "PartitionedCall", "StatefulPartitionedCall", "StatelessCase", "StatelessIf",
+    "StatelessWhile", "SymbolicGradient", "While",
+})
+
 _ARRAY = 'array, sparse, ragged or set op tf2onnx has no handler for: pure; the onnx stage fails if it stays'
 _CALL = 'a call or functional control flow: the called function is checked as well'
 _CONTROL = 'v1 control flow or an assertion (raises in the graph, writes nowhere): the converters rewrite it'
