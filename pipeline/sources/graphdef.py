@@ -212,7 +212,9 @@ def graph_elements_refused(
     saver_only = _saver_only_nodes(graph_def, saver_def)
     top = {node.name: _calls(node, functions) for node in graph_def.node}
     inner = {name: {c for node in f.node_def for c in _calls(node, functions)} for name, f in functions.items()}
-    others = _reached(inner, [callee for name, calls in top.items() if name not in saver_only for callee in calls])
+    # The SavedModel loader calls the object graph's functions itself (signatures, initializers): never the saver's.
+    loaded = list(asset_arguments or {})
+    others = _reached(inner, [c for name, calls in top.items() if name not in saver_only for c in calls] + loaded)
     saver_functions = _reached(inner, [callee for name in saver_only for callee in top.get(name, [])]) - others
     fed = _asset_fed_arguments(graph_def, functions, inner, set(asset_tensors), asset_arguments or {})
     refused = _nodes_refused(graph_def.node, None, functions, saver_only, set(asset_tensors))

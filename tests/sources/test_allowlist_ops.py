@@ -175,3 +175,28 @@ def test_a_table_reads_a_text_file_only_when_it_is_an_asset_of_the_model(tmp_pat
 )  # fmt: skip
 def test_an_asset_named_outside_the_model_escapes(filename: str, escapes: bool) -> None:
     assert asset_escapes(filename) is escapes
+
+
+def test_a_function_the_loader_calls_never_gets_the_saver_s_allowance(tmp_path: Path) -> None:
+    """The SavedModel loader calls a signature through the object graph, not through a node: hooking that function
+    under the saver's restore op (and dropping its top-level call) must not let it write checkpoints."""
+    module = tf.Module()
+    module.serve = tf.function(lambda x: {"y": x * 2.0}, input_signature=[tf.TensorSpec([None, 4], tf.float32)])
+    tf.saved_model.save(module, str(tmp_path / "saved"), signatures=module.serve.get_concrete_function())
+    saved = _saved_model(tmp_path / "saved")
+    meta = saved.meta_graphs[0]  # type: ignore[attr-defined]
+    assert _described(saved_model_elements_refused(saved)) == []
+    (wrapper,) = [name for name in meta.object_graph_def.concrete_functions if "signature_wrapper" in name]
+    kept = [node for node in meta.graph_def.node if not ("f" in node.attr and node.attr["f"].func.name == wrapper)]
+    del meta.graph_def.node[:]
+    meta.graph_def.node.extend(kept)
+    call = meta.graph_def.node.add()
+    call.name, call.op = "evil/call", "StatefulPartitionedCall"
+    call.attr["f"].func.name = wrapper
+    next(node for node in meta.graph_def.node if node.name == meta.saver_def.restore_op_name).input.append("^evil/call")
+    function = next(function for function in meta.graph_def.library.function if function.signature.name == wrapper)
+    save = function.node_def.add()
+    save.name, save.op = "evil/save", "SaveV2"
+    assert _described(saved_model_elements_refused(saved)) == [
+        f"op 'SaveV2' at node 'evil/save' in function '{wrapper}'"
+    ]
