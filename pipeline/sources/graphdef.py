@@ -217,10 +217,12 @@ def graph_elements_refused(
     others = _reached(inner, [c for name, calls in top.items() if name not in saver_only for c in calls] + loaded)
     saver_functions = _reached(inner, [callee for name in saver_only for callee in top.get(name, [])]) - others
     fed = _asset_fed_arguments(graph_def, functions, inner, set(asset_tensors), asset_arguments or {})
-    refused = _nodes_refused(graph_def.node, None, functions, saver_only, set(asset_tensors))
+    filename = {node_name(saver_def.filename_tensor_name)} if saver_def is not None else set()
+    refused = _nodes_refused(graph_def.node, None, functions, saver_only, set(asset_tensors), filename)
     for name, function in functions.items():
         names = {node.name for node in function.node_def} if name in saver_functions else set()
-        refused += _nodes_refused(function.node_def, name, functions, names, fed.get(name, set()))
+        arguments = {argument.name for argument in function.signature.input_arg}
+        refused += _nodes_refused(function.node_def, name, functions, names, fed.get(name, set()), arguments)
     return refused
 
 
@@ -286,13 +288,28 @@ def refuse_untrusted(path: Path, refused: list[RefusedElement], what: str = "gra
     )
 
 
+_RESTORE_OPS = frozenset({"Restore", "RestoreSlice", "RestoreV2"})
+
+
 def _nodes_refused(
-    nodes: Any, function: str | None, functions: dict[str, Any], saver_only: set[str], assets: set[str]
+    nodes: Any,
+    function: str | None,
+    functions: dict[str, Any],
+    saver_only: set[str],
+    assets: set[str],
+    prefixes: frozenset[str] | set[str] = frozenset(),
 ) -> list[RefusedElement]:
+    """`prefixes`: where a restore op may take the checkpoint path from (the saver's filename tensor, or the
+    function's arguments): a constant path would read another checkpoint than the one the run names."""
     by_name = {node.name: node for node in nodes}
     refused = []
     for node in nodes:
         if node.op in ALLOWED_OPS or node.op in functions:
+            continue
+        if node.op in _RESTORE_OPS and node.name in saver_only and node.input:
+            if _source_of(by_name, node.input[0]) in prefixes:
+                continue
+            refused.append(RefusedElement(node.op, node.name, function, "reads a checkpoint the saver is not given"))
             continue
         if node.op in SAVER_OPS and node.name in saver_only:
             continue

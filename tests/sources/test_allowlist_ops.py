@@ -126,6 +126,20 @@ def test_a_write_the_restore_op_waits_on_is_refused_as_the_saver_s() -> None:
     ]
 
 
+def test_a_restore_op_reads_only_the_checkpoint_the_saver_is_given() -> None:
+    """A restore op whose path is a constant would load another checkpoint than the one the recipe names."""
+    _, meta = _saver_graph()
+    elsewhere = meta.graph_def.node.add()
+    elsewhere.CopyFrom(next(node for node in meta.graph_def.node if node.name == "save/Const"))
+    elsewhere.name, elsewhere.op = "evil/elsewhere", "Const"
+    restore = next(node for node in meta.graph_def.node if node.name == "save/RestoreV2")
+    assert restore.input[0] == "save/Const" and meta.saver_def.filename_tensor_name == "save/Const:0"
+    restore.input[0] = "evil/elsewhere"
+    assert _described(meta_graph_elements_refused(meta)) == [
+        "op 'RestoreV2' at node 'save/RestoreV2' (reads a checkpoint the saver is not given)"
+    ]
+
+
 def test_a_library_function_no_node_calls_is_checked_too() -> None:
     @tf.function
     def writes(x: tf.Tensor) -> tf.Tensor:
