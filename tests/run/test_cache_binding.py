@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -155,9 +157,9 @@ def test_b_never_ships_a_conversion_copied_from_a(zoo, tmp_path: Path) -> None:
 
 
 def _lambda_model(flavour: str, path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The attacker's model: the digits input, a Lambda that creates the marker file whenever it is called (Keras
-    calls it while it rebuilds the model at load, as here while it builds it), ten scores. Named as the pruned
-    model's file."""
+    """The attacker's model: the digits input, a Lambda that creates the marker file whenever it is called (tf_keras
+    calls it while it rebuilds the model at load, as both do here while they build it), ten scores. Named as the
+    pruned model's file."""
     monkeypatch.setenv("EDGEPORT_TEST_MARKER", str(path.parent.parent / "built-by-the-attacker"))
     keras = __import__("tf_keras" if flavour == "tf_keras" else "keras")
     inputs = keras.Input((8, 8, 1), name="pixels")
@@ -188,12 +190,23 @@ def test_a_pruned_model_resealed_with_a_lambda_is_refused_untrusted(
     sealed["document"]["sha256"] = _sha256(model)
     _reseal(entry, sealed)  # a correct seal, under its own key: only the trust check stands in the way
 
-    refused = _run(recipe, tmp_path / "second", cache, EDGEPORT_TEST_MARKER=marker)
-    assert not marker.exists(), "the Lambda in the cached model ran untrusted"
-    assert refused["code"] in (2, 3), refused["stderr"]
-    said = refused["stderr"] + json.dumps(refused.get("outputs", []))
-    assert "refused" in said and ("Lambda" in said or "innocent" in said) and "--trust-model" in said, said[-2000:]
-    assert not (tmp_path / "second" / "pruned" / "model.tflite").exists()
+    for sandbox in ("on", "off"):  # off: the trust check alone stops it, not the sandbox denying the write
+        out = tmp_path / f"sandbox-{sandbox}"
+        refused = _run(recipe, out, cache, EDGEPORT_TEST_MARKER=marker, EDGEPORT_SANDBOX=sandbox)
+        assert not marker.exists(), f"the Lambda in the cached model ran untrusted (sandbox {sandbox})"
+        assert refused["code"] in (2, 3), refused["stderr"]
+        said = refused["stderr"] + json.dumps(refused.get("outputs", []))
+        assert "refused" in said and "Lambda" in said and "--trust-model" in said, said[-2000:]
+        assert str(model) in said or model.name in said, said[-2000:]  # where it sits: the cached file
+        assert not (out / "pruned" / "model.tflite").exists()
 
-    _run(recipe, tmp_path / "trusted", cache, "--trust-model", EDGEPORT_TEST_MARKER=marker)
-    assert marker.exists(), "the payload is live: trusted, Keras ran it"
+    # The carrier is live: Keras itself, loading the cached file unsafely and calling it as a conversion would,
+    # runs the payload (Keras 3 calls a Lambda with an output_shape only then; tf_keras already as it loads).
+    load = (
+        "import tf_keras; m = tf_keras.models.load_model(PATH, compile=False)"
+        if flavour == "tf_keras"
+        else "import keras; m = keras.saving.load_model(PATH, compile=False, safe_mode=False)"
+    ) + "; import numpy; m(numpy.zeros((1, 8, 8, 1), 'float32'))"
+    probe = [sys.executable, "-c", load.replace("PATH", repr(str(model)))]
+    done = subprocess.run(probe, env=edgeport_env(EDGEPORT_TEST_MARKER=marker), capture_output=True, timeout=300)
+    assert marker.exists(), ("the payload is live: Keras ran it", done.stderr[-2000:])
