@@ -10,6 +10,7 @@ import asyncio
 import os
 import socket
 import ssl
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from pipeline.errors import EdgeportError
 from pipeline.run import distribute
 
 distributed = pytest.importorskip("distributed")
@@ -115,3 +117,12 @@ def test_no_port_of_the_cluster_answers_http(cluster, tls: bool) -> None:
     _, ports = cluster
     answers = {port: _http_answer(host, port, tls) for host, port in sorted(ports)}
     assert not [port for port, answer in answers.items() if answer.startswith(b"HTTP/")], answers
+
+
+def test_without_cryptography_the_local_cluster_is_one_line_saying_how_to_install(monkeypatch) -> None:
+    """No certificates, no cluster: never a fallback to a plain one anyone on the machine could use."""
+    monkeypatch.setitem(sys.modules, "cryptography", None)  # import cryptography now raises ImportError
+    before = _listening([os.getpid()])
+    with pytest.raises(EdgeportError, match=r"needs cryptography .*pip install edgeport\[cluster\]"):
+        list(distribute.completed(print, [("never",)], distribute.Placement("dask", jobs=1)))
+    assert _listening([os.getpid()]) == before  # nothing was started
