@@ -122,10 +122,13 @@ def tf1_files(origin: Tf1Origin) -> list[Path]:
 
 
 def tf1_key(origin: Tf1Origin) -> str:
-    """Content of the files, and every name and feed that changes what is frozen."""
+    """Content of the files, and every name and feed that changes what is frozen; and a `checkpoint` record that
+    sends the load outside its folder, which makes another source (refused untrusted) of the same files."""
     inputs = None if origin.inputs is None else {name: shape for name, shape in origin.inputs.items()}
     hashes = [sha256_of(file) for file in tf1_files(origin)]
-    return key_of("tf1", origin.kind, hashes, inputs, origin.outputs, sorted(origin.feeds.items()))
+    outside = locate_checkpoint(origin).outside if origin.kind == "checkpoint" else None
+    extra = [outside] if outside else []
+    return key_of("tf1", origin.kind, hashes, inputs, origin.outputs, sorted(origin.feeds.items()), *extra)
 
 
 # --- loading ---------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import pytest
 from pipeline.cli import main
 from pipeline.sources.tf1 import Tf1Origin, locate_checkpoint, tf1_key
 
-from ..cli import edgeport_env
+from ..cli import edgeport, edgeport_env
 from ..recipes import write_recipe
 
 TRAIN = """
@@ -119,11 +119,14 @@ outputs:
 """
 
 
-def _run(tf1: Tf1Files, source: str, tmp_path: Path, name: str = "tf1") -> tuple[int, dict]:
+def _run(tf1: Tf1Files, source: str, tmp_path: Path, name: str = "tf1") -> tuple[int, dict, str]:
+    """`edgeport run` in a process of its own, as a user runs it (the run confines the process that runs it): its
+    exit code, its report (empty when none was written) and what it printed on stderr."""
     recipe = write_recipe(tf1.root, RECIPE.format(name=name, source=source), f"{name}.yaml")
-    code = main(["run", str(recipe), "--out", str(tmp_path / name)])
+    result = edgeport("run", recipe, "--out", tmp_path / name)
+    assert "Traceback" not in result.stderr, result.stderr
     report = tmp_path / name / "report.json"
-    return code, json.loads(report.read_text()) if report.exists() else {}
+    return result.returncode, json.loads(report.read_text()) if report.exists() else {}, result.stderr
 
 
 def _statuses(report: dict) -> dict[str, str]:
@@ -132,7 +135,7 @@ def _statuses(report: dict) -> dict[str, str]:
 
 def test_a_frozen_graph_converts_to_tflite_and_onnx_within_default_gates(tf1: Tf1Files, tmp_path: Path) -> None:
     source = "{graph: frozen.pb, inputs: ['x:0'], outputs: [probs], feeds: {is_training: false}}"
-    code, report = _run(tf1, source, tmp_path, "graph")
+    code, report, _ = _run(tf1, source, tmp_path, "graph")
     assert code == 0, report
     assert _statuses(report) == {"fp32": "passed", "int8": "passed", "onnx": "passed"}
     described = report["source"]
@@ -150,30 +153,30 @@ def test_a_checkpoint_directory_moved_from_its_machine_converts_with_a_warning(t
     shutil.copytree(tf1.prefix.parent, moved, dirs_exist_ok=True)
     record = '"/home/author/run/model.ckpt"'
     (moved / "checkpoint").write_text(f"model_checkpoint_path: {record}\nall_model_checkpoint_paths: {record}\n")
-    code, report = _run(tf1, "{checkpoint: moved, feeds: {is_training: false}}", tmp_path, "ckpt")
+    code, report, _ = _run(tf1, "{checkpoint: moved, feeds: {is_training: false}}", tmp_path, "ckpt")
     assert code == 0, report
     assert _statuses(report) == {"fp32": "passed", "int8": "passed", "onnx": "passed"}
     assert any("/home/author/run/model.ckpt, which is not here; using model.ckpt" in w for w in report["warnings"])
     assert report["source"]["format"] == "checkpoint"
 
 
-def test_a_checkpoint_record_pointing_outside_its_folder_needs_trust(tf1: Tf1Files, tmp_path: Path, capsys) -> None:
+def test_a_checkpoint_record_pointing_outside_its_folder_needs_trust(tf1: Tf1Files, tmp_path: Path) -> None:
     """A folder whose `checkpoint` record names a prefix elsewhere would load that other checkpoint: refused
     untrusted, naming the record and the path; trusted, followed with a warning."""
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (elsewhere / "checkpoint").write_text(f'model_checkpoint_path: "{tf1.prefix}"\n')
     source = f"{{checkpoint: {elsewhere}, feeds: {{is_training: false}}}}"
-    code, report = _run(tf1, source, tmp_path, "outside")
+    code, report, err = _run(tf1, source, tmp_path, "outside")
     assert (code, report) == (2, {})
-    assert f"refused: {elsewhere / 'checkpoint'}: names {tf1.prefix}, outside {elsewhere}" in capsys.readouterr().err
+    assert f"refused: {elsewhere / 'checkpoint'}: names {tf1.prefix}, outside {elsewhere}" in err
     # trusted, the record is followed (the run's sandbox still decides what the worker may read)
     located = locate_checkpoint(Tf1Origin("checkpoint", elsewhere))
     assert located.prefix == tf1.prefix and located.outside is not None
     assert any(f"names {tf1.prefix}, outside {elsewhere}; loading it" in warning for warning in located.warnings)
 
 
-def test_outputs_whose_file_safe_names_collide_are_refused_naming_both(tmp_path: Path, capsys) -> None:
+def test_outputs_whose_file_safe_names_collide_are_refused_naming_both(tmp_path: Path) -> None:
     """`a/b` and `a_b` would both be the signature key `a_b`: one lost, the other mislabelled."""
     import tensorflow as tf
 
@@ -184,8 +187,9 @@ def test_outputs_whose_file_safe_names_collide_are_refused_naming_both(tmp_path:
         tf.identity(x * 3.0, name="a_b")
     (tmp_path / "collide.pb").write_bytes(graph.as_graph_def().SerializeToString())
     text = "name: collide\nsource: {graph: collide.pb, outputs: [a/b, a_b]}\noutputs:\n  fp32: {stages: [tflite]}\n"
-    assert main(["run", str(write_recipe(tmp_path, text)), "--out", str(tmp_path / "out")]) == 2
-    assert "outputs: a/b:0 and a_b:0 both become 'a_b'" in capsys.readouterr().err
+    result = edgeport("run", write_recipe(tmp_path, text), "--out", tmp_path / "out")
+    assert result.returncode == 2, result.stderr
+    assert "outputs: a/b:0 and a_b:0 both become 'a_b'" in result.stderr
     assert not (tmp_path / "out" / "report.json").exists()
 
 
@@ -259,7 +263,7 @@ def test_v1_control_flow_is_in_the_graph_and_fixed_by_the_feed(tf1: Tf1Files) ->
         tf.compat.v1.wrap_function(lambda: tf.graph_util.import_graph_def(graph_def, name=""), [])
 
 
-def test_bad_names_missing_files_and_unfed_placeholders_are_exit_2(tf1: Tf1Files, tmp_path: Path, capsys) -> None:
+def test_bad_names_missing_files_and_unfed_placeholders_are_exit_2(tf1: Tf1Files, tmp_path: Path) -> None:
     cases = {
         "{graph: frozen.pb, outputs: [prob], feeds: {is_training: false}}": (
             "source.graph: outputs: no op named 'prob'; names like it: keep_prob/input, keep_prob, probs"
@@ -275,9 +279,9 @@ def test_bad_names_missing_files_and_unfed_placeholders_are_exit_2(tf1: Tf1Files
         "{path: frozen.pb}": "looks like a TensorFlow 1 frozen graph; write source: {graph: FILE.pb",
     }
     for index, (source, message) in enumerate(cases.items()):
-        code, _ = _run(tf1, source, tmp_path, f"bad{index}")
+        code, _, err = _run(tf1, source, tmp_path, f"bad{index}")
         assert code == 2, source
-        assert message in capsys.readouterr().err, source
+        assert message in err, source
 
 
 def test_stages_that_train_a_keras_model_are_refused_at_validate(tf1: Tf1Files, capsys) -> None:
@@ -288,10 +292,11 @@ def test_stages_that_train_a_keras_model_are_refused_at_validate(tf1: Tf1Files, 
     assert "prune takes keras, but the source (TF1 checkpoint) gives savedmodel" in capsys.readouterr().err
 
 
-def test_ops_that_write_files_need_trust(tf1: Tf1Files, tmp_path: Path, capsys) -> None:
-    code, _ = _run(tf1, "{graph: effects.pb, outputs: [probs_logged], feeds: {is_training: false}}", tmp_path, "fx")
+def test_ops_that_write_files_need_trust(tf1: Tf1Files, tmp_path: Path) -> None:
+    source = "{graph: effects.pb, outputs: [probs_logged], feeds: {is_training: false}}"
+    code, _, err = _run(tf1, source, tmp_path, "fx")
     assert code == 2
-    assert "op 'WriteFile' at node 'WriteFile'" in capsys.readouterr().err
+    assert "op 'WriteFile' at node 'WriteFile'" in err
     assert not (tf1.root / "written.txt").exists()
 
 
@@ -310,13 +315,14 @@ def test_the_key_covers_files_names_and_feeds(tf1: Tf1Files, tmp_path: Path) -> 
     assert tf1_key(base) == tf1_key(Tf1Origin("graph", tf1.frozen, feeds={"is_training": False}))
 
 
-def test_inspect_lists_placeholders_outputs_variables_and_version(tf1: Tf1Files, capsys) -> None:
-    assert main(["inspect", str(tf1.frozen)]) == 0
-    text = capsys.readouterr().out
-    assert "tf1 frozen graph" in text and "likely outputs  probs" in text
-    assert "keep_prob    []            float32  default" in text
-    assert main(["inspect", str(tf1.prefix), "--json"]) == 0
-    described = json.loads(capsys.readouterr().out)
+def test_inspect_lists_placeholders_outputs_variables_and_version(tf1: Tf1Files) -> None:
+    result = edgeport("inspect", tf1.frozen)
+    assert result.returncode == 0, result.stderr
+    assert "tf1 frozen graph" in result.stdout and "likely outputs  probs" in result.stdout
+    assert "keep_prob    []            float32  default" in result.stdout
+    result = edgeport("inspect", tf1.prefix, "--json")
+    assert result.returncode == 0, result.stderr
+    described = json.loads(result.stdout)
     assert described["format"] == "tf1 checkpoint" and described["likely_outputs"] == ["probs"]
     assert described["tensorflow_version"] == __import__("tensorflow").__version__
     assert {p["name"] for p in described["placeholders"]} == {"x", "is_training", "keep_prob", "labels"}
