@@ -47,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    # The process is confined (pipeline.core.sandbox) before a command loads a model, for good: only where it is the
+    # command's own (`edgeport`, `python -m pipeline`: argv from sys.argv), never a caller's that passes its own
+    # argv (a test, a notebook), whose process must go on unconfined. The conversion worker is confined either way.
+    args.sandbox = argv is None
     keep_heap_steady()  # before any batch is allocated: memory then stays flat in the number of samples
     try:
         previous: Any = signal.signal(signal.SIGTERM, _terminated)
@@ -264,7 +268,7 @@ def _run_one(args: argparse.Namespace, path: Path) -> int:
 
     out_dir = args.out or Path("artifacts") / recipe.spec.name
     options = _run_options(args, out_dir, args.jobs)
-    options.confine = True  # this process ends with the run: where it loads the model itself, it is confined
+    options.confine = args.sandbox  # this process ends with the run: where it loads the model itself, confined
     report = run_recipe(recipe, options)
     print(summary(report))
     print("reports: " + "  ".join(str(out_dir / filename) for filename in REPORT_FILES))
@@ -321,7 +325,7 @@ def _compare(args: argparse.Namespace) -> int:
     input_map = parse_map(args.input_map, "--input-map")
     data = _compare_data(args)
     reads = [args.reference, args.candidate, *([args.data] if args.data else [])]
-    _confine(reads, [args.out] if args.out else [], args.trust_model)
+    _confine(args, reads, [args.out] if args.out else [])
     from pipeline.report import write_reports
     from pipeline.report.text import summary
 
@@ -393,7 +397,7 @@ def _init(args: argparse.Namespace) -> int:
         signature=args.signature,
         graph_outputs=tuple(args.graph_outputs),
     )
-    _confine([args.model, *([args.data] if args.data else [])], [args.out.resolve().parent], args.trust_model)
+    _confine(args, [args.model, *([args.data] if args.data else [])], [args.out.resolve().parent])
     written = init_recipe(request)
     print(f"wrote {written.path}: recipe {written.name!r}, {written.label}")
     print(f"  outputs: {', '.join(written.outputs)} (default gates written out)")
@@ -416,13 +420,13 @@ def _inspect(args: argparse.Namespace) -> int:
     from pipeline.commands.inspect import describe_model, format_description
 
     _import_modules(args)
-    _confine([args.model], [], args.trust_model, needs_tensorflow=args.model.suffix.lower() not in {".tflite", ".onnx"})
+    _confine(args, [args.model], [], needs_tensorflow=args.model.suffix.lower() not in {".tflite", ".onnx"})
     description = describe_model(args.model, trusted=args.trust_model)
     print(json.dumps(description, indent=2) if args.json else format_description(description))
     return 0
 
 
-def _confine(reads: list[Path], writes: list[Path], trusted: bool, *, needs_tensorflow: bool = True) -> None:
+def _confine(args: argparse.Namespace, reads: list[Path], writes: list[Path], *, needs_tensorflow: bool = True) -> None:
     """Confine this process before it loads a model (pipeline.core.sandbox), trusted or not: it may read `reads`
     (and, trusted, their folders, where the classes a model names are imported from) and write `writes` (made
     first) and a temporary folder of its own. TensorFlow and tf_keras are imported first: Keras reads ~/.keras."""
@@ -436,6 +440,9 @@ def _confine(reads: list[Path], writes: list[Path], trusted: bool, *, needs_tens
     from pipeline.core.sandbox import confine, existing_root
     from pipeline.frameworks import import_tensorflow
 
+    if not args.sandbox:
+        return
+    trusted = args.trust_model
     work = make_work_dir("confined-")
     atexit.register(shutil.rmtree, work, True)
     tempfile.tempdir = os.environ["TMPDIR"] = str(work)
