@@ -103,7 +103,8 @@ def check_savedmodel(path: Path) -> None:
         else:
             text_format.Parse((path / "saved_model.pbtxt").read_text(encoding="utf-8"), proto)
     except Exception as error:  # protobuf's DecodeError and ParseError, a file we cannot read
-        raise ModelError(f"{path}: cannot load the SavedModel: its graph is unreadable: {first_line(error, 200)}") from None
+        unreadable = first_line(error, 200)
+        raise ModelError(f"{path}: cannot load the SavedModel: its graph is unreadable: {unreadable}") from None
     refused = saved_model_elements_refused(proto)
     root = path.resolve()
     for meta in proto.meta_graphs:
