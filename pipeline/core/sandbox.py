@@ -16,17 +16,27 @@ file-system rights only: no ABI 4 network rules, no ABI 6 scopes, so it could no
 (landlock_create_ruleset 444, landlock_add_rule 445, landlock_restrict_self 446, the same on x86_64 and aarch64)
 and two packed structs are less code than wrapping it.
 
-Threads that exist before `confine` stay unconfined (Landlock has no thread-sync flag up to ABI 7): call it from the
+Landlock leaves two ways out: UDP, and connecting to a named unix socket (a path such as /var/run/docker.sock, a
+daemon that may do what the model may not). So once Landlock applies, a seccomp-BPF filter makes every `socket` call
+fail with EACCES (`socketpair` stays: it reaches no one, and the worker's pipe to its parent exists already) and
+`io_uring_setup` too (io_uring opens sockets without the `socket` syscall). It checks the architecture (x86_64 or
+aarch64; a syscall of another ABI, int 0x80 or x32, is refused whole) and is installed with the thread-sync flag, so
+it binds the process's existing threads as well. On another architecture, or where the kernel refuses it, Landlock
+still stands and the state says why there is no filter.
+
+Threads that exist before `confine` stay outside Landlock (it has no thread-sync flag up to ABI 7): call it from the
 main thread before anything runs model code. A plain leaf: imports no framework and no other layer.
 """
 
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
+import platform
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 _CREATE_RULESET, _ADD_RULE, _RESTRICT_SELF = 444, 445, 446  # x86_64 and aarch64 (the generic table) alike
@@ -42,6 +52,14 @@ _REFER, _TRUNCATE, _IOCTL_DEV = 1 << 13, 1 << 14, 1 << 15
 _FS_BY_ABI = {1: (1 << 13) - 1, 2: (1 << 14) - 1, 3: (1 << 15) - 1, 4: (1 << 15) - 1, 5: (1 << 16) - 1}
 _NET_BIND_TCP, _NET_CONNECT_TCP = 1 << 0, 1 << 1  # ABI 4
 _SCOPE_ABSTRACT_UNIX_SOCKET, _SCOPE_SIGNAL = 1 << 0, 1 << 1  # ABI 6
+# seccomp: the filter's syscall (and the numbers it refuses) per architecture, as the kernel names it in
+# seccomp_data.arch: (AUDIT_ARCH, seccomp, socket, io_uring_setup, refuse x32 numbers).
+_SECCOMP_ARCH = {"x86_64": (0xC000003E, 317, 41, 425, True), "aarch64": (0xC00000B7, 277, 198, 425, False)}
+_SECCOMP_SET_MODE_FILTER, _SECCOMP_FILTER_FLAG_TSYNC = 1, 1
+_X32_SYSCALL_BIT = 0x40000000
+_BPF_LD_W_ABS, _BPF_JEQ_K, _BPF_JGE_K, _BPF_RET_K = 0x20, 0x15, 0x35, 0x06
+_RET_ALLOW, _RET_EACCES = 0x7FFF0000, 0x00050000 | errno.EACCES
+_ARCH_OFFSET, _NR_OFFSET = 4, 0  # struct seccomp_data: int nr; __u32 arch; ...
 _FILE_RIGHTS = _EXECUTE | _WRITE_FILE | _READ_FILE | _TRUNCATE | _IOCTL_DEV  # all a rule on a non-directory may hold
 _READ = _EXECUTE | _READ_FILE | _READ_DIR
 
@@ -70,6 +88,14 @@ class _PathBeneathAttr(ctypes.Structure):
     _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
 
 
+class _SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
+
+
 @dataclass(frozen=True)
 class Roots:
     """What a confined process may touch beyond its runtime, as plain strings (it crosses to a worker process)."""
@@ -88,6 +114,8 @@ class SandboxState:
     no_tcp: bool = False
     scoped: bool = False
     why: str = ""
+    no_sockets: bool = False  # the seccomp filter: no `socket` (UDP, unix paths), no io_uring
+    sockets_why: str = ""  # why there is no such filter, when Landlock applies without it
 
     @property
     def confined(self) -> bool:
@@ -98,9 +126,9 @@ class SandboxState:
             return f"none ({self.why})"
         text = f"landlock ABI {self.abi}: reads {self.reads} roots, writes {self.writes}"
         text += ", no TCP" if self.no_tcp else ", TCP open (ABI < 4)"
-        if self.abi < 6:
-            return text
-        return text + (", signals and abstract sockets scoped" if self.scoped else ", abstract sockets scoped")
+        if self.abi >= 6:
+            text += ", signals and abstract sockets scoped" if self.scoped else ", abstract sockets scoped"
+        return text + (", no new sockets" if self.no_sockets else f", new sockets open ({self.sockets_why})")
 
 
 _applied: SandboxState | None = None
@@ -178,9 +206,12 @@ def confine(
     try:
         everything_read = [*runtime_reads(), *map(Path, reads)]
         everything_written = [*map(Path, _SYSTEM_WRITES), *map(Path, writes), *([Path(own)] if own else [])]
-        _applied = _restrict(abi, (everything_read, everything_written, Path(own).parent if own else None), signals)
+        state = _restrict(abi, (everything_read, everything_written, Path(own).parent if own else None), signals)
     except OSError as error:
         _applied = SandboxState(0, why=f"Landlock refused: {error.strerror or error}")
+        return _applied
+    why_not = _deny_sockets()  # only over Landlock: alone it would close sockets and leave every file open
+    _applied = replace(state, no_sockets=not why_not, sockets_why=why_not)
     return _applied
 
 
@@ -203,6 +234,38 @@ def _restrict(abi: int, roots: tuple[list[Path], list[Path], Path | None], signa
     finally:
         os.close(ruleset)
     return SandboxState(abi, added_reads, added_writes, no_tcp=abi >= 4, scoped=abi >= 6 and signals)
+
+
+def _socket_filter(arch: int, denied: tuple[int, ...], x32: bool) -> list[tuple[int, int, int, int]]:
+    """A seccomp-BPF program as (code, jt, jf, k): `denied` syscalls (and, on x86_64, every x32 one) get EACCES, as
+    does any syscall made under another architecture (a 64-bit process can still enter the i386 table with int 0x80,
+    where socketcall and other numbers live); all else is allowed."""
+    checks = ([(_BPF_JGE_K, _X32_SYSCALL_BIT)] if x32 else []) + [(_BPF_JEQ_K, nr) for nr in denied]
+    program = [(_BPF_LD_W_ABS, 0, 0, _ARCH_OFFSET), (_BPF_JEQ_K, 0, len(checks) + 2, arch)]  # else: to the EACCES
+    program.append((_BPF_LD_W_ABS, 0, 0, _NR_OFFSET))
+    for index, (code, nr) in enumerate(checks):
+        program.append((code, len(checks) - index, 0, nr))  # a match jumps over the rest and the allow
+    return [*program, (_BPF_RET_K, 0, 0, _RET_ALLOW), (_BPF_RET_K, 0, 0, _RET_EACCES)]
+
+
+def _deny_sockets() -> str:
+    """Install the filter on every thread of this process (the thread-sync flag: threads started before `confine`,
+    TensorFlow's among them, included); "" when it stands, else why not. A refusal leaves Landlock as it stands."""
+    machine = platform.machine().lower()  # the kernel's: a 32-bit interpreter on it would fail the arch check
+    if machine not in _SECCOMP_ARCH or ctypes.sizeof(ctypes.c_void_p) != 8:  # ... on every syscall: skip it
+        return f"no seccomp filter for a {ctypes.sizeof(ctypes.c_void_p) * 8}-bit {machine or 'unknown'} process"
+    arch, seccomp, socket_nr, io_uring_setup, x32 = _SECCOMP_ARCH[machine]
+    program = _socket_filter(arch, (socket_nr, io_uring_setup), x32)
+    instructions = (_SockFilter * len(program))(*(_SockFilter(*step) for step in program))
+    fprog = _SockFprog(len(program), instructions)
+    libc = _libc()
+    flags = ctypes.c_ulong(_SECCOMP_FILTER_FLAG_TSYNC)
+    result = libc.syscall(seccomp, ctypes.c_ulong(_SECCOMP_SET_MODE_FILTER), flags, ctypes.byref(fprog))
+    if result > 0:  # TSYNC: the id of a thread that could not take the filter; none of them has it then
+        return f"seccomp could not bind thread {result}"
+    if result < 0:
+        return f"seccomp refused: {os.strerror(ctypes.get_errno())}"
+    return ""
 
 
 def _add(libc: ctypes.CDLL, ruleset: int, root: Path, access: int) -> int:

@@ -1,17 +1,21 @@
 """pipeline.core.sandbox: a real child Python process confines itself and then tries what a hostile model would.
 
 Each probe runs in its own interpreter (Landlock cannot be undone, and the test process must stay free): it confines
-itself to a read root and a write root, then reads, writes and connects, and prints what happened. Nothing is
-mocked: the kernel decides.
+itself to a read root and a write root, then reads, writes, connects and opens sockets, and prints what happened.
+Nothing is mocked: the kernel decides.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import platform
 import socket
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,28 +26,67 @@ from ..cli import edgeport_env
 
 ABI, WHY_NOT = landlock_abi()
 needs_landlock = pytest.mark.skipif(ABI == 0, reason=f"no Landlock here: {WHY_NOT}")
+needs_seccomp = pytest.mark.skipif(
+    ABI == 0 or platform.machine() not in ("x86_64", "aarch64"),
+    reason="the socket filter needs Landlock, x86_64 or aarch64",
+)
 
 _PROBE = """\
-import json, shutil, socket, sys
+import ctypes, json, multiprocessing, os, shutil, socket, sys
 from pathlib import Path
 from pipeline.core.sandbox import confine
 
-reads, writes, own, actions = json.loads(sys.argv[1])
-state = confine(reads, writes, own=own)
-print("state", state.describe(), flush=True)
-for kind, target in actions:
-    try:
-        if kind == "read":
-            Path(target).read_text()
-        elif kind == "write":
-            Path(target).write_text("written by the confined process")
-        elif kind == "remove":
-            shutil.rmtree(target)
-        elif kind == "connect":
-            socket.create_connection(("127.0.0.1", int(target)), timeout=5).close()
-        print(kind, target, "ok", flush=True)
-    except OSError as error:
-        print(kind, target, type(error).__name__, flush=True)
+def io_uring_setup():
+    libc = ctypes.CDLL(None, use_errno=True)
+    params = ctypes.create_string_buffer(120)  # struct io_uring_params
+    fd = libc.syscall(425, 1, params)  # the same number on x86_64 and aarch64
+    if fd < 0:
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+    os.close(fd)
+
+def spawned(ours):
+    child = multiprocessing.get_context("spawn").Process(target=ours.send, args=("spawned",))
+    child.start()
+    child.join(60)
+
+if __name__ == "__main__":
+    reads, writes, own, actions = json.loads(sys.argv[1])
+    mine, ours = multiprocessing.get_context("spawn").Pipe()  # before confine, as a worker's link to its parent
+    state = confine(reads, writes, own=own)
+    print("state", state.describe(), flush=True)
+    for kind, target in actions:
+        try:
+            if kind == "read":
+                Path(target).read_text()
+            elif kind == "write":
+                Path(target).write_text("written by the confined process")
+            elif kind == "remove":
+                shutil.rmtree(target)
+            elif kind == "connect":
+                socket.create_connection(("127.0.0.1", int(target)), timeout=5).close()
+            elif kind == "udp":
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"x", ("127.0.0.1", int(target)))
+            elif kind == "unix":
+                socket.socket(socket.AF_UNIX, socket.SOCK_STREAM).close()
+            elif kind == "unix-connect":
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+                    client.connect(target)
+                    client.sendall(b"confined")
+            elif kind == "socketpair":
+                left, right = socket.socketpair()
+                left.sendall(b"x")
+                assert right.recv(1) == b"x"
+            elif kind == "pipe":
+                ours.send(target)
+                assert mine.recv() == target
+            elif kind == "spawn":
+                spawned(ours)
+                assert mine.poll(60) and mine.recv() == "spawned"
+            elif kind == "io_uring":
+                io_uring_setup()
+            print(kind, target, "ok", flush=True)
+        except OSError as error:
+            print(kind, target, type(error).__name__, flush=True)
 """
 
 
@@ -119,6 +162,49 @@ def test_a_confined_process_opens_no_tcp_connection(places: dict[str, Path]) -> 
         outcomes = _probe([], [places["writable"]], [("connect", port)])
     assert outcomes[("connect", port)] == "PermissionError"
     assert "no TCP" in outcomes[("state", "")]
+
+
+@needs_seccomp
+def test_a_confined_process_opens_no_socket_but_keeps_its_pipes(places: dict[str, Path]) -> None:
+    """Landlock lets UDP and named unix sockets (a daemon's, /var/run/docker.sock) through: the seccomp filter does
+    not. What the process already holds, and socketpair, still carry messages; a spawned child still starts."""
+    with _unix_listener() as (path, server), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.bind(("127.0.0.1", 0))
+        port = str(udp.getsockname()[1])
+        actions = [("udp", port), ("unix", ""), ("unix-connect", path), ("io_uring", "")]
+        actions += [("socketpair", ""), ("pipe", "a-message"), ("spawn", "")]
+        outcomes = _probe([], [places["writable"]], actions)
+        server.settimeout(0)
+        with pytest.raises(BlockingIOError):
+            server.accept()  # nobody came
+    assert outcomes[("state", "")].endswith(", no new sockets")
+    for denied in ("udp", "unix", "unix-connect", "io_uring"):
+        assert outcomes[(denied, dict(actions)[denied])] == "PermissionError", denied
+    assert outcomes[("socketpair", "")] == "ok"
+    assert outcomes[("pipe", "a-message")] == "ok"
+    assert outcomes[("spawn", "")] == "ok"
+
+
+def test_without_the_sandbox_the_same_sockets_open(places: dict[str, Path]) -> None:
+    """The diagnostic switch: the unix socket above is reachable, so the test above sees the filter, not a dud."""
+    with _unix_listener() as (path, server):
+        outcomes = _probe([], [], [("unix-connect", path), ("unix", "")], EDGEPORT_SANDBOX="off")
+        server.settimeout(30)
+        accepted, _ = server.accept()
+        accepted.close()
+    assert outcomes[("unix-connect", path)] == "ok"
+    assert outcomes[("unix", "")] == "ok"
+
+
+@contextlib.contextmanager
+def _unix_listener() -> Iterator[tuple[str, socket.socket]]:
+    """A named unix socket the (unconfined) test listens on, under /tmp: a socket's path has at most 107 bytes."""
+    with tempfile.TemporaryDirectory(prefix="edgeport-sock-") as folder:
+        path = os.path.join(folder, "daemon.sock")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+            server.bind(path)
+            server.listen(1)
+            yield path, server
 
 
 def test_the_diagnostic_switch_leaves_the_process_free_and_says_so(places: dict[str, Path]) -> None:
