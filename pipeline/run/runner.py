@@ -22,7 +22,7 @@ from pipeline.core.sandbox import Roots, applied, confine, describe_available, e
 from pipeline.core.tensors import TensorSpec
 from pipeline.core.text import one_line
 from pipeline.data import Dataset, hygiene_warnings, label_outputs, load_dataset
-from pipeline.errors import first_line
+from pipeline.errors import ModelError, first_line
 from pipeline.frameworks import console_log, import_tensorflow
 from pipeline.provenance import Provenance, git_state, recipe_provenance
 from pipeline.recipe import LoadedRecipe
@@ -40,6 +40,8 @@ from pipeline.run.reproduce import verify_reproducible
 from pipeline.run.result import OutputResult
 from pipeline.run.worker import StageWorker
 from pipeline.sources import SourceHandle
+from pipeline.sources.section import tf1_origin
+from pipeline.sources.tf1 import tf1_files
 from pipeline.stages import STAGES
 
 
@@ -175,11 +177,24 @@ def sandbox_roots(recipe: LoadedRecipe, trusted: bool, cache: Cache, work: Path)
     reads += [
         existing_root(recipe.resolve(named)) for named in (source.graph, source.checkpoint, source.meta_graph) if named
     ]
+    reads += _tf1_files(source, recipe.base_dir)
     if source.builder is not None or source.imports or trusted:
         reads.append(recipe.base_dir)
     if cache.enabled:
         reads.append(cache.root)
     return Roots(tuple(map(str, reads)), (str(work),))
+
+
+def _tf1_files(source: Any, base_dir: Path) -> list[Path]:
+    """The folders of a TF1 source's files, where its `checkpoint` record names them: outside its own folder, a
+    trusted source loads them (untrusted, it is refused before this); the load lists their folder for data shards."""
+    origin = tf1_origin(source, base_dir)
+    if origin is None:
+        return []
+    try:
+        return sorted({file.parent for file in tf1_files(origin)})
+    except ModelError:  # the load says what is wrong with them, in its own words
+        return []
 
 
 def _confine_here(recipe: LoadedRecipe, options: RunOptions, roots: Roots, cache: Cache) -> None:

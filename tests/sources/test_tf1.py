@@ -170,10 +170,18 @@ def test_a_checkpoint_record_pointing_outside_its_folder_needs_trust(tf1: Tf1Fil
     code, report, err = _run(tf1, source, tmp_path, "outside")
     assert (code, report) == (2, {})
     assert f"refused: {elsewhere / 'checkpoint'}: names {tf1.prefix}, outside {elsewhere}" in err
-    # trusted, the record is followed (the run's sandbox still decides what the worker may read)
+    # trusted, the record is followed: the sandbox lets the run read the files it names, and says so
     located = locate_checkpoint(Tf1Origin("checkpoint", elsewhere))
     assert located.prefix == tf1.prefix and located.outside is not None
-    assert any(f"names {tf1.prefix}, outside {elsewhere}; loading it" in warning for warning in located.warnings)
+    # the checkpoint it names lies outside the recipe's folder too (trusted, that folder is readable)
+    far = tmp_path / "far"
+    shutil.copytree(tf1.prefix.parent, far)
+    (elsewhere / "checkpoint").write_text(f'model_checkpoint_path: "{far / tf1.prefix.name}"\n')
+    trusted = f"{{checkpoint: {elsewhere}, trusted: true, feeds: {{is_training: false}}}}"
+    code, report, err = _run(tf1, trusted, tmp_path, "outside-trusted")
+    assert code == 0, err
+    assert report["environment"]["sandbox"].startswith(("landlock", "none"))
+    assert any(f"names {far / tf1.prefix.name}, outside {elsewhere}; loading it" in w for w in report["warnings"])
 
 
 def test_outputs_whose_file_safe_names_collide_are_refused_naming_both(tmp_path: Path) -> None:
