@@ -438,7 +438,7 @@ def _confine(args: argparse.Namespace, reads: list[Path], writes: list[Path], *,
 
     from pipeline.core.leftovers import make_work_dir
     from pipeline.core.sandbox import confine, existing_root
-    from pipeline.frameworks import import_tensorflow
+    from pipeline.frameworks import import_frameworks
 
     if not args.sandbox:
         return
@@ -450,9 +450,7 @@ def _confine(args: argparse.Namespace, reads: list[Path], writes: list[Path], *,
         with suppress(OSError):  # one that cannot be made fails where the command writes, with its own message
             folder.mkdir(parents=True, exist_ok=True)
     if needs_tensorflow:
-        import_tensorflow()
-        with suppress(ImportError):
-            import tf_keras  # noqa: F401
+        import_frameworks()
     # A TF1 meta graph is read with the checkpoint beside it: its folder.
     roots = [existing_root(path.resolve()) if path.suffix != ".meta" else path.resolve().parent for path in reads]
     confine([*roots, *(root.parent for root in roots if trusted)], writes, own=work)

@@ -68,6 +68,14 @@ def import_tensorflow() -> ModuleType:
     return tf
 
 
+def import_frameworks() -> None:
+    """TensorFlow and tf_keras imported, as a process must before pipeline.core.sandbox confines it: Keras and
+    tf_keras read their settings (~/.keras) at import, which a confined process may not."""
+    import_tensorflow()
+    with contextlib.suppress(ImportError):
+        import tf_keras  # noqa: F401
+
+
 @dataclass
 class _Capture:
     """The process's one redirection of fds 1 and 2: shared by every block that captures at once (lanes capture

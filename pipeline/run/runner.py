@@ -23,7 +23,7 @@ from pipeline.core.tensors import TensorSpec
 from pipeline.core.text import one_line
 from pipeline.data import Dataset, hygiene_warnings, label_outputs, load_dataset
 from pipeline.errors import ModelError, first_line
-from pipeline.frameworks import console_log, import_tensorflow
+from pipeline.frameworks import console_log, import_frameworks
 from pipeline.provenance import Provenance, git_state, recipe_provenance
 from pipeline.recipe import LoadedRecipe
 from pipeline.report import REPORT_FILES, write_reports
@@ -205,9 +205,7 @@ def _confine_here(recipe: LoadedRecipe, options: RunOptions, roots: Roots, cache
     work = roots.writes[0]
     tempfile.tempdir = work
     os.environ["TMPDIR"] = work
-    import_tensorflow()
-    with contextlib.suppress(ImportError):
-        import tf_keras  # noqa: F401
+    import_frameworks()
     reads = [*roots.reads, str(recipe.path), *(str(existing_root(path)) for _, path in _files_read(recipe))]
     if options.baseline is not None:
         reads.append(str(options.baseline))

@@ -52,7 +52,7 @@ from pipeline.core.sandbox import Roots, confine, said
 from pipeline.core.stored import open_npz, save_npz
 from pipeline.data import Dataset
 from pipeline.errors import DataError, EdgeportError, ModelError, RecipeError, StageError, first_line
-from pipeline.frameworks import import_tensorflow
+from pipeline.frameworks import import_frameworks, import_tensorflow
 from pipeline.recipe import SourceSpec
 from pipeline.sources import Source, describe_source, import_source_modules, load_source_spec
 from pipeline.sources.keras import load_keras_model
@@ -317,8 +317,7 @@ def _serve(connection: Connection, parent: int, from_main_thread: bool) -> None:
 
 def _confine(connection: Connection, work: Path) -> None:
     """Confine this process to the run's roots before it takes any request; a parent gone first is a goodbye."""
-    with contextlib.suppress(ImportError):  # tf_keras reads its settings at import, as Keras (imported by TF) did
-        import tf_keras  # noqa: F401
+    import_frameworks()
     try:
         roots = connection.recv()
     except (EOFError, OSError):
