@@ -51,6 +51,9 @@ def _quiet_environment() -> None:
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "1"
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    # onnxruntime 1.31 records telemetry in ~/.cache/Microsoft at import, for later upload; a confined process may
+    # not write there and onnxruntime says so on stderr. Nothing here is sent anywhere: off (children inherit it).
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 
 def import_tensorflow() -> ModuleType:
@@ -66,6 +69,15 @@ def import_tensorflow() -> ModuleType:
 
         absl.logging.set_verbosity(absl.logging.ERROR)
     return tf
+
+
+def import_onnxruntime() -> ModuleType:
+    """onnxruntime with its telemetry off (see _quiet_environment), also where something imported it before."""
+    _quiet_environment()
+    import onnxruntime
+
+    onnxruntime.disable_telemetry_events()
+    return onnxruntime
 
 
 def import_frameworks() -> None:

@@ -64,15 +64,16 @@ _FILE_RIGHTS = _EXECUTE | _WRITE_FILE | _READ_FILE | _TRUNCATE | _IOCTL_DEV  # a
 _READ = _EXECUTE | _READ_FILE | _READ_DIR
 
 # What Python, TensorFlow, Keras, tf2onnx, LiteRT and onnxruntime read once imported (found with strace on confined
-# runs of every conversion: what they were denied is only onnxruntime's device list in /sys/bus/pci and its
-# database in ~/.cache, and thread names in /proc/self/task/*/comm, none of which changes a result): shared
-# libraries, CPU, memory and cgroup facts, time zones, randomness; never /etc as a whole, $HOME or /tmp. Of /proc only
+# runs of every conversion: what they were denied is only onnxruntime's telemetry database in ~/.cache (turned off:
+# pipeline.frameworks) and thread names in /proc/self/task/*/comm, none of which changes a result): shared
+# libraries, CPU, memory and cgroup facts, the PCI device list (onnxruntime's device discovery warns on stderr
+# without it), time zones, randomness; never /etc as a whole, $HOME or /tmp. Of /proc only
 # this process's own folder ("/proc/self", resolved when confining) and the machine's facts: another process's
 # environ or cmdline (a CI job's secrets) stays unread.
 _SYSTEM_READS = (
     "/usr/lib", "/usr/lib64", "/lib", "/lib64", "/usr/local/lib", "/usr/share/zoneinfo",
     "/proc/self", "/proc/cpuinfo", "/proc/meminfo", "/proc/stat", "/proc/sys",
-    "/sys/devices/system/cpu", "/sys/fs/cgroup", "/sys/devices/system/node",
+    "/sys/devices/system/cpu", "/sys/fs/cgroup", "/sys/devices/system/node", "/sys/bus/pci",
     "/etc/ld.so.cache", "/etc/localtime", "/etc/timezone", "/etc/nsswitch.conf", "/etc/passwd", "/etc/group",
     "/etc/os-release", "/dev/urandom", "/dev/random",
 )  # fmt: skip

@@ -8,6 +8,7 @@ import numpy as np
 
 from pipeline.core.artifact import Artifact
 from pipeline.core.tensors import TensorSpec
+from pipeline.frameworks import import_onnxruntime
 from pipeline.runtimes.base import Runs, Runtime, Setting
 
 QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger"}
@@ -33,7 +34,7 @@ class OnnxRuntime(Runtime):
 
     def __init__(self, artifact: Artifact, threads: int | None = None, **settings: str) -> None:
         super().__init__(artifact, threads, **settings)
-        import onnxruntime
+        onnxruntime = import_onnxruntime()
 
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3  # errors only: its warnings repeat what the report says

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.core.tensors import TensorSpec
+from pipeline.frameworks import import_onnxruntime
 
 LEVELS = ("basic", "extended", "all")
 # What `disabled_optimizers` takes, as onnxruntime 1.31 registers them: each level's rule-based transformer (its
@@ -76,7 +77,7 @@ class Culprit:
 def run_file(path: Path | bytes, feed: Feed, level: str, disabled: tuple[str, ...] = ()) -> list[np.ndarray]:
     """The file's (or serialized model's) outputs on `feed` at an optimization level ("disabled", "basic",
     "extended", "all")."""
-    import onnxruntime
+    onnxruntime = import_onnxruntime()
 
     levels = {
         "disabled": onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -89,7 +90,9 @@ def run_file(path: Path | bytes, feed: Feed, level: str, disabled: tuple[str, ..
     options.graph_optimization_level = levels[level]
     session = onnxruntime.InferenceSession(
         path if isinstance(path, bytes) else str(path),
-        sess_options=options, providers=["CPUExecutionProvider"], disabled_optimizers=list(disabled)
+        sess_options=options,
+        providers=["CPUExecutionProvider"],
+        disabled_optimizers=list(disabled),
     )
     return list(session.run(None, feed))
 
@@ -129,8 +132,8 @@ def close_to(expected: list[np.ndarray], tolerance: float) -> Callable[[list[np.
         if outputs is None or len(outputs) != len(expected):
             return False
         return all(
-            np.asarray(a).shape == np.asarray(b).shape and float(np.max(np.abs(np.asarray(a, float) - b), initial=0.0))
-            <= tolerance
+            np.asarray(a).shape == np.asarray(b).shape
+            and float(np.max(np.abs(np.asarray(a, float) - b), initial=0.0)) <= tolerance
             for a, b in zip(outputs, expected, strict=True)
         )
 
