@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
+import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -106,3 +108,27 @@ def checked_result(name: str, **metrics: float) -> Any:
     gate = GateResult("cosine", ">=", 0.9, 0.99, True)
     parity = ParityResult("keras", "litert", 10, dict(metrics), {}, 0, gates=[gate])
     return OutputResult(name=name, format="tflite", gates_from="tflite", check=Check(parity, [], []))
+
+
+def edit_h5_config(path: Path, edit: Callable[[dict[str, Any]], None]) -> Path:
+    """Rewrite a Keras `.h5` file's model config in place, as an attacker would: `edit` changes the parsed JSON."""
+    import h5py
+
+    with h5py.File(path, "r+") as handle:
+        config = json.loads(handle.attrs["model_config"])
+        edit(config)
+        handle.attrs["model_config"] = json.dumps(config)
+    return path
+
+
+def edit_keras_config(path: Path, edit: Callable[[dict[str, Any]], None]) -> Path:
+    """Rewrite config.json inside a `.keras` archive, every other member as it was."""
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    config = json.loads(members["config.json"])
+    edit(config)
+    members["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return path

@@ -6,13 +6,10 @@ same files load (the payload is live), and a model an earlier stage left in the 
 
 from __future__ import annotations
 
-import json
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 import pytest
 
@@ -20,31 +17,10 @@ from pipeline.errors import ModelError
 from pipeline.sources import load_source
 
 from ..cli import edgeport
-from ..helpers import run_stage
+from ..helpers import edit_h5_config, edit_keras_config, run_stage
 from ..recipes import recipe_file
 
 SECRET = "hunter2\nswordfish\n"
-
-
-def _edit_h5(path: Path, edit: Callable[[dict[str, Any]], None]) -> Path:
-    with h5py.File(path, "r+") as handle:
-        config = json.loads(handle.attrs["model_config"])
-        edit(config)
-        handle.attrs["model_config"] = json.dumps(config)
-    return path
-
-
-def _edit_keras(path: Path, edit: Callable[[dict[str, Any]], None]) -> Path:
-    """Rewrite config.json inside a `.keras` archive, every other member as it was."""
-    with zipfile.ZipFile(path) as archive:
-        members = {name: archive.read(name) for name in archive.namelist()}
-    config = json.loads(members["config.json"])
-    edit(config)
-    members["config.json"] = json.dumps(config).encode()
-    with zipfile.ZipFile(path, "w") as archive:
-        for name, data in members.items():
-            archive.writestr(name, data)
-    return path
 
 
 def _layers(config: dict[str, Any]) -> list[dict[str, Any]]:
@@ -80,7 +56,7 @@ def _tfoplambda_h5(folder: Path, canary: Path) -> Path:
             ]
         )
 
-    return _edit_h5(_plain_h5(folder / "tfop.h5"), edit)
+    return edit_h5_config(_plain_h5(folder / "tfop.h5"), edit)
 
 
 def _lookup_h5(folder: Path, secret: Path) -> Path:
@@ -104,7 +80,7 @@ def _lookup_keras(folder: Path, secret: Path) -> Path:
     def edit(config: dict[str, Any]) -> None:
         next(layer for layer in _layers(config) if layer["name"] == "lookup")["config"]["vocabulary"] = str(secret)
 
-    return _edit_keras(path, edit)
+    return edit_keras_config(path, edit)
 
 
 def _node_def_h5(folder: Path, canary: Path) -> Path:
@@ -122,7 +98,7 @@ def _node_def_h5(folder: Path, canary: Path) -> Path:
             "constants": {"0": str(canary), "1": "pwned"},
         }
 
-    return _edit_h5(_plain_h5(folder / "nodedef.h5"), edit)
+    return edit_h5_config(_plain_h5(folder / "nodedef.h5"), edit)
 
 
 def _tfsm_keras(folder: Path) -> Path:
@@ -143,7 +119,7 @@ def _tfsm_keras(folder: Path) -> Path:
             "call_endpoint": "serve",
         }
 
-    return _edit_keras(path, edit)
+    return edit_keras_config(path, edit)
 
 
 def _refused_everywhere(folder: Path, model: Path, phrases: list[str]) -> None:

@@ -4,13 +4,10 @@ stages save (QAT wrappers, pruned and clustered models) pass it untrusted, from 
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-import h5py
 import pytest
 
 from pipeline.errors import ModelError
@@ -20,7 +17,7 @@ from pipeline.sources.keras import load_keras_model
 from pipeline.sources.trust import check_model_config, outside_allowlist
 from scripts import keras_allowlist
 
-from ..helpers import run_stage
+from ..helpers import edit_h5_config, run_stage
 
 BLOCKS = {
     "KERAS3_CLASSES": (keras_allowlist.keras3_classes, allow.EXCLUDED_KERAS3),
@@ -81,14 +78,6 @@ def _tf_keras_h5(path: Path) -> Path:
     return path
 
 
-def _edit_h5(path: Path, edit: Callable[[dict[str, Any]], None]) -> Path:
-    with h5py.File(path, "r+") as handle:
-        config = json.loads(handle.attrs["model_config"])
-        edit(config)
-        handle.attrs["model_config"] = json.dumps(config)
-    return path
-
-
 def _layer(config: dict[str, Any], name: str) -> dict[str, Any]:
     return next(layer for layer in config["config"]["layers"] if layer["name"] == name)
 
@@ -105,7 +94,7 @@ def test_a_class_nested_in_an_rnn_cell_initializer_is_named_with_its_layer(tmp_p
     def edit(config: dict[str, Any]) -> None:
         _layer(config, "lstm")["config"]["recurrent_initializer"] = {"class_name": "ReadFileInit", "config": {}}
 
-    path = _edit_h5(_tf_keras_h5(tmp_path / "nested.h5"), edit)
+    path = edit_h5_config(_tf_keras_h5(tmp_path / "nested.h5"), edit)
     with pytest.raises(ModelError, match=r"class ReadFileInit \(not on the list\) in layer 'lstm'") as refusal:
         load_source(path)
     assert "source.trusted: true" in str(refusal.value) and str(path) in str(refusal.value)
