@@ -94,7 +94,10 @@ def _saver_graph() -> tuple[tf.Graph, object]:
     graph = tf.Graph()
     with graph.as_default():
         x = v1.placeholder(tf.float32, [None, 4], name="x")
-        tf.identity(tf.matmul(x, v1.get_variable("w", [4, 2])), name="y")
+        # a constant initializer: a stage run earlier in the process may have turned op determinism on, which
+        # refuses an unseeded random one
+        weights = v1.get_variable("w", [4, 2], initializer=v1.zeros_initializer())
+        tf.identity(tf.matmul(x, weights), name="y")
         return graph, v1.train.Saver().export_meta_graph()
 
 
