@@ -4,6 +4,9 @@ stages save (QAT wrappers, pruned and clustered models) pass it untrusted, from 
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,8 @@ from pipeline.sources.keras import load_keras_model
 from pipeline.sources.trust import check_model_config, outside_allowlist
 from scripts import keras_allowlist
 
+from ..cli import edgeport_env
+from ..conftest import ROOT
 from ..helpers import edit_h5_config, run_stage
 
 BLOCKS = {
@@ -28,9 +33,19 @@ BLOCKS = {
 }
 
 
+_CANDIDATES = (
+    "import json; from scripts import keras_allowlist as k; "
+    "print(json.dumps({name: sorted(getattr(k, name.lower())()) for name in %r}))"
+)
+
+
 @pytest.fixture(scope="module")
 def candidates() -> dict[str, set[str]]:
-    return {name: make() for name, (make, _) in BLOCKS.items()}
+    """What the frameworks offer, read in a fresh interpreter as the script reads it: in the suite's own process an
+    earlier test may have imported keras-hub, whose tensorflow_text adds its ops to TensorFlow's export table."""
+    probe = [sys.executable, "-c", _CANDIDATES % sorted(BLOCKS)]
+    result = subprocess.run(probe, capture_output=True, text=True, cwd=ROOT, env=edgeport_env(), check=True)
+    return {name: set(names) for name, names in json.loads(result.stdout.strip().splitlines()[-1]).items()}
 
 
 @pytest.mark.parametrize("block", sorted(BLOCKS))
