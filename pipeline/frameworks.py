@@ -81,9 +81,11 @@ def import_onnxruntime() -> ModuleType:
 
 
 def import_frameworks() -> None:
-    """TensorFlow and tf_keras imported, as a process must before pipeline.core.sandbox confines it: Keras and
-    tf_keras read their settings (~/.keras) at import, which a confined process may not."""
+    """TensorFlow, Keras and tf_keras imported, as a process must before pipeline.core.sandbox confines it: Keras and
+    tf_keras read their settings (~/.keras/keras.json) at import, and TensorFlow imports Keras only lazily."""
     import_tensorflow()
+    import keras  # noqa: F401
+
     with contextlib.suppress(ImportError):
         import tf_keras  # noqa: F401
 

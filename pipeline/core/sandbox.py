@@ -186,7 +186,9 @@ def runtime_reads() -> list[Path]:
     package = Path(__file__).resolve().parents[1]
     roots = [Path(sys.prefix), Path(sys.base_prefix), Path(sys.executable).resolve().parent, package]
     roots += [Path(entry) for entry in sys.path if entry]
-    return [*roots, *map(Path, _SYSTEM_READS)]
+    # Keras's settings: read again by a module that imports Keras after confining (a builder's, a custom class's)
+    keras_home = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras")
+    return [*roots, keras_home / "keras.json", *map(Path, _SYSTEM_READS)]
 
 
 def confine(
