@@ -93,10 +93,13 @@ def run_recipe(recipe: LoadedRecipe, options: RunOptions, log: Log = stderr_log)
         if worker is not None and not needs_source_here(recipe, options.only):
             remote = WorkerSource(worker, recipe, source)  # the worker loads the model: this process imports no TF
             source.describer = remote.describe
-        if worker is not None and not source.described_from_cache:
-            worker.start()  # a cold run: the worker's TensorFlow import overlaps this process's own work
+        will_confine = remote is None and options.confine  # this process loads the model: confined as the worker is
+        if worker is not None and (will_confine or not source.described_from_cache):
+            # A cold run: the worker's TensorFlow import overlaps this process's own work. A process that confines
+            # itself starts its worker first: one started after could not read its own /proc (see StageWorker.start)
+            worker.start()
         pinned = None
-        if remote is None and options.confine:  # this process loads the model: confined as the worker is
+        if will_confine:
             git = git_state(recipe.path.parent)  # git cannot run once confined: the provenance's part now
             pinned = (git[0], git[1]) if git else (None, None)
             _confine_here(recipe, options, roots, cache)
@@ -309,6 +312,9 @@ class _Lanes:
             return _output(plan, prefix, lane, checker, (self.manifest, self.provenance), self.log)
 
         refusal = "--no-isolation" if executor.worker is None else why_not_in_lanes(plans)
+        here = applied()
+        if refusal is None and here is not None and here.confined:
+            refusal = "this process loaded the model and is confined: it can start no further worker"
         lanes = lanes_of(plans)
         if options.jobs == 1 or len(lanes) == 1 or refusal is not None:
             if options.jobs > 1:

@@ -48,7 +48,7 @@ from pipeline.core.artifact import Artifact
 from pipeline.core.heap import keep_heap_steady
 from pipeline.core.leftovers import make_work_dir, remove_work_dirs_of
 from pipeline.core.recording import OutputRecording
-from pipeline.core.sandbox import Roots, confine, said
+from pipeline.core.sandbox import Roots, applied, confine, said
 from pipeline.core.stored import open_npz, save_npz
 from pipeline.data import Dataset
 from pipeline.errors import DataError, EdgeportError, ModelError, RecipeError, StageError, first_line
@@ -113,8 +113,17 @@ class StageWorker:
         self._busy = False  # a request sent and not yet answered: the worker will not read a goodbye
 
     def start(self) -> None:
-        """Start early: the child's TensorFlow import then overlaps the parent's own work."""
+        """Start early: the child's TensorFlow import then overlaps the parent's own work. A process that has
+        confined itself cannot start a working one: a child inherits its Landlock rules, whose `/proc/self` is the
+        parent's folder, and TensorFlow aborts in a process that cannot read its own `/proc/self/cmdline`."""
         if self._process is None or not self._process.is_alive():
+            here = applied()
+            if here is not None and here.confined:
+                raise StageError(
+                    "the conversion worker process is gone, and this process cannot start a fresh one: it loaded the "
+                    "model and is confined (a process it starts could not read its own /proc entries, which "
+                    "TensorFlow needs); the outputs it had left are not built: rerun them (--only NAME)"
+                )
             parent, child = self._context.Pipe()
             from_main = threading.current_thread() is threading.main_thread()
             arguments = (child, os.getpid(), from_main)

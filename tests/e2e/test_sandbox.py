@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -143,3 +144,32 @@ def test_inspect_confines_the_model_it_loads(models, tmp_path: Path, outside) ->
     )
     assert free.returncode == 0, free.stderr
     assert outside["canary"].exists()
+
+
+def test_a_confined_run_with_its_reference_cached_still_converts(models, tmp_path: Path) -> None:
+    """`fallback: auto` loads the model in the run's own process, which confines itself. Its worker must be started
+    before that: one started after inherits rules whose /proc/self is the parent's, and TensorFlow aborted in it
+    (SIGABRT in every conversion). A second run whose reference comes from the cache started its worker only later."""
+    rng = np.random.default_rng(1)
+    for name in ("calibration", "validation"):
+        np.savez(tmp_path / f"{name}.npz", values=rng.normal(size=(16, 4)).astype(np.float32))
+    data = {name: {"npz": tmp_path / f"{name}.npz", "inputs": "values"} for name in ("calibration", "validation")}
+    recipe = recipe_file(
+        tmp_path,
+        name="harmless",
+        source={"path": models["harmless"], "trusted": True},
+        data={"evaluation": {"npz": models["values"], "inputs": "values"}, **data},
+        outputs={
+            "int8": {"stages": [{"tflite": {"quantize": "int8", "fallback": "auto"}}]},
+            "onnx": {"stages": ["onnx"]},
+        },
+    )
+    environment = edgeport_env(EDGEPORT_CACHE_DIR=tmp_path / "cache")
+    for attempt in ("cold", "reference cached"):
+        done = edgeport("run", recipe, "--out", tmp_path / attempt, env=environment)
+        assert done.returncode == 0, (attempt, done.stderr)
+        assert "SIGABRT" not in done.stderr
+        for stages in (tmp_path / "cache").glob("*/stages"):  # the conversions run again; the reference does not
+            for entry in stages.iterdir():
+                shutil.rmtree(entry)
+    assert "reference source (cached)" in done.stderr
