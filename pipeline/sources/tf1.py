@@ -26,7 +26,7 @@ from pipeline.frameworks import captured_native_output, import_tensorflow
 from pipeline.sources import graphdef
 from pipeline.sources.model import Source, signature_tensor_specs
 from pipeline.sources.trust import TRUST_HINT
-from pipeline.sources.weights import CHECKPOINT_RECORD, epoch_order, glob_escape, is_checkpoint_prefix
+from pipeline.sources.weights import epoch_order, glob_escape, has_index, record_prefix, split_prefix
 
 Tf1Kind = Literal["graph", "checkpoint"]
 Shape = tuple[int | None, ...]
@@ -50,15 +50,26 @@ class Tf1Origin:
 
 @dataclass(frozen=True)
 class CheckpointFiles:
-    prefix: Path
+    folder: Path
+    stem: str  # the files' name before .index/.meta/.data-*; empty where the author saved to `folder/`
     meta_graph: Path
     warnings: tuple[str, ...] = ()
     outside: str | None = None  # the `checkpoint` record names a prefix outside its folder: what it says
 
     @property
+    def prefix(self) -> Path:
+        """The prefix as a path: the folder itself for an empty stem (a Path cannot end in `/`)."""
+        return self.folder / self.stem
+
+    @property
+    def restore_prefix(self) -> str:
+        """What `Saver.restore` takes: `folder/` for an empty stem, as its authors restore it."""
+        return f"{self.folder}/{self.stem}"
+
+    @property
     def files(self) -> list[Path]:
-        shards = sorted(self.prefix.parent.glob(f"{glob_escape(self.prefix.name)}.data-*"))
-        return [self.meta_graph, self.prefix.with_name(self.prefix.name + ".index"), *shards]
+        shards = sorted(self.folder.glob(f"{glob_escape(self.stem)}.data-*"))
+        return [self.meta_graph, self.folder / f"{self.stem}.index", *shards]
 
 
 def locate_checkpoint(origin: Tf1Origin, trusted: bool = True) -> CheckpointFiles:
@@ -67,49 +78,66 @@ def locate_checkpoint(origin: Tf1Origin, trusted: bool = True) -> CheckpointFile
     one naming a checkpoint that exists outside the directory is refused untrusted, before its files are read."""
     path, warnings, outside = origin.path, [], None
     if path.is_dir():
-        path, warning = _latest_prefix(path)
+        folder, stem, warning = _latest_prefix(path)
         warnings += [warning] if warning else []
-        if not path.resolve().is_relative_to(origin.path.resolve()):
-            outside = f"{origin.path / 'checkpoint'}: names {path}, outside {origin.path}"
+        if not folder.resolve().is_relative_to(path.resolve()):
+            outside = f"{path / 'checkpoint'}: names {folder / stem}, outside {path}"
             if not trusted:
                 raise ModelError(f"refused: {outside}; {TRUST_HINT}")
             warnings.append(f"{outside}; loading it (the model is trusted)")
-    elif path.name.endswith((".index", ".meta")):  # the user named one of the prefix's files
-        path = path.with_suffix("")
-    if not is_checkpoint_prefix(path):
+    else:  # a prefix; or one of its files, named instead of it
+        folder, stem = path.parent, path.name.removesuffix(".index").removesuffix(".meta")
+    if not has_index(folder, stem):
         raise ModelError(
-            f"{origin.path}: no checkpoint there (expected a prefix with {path.name}.index and .data-* files, "
+            f"{origin.path}: no checkpoint there (expected a prefix with {stem}.index and .data-* files, "
             "or a directory holding one)"
         )
-    meta = origin.meta_graph or path.with_name(path.name + ".meta")
+    meta = origin.meta_graph or folder / f"{stem}.meta"
     if not meta.is_file():
         raise ModelError(f"{meta}: the checkpoint's meta graph does not exist; set source.meta_graph")
-    located = CheckpointFiles(path, meta, tuple(warnings), outside)
+    located = CheckpointFiles(folder, stem, meta, tuple(warnings), outside)
     missing = [file.name for file in located.files if not file.is_file()]
     if len(located.files) < 3 or missing:
-        raise ModelError(f"{path}: checkpoint without data shards or with odd files ({', '.join(missing) or 'none'})")
+        odd = ", ".join(missing) or "none"
+        raise ModelError(f"{located.restore_prefix}: checkpoint without data shards or with odd files ({odd})")
     return located
 
 
-def _latest_prefix(directory: Path) -> tuple[Path, str | None]:
+def _latest_prefix(directory: Path) -> tuple[Path, str, str | None]:
+    """The folder and stem of the directory's checkpoint, as `tf.train.latest_checkpoint` finds it, and a warning.
+
+    The record's own folder is taken when it lies inside this directory, as TensorFlow reads it. Otherwise, when
+    the stem it names exists here, the checkpoint is read here: shipped checkpoints keep their author's absolute
+    path (`/home/author/model/`), and a copied folder whose original still exists is meant to be read as copied;
+    reading in-folder files can never leave the folder (#36). Only a record whose stem is not here sends the load
+    outside: refused untrusted by the caller."""
     record = directory / "checkpoint"
-    named = None
-    if record.is_file():
-        match = CHECKPOINT_RECORD.search(record.read_text(encoding="utf-8", errors="replace"))
-        named = Path(match.group(1)) if match else None
+    named = record_prefix(directory)
     if named is not None:
-        here = named if named.is_absolute() else directory / named
-        if is_checkpoint_prefix(here):
-            return here, None
-        local = directory / named.name
-        if is_checkpoint_prefix(local):
-            return local, f"{record}: names {named}, which is not here; using {local.name} in this directory"
-    candidates = sorted(index.with_suffix("") for index in directory.glob("*.index"))
-    with_meta = [prefix for prefix in candidates if prefix.with_name(prefix.name + ".meta").is_file()]
+        folder, stem = split_prefix(named, directory)
+        if has_index(folder, stem) and folder.resolve().is_relative_to(directory.resolve()):
+            return folder, stem, None
+        if has_index(directory, stem):
+            where = "outside this directory" if has_index(folder, stem) else "which is not here"
+            return directory, stem, f"{record}: names {named}, {where}; using {_shown(stem)} in this directory"
+        if has_index(folder, stem):
+            return folder, stem, None
+    stems = [index.name.removesuffix(".index") for index in directory.glob("*.index")]
+    with_meta = [stem for stem in stems if (directory / f"{stem}.meta").is_file()]
     if not with_meta:
         raise ModelError(f"{directory}: no checkpoint with a .meta graph (*.index + *.meta) in this directory")
-    latest = max(with_meta, key=epoch_order)
-    return latest, (f"{record}: names {named}, which is not here; using {latest.name}" if named else None)
+    latest = max(with_meta, key=lambda stem: _stem_order(directory, stem))
+    warning = f"{record}: names {named}, which is not here; using {_shown(latest)}" if named else None
+    return directory, latest, warning
+
+
+def _stem_order(directory: Path, stem: str) -> tuple[int, float, str]:
+    """The latest epoch first; an empty stem (there is at most one) orders by its index file's time."""
+    return epoch_order(directory / stem) if stem else (-1, (directory / ".index").stat().st_mtime, "")
+
+
+def _shown(stem: str) -> str:
+    return stem or "the empty prefix (.index, .meta, .data-*)"
 
 
 def tf1_files(origin: Tf1Origin) -> list[Path]:
@@ -185,6 +213,7 @@ def _freeze(origin: Tf1Origin, tf: Any) -> _Frozen:
         notes.append(f"dropped {len(dropped)} variable updates ({', '.join(dropped[:3])}…)")
         graph_def = tf.compat.v1.graph_util.extract_sub_graph(graph_def, [graphdef.node_name(n) for n in outputs])
     _check_fed(origin, graph_def, inputs, outputs)
+    graph_def = _feeds_folded(origin, graph_def, tf)
     graph_def = graphdef.with_defaults_inlined(graph_def, {graphdef.node_name(name) for name in inputs})
     return _Frozen(graph_def, inputs, outputs, notes)
 
@@ -229,12 +258,12 @@ def _restored_constants(origin: Tf1Origin, graph_def: Any, outputs: list[str], t
             saver = v1.train.import_meta_graph(meta, clear_devices=True)
         with v1.Session(graph=graph) as session:
             if saver is not None:
-                saver.restore(session, str(located.prefix))
+                saver.restore(session, located.restore_prefix)
             return v1.graph_util.convert_variables_to_constants(
                 session, graph.as_graph_def(), [graphdef.node_name(name) for name in outputs]
             )
     except Exception as error:  # TF raises many kinds for a graph or checkpoint it cannot take
-        raise ModelError(f"{located.prefix}: cannot restore the checkpoint: {first_line(error, 300)}") from None
+        raise ModelError(f"{located.restore_prefix}: cannot restore the checkpoint: {first_line(error, 300)}") from None
 
 
 def _resolve_outputs(origin: Tf1Origin, graph_def: Any, signature: Any) -> list[str]:
@@ -334,10 +363,9 @@ def _check_distinct_names(origin: Tf1Origin, names: list[str], role: str) -> Non
 
 def _write_savedmodel(origin: Tf1Origin, frozen: _Frozen, tf: Any) -> Path:
     v1 = tf.compat.v1
-    feeds = _feed_constants(frozen.graph_def, origin.feeds, tf)
 
     def imported() -> None:
-        tf.graph_util.import_graph_def(frozen.graph_def, input_map=feeds(), name="")
+        tf.graph_util.import_graph_def(frozen.graph_def, name="")
 
     try:
         wrapped = v1.wrap_function(imported, [])
@@ -364,9 +392,42 @@ def _write_savedmodel(origin: Tf1Origin, frozen: _Frozen, tf: Any) -> Path:
     return target
 
 
-def _feed_constants(graph_def: Any, feeds: dict[str, Any], tf: Any) -> Any:
-    dtypes = {p.name: p.dtype for p in graphdef.placeholders(graph_def)}
-    return lambda: {graphdef.tensor_name(n): tf.constant(value, dtype=dtypes[n]) for n, value in feeds.items()}
+def _feeds_folded(origin: Tf1Origin, graph_def: Any, tf: Any) -> Any:
+    """A copy where each fed placeholder is a constant of its value: the reference and every converted file hold
+    the feed, none has it as an input. A PlaceholderWithDefault (a `training` switch defaulting to True) is fed
+    like any placeholder: its default is dropped with it."""
+    if not origin.feeds:
+        return graph_def
+    fed = {graphdef.node_name(name): value for name, value in origin.feeds.items()}
+    found = {p.name: p for p in graphdef.placeholders(graph_def) if p.name in fed}
+    folded = type(graph_def)()
+    folded.CopyFrom(graph_def)
+    for node in folded.node:
+        if node.name in found:
+            value = _feed_tensor(origin, found[node.name], fed[node.name], tf)
+            del node.input[:]
+            node.attr.clear()
+            node.op = "Const"
+            node.attr["dtype"].type = value.dtype
+            node.attr["value"].tensor.CopyFrom(value)
+    return folded
+
+
+def _feed_tensor(origin: Tf1Origin, placeholder: graphdef.Placeholder, value: Any, tf: Any) -> Any:
+    """The feed as a TensorProto of the placeholder's dtype, refused when its type or shape cannot be fed there."""
+    where = f"{origin.path}: {origin.place}: feeds: {placeholder.name}"
+    try:
+        proto = tf.make_tensor_proto(value, dtype=tf.as_dtype(placeholder.dtype))
+    except (TypeError, ValueError) as error:
+        raise ModelError(f"{where}: {value!r} is not a {placeholder.dtype} ({first_line(error, 120)})") from None
+    shape = tuple(dim.size for dim in proto.tensor_shape.dim)
+    expected = placeholder.shape
+    if expected is not None and (
+        len(shape) != len(expected) or any(want not in (None, got) for want, got in zip(expected, shape, strict=True))
+    ):
+        shown = ["?" if dim is None else dim for dim in expected]
+        raise ModelError(f"{where}: the placeholder's shape is {shown}; the feed's is {list(shape)}")
+    return proto
 
 
 def _input_spec(origin: Tf1Origin, name: str, tensor: Any, tf: Any) -> Any:

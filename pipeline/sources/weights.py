@@ -49,6 +49,28 @@ def is_checkpoint_prefix(path: Path) -> bool:
     return path.with_name(path.name + ".index").is_file()
 
 
+def has_index(folder: Path, stem: str) -> bool:
+    """A checkpoint `folder/stem` exists; `stem` may be empty (saved to `folder/`: files `.index`, `.data-*`)."""
+    return (folder / f"{stem}.index").is_file()
+
+
+def record_prefix(directory: Path) -> str | None:
+    """The prefix the directory's `checkpoint` record names, as written: a trailing `/` is an empty stem, which a
+    Path would drop."""
+    record = directory / "checkpoint"
+    if not record.is_file():
+        return None
+    match = CHECKPOINT_RECORD.search(record.read_text(encoding="utf-8", errors="replace"))
+    return match.group(1) if match else None
+
+
+def split_prefix(prefix: str, directory: Path) -> tuple[Path, str]:
+    """`/a/model.ckpt` → (/a, `model.ckpt`); `/a/` → (/a, ``); a relative prefix starts at `directory`."""
+    stem = prefix.rpartition("/")[2]
+    head = prefix.removesuffix(stem)  # `/a/`, `sub/` or nothing; an absolute one replaces `directory`
+    return (directory / head if head else directory), stem
+
+
 def locate_weights(path: Path) -> WeightsFile:
     """The weights at `path`: an .h5 file, a checkpoint prefix, or the latest of a directory of either."""
     if is_checkpoint_prefix(path):
