@@ -372,12 +372,17 @@ def _compare_data(args: argparse.Namespace) -> object:
 
 def _validate(args: argparse.Namespace) -> int:
     from pipeline.recipe import load_recipe, stage_of
+    from pipeline.sources.section import tf1_origin
+    from pipeline.sources.tf1 import training_switch_warnings
 
     recipe = load_recipe(args.recipe)
     print(f"{args.recipe}: valid recipe {recipe.spec.name!r} ({recipe.source_label()} source)")
     for name, output in recipe.spec.outputs.items():
         chain = " → ".join(stage_of(entry)[0] for entry in output.stages)
         print(f"  {name}: {chain}")
+    origin = tf1_origin(recipe.spec.source, recipe.base_dir)
+    for warning in training_switch_warnings(origin) if origin is not None else []:
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 

@@ -9,7 +9,9 @@ Works on the protobuf message only (no graph is built, no session runs); knows n
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+import struct
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -408,3 +410,146 @@ def _reached(calls: dict[str, set[str]], pending: list[str]) -> set[str]:
             reached.add(name)
             pending += calls.get(name, ())
     return reached
+
+
+# --- training switches, read from the file's bytes without TensorFlow (`validate` imports none) ------------
+
+# A scalar placeholder named like a training switch, or a dropout keep probability.
+_SWITCH_NAMES = re.compile(r"(is_?)?train(ing)?(_?(phase|mode))?|phase_?train", re.IGNORECASE)
+_KEEP_NAMES = re.compile(r"\w*keep_?prob(ability)?", re.IGNORECASE)
+_DT_FLOAT, _DT_DOUBLE, _DT_BOOL = 1, 2, 10
+_MAX_IDENTITIES = 8
+
+
+@dataclass(frozen=True)
+class TrainingSwitch:
+    """A PlaceholderWithDefault whose default keeps the graph training: a switch defaulting to True, or a keep
+    probability below 1."""
+
+    name: str
+    default: bool | float
+
+    def warning(self, place: str) -> str:
+        fed = "false" if isinstance(self.default, bool) else "1.0"
+        shown = "True" if self.default is True else f"{self.default:g}"
+        what = "run in training mode (batch statistics, dropout)" if fed == "false" else "keep dropout on"
+        return (
+            f"{place}: placeholder {self.name} defaults to {shown}: the reference and every file it makes {what}; "
+            f"add `feeds: {{{self.name}: {fed}}}` to the source"
+        )
+
+
+def training_switches(data: bytes, meta: bool, outputs: Iterable[str] | None = None) -> list[TrainingSwitch]:
+    """The training switches in a serialized GraphDef (`meta`: a MetaGraphDef) that `outputs` depend on (None: in
+    the whole graph). Read from the protobuf wire format: TensorFlow takes seconds to import, and a file it cannot
+    parse is the run's to report, so a malformed one gives none here."""
+    try:
+        graph = _wire_field(memoryview(data), 2) if meta else memoryview(data)
+        nodes = {} if graph is None else _wire_nodes(graph)
+    except (ValueError, IndexError, struct.error, UnicodeDecodeError):
+        return []
+    needed = None if outputs is None else upstream(None, outputs, inputs_of={n: i for n, (_, i, _) in nodes.items()})
+    found = []
+    for name, (op, inputs, _) in nodes.items():
+        short = name.rsplit("/", 1)[-1]
+        if op != "PlaceholderWithDefault" or not inputs or (needed is not None and name not in needed):
+            continue
+        default = _const_default(nodes, node_name(inputs[0]))
+        if isinstance(default, bool) and default and _SWITCH_NAMES.fullmatch(short):
+            found.append(TrainingSwitch(name, True))
+        elif isinstance(default, float) and default != 1.0 and _KEEP_NAMES.fullmatch(short):
+            found.append(TrainingSwitch(name, default))
+    return found
+
+
+def _const_default(nodes: dict[str, tuple[str, list[str], memoryview]], name: str) -> bool | float | None:
+    """The scalar a default input holds: a Const, seen through Identity ops."""
+    for _ in range(_MAX_IDENTITIES):
+        op, inputs, body = nodes.get(name, ("", [], memoryview(b"")))
+        if op == "Const":
+            return _scalar(body)
+        if op != "Identity" or not inputs:
+            return None
+        name = node_name(inputs[0])
+    return None
+
+
+def _wire_nodes(graph: memoryview) -> dict[str, tuple[str, list[str], memoryview]]:
+    """GraphDef.node (field 1): name (1), op (2), inputs (3) and the NodeDef's bytes, for its attributes."""
+    nodes = {}
+    for number, _, body in _wire_fields(graph):
+        if number != 1:
+            continue
+        fields = [(n, value) for n, _, value in _wire_fields(body) if n in (1, 2, 3)]
+        name = next((bytes(v).decode() for n, v in fields if n == 1), "")
+        op = next((bytes(v).decode() for n, v in fields if n == 2), "")
+        nodes[name] = (op, [bytes(v).decode() for n, v in fields if n == 3], body)
+    return nodes
+
+
+def _scalar(node: memoryview) -> bool | float | None:
+    """A Const's `value` attribute (NodeDef.attr is field 5; AttrValue.tensor field 8): its first element when it
+    is a bool or a float, from the typed field or from tensor_content."""
+    value = next(
+        (_wire_field(entry, 2) for n, _, entry in _wire_fields(node) if n == 5 and _key(entry) == "value"), None
+    )
+    tensor = None if value is None else _wire_field(value, 8)
+    if tensor is None:
+        return None
+    fields = list(_wire_fields(tensor))
+    dtype = next((v for n, _, v in fields if n == 1), 0)
+    content = next((bytes(v) for n, _, v in fields if n == 4), b"")
+    if dtype == _DT_BOOL:
+        typed = next((v for n, _, v in fields if n == 11), None)
+        first = content[:1] or (bytes(typed[:1]) if isinstance(typed, memoryview) else bytes([typed or 0]))
+        return bool(first[:1] and first[0])
+    formats = {_DT_FLOAT: ("<f", 5), _DT_DOUBLE: ("<d", 6)}
+    if dtype not in formats:
+        return None
+    form, number = formats[dtype]
+    typed = next((v for n, _, v in fields if n == number), None)
+    raw = content or (bytes(typed) if typed is not None else b"")
+    return struct.unpack_from(form, raw)[0] if raw else 0.0
+
+
+def _key(entry: memoryview) -> str:
+    return next((bytes(v).decode() for n, _, v in _wire_fields(entry) if n == 1), "")
+
+
+def _wire_field(message: memoryview, number: int) -> memoryview | None:
+    return next((v for n, wire, v in _wire_fields(message) if n == number and wire == 2), None)
+
+
+def _wire_fields(message: memoryview) -> Iterator[tuple[int, int, Any]]:
+    """(field number, wire type, value) of one message: an int for a varint, bytes for a fixed field, a view of
+    the bytes for a length-delimited one (nothing copied: a frozen graph's weights are skipped, not read)."""
+    position = 0
+    while position < len(message):
+        key, position = _varint(message, position)
+        wire = key & 7
+        if wire == 0:
+            value, position = _varint(message, position)
+        elif wire in (1, 5):
+            size = 8 if wire == 1 else 4
+            value, position = bytes(message[position : position + size]), position + size
+        elif wire == 2:
+            length, position = _varint(message, position)
+            value, position = message[position : position + length], position + length
+        else:
+            raise ValueError(f"protobuf wire type {wire}")
+        if position > len(message):
+            raise ValueError("truncated protobuf message")
+        yield key >> 3, wire, value
+
+
+def _varint(message: memoryview, position: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = message[position]
+        value |= (byte & 0x7F) << shift
+        position += 1
+        if byte < 0x80:
+            return value, position
+        shift += 7
+        if shift > 63:
+            raise ValueError("protobuf varint too long")

@@ -159,6 +159,21 @@ def tf1_key(origin: Tf1Origin) -> str:
     return key_of("tf1", origin.kind, hashes, inputs, origin.outputs, sorted(origin.feeds.items()), *extra)
 
 
+def training_switch_warnings(origin: Tf1Origin, outputs: list[str] | None = None) -> list[str]:
+    """A PlaceholderWithDefault named like a training switch that defaults to True (or a keep probability below
+    1) and is not fed: the reference would run in training mode, and parity would compare files against it. The
+    outputs' own (default: the recipe's; else the whole graph's). Read without TensorFlow: `validate` says it."""
+    try:
+        path = origin.path if origin.kind == "graph" else locate_checkpoint(origin).meta_graph
+        data = path.read_bytes()
+    except (ModelError, OSError):
+        return []  # a missing file is validate's and the run's to report, with its own message
+    wanted = outputs if outputs is not None else origin.outputs
+    fed = {graphdef.node_name(name) for name in origin.feeds}
+    switches = graphdef.training_switches(data, origin.kind == "checkpoint", wanted)
+    return [switch.warning(f"{origin.path}: {origin.place}") for switch in switches if switch.name not in fed]
+
+
 # --- loading ---------------------------------------------------------------------------------------
 
 
@@ -187,8 +202,10 @@ def load_tf1_source(origin: Tf1Origin, trusted: bool) -> Source:
         "feeds": {name: _plain(value) for name, value in origin.feeds.items()},
         "repairs": frozen.notes,
     }
-    if origin.kind == "checkpoint" and locate_checkpoint(origin).warnings:
-        extra["warnings"] = list(locate_checkpoint(origin).warnings)
+    located = locate_checkpoint(origin).warnings if origin.kind == "checkpoint" else ()
+    warnings = [*located, *training_switch_warnings(origin, frozen.outputs)]
+    if warnings:
+        extra["warnings"] = warnings
     return Source(origin.path, origin.kind, digest, inputs, outputs, artifact, extra)
 
 
