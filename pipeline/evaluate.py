@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,6 +32,7 @@ class Predictions:
     outputs: OutputRecording
     order: Order = None  # what `names`' order means to a `:N` index (pipeline.core.tensors.match_outputs)
     inputs_matched: dict[str, TensorMatch] = field(default_factory=dict)  # source input → the file's, and the rule
+    determinism: dict[str, Any] | None = None  # a source's: pipeline.run.determinism.Determinism.to_json()
 
     @property
     def names(self) -> list[str]:

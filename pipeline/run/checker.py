@@ -26,9 +26,11 @@ from pipeline.errors import EdgeportError, first_line
 from pipeline.evaluate import ORDERS, Predictions, compare, predict_dataset
 from pipeline.parity import GateResult, ParityResult, gate_result
 from pipeline.run.cache import Cache
+from pipeline.run.determinism import Determinism, check_determinism
 from pipeline.run.diagnose import (
     float32_spread,
     float_noise_finding,
+    float_noise_refusal,
     graph_optimization_finding,
     within_float32_noise,
 )
@@ -101,6 +103,8 @@ class OutputChecker:
         self._selection_reference: Predictions | None = None
         self.source_latency: dict[int, dict[str, Any]] = {}
         self.source_noise: tuple[dict[str, float], float] | None = None  # source_float_noise's, measured once
+        self.determinism: Determinism | None = None  # whether the source answers the same twice; None: unknown
+        self.warnings: list[str] = []  # the run's, about the source (its determinism): the runner reports them
         self.reference = reference_predictions(self)
 
     def predictions(
@@ -226,16 +230,17 @@ def reference_predictions(checker: OutputChecker) -> Predictions:
     evaluation = checker.settings.evaluation
     # Outputs of the source change with TensorFlow / Keras versions: a new toolchain computes them afresh.
     key = key_of("reference", checker.settings.source.key, evaluation.digest(), package_versions())
-    cached = checker.cache.get_recording(key)
-    if cached is not None:
+    cached, determinism = checker.cache.get_recording(key), checker.cache.get_json("determinism", key)
+    if cached is not None and determinism is not None:
         order = ORDERS.get(checker.settings.source.kind)  # not .artifact: a warm run must not load the model
-        predictions = Predictions("source (cached)", "cache", cached, order)
+        predictions = Predictions("source (cached)", "cache", cached, order, determinism=determinism)
     else:
         try:
             if checker.settings.recorder is not None:
                 predictions = checker.settings.recorder(evaluation, checker.settings.batch_size)
             else:
                 predictions = checker.predictions(checker.settings.source.artifact, "source")
+                predictions.determinism = _determinism_here(checker, predictions)
         except EdgeportError:
             raise
         except Exception as error:  # a source that cannot run its own data is bad input
@@ -244,12 +249,26 @@ def reference_predictions(checker: OutputChecker) -> Predictions:
                 f"{said(error, first_line(error))}"
             ) from None
         predictions.outputs = checker.cache.put_recording(key, predictions.outputs)
+        if predictions.determinism is not None:
+            checker.cache.put_json("determinism", key, predictions.determinism)
     labels = "with labels" if evaluation.labels is not None else "no labels"
     checker.settings.log(
         f"  reference {predictions.label} on {evaluation.samples} samples "
         f"({evaluation.origin}, {labels}) {time.perf_counter() - clock:.1f} s"
     )
+    if predictions.determinism is not None:
+        checker.determinism = Determinism.from_json(predictions.determinism)
+        warning = checker.determinism.warning()
+        if warning:
+            checker.warnings.append(warning)
+            checker.settings.log(f"  warning   {warning}")
     return predictions
+
+
+def _determinism_here(checker: OutputChecker, predictions: Predictions) -> dict[str, Any]:
+    """The source's first evaluation batch run again, and some of its samples alone (pipeline.run.determinism)."""
+    first = next(checker.settings.evaluation.batches(checker.settings.batch_size))
+    return check_determinism(checker.settings.source.artifact, first, predictions.outputs).to_json()
 
 
 def target_reports(checker: OutputChecker, plan: OutputPlan, final: Artifact) -> dict[str, TargetReport]:
@@ -315,7 +334,7 @@ def _findings(
     for fp32 ONNX that passes only unoptimized, the onnxruntime optimizer that changes its results; for an fp32
     file that misses only max_abs, whether the source's own float32 rounding is as large."""
     findings = _onnx_findings(checker, plan, final, comparisons)
-    if _misses_only_max_abs(final, parity) and not findings:
+    if _misses_only_max_abs(final, parity) and not findings and _noise_refusal(checker, parity) is None:
         spreads, scale = source_float_noise(checker)
         samples = min(NOISE_SAMPLES, checker.settings.evaluation.samples)
         finding = float_noise_finding(parity.metrics["max_abs"], spreads, scale, samples)
@@ -328,8 +347,18 @@ def _tolerate_float32_noise(checker: OutputChecker, plan: OutputPlan, final: Art
     source's own float32 spread (measured only then)."""
     if plan.float32_noise is None or not _misses_only_max_abs(final, parity):
         return
+    refusal = _noise_refusal(checker, parity)
+    if refusal is not None:
+        note = f"float32_noise not applied: {refusal}"
+        parity.gates = [gate if gate.passed else replace(gate, note=note) for gate in parity.gates]
+        return
     spreads, _ = source_float_noise(checker)
     parity.gates = [within_float32_noise(gate, spreads, plan.float32_noise) for gate in parity.gates]
+
+
+def _noise_refusal(checker: OutputChecker, parity: ParityResult) -> str | None:
+    deterministic = checker.determinism is None or checker.determinism.deterministic
+    return float_noise_refusal(parity.metrics.get("cosine", math.nan), deterministic)
 
 
 def _misses_only_max_abs(final: Artifact, parity: ParityResult) -> bool:

@@ -78,6 +78,10 @@ def graph_optimization_finding(
 # its inputs one ulp off 6.5e-4, the TFLite file 4.2e-4; on other inputs Keras is 2.1e-4 from a float64 run of the
 # same weights and the TFLite file 2.0e-4: as exact as the source's own float32 run.
 FLOAT_NOISE_RATIO = 4.0
+# float32 rounding leaves a file's outputs pointing where the source's do: cosine 0.99999+ (EfficientNetB0's TFLite
+# file 0.9999999). A file below this is off by more than rounding, whatever max_abs says (a 3-D U-Net's ONNX file
+# at cosine 0.027 was once called "float32 noise").
+FLOAT_NOISE_MIN_COSINE = 0.999
 
 
 Predict = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
@@ -115,6 +119,16 @@ def float32_noise(spreads: dict[str, float]) -> float:
     batch. One batch against a sample at a time is reported beside it, never counted: a model whose outputs depend
     on the batch's other samples would make it a measure of the model, not of float32 (keras-hub XLNet: 1e-2)."""
     return spreads.get("one_ulp_inputs", 0.0)
+
+
+def float_noise_refusal(cosine: float, deterministic: bool) -> str | None:
+    """Why the source's float32 spread cannot excuse this file (no finding, no `float32_noise`), or None: a source
+    that is not deterministic spreads by its randomness, not by rounding; a file that points elsewhere is off."""
+    if not deterministic:
+        return "the source is not deterministic (see the run's warnings): its spread is not float32 rounding"
+    if not (cosine >= FLOAT_NOISE_MIN_COSINE):
+        return f"the file's cosine {cosine:.4g} is below {FLOAT_NOISE_MIN_COSINE:g}: it is off by more than rounding"
+    return None
 
 
 def float_noise_finding(max_abs: float, spreads: dict[str, float], scale: float, samples: int) -> dict[str, Any] | None:

@@ -70,7 +70,8 @@ class WorkerSource:
                 raise StageError(
                     f"the conversion worker left no complete recording of the source's outputs in {directory}"
                 )
-            return Predictions(reply["label"], reply["runtime"], recording, ORDERS.get(self.source.kind))
+            order = ORDERS.get(self.source.kind)
+            return Predictions(reply["label"], reply["runtime"], recording, order, determinism=reply.get("determinism"))
 
         return record
 

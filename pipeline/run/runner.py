@@ -154,6 +154,7 @@ def _run_outputs(
     executor = ChainExecutor(executing, work, cache, worker)
     executor.warm_up(plans)  # the worker's TensorFlow import overlaps the reference predictions below
     checker = OutputChecker(checking, cache)
+    preflight.warnings.extend(checker.warnings)  # the source's own (pipeline.run.determinism), once it has run
     lanes = _Lanes(work, manifest, preflight.provenance, log)
     results = lanes.run(plans, options, executor, checker)
     if options.verify_reproducible or any(plan.reproducible_gate for plan in plans):

@@ -395,6 +395,7 @@ def _record(source: Source, request: SourceRequest) -> dict[str, Any]:
     """The source's outputs on the evaluation inputs, as the parent's reference_predictions would make them: both
     read and written a batch at a time (the parent recorded the inputs), so memory does not grow with samples."""
     from pipeline.evaluate import predict_batches
+    from pipeline.run.determinism import check_determinism
 
     assert request.evaluation is not None and request.directory is not None
     inputs = OutputRecording.open(Path(request.evaluation))
@@ -403,11 +404,13 @@ def _record(source: Source, request: SourceRequest) -> dict[str, Any]:
     batches = inputs.chunks(request.batch_size)
     try:
         predictions = predict_batches(source.artifact, "source", batches, directory=Path(request.directory))
+        first = next(inputs.chunks(request.batch_size))
+        determinism = check_determinism(source.artifact, first, predictions.outputs).to_json()
     except EdgeportError:
         raise
     except Exception as error:
         raise SourceFailed(said(error, first_line(error))) from None
-    return {"label": predictions.label, "runtime": predictions.runtime}
+    return {"label": predictions.label, "runtime": predictions.runtime, "determinism": determinism}
 
 
 def _said(error: Exception) -> str:
