@@ -55,9 +55,25 @@ def keras_tensor_specs(model: Any, path: Path) -> tuple[list[TensorSpec], list[T
     output_names = _dict_output_names(model, symbolic_outputs) or list(getattr(model, "output_names", None) or [])
     if len(output_names) != len(symbolic_outputs):
         output_names = [f"output_{i}" for i in range(len(symbolic_outputs))]
+    output_names = unique_names(output_names)
     inputs = [_symbolic_spec(tensor, tensor.name) for tensor in symbolic_inputs]
     outputs = [_symbolic_spec(tensor, name) for tensor, name in zip(symbolic_outputs, output_names, strict=True)]
     return inputs, outputs
+
+
+def unique_names(names: list[str]) -> list[str]:
+    """Names made unique in order: a nested model called twice gives two outputs named after it (`inner`,
+    `inner`); the second becomes `inner_1` (the first suffix no other name takes), in the reference and every file."""
+    taken, unique = set(names), []
+    for name in names:
+        if name in unique:
+            suffix = 1
+            while f"{name}_{suffix}" in taken:
+                suffix += 1
+            name = f"{name}_{suffix}"
+            taken.add(name)
+        unique.append(name)
+    return unique
 
 
 def _dict_output_names(model: Any, symbolic_outputs: list[Any]) -> list[str] | None:

@@ -21,12 +21,11 @@ from pipeline.core.artifact import Artifact
 from pipeline.core.tensors import match_feed
 from pipeline.errors import StageError, first_line
 from pipeline.frameworks import captured_native_output, import_tensorflow, notable_log_lines
-from pipeline.sources.model import keras_call_inputs, keras_tensor_specs
 from pipeline.stages.base import ConversionStage, StageContext, StageOptions
-from pipeline.stages.dft import fails_on_fft, fft_as_matmul
+from pipeline.stages.dft import fails_on_fft
 from pipeline.stages.onnx_index_math import float_index_math
 from pipeline.stages.onnx_optimizers import find_culprit, guard_zero_padded_pools, onnx_input_spec, run_file, smoke_feed
-from pipeline.stages.trace import fixed_shapes, traced_export
+from pipeline.stages.trace import fixed_shapes, signature_output_names, traced_export
 
 
 class OnnxOptions(StageOptions):
@@ -167,7 +166,7 @@ def _exported(
 ) -> tuple[Any, list[str], list[Any]]:
     """tf2onnx's export, its names made canonical and checked (function calls, FFTs and Erfc rescued, zero-padded
     pools guarded); with the warnings it logged and the rescues it took."""
-    proto, warnings = _logged(lambda: _export(tf, upstream, options))
+    proto, warnings = _logged(lambda: _export(upstream, options, ctx.work_dir))
     rescues = []
     calls = any(node.op_type in FUNCTION_CALLS for node in proto.graph.node)
     if calls and options.rescue and (upstream.kind == "savedmodel" or upstream.flavour != "tf_keras"):
@@ -208,8 +207,7 @@ def _with_ffts_as_matmul(
     """Exported again at the evaluation data's sizes (the batch free) with Keras's FFTs as DFT matrix products:
     the file (names canonical), its warnings, the rescue."""
     shapes = fixed_shapes(upstream.handle, 1, ctx.sample_shapes)
-    with fft_as_matmul():
-        proto, warnings = _logged(lambda: _export(tf, upstream, options, shapes))
+    proto, warnings = _logged(lambda: _export(upstream, options, ctx.work_dir, shapes, dft=True))
     canonical_names(proto)
     sizes = ", ".join(f"{name} {['batch', *shape[1:]]}" for name, shape in shapes.items())
     action = f"exported again at {sizes} with each FFT as DFT matrix products (ONNX has no complex tensors)"
@@ -380,26 +378,18 @@ def _quantization_details(options: OnnxOptions) -> dict[str, Any]:
     return settings
 
 
-def _export(tf: Any, upstream: Artifact, options: OnnxOptions, shapes: dict[str, list[int]] | None = None) -> Any:
-    """tf2onnx's export of the model, at `shapes` (each input's, the batch aside) where given."""
-    import tf2onnx
-
+def _export(
+    upstream: Artifact, options: OnnxOptions, work_dir: Path, shapes: dict[str, list[int]] | None = None, dft=False
+) -> Any:
+    """tf2onnx's export of the model's serving graph: a SavedModel as it is; a Keras model (3 or tf_keras) from the
+    serving SavedModel the run traces once (pipeline.stages.trace), the one its TFLite outputs convert from, at
+    `shapes` (each input's full shape) where given. Never tf2onnx's `from_keras`: it looks tensors up by the names
+    Keras gives them, which a Sequential model's graph does not keep ('keras_tensor_5')."""
     if upstream.kind == "savedmodel":
         return _export_saved(upstream.path, upstream.signature or "serving_default", options)
-    # tf2onnx names the nodes it inserts from a process-wide counter: start it afresh, so a file does not
-    # depend on what this process converted before (the same recipe must give the same bytes).
-    tf2onnx.utils.INTERNAL_NAME = 1
-    model = upstream.handle
-    batch = None if options.dynamic_batch else 1
-    specs = {}
-    for tensor in model.inputs:
-        name = _input_name(tensor)
-        sizes = shapes[name][1:] if shapes else tensor.shape[1:]
-        specs[name] = tf.TensorSpec([batch, *sizes], tensor.dtype, name=name)
-    # tf2onnx calls model(*signature): one argument in the model's own structure (a dict for keras-hub models).
-    signature = [keras_call_inputs(model, specs)]
-    proto, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=options.opset)
-    _name_outputs_as_the_model(proto, model)
+    traced = traced_export(upstream, work_dir, shapes, dft)
+    proto = _export_saved(traced, "serving_default", options)
+    _name_outputs_as_the_model(proto, upstream.handle)
     return proto
 
 
@@ -442,20 +432,16 @@ def _allow_inlining(graph: Any) -> None:
 
 
 def _name_outputs_as_the_model(proto: Any, model: Any) -> None:
-    """tf2onnx names a graph output after the Keras tensor (its layer: `encoder_layer_norm`); a model returning a
-    dict names it by its key (`encoder_sequence_output`), as the reference does. Renamed by name, never by order;
-    a name the graph already uses elsewhere is left alone."""
-    _, specs = keras_tensor_specs(model, Path(getattr(model, "name", "model")))
-    layer_names = list(getattr(model, "output_names", None) or [])
-    if len(layer_names) != len(specs):
-        return
+    """A traced export's outputs are its signature keys (`output_0`, or a dict's keys): renamed to the model's own
+    output names, which the reference records under, by key, never by order; a name the graph already uses
+    elsewhere is left alone."""
     graph = proto.graph
+    keys = [value.name for value in graph.output]
     used = {name for node in graph.node for name in node.output} | {value.name for value in graph.input}
-    outputs = {value.name for value in graph.output}
     renames = {
-        old: spec.name
-        for old, spec in zip(layer_names, specs, strict=True)
-        if old != spec.name and old in outputs and spec.name not in used
+        key: name
+        for key, name in signature_output_names(keys, model).items()
+        if key != name and (name not in used or name in keys)
     }
     for value in graph.output:
         value.name = renames.get(value.name, value.name)
@@ -584,11 +570,6 @@ def _check(onnx: Any, proto: Any, what: str) -> None:
         onnx.checker.check_model(proto)
     except onnx.checker.ValidationError as error:
         raise StageError(f"onnx.checker rejected {what}: {first_line(error)}") from error
-
-
-def _input_name(tensor: Any) -> str:
-    # Keras 3 names symbolic inputs after their Input layer; tf_keras adds ":0".
-    return tensor.name.split(":")[0]
 
 
 class _ListHandler(logging.Handler):
