@@ -95,11 +95,19 @@ def likely_outputs(graph_def: Any) -> list[str]:
         for node in graph_def.node
         if node.name not in consumed
         and not (node.op == "Identity" and ops.get(node_name(node.input[0]) if node.input else "") in _VARIABLES)
+        and not _is_cond_pivot(node, ops)
         and node.op not in _NOT_OUTPUTS
         and not node.op.startswith(("Apply", "ResourceApply", "Save", "Restore"))
         and not node.name.startswith(_BOOKKEEPING_SCOPES)
         and not any(word in node.name.lower() for word in _TRAINING_WORDS)
     ]
+
+
+def _is_cond_pivot(node: Any, ops: dict[str, str]) -> bool:
+    """`cond/switch_t`, `cond/switch_f`: v1 `tf.cond`'s branch pivots, left unconsumed by a branch that returns
+    its input as it is (`lambda: h`); never an output."""
+    switch = ops.get(node_name(node.input[0]) if node.input else "")
+    return node.op == "Identity" and switch in ("Switch", "RefSwitch") and node.name.endswith(("switch_t", "switch_f"))
 
 
 def upstream(
