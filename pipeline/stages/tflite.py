@@ -19,6 +19,7 @@ from pipeline.frameworks import captured_native_output, import_tensorflow, liter
 from pipeline.sources.model import keras_call_inputs
 from pipeline.stages.base import ConversionStage, StageContext, StageOptions
 from pipeline.stages.dft import fails_on_fft, fft_as_matmul
+from pipeline.stages.recurrent import inference_rnn_cells, signature_at_fixed_shapes, signature_shapes
 from pipeline.stages.tflite_fallback import debug_and_fall_back
 from pipeline.stages.trace import fixed_shapes, traced_export
 
@@ -129,10 +130,10 @@ class TfliteStage(ConversionStage):
             model_bytes, log = _convert(converter_of(frozen))
         except StageError as error:
             raw = str(error.__cause__ or error)
-            if not (options.rescue and upstream.kind == "keras" and _fails_at_free_shapes(raw)):
+            if not (options.rescue and upstream.kind in ("keras", "savedmodel") and _fails_at_free_shapes(raw)):
                 raise
-            dft = upstream.flavour != "tf_keras" and fails_on_fft(raw)
-            fixed.update(fixed_shapes(upstream.handle, options.fixed_batch, ctx.sample_shapes))
+            dft = upstream.kind == "keras" and upstream.flavour != "tf_keras" and fails_on_fft(raw)
+            fixed.update(_rescue_shapes(upstream, options.fixed_batch, ctx.sample_shapes))
             shapes = ", ".join(f"{name} {shape}" for name, shape in fixed.items())
             how = f"fixed input shapes {shapes}" + (" with each FFT as DFT matrix products" if dft else "")
             ctx.log(f"conversion failed at free shapes; converting at {how}")
@@ -185,7 +186,16 @@ def _converter_for(tf: Any, upstream: Artifact, work_dir: Path) -> Any:
     if upstream.flavour == "tf_keras":
         return lite.from_keras_model(upstream.handle)
     # Keras 3: export a serving SavedModel first; it converts quietly and keeps its signature.
-    return lite.from_saved_model(str(traced_export(upstream, work_dir)), signature_keys=["serving_default"])
+    with inference_rnn_cells(upstream.handle):
+        exported = traced_export(upstream, work_dir)
+    return lite.from_saved_model(str(exported), signature_keys=["serving_default"])
+
+
+def _rescue_shapes(upstream: Artifact, batch: int, sample_shapes: dict[str, list[int]]) -> dict[str, list[int]]:
+    if upstream.kind == "savedmodel":
+        signature = upstream.signature or "serving_default"
+        return signature_shapes(upstream.handle.signatures[signature], batch, sample_shapes, signature)
+    return fixed_shapes(upstream.handle, batch, sample_shapes)
 
 
 def _fails_at_free_shapes(raw: str) -> bool:
@@ -200,6 +210,8 @@ def fixed_shape_converter(
     """A converter of the Keras model traced at fixed input shapes, called with its own input structure (with
     `dft`, Keras 3's FFTs traced as DFT matrix products); and whether it takes representative samples by input
     name (a Keras 3 export's signature does)."""
+    if upstream.kind == "savedmodel":
+        return _savedmodel_fixed_shape_converter(tf, upstream, shapes, work_dir), True
     model = upstream.handle
     dtypes = {str(tensor.name).split(":")[0]: tensor.dtype for tensor in model.inputs}
     specs = {name: tf.TensorSpec(shape, dtypes[name], name=name) for name, shape in shapes.items()}
@@ -213,10 +225,22 @@ def fixed_shape_converter(
         return tf.lite.TFLiteConverter.from_concrete_functions([function], *trackable), calibrated
     export_dir = work_dir / ("saved_model_fixed_dft" if dft else "saved_model_fixed")
     if not export_dir.exists():  # a second converter (the layer debugger's) reuses the export
-        with captured_native_output(), fft_as_matmul() if dft else contextlib.nullcontext():
+        with captured_native_output(), fft_as_matmul() if dft else contextlib.nullcontext(), inference_rnn_cells(model):
             model.export(str(export_dir), format="tf_saved_model", input_signature=[structure], verbose=False)
     converter = tf.lite.TFLiteConverter.from_saved_model(str(export_dir), signature_keys=["serving_default"])
     return converter, True
+
+
+def _savedmodel_fixed_shape_converter(tf: Any, upstream: Artifact, shapes: dict[str, list[int]], work_dir: Path) -> Any:
+    """A converter of the SavedModel's signature retraced at `shapes` and frozen (pipeline.stages.recurrent). Its
+    tensor lists keep the batch they were traced at free; at batch 1 the converter fixes it."""
+    signature = upstream.signature or "serving_default"
+    with captured_native_output():
+        export_dir = signature_at_fixed_shapes(tf, upstream.handle, signature, shapes, work_dir / "saved_model_fixed")
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(export_dir), signature_keys=["serving_default"])
+    if all(shape[:1] == [1] for shape in shapes.values()):
+        converter._experimental_default_to_single_batch_in_tensor_list_ops = True
+    return converter
 
 
 def _frozen_function_converter(tf: Any, upstream: Artifact) -> Any:
@@ -292,5 +316,10 @@ def converter_error_summary(text: str) -> str:
         return f"ops unknown to TFLite: {custom_ops.group(1).strip()} (custom ops)"
     messages = re.findall(r"error: (?:loc\(.*?\)\)*:? ?)?([^\n]+)", text)
     if messages:
-        return messages[-1].strip()[:500]
-    return (text.strip().splitlines() or ["unknown error"])[0][:500]
+        return _one_line(messages[-1])[:500]
+    return _one_line((text.strip().splitlines() or ["unknown error"])[0])[:500]
+
+
+def _one_line(message: str) -> str:
+    """The converter writes some line breaks as the two characters `\\n` (its tensor-list advice does)."""
+    return " ".join(message.replace("\\n", " ").split())
