@@ -123,9 +123,15 @@ def _symbolic_spec(tensor: Any, name: str) -> TensorSpec:
 def signature_tensor_specs(function: Any) -> tuple[list[TensorSpec], list[TensorSpec]]:
     """Named inputs and outputs of a SavedModel signature (outputs in sorted key order, as TFLite has them)."""
     input_specs = function.structured_input_signature[1]
-    inputs = [TensorSpec(name, tuple(spec.shape.as_list()), spec.dtype.name) for name, spec in input_specs.items()]
+    inputs = [TensorSpec(name, _dims(spec.shape), spec.dtype.name) for name, spec in input_specs.items()]
     outputs = [
-        TensorSpec(name, tuple(spec.shape.as_list()), spec.dtype.name)
+        TensorSpec(name, _dims(spec.shape), spec.dtype.name)
         for name, spec in sorted(function.structured_outputs.items())
     ]
     return inputs, outputs
+
+
+def _dims(shape: Any) -> tuple[int | None, ...]:
+    """A signature tensor's dimensions; one of unknown rank (`tf.squeeze` with no axis over a free batch) as a batch
+    of free samples, `[?]`: its real shape is what the model gives on the data."""
+    return (None,) if shape.rank is None else tuple(shape.as_list())
