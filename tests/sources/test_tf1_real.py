@@ -193,6 +193,8 @@ def test_an_unfed_training_switch_is_a_warning_with_the_feeds_line(shipped: Ship
         "makes run in training mode (batch statistics, dropout); add `feeds: {training: false}` to the source"
     ]
     assert training_switch_warnings(Tf1Origin("graph", shipped.frozen, feeds={"training": False})) == []
+    # and at run start: the source's own warnings, as the report lists them
+    assert load_tf1_source(Tf1Origin("graph", shipped.frozen), trusted=False).extra["warnings"] == warnings
     keep = training_switch_warnings(Tf1Origin("graph", shipped.switches, outputs=("y",), feeds={"phase_train": 0}))
     assert [warning.split(": ", 2)[2] for warning in keep] == [
         "placeholder dropout/keep_prob defaults to 0.5: the reference and every file it makes keep dropout on; "
