@@ -10,6 +10,8 @@ from __future__ import annotations
 import ast
 import importlib
 import importlib.machinery
+import inspect
+import itertools
 import sys
 import tempfile
 import warnings
@@ -17,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from pipeline.artifacts import key_of, sha256_of
 from pipeline.core.artifact import Artifact
@@ -35,6 +39,7 @@ from pipeline.sources.weights import (
 
 _BOOKKEEPING = {"optimizer", "save_counter"}
 _LISTED = 20  # names of unrestored/unused variables kept in the report
+_SIDE_BY_SIDE = 4  # rows of a mismatch message: the first variables of the model and of the file
 
 
 @dataclass
@@ -123,9 +128,18 @@ def _imported_modules(module: str, path: Path) -> set[str]:
 
 
 def load_builder_source(
-    builder: str, builder_args: dict[str, Any], weights_path: Path, base_dir: Path, allow_partial: bool, trusted: bool
+    builder: str,
+    builder_args: dict[str, Any],
+    weights_path: Path,
+    base_dir: Path,
+    allow_partial: bool,
+    trusted: bool,
+    sample_inputs: dict[str, SampleInput] | None = None,
 ) -> Source:
-    """Build the model with `builder(**builder_args)` and restore `weights_path` into it."""
+    """Build the model with `builder(**builder_args)` and restore `weights_path` into it.
+
+    A subclassed model (no `keras.Input`) is read through a functional model around it, sized by the call that built
+    it in the builder, else by `sample_inputs` (input name → per-sample shape and dtype: the evaluation data's)."""
     if not trusted:
         raise ModelError("source.builder: the builder is code; set source.trusted: true")
     weights = locate_weights(weights_path)
@@ -137,11 +151,14 @@ def load_builder_source(
 
     keras.utils.set_random_seed(0)
     model, flavour = _build(function, builder, builder_args)
+    _size(model, builder, sample_inputs)
     with tempfile.TemporaryDirectory(prefix="edgeport-weights-") as work:
         if weights.form == "h5":
             restore = _restore_h5(model, flavour, weights, allow_partial, Path(work))
         else:
             restore = _restore_checkpoint(model, weights, allow_partial, Path(work))
+    # Weights restore into the builder's own model (they were saved from it); the run reads the wrapper.
+    model, called_as = _with_inputs(model, flavour, builder, sample_inputs)
     inputs, outputs = keras_tensor_specs(model, weights.path)
     hashes = weights.hashes()
     key = builder_key(builder, builder_args, weights_path, base_dir)
@@ -155,6 +172,7 @@ def load_builder_source(
             "files": hashes,
         },
         "restore": restore.describe(),
+        **({"called_as": called_as} if called_as else {}),
     }
     artifact = Artifact(kind="keras", path=weights.path, key=key, flavour=flavour, handle=model)
     return Source(
@@ -191,11 +209,6 @@ def _build(function: Callable[..., Any], pattern: str, builder_args: dict[str, A
     flavour = _flavour(model)
     if flavour is None:
         raise ModelError(f"source.builder: {pattern} returned {type(model).__name__}, not a Keras model")
-    if not model.weights:
-        raise ModelError(
-            f"source.builder: {pattern} returned a model without weights (never built?); "
-            "give it an Input, or call it once on a batch, before returning it"
-        )
     return model, flavour
 
 
@@ -207,6 +220,111 @@ def _flavour(model: Any) -> str | None:
     import tf_keras
 
     return "tf_keras" if isinstance(model, tf_keras.Model) else None
+
+
+# --- subclassed models ----------------------------------------------------------------------------
+
+SampleInput = tuple[tuple[int, ...], str]  # one sample's shape (no batch axis) and dtype name
+
+
+def _has_inputs(model: Any) -> bool:
+    try:
+        return bool(list(model.inputs or []))
+    except (AttributeError, ValueError):  # Keras 3 subclassed models have no `inputs` at all
+        return False
+
+
+def _size(model: Any, pattern: str, sample_inputs: dict[str, SampleInput] | None) -> None:
+    """Give a subclassed model the builder never called its variables: restoring needs them to exist. It is called
+    once on zeros of the evaluation data's shapes (batch 1); without them the refusal says how to build it."""
+    if model.weights or _has_inputs(model):
+        return
+    if sample_inputs:
+        feed = {name: np.zeros((1, *shape), dtype) for name, (shape, dtype) in sample_inputs.items()}
+        try:
+            with captured_native_output(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model(next(iter(feed.values())) if len(feed) == 1 else feed)
+        except Exception as error:  # the model's call is user code
+            raise ModelError(
+                f"source.builder: {pattern} returned a model it never called, and calling it on the evaluation "
+                f"data's shapes ({_samples_text(sample_inputs)}, batch 1) raised {type(error).__name__}: "
+                f"{first_line(error, 300)}"
+            ) from None
+    if not model.weights:
+        raise ModelError(
+            f"source.builder: {pattern} returned a subclassed {type(model).__name__} it never called, so it has no "
+            "variables to restore the weights into and nothing says its input shapes; call it once in the builder on "
+            "a batch shaped like your data (`model(np.zeros((1, 28, 28)))`) before returning it, or build it from "
+            "keras.Input"
+        )
+
+
+def _samples_text(sample_inputs: dict[str, SampleInput]) -> str:
+    return ", ".join(f"{name} {list(shape)} {dtype}" for name, (shape, dtype) in sample_inputs.items())
+
+
+def _with_inputs(
+    model: Any, flavour: str, pattern: str, sample_inputs: dict[str, SampleInput] | None
+) -> tuple[Any, str | None]:
+    """The model itself when it has inputs; a subclassed one wrapped in a functional model over the call that built
+    it (its arguments' shapes, batch axis free), which every stage and runtime reads as any Keras model; and that
+    call as text for the report."""
+    if _has_inputs(model):
+        return model, None
+    import keras
+    import tf_keras
+
+    module = tf_keras if flavour == "tf_keras" else keras
+    arguments = _built_with(model, flavour)
+    if not arguments:
+        raise ModelError(
+            f"source.builder: {pattern} returned a subclassed {type(model).__name__} whose input shapes Keras did "
+            "not record; build it from keras.Input, or call it once on a batch in the builder"
+        )
+    dtypes = {name: dtype for name, (_, dtype) in (sample_inputs or {}).items()}
+    default = next(iter(dtypes.values())) if len(dtypes) == 1 else str(getattr(model, "input_dtype", "float32"))
+    symbolic = [_symbolic(module, name, leaf, dtypes, default) for name, leaf in arguments]
+    try:
+        with captured_native_output(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            outputs = model(*symbolic)
+            wrapper = module.Model(inputs=symbolic[0] if len(symbolic) == 1 else symbolic, outputs=outputs)
+    except Exception as error:  # the model's call is user code, and not every call traces symbolically
+        raise ModelError(
+            f"source.builder: {pattern} returned a subclassed {type(model).__name__} that cannot be called on "
+            f"symbolic inputs ({type(error).__name__}: {first_line(error, 300)}); build it from keras.Input"
+        ) from None
+    called = ", ".join(
+        f"{t.name.split(':')[0]} {tuple(t.shape)} {getattr(t.dtype, 'name', t.dtype)}" for t in wrapper.inputs
+    )
+    return wrapper, called
+
+
+def _built_with(model: Any, flavour: str) -> list[tuple[str, Any]]:
+    """(argument name, shapes) of the call that built a subclassed model: Keras 3 records the shapes, tf_keras the
+    tensor specs. A nested argument (a dict of inputs) keeps its structure."""
+    names = [name for name in inspect.signature(model.call).parameters if name not in {"training", "mask"}]
+    if flavour == "tf_keras":
+        spec = model.save_spec(dynamic_batch=True)
+        return [] if spec is None else [(names[index], leaf) for index, leaf in enumerate(spec[0])]
+    config = model.get_build_config() or {}
+    if "input_shape" in config:
+        return [(names[0] if names else "input", config["input_shape"])]
+    return [(key.removesuffix("_shape"), value) for key, value in (config.get("shapes_dict") or {}).items()]
+
+
+def _symbolic(module: Any, name: str, leaf: Any, dtypes: dict[str, str], default: str) -> Any:
+    """keras.Input for each tensor of one call argument: a shape (Keras 3) or a TensorSpec (tf_keras) per tensor,
+    named by the argument, by a dict's keys, or numbered in a list."""
+    if isinstance(leaf, dict):
+        return {key: _symbolic(module, str(key), value, dtypes, default) for key, value in leaf.items()}
+    shape = getattr(leaf, "shape", leaf)
+    if isinstance(shape, list | tuple) and shape and not all(d is None or isinstance(d, int) for d in shape):
+        return [_symbolic(module, f"{name}_{i}", value, dtypes, default) for i, value in enumerate(shape)]
+    dims = tuple(None if d is None else int(d) for d in (shape.as_list() if hasattr(shape, "as_list") else shape))
+    dtype = getattr(getattr(leaf, "dtype", None), "name", None) or dtypes.get(name, default)
+    return module.Input(shape=dims[1:], dtype=dtype, name=name)
 
 
 # --- TF checkpoints -------------------------------------------------------------------------------
@@ -326,7 +444,8 @@ def _variable_path(model: Any, layer: str, index: str) -> str:
     if model is not None and index.isdigit():
         try:
             variables = model.get_layer(layer).weights
-            return str(variables[int(index)].path)
+            # A subclassed model's paths start with its name, which Keras numbers per process (`net_3`).
+            return str(variables[int(index)].path).removeprefix(f"{model.name}/")
         except (ValueError, IndexError, AttributeError):
             pass
     return f"{layer}[{index}]"
@@ -409,17 +528,46 @@ def _match(
             )
     restored = [key for key in own if key in saved]
     if not restored:
-        raise ModelError(
-            f"{where} has nothing the model can use: the model has {len(own)} variables "
-            f"({', '.join(list(own_names.get(k, k) for k in own)[:3])}...), the file {len(saved)} "
-            f"({', '.join(list(saved_names.get(k, k) for k in saved)[:3])}...) under other names; saved by "
-            "another Keras (tf_keras vs Keras 3) or another architecture?"
-        )
+        raise ModelError(f"{where} has nothing the model can use: {_unmatched(own, saved, own_names, saved_names)}")
     return Restore(
         restored=len(restored),
         not_restored=[own_names.get(key, key) for key in own if key not in saved],
         unused=[saved_names.get(key, key) for key in saved if key not in own],
     )
+
+
+def _unmatched(
+    own: dict[str, list[int]], saved: dict[str, list[int]], own_names: dict[str, str], saved_names: dict[str, str]
+) -> str:
+    """Why no saved value fits: the first variables of each side by side, each with its shape and where it is kept
+    (a name alone can read the same on both sides: `conv1[0]` kept under `layers/conv2d` or under `conv1`)."""
+    left = [_cell(key, own_names, own) for key in own]
+    right = [_cell(key, saved_names, saved) for key in saved]
+    header = f"model ({len(own)} variables)"
+    width = max(len(text) for text in [header, *left[:_SIDE_BY_SIDE]])
+    rows = [
+        f"  {a:<{width}}  |  {b}"
+        for a, b in itertools.zip_longest(left[:_SIDE_BY_SIDE], right[:_SIDE_BY_SIDE], fillvalue="-")
+    ]
+    counts = (("model", len(own) - _SIDE_BY_SIDE), ("file", len(saved) - _SIDE_BY_SIDE))
+    rest = [f"{count} more in the {side}" for side, count in counts if count > 0]
+    more = [f"  ... and {' and '.join(rest)}"] if rest else []
+    same = sorted(map(tuple, own.values())) == sorted(map(tuple, saved.values()))
+    why = (
+        "the shapes match one for one, so the same layers were saved from a model that keeps them under other "
+        "paths (saved by another Keras: tf_keras vs Keras 3; a Sequential or functional model's layers vs a "
+        "subclassed model's attributes; another nesting); save the weights from the model the builder returns, "
+        "or make the builder build the model that saved them"
+        if same
+        else "saved by another Keras (tf_keras vs Keras 3) or from another architecture?"
+    )
+    table = [f"  {header:<{width}}  |  file ({len(saved)} values)", *rows]
+    return "\n".join([f"no saved value is kept where a variable of the model is; {why}", *table, *more])
+
+
+def _cell(key: str, names: dict[str, str], shapes: dict[str, list[int]]) -> str:
+    name, place = names.get(key, key), key.removesuffix("/.ATTRIBUTES/VARIABLE_VALUE")
+    return f"{name} {shapes[key]}" + ("" if place == name else f" at {place}")
 
 
 def _refuse_partial(restore: Restore, where: str, allow_partial: bool, total: int) -> None:
