@@ -229,6 +229,11 @@ def inspect_graph(path: Path, request: InitRequest) -> Inspected:
             )
         feeds[placeholder.name] = value
         notes.append(f"feeds {placeholder.name}: {_flow(value)} is guessed from its name (inference); check it")
+    # A switch with a default that keeps the graph training (training: True, keep_prob: 0.5) is fed its inference
+    # value too: unfed, the reference would run with batch statistics and dropout.
+    for switch in graphdef.training_switches(path.read_bytes(), meta=False, outputs=outputs):
+        feeds[switch.name] = False if isinstance(switch.default, bool) else 1.0
+        notes.append(f"feeds {switch.name}: {_flow(feeds[switch.name])}: its default keeps the model training")
     origin = Tf1Origin("graph", path.resolve(), outputs=tuple(outputs), feeds=feeds)
     source = load_tf1_source(origin, trusted=request.trusted)
     original = source.extra.get("tensor_names", {})  # file-safe names back to the graph's

@@ -75,3 +75,13 @@ def test_an_unfed_training_switch_is_a_warning_at_validate_with_the_line_to_add(
             checked.stderr
         )
         assert line in checked.stderr and "Traceback" not in checked.stderr
+
+
+def test_init_feeds_a_training_switch_its_inference_value(shipped: ShippedTf1, tmp_path: Path) -> None:
+    recipe = tmp_path / "init.yaml"
+    written = edgeport("init", shipped.frozen, "--out", recipe)
+    assert written.returncode == 0, written.stderr
+    assert "feeds training: false: its default keeps the model training" in written.stdout
+    assert "source: {graph: " in recipe.read_text() and "outputs: [y], feeds: {training: false}}" in recipe.read_text()
+    checked = edgeport("validate", recipe)
+    assert checked.returncode == 0 and "warning" not in checked.stderr, checked.stderr
