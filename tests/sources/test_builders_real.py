@@ -176,22 +176,29 @@ def test_a_subclassed_model_never_called_is_refused_naming_the_builder_and_the_f
     assert "weights.h5" not in message  # the weights are not the problem
 
 
-def test_run_a_subclassed_builder_to_tflite_and_onnx(project: Project, tmp_path: Path) -> None:
+def test_run_subclassed_builders_of_both_kerases_to_tflite_and_onnx(project: Project, tmp_path: Path) -> None:
     np.savez(project.root / "x.npz", x=X)
-    recipe = recipe_file(
-        project.root,
-        name="subclassed",
-        source={"builder": "nets:create_net", "weights": "net.weights.h5", "trusted": True},
-        data={"evaluation": {"npz": "x.npz", "inputs": "x"}},
-        outputs={"fp32": {"stages": ["tflite"]}, "onnx": {"stages": [{"onnx": {"opset": 17}}]}},
-        file="subclassed.yaml",
-    )
-    result = edgeport("run", recipe, "--out", tmp_path, "--no-cache")
+    recipes = [
+        recipe_file(
+            project.root,
+            name=name,
+            source={"builder": f"nets:{builder}", "weights": weights, "trusted": True},
+            data={"evaluation": {"npz": "x.npz", "inputs": "x"}},
+            outputs={"fp32": {"stages": ["tflite"]}, "onnx": {"stages": [{"onnx": {"opset": 17}}]}},
+            file=f"{name}.yaml",
+        )
+        for name, builder, weights in (
+            ("keras3", "create_net", "net.weights.h5"),
+            ("tf-keras", "create_tfk_net", "tfk"),
+        )
+    ]
+    result = edgeport("run", *recipes, "--out", tmp_path, "--no-cache")  # one batch: TensorFlow imported once
     assert result.returncode == 0, result.stderr
-    report = json.loads((tmp_path / "report.json").read_text())
-    assert [output["status"] for output in report["outputs"]] == ["passed", "passed"]
-    assert all(output["parity"]["metrics"]["max_abs"] < 1e-5 for output in report["outputs"])
-    assert report["source"]["called_as"] == "pixels (None, 8, 8, 1) float32"
+    for name in ("keras3", "tf-keras"):
+        report = json.loads((tmp_path / name / "report.json").read_text())
+        assert [output["status"] for output in report["outputs"]] == ["passed", "passed"]
+        assert all(output["parity"]["metrics"]["max_abs"] < 1e-5 for output in report["outputs"])
+        assert report["source"]["called_as"] == "pixels (None, 8, 8, 1) float32"
 
 
 # --- class 6: weights kept under other paths --------------------------------------------------------
