@@ -569,7 +569,14 @@ def _check(onnx: Any, proto: Any, what: str) -> None:
     try:
         onnx.checker.check_model(proto)
     except onnx.checker.ValidationError as error:
-        raise StageError(f"onnx.checker rejected {what}: {first_line(error)}") from error
+        unranked = [value.name for value in proto.graph.output if not value.type.tensor_type.HasField("shape")]
+        hint = ""
+        if unranked:  # ONNX declares every graph output's rank; TensorFlow may leave one unknown
+            hint = (
+                f" (outputs of unknown rank: {', '.join(unranked)}; a tf.squeeze with no axis over a free batch "
+                "leaves its rank unknown: give it its axis, as the model's author meant it)"
+            )
+        raise StageError(f"onnx.checker rejected {what}: {first_line(error)}{hint}") from error
 
 
 class _ListHandler(logging.Handler):

@@ -80,3 +80,34 @@ def test_keras_models_reach_onnx_and_tflite_from_one_trace(
         assert outputs == names
         matched = report["outputs"][0]["parity"]["matched"]  # paired by name, not by a guess of position
         assert {name: pair["rule"] for name, pair in matched.items()} == dict.fromkeys(names, "name")
+
+
+def test_an_output_of_unknown_rank_is_described_and_named_where_onnx_needs_its_rank(tmp_path: Path) -> None:
+    """`tf.squeeze` with no axis over a free batch leaves its output's rank unknown: inspect and the TFLite output
+    go on; ONNX, which declares every output's rank, fails naming the output and the fix (was: exit 3, as_list())."""
+    import tensorflow as tf
+
+    class Squeezed(tf.Module):
+        def __init__(self) -> None:
+            self.kernel = tf.Variable(np.random.default_rng(0).normal(size=(3, 3, 3, 1)).astype(np.float32))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 8, 8, 3], tf.float32, name="image")])
+        def __call__(self, image: tf.Tensor) -> dict[str, tf.Tensor]:
+            return {"mask": tf.squeeze(tf.sigmoid(tf.nn.conv2d(image, self.kernel, 1, "SAME")))}
+
+    module = Squeezed()
+    tf.saved_model.save(module, str(tmp_path / "squeezed"), signatures=module.__call__)
+    np.savez(tmp_path / "images.npz", x=np.random.default_rng(1).random((8, 8, 8, 3)).astype(np.float32))
+    recipe = recipe_file(
+        tmp_path,
+        name="squeezed",
+        source=tmp_path / "squeezed",
+        data={"evaluation": {"npz": tmp_path / "images.npz", "inputs": "x"}},
+        outputs={"onnx": {"stages": ["onnx"]}, "tflite": {"stages": ["tflite"]}},
+    )
+    report = run_report(recipe, tmp_path / "out", 3)  # an output that could not be built
+    assert report["source"]["outputs"] == ["mask [?] float32"]
+    onnx_output, tflite_output = report["outputs"]
+    assert tflite_output["status"] == "passed", tflite_output
+    assert onnx_output["status"] == "error"
+    assert "outputs of unknown rank: mask" in onnx_output["error"] and "give it its axis" in onnx_output["error"]
