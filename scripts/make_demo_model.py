@@ -52,25 +52,44 @@ def digits_cnn(api: ModuleType, name: str = "digits_cnn", depthwise: bool = Fals
     return api.Model(inputs, layers.Dense(10, name="logits")(h), name=name)
 
 
-def train(model: Any, api: ModuleType, x_train: np.ndarray, y_train: np.ndarray, epochs: int) -> Any:
+def train(
+    model: Any, api: ModuleType, x_train: np.ndarray, y_train: np.ndarray, epochs: int, decay: bool = False
+) -> Any:
+    """Adam at 1e-2; with `decay`, its rate falls to 0 along a cosine over the run: the last epochs then settle
+    instead of jumping about a minimum, and where they settle depends little on the CPU's rounding (see MODELS)."""
     loss = api.losses.SparseCategoricalCrossentropy(from_logits=True)
-    model.compile(optimizer=api.optimizers.Adam(1e-2), loss=loss, metrics=["accuracy"])
+    steps = epochs * -(-len(x_train) // 64)
+    rate = api.optimizers.schedules.CosineDecay(1e-2, steps) if decay else 1e-2
+    model.compile(optimizer=api.optimizers.Adam(rate), loss=loss, metrics=["accuracy"])
     model.fit(x_train, y_train, epochs=epochs, batch_size=64, shuffle=True, verbose=0)
     return model
 
 
 def build_and_train(
-    x_train: np.ndarray, y_train: np.ndarray, epochs: int = 12, seed: int = 0, pooled: bool = False
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    epochs: int = 12,
+    seed: int = 0,
+    pooled: bool = False,
+    decay: bool = False,
 ) -> keras.Model:
     import keras  # Keras 3, imported late so the "exists" path stays fast; never tf.keras
 
-    keras.utils.set_random_seed(seed)
+    keras.utils.set_random_seed(seed)  # weights, dropout and fit's shuffling: Python, NumPy and TensorFlow seeds
     name = "digits_cnn_mobile" if pooled else "digits_cnn"
-    return train(digits_cnn(keras, name=name, pooled=pooled), keras, x_train, y_train, epochs)
+    return train(digits_cnn(keras, name=name, pooled=pooled), keras, x_train, y_train, epochs, decay)
 
 
-# name -> how it is trained; the pooled variant learns more slowly, so it trains longer (a few seconds)
-MODELS = {"digits_cnn": {"pooled": False, "epochs": 12}, "digits_cnn_mobile": {"pooled": True, "epochs": 30}}
+# name -> how it is trained; the pooled variant learns more slowly, so it trains longer (a few seconds). At a constant
+# rate the mobile model (30 epochs) ended at 0.9167 on an AVX2 EPYC and about 0.964 on an AVX-512 VNNI Xeon: the CPU's
+# rounding picked where it stopped, and seeds 0-2 spread as far (0.911-0.967). With the rate decayed, seeds 0-3 (a
+# stand-in for other CPUs' rounding) end at 0.975-0.989 (mobile, 60 epochs; 40 gave 0.961-0.983) and seeds 0-2 at
+# 0.983-0.992 (flattened, 12 epochs), on the AVX2 EPYC with op determinism on.
+MODELS: dict[str, dict[str, Any]] = {
+    "digits_cnn": {"pooled": False, "epochs": 12, "decay": True},
+    "digits_cnn_mobile": {"pooled": True, "epochs": 60, "decay": True},
+}
+EXPECTED_ACCURACY = 0.95  # what every demo model reaches on the digits' 360 test images (docs, examples)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     for path in (*model_paths.values(), data_path):
         path.parent.mkdir(parents=True, exist_ok=True)
 
+    import tensorflow as tf
+
+    # The same kernels every run (no racing reductions): one machine trains the same model twice, bit for bit.
+    tf.config.experimental.enable_op_determinism()
     log("loading sklearn digits")
     data = load_data()
     tmp_data = data_path.with_name(f".{data_path.stem}.{os.getpid()}.tmp.npz")
@@ -107,8 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         model.save(tmp_model)
         os.replace(tmp_model, model_path)
         log(f"wrote {model_path}")
-        if accuracy < 0.95:
-            log(f"warning: {name} test accuracy {accuracy:.4f} is below the expected 0.95")
+        if accuracy < EXPECTED_ACCURACY:
+            log(f"warning: {name} test accuracy {accuracy:.4f} is below the expected {EXPECTED_ACCURACY}")
     return 0
 
 
