@@ -81,10 +81,15 @@ class Determinism:
         if self.deterministic:
             return None
         where = f" ({self.tensor})" if self.tensor else ""
+        effect = (
+            "every gate measures that randomness too"
+            if self.rerun > RERUN_TOLERANCE
+            else "files are checked on the same batches, but a sample served alone answers otherwise"
+        )
         return (
             f"the source is not deterministic: its first batch of {self.batch} run again differs by "
             f"{self.rerun:.3g}, and {self.singles} of its samples run alone by {self.batch_vs_sample:.3g}, of its "
-            f"outputs' scale{where}; every gate measures that too, and float32_noise loosens none. "
+            f"outputs' scale{where}; {effect}, and float32_noise loosens no gate. "
             f"Likely cause: {self.cause()}. Fix: {self.fix()}."
         )
 

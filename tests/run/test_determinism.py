@@ -53,6 +53,7 @@ def test_a_training_switch_left_true_is_named_with_the_feeds_line_that_fixes_it(
     assert found.switches == ["training"] and found.suspects == ["ops RandomUniform"]
     warning = found.warning()
     assert warning is not None and "the training switch `training` defaults to True" in warning
+    assert "every gate measures that randomness too, and float32_noise loosens no gate" in warning
     assert "Fix: add `feeds: {training: false}` to the source." in warning
     # Fed as the warning says, the same graph answers the same batch with the same bits.
     fed = _checked(graph, training=False)
@@ -64,6 +65,7 @@ def test_batch_statistics_show_as_samples_that_answer_otherwise_alone(tmp_path: 
     found = _checked(tf1_graph(tmp_path / "moments.pb", "moments"))
     assert found.rerun <= RERUN_TOLERANCE and found.batch_vs_sample > 0.1 and not found.deterministic
     assert found.cause().startswith("batch statistics") and found.switches == []
+    assert "a sample served alone answers otherwise" in (found.warning() or "")
     assert Determinism.from_json(found.to_json()) == found  # as the cache and the worker carry it
 
 
