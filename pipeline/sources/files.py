@@ -63,9 +63,12 @@ def _keras_source(path: Path, fmt: str, model: Any, flavour: str) -> Source:
 
 def _load_savedmodel(path: Path, signature: str, trusted: bool) -> Source:
     if not is_savedmodel(path):
+        # A ModelCheckpoint folder of whole models (cp-01.keras, cp-02.keras): the user means one of them.
+        kept = sorted(entry.name for entry in path.iterdir() if entry.suffix.lower() in KERAS_SUFFIXES)
+        held = f"; it holds Keras model files ({', '.join(kept[-3:])}): give one as source.path" if kept else ""
         raise ModelError(
             f"{path}: directory is not a SavedModel (no saved_model.pb); "
-            "expected a SavedModel directory or a .keras/.h5 file"
+            f"expected a SavedModel directory or a .keras/.h5 file{held}"
         )
     if not trusted:
         check_savedmodel(path)

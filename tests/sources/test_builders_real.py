@@ -223,3 +223,24 @@ def test_weights_of_another_architecture_say_so(project: Project) -> None:
     assert "the shapes match one for one" not in message
     assert "conv1/kernel [3, 3, 1, 4] at conv1/vars/0  |  left[0] [5, 3] at layers/" in message
     assert message.endswith("... and 2 more in the model")
+
+
+# --- a ModelCheckpoint folder of whole models ------------------------------------------------------
+
+
+def test_a_folder_of_whole_model_checkpoints_names_its_files(project: Project) -> None:
+    from pipeline.sources import load_source
+
+    sys.path.insert(0, str(project.root))
+    try:
+        import nets  # type: ignore[import-not-found]
+
+        model = nets.create_sequential()
+        (project.root / "ck").mkdir()
+        for epoch in (1, 2):  # what ModelCheckpoint("ck/cp-{epoch:02d}.keras") leaves
+            model.save(project.root / "ck" / f"cp-{epoch:02d}.keras")
+    finally:
+        sys.path.remove(str(project.root))
+        sys.modules.pop("nets", None)
+    with pytest.raises(ModelError, match=r"it holds Keras model files \(cp-01\.keras, cp-02\.keras\): give one as"):
+        load_source(project.root / "ck")
