@@ -113,17 +113,9 @@ class StageWorker:
         self._busy = False  # a request sent and not yet answered: the worker will not read a goodbye
 
     def start(self) -> None:
-        """Start early: the child's TensorFlow import then overlaps the parent's own work. A process that has
-        confined itself cannot start a working one: a child inherits its Landlock rules, whose `/proc/self` is the
-        parent's folder, and TensorFlow aborts in a process that cannot read its own `/proc/self/cmdline`."""
+        """Start early: the child's TensorFlow import then overlaps the parent's own work."""
         if self._process is None or not self._process.is_alive():
-            here = applied()
-            if here is not None and here.confined:
-                raise StageError(
-                    "the conversion worker process is gone, and this process cannot start a fresh one: it loaded the "
-                    "model and is confined (a process it starts could not read its own /proc entries, which "
-                    "TensorFlow needs); the outputs it had left are not built: rerun them (--only NAME)"
-                )
+            _refuse_if_confined()
             parent, child = self._context.Pipe()
             from_main = threading.current_thread() is threading.main_thread()
             arguments = (child, os.getpid(), from_main)
@@ -226,6 +218,19 @@ class StageWorker:
         remove_work_dirs_of(self._process.pid, _WORK_KIND)
         self._process, self._busy = None, False
         return _crash_error(code, doing)
+
+
+def _refuse_if_confined() -> None:
+    """A process that has confined itself cannot start a working worker: a child inherits its Landlock rules,
+    whose `/proc/self` is the parent's folder, and TensorFlow aborts in a process that cannot read its own
+    `/proc/self/cmdline`."""
+    here = applied()
+    if here is not None and here.confined:
+        raise StageError(
+            "the conversion worker process is gone, and this process cannot start a fresh one: it loaded the "
+            "model and is confined (a process it starts could not read its own /proc entries, which "
+            "TensorFlow needs); the outputs it had left are not built: rerun them (--only NAME)"
+        )
 
 
 def _timeout_error(timeout: float | None, doing: str | None) -> StageError:
