@@ -1,7 +1,8 @@
 """The zoo: models nobody here wrote, through edgeport and through the raw calls a user would make, side by side.
 
 Every Keras Applications constructor at its smallest input (random weights, batch-norm statistics from one batch of
-pixels in the range the model expects) and keras-hub backbones built tiny with random weights (text, vision, audio;
+pixels in the range the model expects), the seeds' two Sequential models (as users write and save them), and
+keras-hub backbones built tiny with random weights (text, vision, audio;
 nothing downloaded). Each goes through edgeport (fp32 TFLite, int8 TFLite, fp32 ONNX, static int8 ONNX; rescues
 on) and through the raw calls
 (`TFLiteConverter.from_keras_model`, `tf2onnx.convert.from_keras`, Keras `Model.export(format="litert" | "onnx")`),
@@ -60,6 +61,8 @@ APPLICATIONS = {
     "InceptionV3": 75,
     "InceptionResNetV2": 75,
 }
+# Models as users write them: keras.Sequential, saved with model.save() (tf2onnx's from_keras fails on each).
+SEQUENTIAL = {"SequentialMLP": (28, 28), "SequentialCNN": (32, 32, 3)}
 # Constructors whose models rescale [0, 255] pixels themselves (include_preprocessing): fed and calibrated so.
 RESCALING = {"ConvNeXtTiny", "EfficientNetB0", "EfficientNetV2B0", "MobileNetV3Large"}
 OUTPUTS = {
@@ -203,6 +206,21 @@ def hub_backbones() -> dict[str, tuple[Callable[[], Any], Callable[[np.random.Ge
     }
 
 
+def sequential(name: str) -> Any:
+    """The seeds' Sequential models, random weights: an MLP on 28×28 (Dense 512, Dropout, Dense 10) and a small CNN
+    on 32×32×3 (Conv, BatchNorm, MaxPool, Dropout, Dense)."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    layers = keras.layers
+    if name == "SequentialMLP":
+        body = [layers.Flatten(), layers.Dense(512, activation="relu"), layers.Dropout(0.2)]
+    else:
+        body = [layers.Conv2D(16, 3, activation="relu"), layers.BatchNormalization(), layers.MaxPooling2D()]
+        body += [layers.Conv2D(32, 3, activation="relu"), layers.GlobalAveragePooling2D(), layers.Dropout(0.2)]
+    return keras.Sequential([keras.Input(SEQUENTIAL[name]), *body, layers.Dense(10, activation="softmax")])
+
+
 def build(name: str, folder: Path) -> list[str]:
     """Save the model as folder/model.keras with data.npz (evaluation) and calibration.npz (other samples); the
     npz keys (`x` for a model of one array input, else its input names)."""
@@ -213,6 +231,10 @@ def build(name: str, folder: Path) -> list[str]:
         size, pixels = APPLICATIONS[name], 255.0 if name in RESCALING else 1.0
         build_application(name, folder / "model.keras", size, pixels)
         make = lambda rng, n: {"x": pixels * rng.random((n, size, size, 3), dtype=np.float32)}  # noqa: E731
+    elif name in SEQUENTIAL:
+        shape = SEQUENTIAL[name]
+        sequential(name).save(folder / "model.keras")
+        make = lambda rng, n: {"x": rng.random((n, *shape), dtype=np.float32)}  # noqa: E731
     else:
         import keras
 
@@ -439,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.raw:
         print(json.dumps(raw_calls(args.raw)))
         return 0
-    names = args.only or [*APPLICATIONS, *hub_backbones()]
+    names = args.only or [*APPLICATIONS, *SEQUENTIAL, *hub_backbones()]
     results_path = args.work / "results.json"
     rows = json.loads(results_path.read_text()) if results_path.exists() else {}
     for index, name in enumerate(names, 1):
