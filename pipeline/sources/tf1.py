@@ -25,7 +25,6 @@ from pipeline.errors import ModelError, first_line
 from pipeline.frameworks import captured_native_output, import_tensorflow
 from pipeline.sources import graphdef
 from pipeline.sources.model import Source, signature_tensor_specs
-from pipeline.sources.tensor_arrays import tensor_arrays_as_lists
 from pipeline.sources.trust import TRUST_HINT
 from pipeline.sources.weights import epoch_order, glob_escape, has_index, record_prefix, split_prefix
 
@@ -233,9 +232,6 @@ def _freeze(origin: Tf1Origin, tf: Any) -> _Frozen:
     _check_fed(origin, graph_def, inputs, outputs)
     graph_def = _feeds_folded(origin, graph_def, tf)
     graph_def = graphdef.with_defaults_inlined(graph_def, {graphdef.node_name(name) for name in inputs})
-    graph_def, arrays = tensor_arrays_as_lists(graph_def)  # control flow v1's loops: what TFLite's builtins lower
-    if arrays:
-        notes.append(f"{len(arrays)} TensorArrays as tensor lists ({', '.join(arrays[:3])}…)")
     return _Frozen(graph_def, inputs, outputs, notes)
 
 

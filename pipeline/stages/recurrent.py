@@ -7,7 +7,8 @@ Two causes, each measured on a two-layer LSTM (units 8, 6 steps, 4 features):
 - A SavedModel's signature was traced at a free batch, and its tensor lists keep that batch free ("Lowering tensor
   list ops is failed"); retracing the restored function at fixed shapes does not refine the lists' element shapes,
   but TFLite's `_experimental_default_to_single_batch_in_tensor_list_ops` does, for batch 1 only (at batch 2 the
-  file converts and fails in LiteRT: "WHILE failed to invoke").
+  file converts and fails in LiteRT: "WHILE failed to invoke"). A TF1 graph's control flow v1 TensorArrays become
+  tensor lists on the way (no builtin runs TensorArrayV3).
 Knows Keras's RNN cells and TensorFlow's freezing; nothing of recipes or reports.
 """
 
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import StageError
+from pipeline.stages.tensor_arrays import function_tensor_arrays_as_lists, tensor_arrays_as_lists
 
 # Ops that write a variable: at inference only RNG seeds advance (and a stateful RNN's state, which no file keeps).
 _ASSIGNMENTS = {"AssignVariableOp", "AssignAddVariableOp", "AssignSubVariableOp"}
@@ -95,16 +97,19 @@ def signature_at_fixed_shapes(
 
 def frozen_without_assignments(function: Any) -> Any:
     """`function` with its variables as constants and its variable writes dropped (with the control edges that
-    ordered them): TensorFlow's own freezing refuses a graph that writes a variable it made a constant."""
+    ordered them): TensorFlow's own freezing refuses a graph that writes a variable it made a constant. TF1 control
+    flow v1's TensorArrays become tensor lists (pipeline.stages.tensor_arrays)."""
     from tensorflow.python.framework import convert_to_constants as freezing
 
     data = freezing._FunctionConverterDataInEager(func=function, lower_control_flow=False, aggressive_inlining=True)
     graph_def, converted_inputs = freezing._replace_variables_by_constants(converter_data=data)
     _drop_assignments(graph_def.node)
+    tensor_arrays_as_lists(graph_def.node)
     for library_function in graph_def.library.function:
         dropped = _drop_assignments(library_function.node_def)
         for key in [key for key, node in library_function.control_ret.items() if node in dropped]:
             del library_function.control_ret[key]
+        function_tensor_arrays_as_lists(library_function)
     return freezing._construct_concrete_function(function, graph_def, converted_inputs)
 
 
