@@ -201,9 +201,7 @@ def _converter_for(tf: Any, upstream: Artifact, work_dir: Path) -> Any:
     if upstream.flavour == "tf_keras":
         return lite.from_keras_model(upstream.handle)
     # Keras 3: export a serving SavedModel first; it converts quietly and keeps its signature.
-    with inference_rnn_cells(upstream.handle):
-        exported = traced_export(upstream, work_dir)
-    return lite.from_saved_model(str(exported), signature_keys=["serving_default"])
+    return lite.from_saved_model(str(traced_export(upstream, work_dir)), signature_keys=["serving_default"])
 
 
 def _rescue_shapes(upstream: Artifact, batch: int, sample_shapes: dict[str, list[int]]) -> dict[str, list[int]]:

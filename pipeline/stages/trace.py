@@ -19,6 +19,7 @@ from pipeline.errors import StageError
 from pipeline.frameworks import captured_native_output, import_tensorflow
 from pipeline.sources.model import keras_call_inputs, keras_tensor_specs
 from pipeline.stages.dft import fft_as_matmul
+from pipeline.stages.recurrent import inference_rnn_cells
 
 
 def traced_export(
@@ -59,7 +60,8 @@ def _save_serving(upstream: Artifact, path: Path, shapes: dict[str, list[int]] |
     specs = {name: tf.TensorSpec((shapes or free)[name], dtypes[name], name=name) for name in dtypes}
     if upstream.flavour != "tf_keras":
         signature = None if shapes is None else [keras_call_inputs(model, specs)]
-        model.export(str(path), format="tf_saved_model", input_signature=signature, verbose=False)
+        with inference_rnn_cells(model):  # no dropout-mask draws in the trace: they leave variable writes
+            model.export(str(path), format="tf_saved_model", input_signature=signature, verbose=False)
         return
     names = list(specs)
 
