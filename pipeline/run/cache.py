@@ -31,7 +31,8 @@ from pipeline.core.artifact import Artifact
 from pipeline.core.leftovers import sweep
 from pipeline.core.recording import OutputRecording
 
-CACHE_LAYOUT = 4  # bump when the entry format changes; old entries are then ignored (4: each seal holds its key)
+CACHE_LAYOUT = 5  # bump when the entry format changes; old entries are then ignored (4: each seal holds its key;
+# 5: descriptions name repeated outputs apart, TF1 feeds fold into the graph, ONNX reads the one trace)
 SEAL = "seal.json"  # a recording's file hashes
 
 
