@@ -21,6 +21,7 @@ from typing import Any, Literal
 from pipeline.artifacts import key_of, sha256_of
 from pipeline.core.artifact import Artifact
 from pipeline.core.leftovers import make_work_dir
+from pipeline.core.tensors import TensorSpec
 from pipeline.errors import ModelError, first_line
 from pipeline.frameworks import captured_native_output, import_tensorflow
 from pipeline.sources import graphdef
@@ -196,7 +197,10 @@ def load_tf1_source(origin: Tf1Origin, trusted: bool) -> Source:
         loaded = tf.saved_model.load(str(directory))
     inputs, outputs = signature_tensor_specs(loaded.signatures["serving_default"])
     digest = tf1_key(origin)
-    artifact = Artifact(kind="savedmodel", path=directory, key=digest, signature="serving_default", handle=loaded)
+    details = {"graph_def": _graph_def_record(frozen, directory, inputs)}
+    artifact = Artifact(
+        kind="savedmodel", path=directory, key=digest, signature="serving_default", handle=loaded, details=details
+    )
     extra = {
         "tensor_names": {_safe(n): n for n in frozen.inputs + frozen.outputs if _safe(n) != n.removesuffix(":0")},
         "feeds": {name: _plain(value) for name, value in origin.feeds.items()},
@@ -407,6 +411,21 @@ def _write_savedmodel(origin: Tf1Origin, frozen: _Frozen, tf: Any) -> Path:
     except Exception as error:
         raise ModelError(f"{origin.path}: cannot trace the frozen graph: {first_line(error, 300)}") from None
     return target
+
+
+def _graph_def_record(frozen: _Frozen, saved: Path, inputs: list[TensorSpec]) -> dict[str, Any]:
+    """The frozen GraphDef the SavedModel was written from, beside it, for the `onnx` stage: tf2onnx converts a
+    control flow v1 loop (dynamic_rnn, tf.scan) from the graph, never from the function the SavedModel holds it in.
+    Tensor names to the signature's keys, and each input's shape as the signature has it (the recipe's)."""
+    path = saved.parent / "frozen_graph.pb"
+    path.write_bytes(frozen.graph_def.SerializeToString())
+    shapes = {spec.name: list(spec.shape) for spec in inputs}
+    return {
+        "path": str(path),
+        "inputs": {name: _safe(name) for name in frozen.inputs},
+        "outputs": {name: _safe(name) for name in frozen.outputs},
+        "shapes": {name: shapes.get(_safe(name)) for name in frozen.inputs},
+    }
 
 
 def _feeds_folded(origin: Tf1Origin, graph_def: Any, tf: Any) -> Any:

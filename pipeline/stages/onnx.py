@@ -386,6 +386,9 @@ def _export(
     `shapes` (each input's full shape) where given. Never tf2onnx's `from_keras`: it looks tensors up by the names
     Keras gives them, which a Sequential model's graph does not keep ('keras_tensor_5')."""
     if upstream.kind == "savedmodel":
+        graph_def = upstream.details.get("graph_def")
+        if graph_def is not None:
+            return _export_graph_def(graph_def, options)
         return _export_saved(upstream.path, upstream.signature or "serving_default", options)
     traced = traced_export(upstream, work_dir, shapes, dft)
     proto = _export_saved(traced, "serving_default", options)
@@ -417,6 +420,45 @@ def _export_saved(path: Path, signature: str, options: OnnxOptions, inline: bool
         shape_override=shapes,
     )
     return proto
+
+
+def _export_graph_def(record: dict[str, Any], options: OnnxOptions) -> Any:
+    """A TF1 source from the frozen GraphDef it was written from (pipeline.sources.tf1 records it), not from its
+    SavedModel: there the graph is a function, which grappler leaves uninlined when it holds control flow v1
+    (dynamic_rnn's and tf.scan's TensorArrayV3 loops) and tf2onnx leaves as a call ONNX has no op for ("No Op
+    registered for StatefulPartitionedCall"); from the graph, tf2onnx makes such loops Scan / Loop (2e-7).
+    Inputs and outputs are named by the signature's keys, as from the SavedModel."""
+    import tf2onnx
+
+    tf = import_tensorflow()
+    graph_def = tf.compat.v1.GraphDef()
+    graph_def.ParseFromString(Path(record["path"]).read_bytes())
+    shapes = {name: shape for name, shape in record["shapes"].items() if shape is not None}
+    if not options.dynamic_batch:
+        shapes = {name: [1, *shape[1:]] for name, shape in shapes.items()}
+    _with_placeholder_shapes(graph_def, shapes)
+    tf2onnx.utils.INTERNAL_NAME = 1  # as in _export_saved: the same graph gives the same bytes
+    proto, _ = tf2onnx.convert.from_graph_def(
+        graph_def,
+        input_names=list(record["inputs"]),
+        output_names=list(record["outputs"]),
+        opset=options.opset,
+        tensors_to_rename={**record["inputs"], **record["outputs"]},
+    )
+    return proto
+
+
+def _with_placeholder_shapes(graph_def: Any, shapes: dict[str, list[int | None]]) -> None:
+    """Each input placeholder given the shape the SavedModel's signature has (a recipe's `inputs` shape, a fixed
+    batch), so that TensorFlow's shape inference sees it before tf2onnx converts, as the SavedModel's trace did."""
+    by_node = {name.split(":")[0]: shape for name, shape in shapes.items()}
+    for node in graph_def.node:
+        shape = by_node.get(node.name)
+        if shape is None or "shape" not in node.attr:
+            continue
+        node.attr["shape"].shape.Clear()
+        for size in shape:
+            node.attr["shape"].shape.dim.add().size = -1 if size is None else size
 
 
 def _allow_inlining(graph: Any) -> None:
