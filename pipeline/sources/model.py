@@ -97,16 +97,17 @@ def keras_call_inputs(model: Any, feed: dict[str, Any]) -> Any:
             return {key: fill(value) for key, value in node.items()}
         if isinstance(node, list | tuple):
             return [fill(value) for value in node]
-        return feed[_tensor_name(node)]
+        return feed[tensor_name(node)]
 
     structure = getattr(model, "input", None)
     if structure is None or (isinstance(structure, list | tuple) and len(structure) == 1):
         structure = list(model.inputs)
-        return feed[_tensor_name(structure[0])] if len(structure) == 1 else fill(structure)
+        return feed[tensor_name(structure[0])] if len(structure) == 1 else fill(structure)
     return fill(structure)
 
 
-def _tensor_name(tensor: Any) -> str:
+def tensor_name(tensor: Any) -> str:
+    """A Keras tensor's name as signatures and feeds use it (tf_keras adds `:0`)."""
     return _tensor_name_of(tensor.name)
 
 

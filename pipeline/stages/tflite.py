@@ -16,7 +16,7 @@ from pipeline.artifacts import write_bytes_atomic
 from pipeline.core.artifact import Artifact
 from pipeline.errors import StageError
 from pipeline.frameworks import captured_native_output, import_tensorflow, litert_interpreter, notable_log_lines
-from pipeline.sources.model import keras_call_inputs
+from pipeline.sources.model import keras_call_inputs, tensor_name
 from pipeline.stages.base import ConversionStage, StageContext, StageOptions
 from pipeline.stages.dft import fails_on_fft, fft_as_matmul
 from pipeline.stages.recurrent import inference_rnn_cells, signature_at_fixed_shapes, signature_shapes
@@ -226,7 +226,7 @@ def fixed_shape_converter(
     if upstream.kind == "savedmodel":
         return _savedmodel_fixed_shape_converter(tf, upstream, shapes, work_dir), True
     model = upstream.handle
-    dtypes = {str(tensor.name).split(":")[0]: tensor.dtype for tensor in model.inputs}
+    dtypes = {tensor_name(tensor): tensor.dtype for tensor in model.inputs}
     specs = {name: tf.TensorSpec(shape, dtypes[name], name=name) for name, shape in shapes.items()}
     structure = keras_call_inputs(model, specs)
     if upstream.flavour == "tf_keras":

@@ -17,7 +17,7 @@ from typing import Any
 from pipeline.core.artifact import Artifact
 from pipeline.errors import StageError
 from pipeline.frameworks import captured_native_output, import_tensorflow
-from pipeline.sources.model import keras_call_inputs, keras_tensor_specs
+from pipeline.sources.model import keras_call_inputs, keras_tensor_specs, tensor_name
 from pipeline.stages.dft import fft_as_matmul
 from pipeline.stages.recurrent import inference_rnn_cells
 
@@ -55,8 +55,8 @@ def _save_serving(upstream: Artifact, path: Path, shapes: dict[str, list[int]] |
     through `tf.saved_model.save` of a function that calls the model in inference mode, keyed the same way."""
     model = upstream.handle
     tf = import_tensorflow()
-    dtypes = {input_name(tensor): tensor.dtype for tensor in model.inputs}
-    free = {input_name(tensor): [None, *tensor.shape[1:]] for tensor in model.inputs}
+    dtypes = {tensor_name(tensor): tensor.dtype for tensor in model.inputs}
+    free = {tensor_name(tensor): [None, *tensor.shape[1:]] for tensor in model.inputs}
     specs = {name: tf.TensorSpec((shapes or free)[name], dtypes[name], name=name) for name in dtypes}
     if upstream.flavour != "tf_keras":
         signature = None if shapes is None else [keras_call_inputs(model, specs)]
@@ -86,18 +86,13 @@ def signature_output_names(keys: list[str], model: Any) -> dict[str, str]:
     return {key: key for key in keys}
 
 
-def input_name(tensor: Any) -> str:
-    """A Keras input tensor's name as signatures and feeds use it (no `:0`)."""
-    return str(tensor.name).split(":")[0]
-
-
 def fixed_shapes(model: Any, batch: int, sample_shapes: dict[str, list[int]]) -> dict[str, list[int]]:
     """Each Keras input's shape with the batch at `batch` and other free dimensions at the evaluation data's
     sizes, for a trace at fixed shapes (the tflite and onnx rescues); a free dimension the data does not size is a
     StageError naming it."""
     shapes = {}
     for tensor in model.inputs:
-        name = input_name(tensor)
+        name = tensor_name(tensor)
         data = sample_shapes.get(name)
         shape = [batch]
         for axis, size in enumerate(tensor.shape[1:], start=1):
