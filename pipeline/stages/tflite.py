@@ -5,7 +5,6 @@ Knows the TFLite converter only; nothing of recipes, runtimes or reports.
 
 from __future__ import annotations
 
-import contextlib
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -18,8 +17,8 @@ from pipeline.errors import StageError
 from pipeline.frameworks import captured_native_output, import_tensorflow, litert_interpreter, notable_log_lines
 from pipeline.sources.model import keras_call_inputs, tensor_name
 from pipeline.stages.base import ConversionStage, StageContext, StageOptions
-from pipeline.stages.dft import fails_on_fft, fft_as_matmul
-from pipeline.stages.recurrent import inference_rnn_cells, signature_at_fixed_shapes, signature_shapes
+from pipeline.stages.dft import fails_on_fft
+from pipeline.stages.recurrent import signature_at_fixed_shapes, signature_shapes
 from pipeline.stages.tflite_fallback import debug_and_fall_back
 from pipeline.stages.trace import fixed_shapes, traced_export
 
@@ -236,10 +235,9 @@ def fixed_shape_converter(
         function = tf.function(lambda inputs: model(inputs, training=False)).get_concrete_function(structure)
         trackable = [model] if calibrated else []
         return tf.lite.TFLiteConverter.from_concrete_functions([function], *trackable), calibrated
-    export_dir = work_dir / ("saved_model_fixed_dft" if dft else "saved_model_fixed")
-    if not export_dir.exists():  # a second converter (the layer debugger's) reuses the export
-        with captured_native_output(), fft_as_matmul() if dft else contextlib.nullcontext(), inference_rnn_cells(model):
-            model.export(str(export_dir), format="tf_saved_model", input_signature=[structure], verbose=False)
+    # The run's one export at these shapes: a second converter (the layer debugger's) and the ONNX stage's FFT
+    # rescue read the same folder.
+    export_dir = traced_export(upstream, work_dir, shapes, dft)
     converter = tf.lite.TFLiteConverter.from_saved_model(str(export_dir), signature_keys=["serving_default"])
     return converter, True
 
