@@ -140,6 +140,12 @@ def applied() -> SandboxState | None:
     return _applied
 
 
+def confined_here() -> bool:
+    """Whether this process is confined: it can start no working child (a child's `/proc/self` is outside the
+    rules it inherits)."""
+    return _applied is not None and _applied.confined
+
+
 def _libc() -> ctypes.CDLL:
     libc = ctypes.CDLL(None, use_errno=True)
     libc.syscall.restype = ctypes.c_long

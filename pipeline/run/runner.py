@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 from pipeline.core.artifact import Artifact
 from pipeline.core.cpu import cpu_info, describe_cpu
 from pipeline.core.leftovers import sweep_work_dirs, work_directory
-from pipeline.core.sandbox import Roots, applied, confine, describe_available, existing_root
+from pipeline.core.sandbox import Roots, applied, confine, confined_here, describe_available, existing_root
 from pipeline.core.tensors import TensorSpec
 from pipeline.core.text import one_line
 from pipeline.data import Dataset, hygiene_warnings, label_outputs, load_dataset
@@ -313,8 +313,7 @@ class _Lanes:
             return _output(plan, prefix, lane, checker, (self.manifest, self.provenance), self.log)
 
         refusal = "--no-isolation" if executor.worker is None else why_not_in_lanes(plans)
-        here = applied()
-        if refusal is None and here is not None and here.confined:
+        if refusal is None and confined_here():
             refusal = "this process loaded the model and is confined: it can start no further worker"
         lanes = lanes_of(plans)
         if options.jobs == 1 or len(lanes) == 1 or refusal is not None:

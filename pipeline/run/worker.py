@@ -48,7 +48,7 @@ from pipeline.core.artifact import Artifact
 from pipeline.core.heap import keep_heap_steady
 from pipeline.core.leftovers import make_work_dir, remove_work_dirs_of
 from pipeline.core.recording import OutputRecording
-from pipeline.core.sandbox import Roots, applied, confine, said
+from pipeline.core.sandbox import Roots, confine, confined_here, said
 from pipeline.core.stored import open_npz, save_npz
 from pipeline.data import Dataset
 from pipeline.errors import DataError, EdgeportError, ModelError, RecipeError, StageError, first_line
@@ -224,8 +224,7 @@ def _refuse_if_confined() -> None:
     """A process that has confined itself cannot start a working worker: a child inherits its Landlock rules,
     whose `/proc/self` is the parent's folder, and TensorFlow aborts in a process that cannot read its own
     `/proc/self/cmdline`."""
-    here = applied()
-    if here is not None and here.confined:
+    if confined_here():
         raise StageError(
             "the conversion worker process is gone, and this process cannot start a fresh one: it loaded the "
             "model and is confined (a process it starts could not read its own /proc entries, which "
