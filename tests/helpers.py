@@ -132,3 +132,12 @@ def edit_keras_config(path: Path, edit: Callable[[dict[str, Any]], None]) -> Pat
         for name, data in members.items():
             archive.writestr(name, data)
     return path
+
+
+def load_built_source(root: Path, builder: str, weights: str, **spec: Any) -> Any:
+    """`source: {builder, weights, trusted: true, ...}` of a recipe in `root`, loaded as a run loads it."""
+    from pipeline.recipe import SourceSpec
+    from pipeline.sources import load_source_spec
+
+    source = SourceSpec(builder=builder, weights=weights, trusted=True, **spec)  # type: ignore[arg-type]
+    return load_source_spec(source, root, trusted=True)

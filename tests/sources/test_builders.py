@@ -16,6 +16,7 @@ from pipeline.recipe import load_recipe
 from pipeline.sources.weights import locate_weights
 
 from ..cli import edgeport, edgeport_watching, imported
+from ..helpers import load_built_source
 from ..recipes import write_recipe
 
 MODELS = """\
@@ -133,11 +134,7 @@ source:
 
 
 def load(project: Project, weights: str, builder: str = "mypkg.models:create_model", **spec: object):
-    from pipeline.recipe import SourceSpec
-    from pipeline.sources import load_source_spec
-
-    source = SourceSpec(builder=builder, weights=weights, trusted=True, **spec)  # type: ignore[arg-type]
-    return load_source_spec(source, project.root, trusted=True)
+    return load_built_source(project.root, builder, weights, **spec)
 
 
 # --- restoring, in process -------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import pytest
 from pipeline.errors import ModelError
 
 from ..cli import edgeport
+from ..helpers import load_built_source
 from ..recipes import recipe_file
 
 MODELS = """\
@@ -133,11 +134,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
 
 
 def load(project: Project, builder: str, weights: str):
-    from pipeline.recipe import SourceSpec
-    from pipeline.sources import load_source_spec
-
-    source = SourceSpec(builder=f"nets:{builder}", weights=weights, trusted=True)  # type: ignore[arg-type]
-    return load_source_spec(source, project.root, trusted=True)
+    return load_built_source(project.root, f"nets:{builder}", weights)
 
 
 # --- class 5: subclassed models from a builder ----------------------------------------------------
